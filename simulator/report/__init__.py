@@ -1,0 +1,330 @@
+"""Reports shared by ``surge`` and ``demand``: ``report.json`` with stable keys, and one
+self-contained ``report.html`` (inline CSS, inline SVG charts, no external URL) that opens offline.
+
+How to use it::
+
+    from simulator import report
+
+    fig = report.new_figure(figsize=(7.5, 3.2))        # a matplotlib Figure, no pyplot state
+    ax = fig.add_subplot()
+    ax.plot(minutes, arrivals_p50)
+    svg = report.figure_svg(fig)                       # inline <svg>...</svg>; closes the figure
+
+    table = report.html_table(
+        rows=[{"stage": "joined", "people": 5_800_000, "share": 0.145}],
+        columns=[("stage", "Stage"), ("people", "People"), ("share", "Share")],
+        formats={"share": "{:.1%}"},
+        caption="Funnel, P50 of 1,000 runs",
+    )
+    sections = [report.Section("Funnel", html="<p>Why it matters.</p>", figures=[svg], tables=[table])]
+
+    meta = report.report_meta(seed=7, scenario=scenario_dict, params=params_dict)   # adds versions
+    html = report.render_html("Wave 9 forecast", meta, sections)
+    json_path, html_path = report.write_report("out/", {"meta": meta, "peaks": peaks}, html,
+                                               json_name="forecast.json", html_name="forecast.html")
+
+Everything in ``meta`` is shown in the HTML ("Run" block: scenario or parameters, seed, versions),
+so the file on its own says how to reproduce it (architecture.md 3.4). Matplotlib is imported only
+inside the functions that draw, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html as html_lib
+import io
+import math
+import os
+import platform
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from simulator import __version__
+from simulator.io.atomic import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazily
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "Section",
+    "figure_svg",
+    "html_table",
+    "json_bytes",
+    "new_figure",
+    "render_html",
+    "report_meta",
+    "versions",
+    "write_report",
+]
+
+# Packages whose versions a report records, when installed.
+_VERSIONED_PACKAGES = ("numpy", "matplotlib", "locust", "pyarrow", "pillow", "fastapi", "sqlalchemy")
+
+# A fixed salt makes matplotlib's SVG element ids the same on every run: same data, same file.
+_SVG_HASH_SALT = "prakerja-sim"
+
+_SVG_PROLOGUE = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_SVG_METADATA = re.compile(r"<metadata>.*?</metadata>\s*", re.S)
+_SVG_ID = re.compile(r'\bid="([^"]+)"')
+
+
+@dataclass
+class Section:
+    """One titled part of a report: free HTML first, then figures (inline SVG), then tables.
+
+    ``figures`` holds SVG strings from :func:`figure_svg` (a matplotlib Figure is converted on
+    render); ``tables`` holds HTML from :func:`html_table`. ``html`` is trusted markup: escape any
+    user text with ``html.escape`` before putting it there.
+    """
+
+    title: str
+    html: str = ""
+    figures: list[Any] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+
+
+def new_figure(figsize: tuple[float, float] = (7.5, 3.2)) -> Figure:
+    """A matplotlib Figure detached from pyplot (no global state, thread-safe, no GUI backend)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig
+
+
+def figure_svg(fig: Any) -> str:
+    """Render a matplotlib figure to an ``<svg>`` element ready to inline in HTML, and close it.
+
+    The XML prologue and metadata are dropped, ids are prefixed with a digest of the drawing so
+    several charts can live in one page without id clashes, and ids are stable across runs.
+    """
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": _SVG_HASH_SALT, "svg.fonttype": "path"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    _close(fig)
+    svg = _SVG_METADATA.sub("", _SVG_PROLOGUE.sub("", buf.getvalue(), count=1), count=1)
+    prefix = "f" + hashlib.sha1(svg.encode("utf-8")).hexdigest()[:8] + "-"
+    for element_id in sorted(set(_SVG_ID.findall(svg)), key=len, reverse=True):
+        svg = svg.replace(f'id="{element_id}"', f'id="{prefix}{element_id}"')
+        svg = svg.replace(f'href="#{element_id}"', f'href="#{prefix}{element_id}"')
+        svg = svg.replace(f"url(#{element_id})", f"url(#{prefix}{element_id})")
+    return svg.strip()
+
+
+def _close(fig: Any) -> None:
+    # Figures made with pyplot stay in pyplot's registry until closed; ours (new_figure) never are.
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(fig)
+
+
+def html_table(
+    rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
+    columns: Sequence[str | tuple[str, str]],
+    *,
+    formats: Mapping[str, str] | None = None,
+    caption: str | None = None,
+) -> str:
+    """An HTML ``<table>``: ``rows`` are dicts (keyed by column) or sequences (in column order).
+
+    ``columns`` are keys or ``(key, label)`` pairs. Numbers are right-aligned; ints get thousands
+    separators, floats 4 significant figures, unless ``formats[key]`` (a ``str.format`` pattern)
+    says otherwise. Every cell is HTML-escaped.
+    """
+    formats = dict(formats or {})
+    keys = [c[0] if isinstance(c, tuple) else c for c in columns]
+    labels = [c[1] if isinstance(c, tuple) else c for c in columns]
+    out = ['<table class="data">']
+    if caption:
+        out.append(f"<caption>{_esc(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{_esc(label)}</th>" for label in labels) + "</tr></thead>")
+    out.append("<tbody>")
+    for row in rows:
+        values = [row.get(k) for k in keys] if isinstance(row, Mapping) else list(row)
+        cells = []
+        for key, value in zip(keys, values, strict=True):
+            numeric = _is_number(value)
+            css = ' class="num"' if numeric else ""
+            cells.append(f"<td{css}>{_esc(_format_cell(value, formats.get(key)))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) or _is_numpy_number(value)
+
+
+def _is_numpy_number(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.integer | numpy.floating)
+
+
+def _format_cell(value: Any, pattern: str | None) -> str:
+    if value is None:
+        return ""
+    if pattern is not None:
+        return pattern.format(value)
+    if _is_numpy_number(value):
+        value = value.item()
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+    return str(value)
+
+
+def _esc(text: Any) -> str:
+    return html_lib.escape(str(text), quote=True)
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, prakerja-sim and the installed libraries that shape a result."""
+    from importlib import metadata as importlib_metadata
+
+    found = {"python": platform.python_version(), "prakerja-sim": __version__}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            found[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def report_meta(
+    *, seed: int | None, scenario: Any = None, params: Any = None, **extra: Any
+) -> dict[str, Any]:
+    """The block every report carries: seed, scenario and/or parameters, versions, and ``extra``."""
+    meta: dict[str, Any] = {"seed": seed, "versions": versions()}
+    if scenario is not None:
+        meta["scenario"] = scenario
+    if params is not None:
+        meta["params"] = params
+    meta.update(extra)
+    return meta
+
+
+def json_bytes(data: Any) -> bytes:
+    """JSON with sorted keys and 2-space indent; numpy scalars/arrays and Paths are converted."""
+    import orjson
+
+    options = (
+        orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+    )
+    return orjson.dumps(data, option=options, default=_json_default) + b"\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    if _is_numpy_number(value):
+        return value.item()
+    raise TypeError(f"cannot put a {type(value).__name__} into a JSON report")
+
+
+def render_html(title: str, meta: Mapping[str, Any], sections: Sequence[Section]) -> str:
+    """One self-contained HTML page: inline CSS, inline SVG, no scripts, fonts or external URLs.
+
+    ``meta`` (see :func:`report_meta`) is shown at the end as the "Run" block: scalars as a
+    table, nested values (scenario, parameters, versions) as indented JSON.
+    """
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head><body><main>",
+        f"<h1>{_esc(title)}</h1>",
+    ]
+    if sections:
+        parts.append('<nav><ol>')
+        for index, section in enumerate(sections, start=1):
+            parts.append(f'<li><a href="#s{index}">{_esc(section.title)}</a></li>')
+        parts.append('<li><a href="#run">Run</a></li></ol></nav>')
+    for index, section in enumerate(sections, start=1):
+        parts.append(f'<section id="s{index}"><h2>{_esc(section.title)}</h2>')
+        if section.html:
+            parts.append(section.html)
+        for figure in section.figures:
+            svg = figure if isinstance(figure, str) else figure_svg(figure)
+            parts.append(f'<figure class="chart">{svg}</figure>')
+        parts.extend(f'<div class="table-wrap">{table}</div>' for table in section.tables)
+        parts.append("</section>")
+    parts.append('<section id="run"><h2>Run</h2>')
+    parts.append(_meta_html(meta))
+    parts.append("</section></main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _meta_html(meta: Mapping[str, Any]) -> str:
+    scalars = [(k, v) for k, v in sorted(meta.items()) if not isinstance(v, Mapping | list | tuple)]
+    nested = [(k, v) for k, v in sorted(meta.items()) if isinstance(v, Mapping | list | tuple)]
+    out = []
+    if scalars:
+        out.append('<table class="meta"><tbody>')
+        for key, value in scalars:
+            out.append(f"<tr><th>{_esc(key)}</th><td>{_esc(_format_cell(value, None))}</td></tr>")
+        out.append("</tbody></table>")
+    for key, value in nested:
+        text = json_bytes(value).decode("utf-8")
+        out.append(f"<details open><summary>{_esc(key)}</summary><pre>{_esc(text)}</pre></details>")
+    return "\n".join(out)
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    data: Mapping[str, Any],
+    html: str,
+    *,
+    json_name: str = "report.json",
+    html_name: str = "report.html",
+) -> tuple[Path, Path]:
+    """Write ``data`` as JSON (sorted keys) and ``html`` into ``out_dir``, each atomically.
+
+    Returns ``(json_path, html_path)``. The directory is created if needed.
+    """
+    directory = Path(out_dir)
+    json_path = directory / json_name
+    html_path = directory / html_name
+    atomic_write_bytes(json_path, json_bytes(dict(data)))
+    atomic_write_text(html_path, html)
+    return json_path, html_path
+
+
+_CSS = """
+:root{--ink:#1d2433;--muted:#5b6475;--line:#d9dee8;--band:#f4f6fa;--accent:#1f5fa8}
+*{box-sizing:border-box}
+body{margin:0;color:var(--ink);background:#fff;
+ font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1040px;margin:0 auto;padding:24px 20px 60px}
+h1{font-size:1.6rem;margin:0 0 8px}
+h2{font-size:1.2rem;margin:32px 0 8px;padding-bottom:4px;border-bottom:2px solid var(--line)}
+nav ol{margin:8px 0 0;padding-left:20px;color:var(--muted);columns:2}
+a{color:var(--accent)}
+figure.chart{margin:12px 0}
+figure.chart svg{max-width:100%;height:auto}
+.table-wrap{overflow-x:auto;margin:12px 0}
+table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+table.data th,table.data td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left}
+table.data thead th{background:var(--band);font-weight:600}
+table.data td.num{text-align:right;white-space:nowrap}
+caption{caption-side:top;text-align:left;color:var(--muted);padding:4px 0}
+table.meta th{text-align:left;padding:2px 12px 2px 0;color:var(--muted);font-weight:500}
+details{margin:8px 0}
+summary{cursor:pointer;font-weight:600}
+pre{background:var(--band);padding:10px;overflow-x:auto;font-size:12.5px;border-radius:4px}
+p.note{color:var(--muted)}
+.ok{color:#1b7f3b}.bad{color:#b3261e}
+"""
