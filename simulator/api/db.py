@@ -1,0 +1,168 @@
+"""Database engines for the reference API: URL normalisation, SQLite tuning, write transactions.
+
+One place decides how SQLite, PostgreSQL and MariaDB are opened so the store and seed-db agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event, exc
+from sqlalchemy.engine import make_url
+
+from simulator.errors import InvalidOption
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for another process's write lock before giving up."""
+
+_SCHEMES = {
+    "sqlite": "sqlite",
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "mysql+pymysql": "mysql+pymysql",
+    "mariadb+pymysql": "mysql+pymysql",
+}
+
+
+def normalize_url(url: str | Path) -> str:
+    """Turn what a user types into a SQLAlchemy URL with the driver we ship.
+
+    A bare path means a SQLite file; ``postgres(ql)://`` uses psycopg 3; ``mysql://`` and
+    ``mariadb://`` use PyMySQL with utf8mb4.
+    """
+    text = str(url).strip()
+    if not text:
+        raise InvalidOption("--db: empty database URL")
+    if "://" not in text:
+        return "sqlite:///" + str(Path(text).expanduser().absolute())
+    scheme, _, rest = text.partition("://")
+    driver = _SCHEMES.get(scheme.lower())
+    if driver is None:
+        raise InvalidOption(
+            f"--db: unsupported database URL scheme {scheme!r}; use a SQLite path, "
+            "sqlite:///FILE, postgresql://... or mysql://... / mariadb://..."
+        )
+    normalized = f"{driver}://{rest}"
+    if driver == "mysql+pymysql" and "charset=" not in rest:
+        normalized += ("&" if "?" in rest else "?") + "charset=utf8mb4"
+    return normalized
+
+
+def dialect_of(url: str) -> str:
+    """``sqlite``, ``postgresql`` or ``mysql`` for a normalised URL."""
+    return make_url(url).get_backend_name()
+
+
+def make_engine(url: str | Path, *, pool_size: int = 8) -> Engine:
+    """An engine tuned for many short transactions from several threads and processes."""
+    normalized = normalize_url(url)
+    backend = dialect_of(normalized)
+    if backend == "sqlite":
+        database = make_url(normalized).database
+        if not database or database == ":memory:":
+            raise InvalidOption("--db: SQLite needs a file (several server processes share it)")
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            normalized,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+        )
+        _tune_sqlite(engine)
+        return engine
+    return create_engine(
+        normalized,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=False,
+        pool_recycle=3600,
+        # Every invariant is held by unique constraints and conditional UPDATEs, which READ
+        # COMMITTED gives on both engines; MariaDB's default REPEATABLE READ adds gap locks.
+        isolation_level="READ COMMITTED",
+    )
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # noqa: ANN001 - DBAPI hook
+        # Let SQLAlchemy's "begin" event below decide BEGIN vs BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+        cursor.execute("PRAGMA synchronous=NORMAL")  # a commit survives a killed process
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA cache_size=-20000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A writer takes the write lock up front: a deferred transaction that later upgrades
+        # to a writer fails with SQLITE_BUSY at once instead of waiting (busy_timeout is not
+        # honoured on upgrade), which would turn load into errors.
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# SQLite lets one writer in at a time; queueing this process's threads on a lock (fair, no
+# polling) keeps the busy handler's sleep-and-retry for the other processes only.
+_sqlite_write_lock = threading.Lock()
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
+_RETRYABLE_MYSQL = {1213, 1205}  # deadlock, lock wait timeout (MariaDB)
+
+
+def _retryable(err: exc.DBAPIError) -> bool:
+    orig = err.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _RETRYABLE_MYSQL:
+        return True
+    return "database is locked" in str(orig)
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One short write transaction: committed on exit, rolled back on any exception.
+
+    On SQLite it is ``BEGIN IMMEDIATE`` behind a per-process lock. Callers that can be retried
+    safely use `run_write` instead, which retries deadlocks and serialization failures.
+    """
+    if engine.dialect.name == "sqlite":
+        with _sqlite_write_lock, engine.connect() as conn:
+            conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+    else:
+        with engine.begin() as conn:
+            yield conn
+
+
+def run_write(engine: Engine, work, attempts: int = 4):  # noqa: ANN001, ANN201 - generic callable
+    """Run ``work(conn)`` in a write transaction, retrying deadlocks a few times."""
+    for attempt in range(attempts):
+        try:
+            with write_transaction(engine) as conn:
+                return work(conn)
+        except exc.DBAPIError as err:
+            if isinstance(err, exc.IntegrityError) or not _retryable(err) or attempt == attempts - 1:
+                raise
+            time.sleep(0.002 * (attempt + 1) + (os.getpid() % 7) * 0.0003)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads; its implicit transaction is rolled back on exit."""
+    with engine.connect() as conn:
+        yield conn
