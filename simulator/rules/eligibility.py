@@ -1,0 +1,158 @@
+"""Who may receive a Kartu Prakerja: the eligibility rules as plain functions, scalar and vectorised.
+
+Perpres 36/2020 as amended by Perpres 76/2020: at least 18, not in formal education, not a civil
+servant, soldier, police officer, village head or staff, state official, regional legislator or
+BUMN/BUMD executive, not already a recipient, no other social aid, at most 2 recipients per KK.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import numpy as np
+
+from simulator.rules.reasons import Reason
+
+REFERENCE_DATE = dt.date(2020, 11, 2)
+"""Default date ages are computed on: wave 11 opened on 2 Nov 2020. Populations record theirs."""
+
+MIN_AGE = 18
+MAX_KK_RECIPIENTS = 2
+
+STUDENT_OCCUPATIONS: frozenset[str] = frozenset({"PELAJAR/MAHASISWA"})
+
+# KTP occupation values (Permendagri list of pekerjaan) that Perpres 76/2020 excludes.
+EXCLUDED_OCCUPATIONS: frozenset[str] = frozenset({
+    "PEGAWAI NEGERI SIPIL (PNS)",
+    "TENTARA NASIONAL INDONESIA (TNI)",
+    "KEPOLISIAN RI (POLRI)",
+    "KEPALA DESA",
+    "PERANGKAT DESA",
+    "ANGGOTA DPRD PROVINSI",
+    "ANGGOTA DPRD KABUPATEN/KOTA",
+    "ANGGOTA DPR-RI",
+    "ANGGOTA DPD",
+    "ANGGOTA BPK",
+    "MENTERI",
+    "GUBERNUR",
+    "WAKIL GUBERNUR",
+    "BUPATI",
+    "WAKIL BUPATI",
+    "WALIKOTA",
+    "WAKIL WALIKOTA",
+    "DIREKSI/KOMISARIS BUMN",  # not on the KTP list; how the generator marks a BUMN executive
+    "DIREKSI/KOMISARIS BUMD",
+})
+
+ELIGIBILITY_ORDER: tuple[Reason, ...] = (
+    Reason.UNDERAGE,
+    Reason.STILL_STUDENT,
+    Reason.EXCLUDED_OCCUPATION,
+    Reason.ALREADY_RECIPIENT,
+    Reason.RECEIVES_OTHER_AID,
+    Reason.KK_RECIPIENT_LIMIT,
+)
+"""When several rules fail, the first in this order is the reason given."""
+
+
+def age_on(birth_date: dt.date, on: dt.date = REFERENCE_DATE) -> int:
+    """Completed years of age on ``on``."""
+    return on.year - birth_date.year - ((on.month, on.day) < (birth_date.month, birth_date.day))
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def eligibility_reason(
+    *,
+    birth_date: dt.date | str,
+    occupation: str,
+    is_recipient: bool = False,
+    receives_other_aid: bool = False,
+    kk_recipients: int = 0,
+    on: dt.date = REFERENCE_DATE,
+) -> Reason | None:
+    """The first rule this person breaks, or ``None`` if they are eligible.
+
+    ``kk_recipients`` counts the *other* members of the person's KK who are already recipients.
+    """
+    if age_on(_as_date(birth_date), on) < MIN_AGE:
+        return Reason.UNDERAGE
+    occupation = (occupation or "").strip().upper()
+    if occupation in STUDENT_OCCUPATIONS:
+        return Reason.STILL_STUDENT
+    if occupation in EXCLUDED_OCCUPATIONS:
+        return Reason.EXCLUDED_OCCUPATION
+    if is_recipient:
+        return Reason.ALREADY_RECIPIENT
+    if receives_other_aid:
+        return Reason.RECEIVES_OTHER_AID
+    if kk_recipients >= MAX_KK_RECIPIENTS:
+        return Reason.KK_RECIPIENT_LIMIT
+    return None
+
+
+def resident_eligibility(resident: Mapping[str, object], *, kk_recipients: int = 0,
+                         on: dt.date = REFERENCE_DATE) -> Reason | None:
+    """:func:`eligibility_reason` for a ``residents`` row (a dict with the population's columns)."""
+    return eligibility_reason(
+        birth_date=resident["birth_date"],  # type: ignore[arg-type]
+        occupation=str(resident.get("occupation") or ""),
+        is_recipient=bool(resident.get("is_recipient", False)),
+        receives_other_aid=bool(resident.get("receives_other_aid", False)),
+        kk_recipients=kk_recipients,
+        on=on,
+    )
+
+
+def ages_on(birth_dates: np.ndarray, on: dt.date = REFERENCE_DATE) -> np.ndarray:
+    """Vectorised :func:`age_on` for ``datetime64[D]`` birth dates."""
+    days = np.asarray(birth_dates).astype("datetime64[D]")
+    years = days.astype("datetime64[Y]")
+    month_day = (days.astype("datetime64[M]") - years).astype(np.int64) * 100 + (
+        days - days.astype("datetime64[M]")).astype(np.int64) + 101
+    before_birthday = (on.month * 100 + on.day) < month_day
+    return on.year - (years.astype(np.int64) + 1970) - before_birthday
+
+
+def eligibility_reasons(
+    birth_dates: np.ndarray,
+    occupations: np.ndarray,
+    is_recipient: np.ndarray,
+    receives_other_aid: np.ndarray,
+    kk_recipients: np.ndarray,
+    on: dt.date = REFERENCE_DATE,
+) -> np.ndarray:
+    """Vectorised :func:`eligibility_reason`: an object array of reason codes, "" where eligible."""
+    n = len(birth_dates)
+    out = np.full(n, "", dtype=object)
+    occupations = np.asarray(occupations, dtype=object)
+    checks = (
+        (Reason.UNDERAGE, ages_on(birth_dates, on) < MIN_AGE),
+        (Reason.STILL_STUDENT, np.isin(occupations, list(STUDENT_OCCUPATIONS))),
+        (Reason.EXCLUDED_OCCUPATION, np.isin(occupations, list(EXCLUDED_OCCUPATIONS))),
+        (Reason.ALREADY_RECIPIENT, np.asarray(is_recipient, dtype=bool)),
+        (Reason.RECEIVES_OTHER_AID, np.asarray(receives_other_aid, dtype=bool)),
+        (Reason.KK_RECIPIENT_LIMIT, np.asarray(kk_recipients) >= MAX_KK_RECIPIENTS),
+    )
+    undecided = np.ones(n, dtype=bool)
+    for reason, failed in checks:
+        hit = undecided & failed
+        out[hit] = reason.value
+        undecided &= ~failed
+    return out
+
+
+def kk_recipient_counts(kk: np.ndarray, is_recipient: np.ndarray) -> np.ndarray:
+    """For each person, how many *other* members of their KK are already recipients."""
+    kk = np.asarray(kk)
+    rec = np.asarray(is_recipient, dtype=np.int64)
+    _, inverse = np.unique(kk, return_inverse=True)
+    per_kk = np.bincount(inverse, weights=rec).astype(np.int64)
+    return per_kk[inverse] - rec
