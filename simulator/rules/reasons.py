@@ -68,6 +68,9 @@ class Reason(StrEnum):
     DOMICILE_MISMATCH = "DOMICILE_MISMATCH"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"  # same key, different request body
     RATE_LIMITED = "RATE_LIMITED"
+    WAVE_EXISTS = "WAVE_EXISTS"  # admin: a wave with this number was opened before
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug of the server; never expected
 
     @property
     def http_status(self) -> int:
@@ -97,5 +100,8 @@ _HTTP_STATUS: dict[Reason, int] = {
     Reason.OTP_TOO_MANY_ATTEMPTS: 429,
     Reason.OTP_RESEND_TOO_SOON: 429,
     Reason.RATE_LIMITED: 429,
+    Reason.WAVE_EXISTS: 409,
+    Reason.METHOD_NOT_ALLOWED: 405,
+    Reason.INTERNAL_ERROR: 500,
     Reason.REGISTRY_UNAVAILABLE: 503,  # an injected upstream fault, not a bug of ours
 }
