@@ -249,7 +249,7 @@ def render_html(title: str, meta: Mapping[str, Any], sections: Sequence[Section]
         f"<h1>{_esc(title)}</h1>",
     ]
     if sections:
-        parts.append('<nav><ol>')
+        parts.append("<nav><ol>")
         for index, section in enumerate(sections, start=1):
             parts.append(f'<li><a href="#s{index}">{_esc(section.title)}</a></li>')
         parts.append('<li><a href="#run">Run</a></li></ol></nav>')
