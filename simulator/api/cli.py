@@ -1,0 +1,220 @@
+"""``prakerja-sim serve``: run the reference registration API under uvicorn.
+
+Creates the schema and seeds the registry once in this process, then starts the workers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import click
+
+from simulator.api.passwords import COST_LEVELS
+from simulator.api.settings import ENV_VAR, Delay, Settings
+from simulator.errors import InvalidOption, TargetUnavailable, UnsafeTarget
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _delay(option: str):
+    def convert(_ctx, _param, value):  # noqa: ANN001, ANN202
+        return Delay.parse(value, option) if value is not None else Delay()
+
+    return convert
+
+
+def prepare(settings: Settings, progress: bool = False) -> int:
+    """Create the schema and, with a registry directory, load its residents; returns residents loaded."""
+    from sqlalchemy.exc import OperationalError
+
+    from simulator.api.db import make_engine
+    from simulator.api.registry import load_residents
+    from simulator.api.schema import create_schema
+
+    engine = make_engine(settings.db_url)
+    try:
+        create_schema(engine)
+        if not settings.registry_dir:
+            return 0
+        from simulator.progress import progress_bar
+
+        if progress:
+            with progress_bar(None, "registry") as advance:
+                return load_residents(engine, settings.registry_dir, advance)
+        return load_residents(engine, settings.registry_dir)
+    except OperationalError as err:
+        raise TargetUnavailable(f"--db: cannot use the database ({err.orig})") from None
+    finally:
+        engine.dispose()
+
+
+def serve_settings(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Run uvicorn in this process (blocking) with ``workers`` worker processes."""
+    import uvicorn
+
+    os.environ[ENV_VAR] = settings.to_json()
+    uvicorn.run(
+        "simulator.api.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # our own structured access log replaces uvicorn's
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        backlog=4096,
+    )
+
+
+@click.command()
+@click.option(
+    "--db",
+    "db_url",
+    default="prakerja-api.db",
+    show_default=True,
+    help="SQLite file path, or postgresql://... / mysql://... / mariadb://... URL.",
+)
+@click.option(
+    "--registry",
+    "registry_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Population directory whose residents table seeds the simulated Dukcapil registry.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--allow-remote", is_flag=True, help="Allow a non-loopback --host (your choice: it exposes admin routes)."
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes (they share the database).",
+)
+@click.option("--sandbox", is_flag=True, help="Expose GET /v1/sandbox/outbox?to=... with the OTPs sent.")
+@click.option(
+    "--password-cost",
+    type=click.Choice([str(c) for c in COST_LEVELS]),
+    default="1",
+    show_default=True,
+    help="argon2id cost level: 0 cheapest (load tests), 3 = OWASP minimum, 4 = RFC 9106.",
+)
+@click.option(
+    "--registry-latency",
+    callback=_delay("--registry-latency"),
+    default="fixed:0",
+    show_default=True,
+    help="Dukcapil latency (ms): fixed:MS, uniform:LO,HI or lognormal:MEDIAN,SIGMA.",
+)
+@click.option(
+    "--registry-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of identity checks that get 503 REGISTRY_UNAVAILABLE.",
+)
+@click.option(
+    "--sms-delay",
+    callback=_delay("--sms-delay"),
+    default="fixed:0",
+    show_default=True,
+    help="SMS OTP delivery delay (ms), same forms as --registry-latency.",
+)
+@click.option(
+    "--sms-loss-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of SMS OTPs that never arrive.",
+)
+@click.option(
+    "--email-delay",
+    callback=_delay("--email-delay"),
+    default="fixed:0",
+    show_default=True,
+    help="Email OTP delivery delay (ms).",
+)
+@click.option(
+    "--otp-resend-interval",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds before a new OTP may be requested.",
+)
+@click.option("--fault-seed", type=int, default=None, help="Seed of the fault draws (latency, errors, loss).")
+@click.option("--no-access-log", is_flag=True, help="Do not write the JSON access log to stderr.")
+def serve(
+    db_url,
+    registry_dir,
+    host,
+    allow_remote,
+    port,
+    workers,
+    sandbox,
+    password_cost,
+    registry_latency,
+    registry_error_rate,
+    sms_delay,
+    sms_loss_rate,
+    email_delay,
+    otp_resend_interval,
+    fault_seed,
+    no_access_log,
+) -> None:  # noqa: ANN001
+    """Run the reference registration API (the embedded default target)."""
+    if not _is_loopback(host) and not allow_remote:
+        raise UnsafeTarget(
+            f"--host {host} is not a loopback address; pass --allow-remote to serve on it "
+            "(the admin routes and the sandbox outbox have no authentication)"
+        )
+    settings = Settings(
+        db_url=db_url,
+        registry_dir=registry_dir,
+        password_cost=int(password_cost),
+        sandbox=sandbox,
+        access_log=not no_access_log,
+        registry_latency=registry_latency,
+        registry_error_rate=registry_error_rate,
+        sms_delay=sms_delay,
+        sms_loss_rate=sms_loss_rate,
+        email_delay=email_delay,
+        otp_resend_interval_s=otp_resend_interval,
+        fault_seed=fault_seed,
+    )
+    loaded = prepare(settings, progress=True)
+    if registry_dir:
+        click.echo(f"registry: {loaded} residents from {registry_dir}", err=True)
+    # Registry rows are loaded once here; the workers only read them.
+    settings = Settings.from_mapping({**_plain(settings), "registry_dir": None})
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise InvalidOption(f"--host/--port: cannot listen on {host}:{port} ({err.strerror})") from None
+    if not _is_loopback(host):
+        click.echo(f"warning: serving on {host}:{port}, reachable from other machines", err=True)
+    click.echo(
+        f"serving http://{host}:{port} (db {settings.db_url}, {workers} worker(s)); OpenAPI at /openapi.json",
+        err=True,
+    )
+    serve_settings(settings, host, port, workers)
+
+
+def _plain(settings: Settings) -> dict:
+    import json
+
+    return json.loads(settings.to_json())

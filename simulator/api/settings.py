@@ -1,0 +1,134 @@
+"""Settings of one reference-API server: database, registry seed, upstream faults, OTP policy.
+
+A `Settings` travels to uvicorn's worker processes as JSON in an environment variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+import os
+import random
+from dataclasses import dataclass, field
+
+from simulator.errors import InvalidOption
+from simulator.rules.eligibility import REFERENCE_DATE
+
+ENV_VAR = "PRAKERJA_API_SETTINGS"
+
+
+@dataclass(frozen=True)
+class Delay:
+    """A latency distribution in milliseconds: ``fixed:MS``, ``uniform:LO,HI`` or ``lognormal:MEDIAN,SIGMA``.
+
+    Log-normal is the usual shape of an upstream service's latency: most calls near the median,
+    a long right tail (sigma 0.5 puts p99 at about 3.2 x the median).
+    """
+
+    kind: str = "fixed"
+    a: float = 0.0
+    b: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str, option: str = "delay") -> Delay:
+        text = str(text).strip()
+        kind, _, args = text.partition(":")
+        if not args and kind.replace(".", "", 1).isdigit():
+            kind, args = "fixed", kind
+        try:
+            values = [float(v) for v in args.split(",")] if args else []
+        except ValueError:
+            values = None
+        shapes = {"fixed": 1, "uniform": 2, "lognormal": 2}
+        if (
+            kind not in shapes
+            or values is None
+            or len(values) != shapes[kind]
+            or any(v < 0 or not math.isfinite(v) for v in values)
+        ):
+            raise InvalidOption(
+                f"{option}: expected fixed:MS, uniform:LO,HI or lognormal:MEDIAN_MS,SIGMA (ms, >= 0); "
+                f"got {text!r}"
+            )
+        if kind == "uniform" and values[0] > values[1]:
+            raise InvalidOption(f"{option}: uniform:LO,HI needs LO <= HI; got {text!r}")
+        return cls(kind, values[0], values[1] if len(values) > 1 else 0.0)
+
+    def sample_ms(self, rng: random.Random) -> float:
+        if self.kind == "fixed":
+            return self.a
+        if self.kind == "uniform":
+            return rng.uniform(self.a, self.b)
+        return self.a * math.exp(rng.gauss(0.0, self.b)) if self.a > 0 else 0.0
+
+    def __str__(self) -> str:
+        if self.kind == "fixed":
+            return f"fixed:{self.a:g}"
+        return f"{self.kind}:{self.a:g},{self.b:g}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that changes how the server behaves. Defaults: zero-setup embedded SQLite."""
+
+    db_url: str = "prakerja-api.db"
+    registry_dir: str | None = None
+    password_cost: int = 1
+    sandbox: bool = False
+    access_log: bool = True
+    # Upstream faults: the simulated Dukcapil, the SMS gateway, the email provider.
+    registry_latency: Delay = field(default_factory=Delay)
+    registry_error_rate: float = 0.0
+    sms_delay: Delay = field(default_factory=Delay)
+    sms_loss_rate: float = 0.0
+    email_delay: Delay = field(default_factory=Delay)
+    # OTP policy.
+    otp_digits: int = 6
+    otp_ttl_s: float = 300.0
+    otp_resend_interval_s: float = 30.0
+    otp_max_attempts: int = 5  # wrong codes per OTP (per account and channel)
+    otp_max_attempts_per_phone: int = 10  # wrong codes per phone number per hour, across accounts
+    token_ttl_s: float = 24 * 3600.0
+    reference_date: dt.date = REFERENCE_DATE  # the date ages are computed on (eligibility)
+    fault_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("registry_error_rate", "sms_loss_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise InvalidOption(f"{name.replace('_', '-')}: expected a rate in [0, 1], got {value}")
+        if self.otp_digits not in (4, 6):
+            raise InvalidOption(f"otp-digits: expected 4 or 6, got {self.otp_digits}")
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        for name in ("registry_latency", "sms_delay", "email_delay"):
+            data[name] = str(getattr(self, name))
+        data["reference_date"] = self.reference_date.isoformat()
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        return cls.from_mapping(json.loads(text))
+
+    @classmethod
+    def from_mapping(cls, data: dict) -> Settings:
+        """Build from plain values (as the CLI or `running_server(**settings)` give them)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidOption(f"unknown server setting(s): {', '.join(sorted(unknown))}")
+        values = dict(data)
+        for name in ("registry_latency", "sms_delay", "email_delay"):
+            if name in values and not isinstance(values[name], Delay):
+                values[name] = Delay.parse(str(values[name]), name.replace("_", "-"))
+        if isinstance(values.get("reference_date"), str):
+            values["reference_date"] = dt.date.fromisoformat(values["reference_date"])
+        return cls(**values)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        text = os.environ.get(ENV_VAR)
+        return cls.from_json(text) if text else cls()
