@@ -1,0 +1,576 @@
+"""``seed_database``: one seed run, from population chunks to a committed database and a side file.
+
+The whole load is one transaction (the schema is created first by the API's own
+``create_schema``; if the run fails, tables it created are dropped again), so an interrupted run
+leaves the database as it was. The plain-password side file appears only once the data is committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import sqlalchemy as sa
+
+from simulator.api import schema
+from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
+from simulator.progress import ProgressCallback
+from simulator.seed.hashing import PasswordHasherPool, parse_cost
+from simulator.seed.loaders import Loader, make_loader
+from simulator.seed.rows import RESIDENT_COLUMNS, SeedCursor, build_chunk, check_columns
+from simulator.seed.states import STATES, StateMix, parse_states
+from simulator.seed.target import POSTGRESQL, SQLITE, Target, connect, create_engine, parse_target
+from simulator.seed.waves import WaveCalendar, make_calendar
+
+TRUNCATE = "truncate"
+APPEND = "append"
+
+DEFAULT_CHUNK_ROWS = 50_000
+DEFAULT_WAVE = 11  # the morning of wave 11 (2 Nov 2020), right after the 30 Oct 2020 funnel
+
+# Tables a seed fills or empties, parents first. schema_meta is the schema's own.
+_DATA_TABLES = [t for t in schema.metadata.sorted_tables if t.name != "schema_meta"]
+
+
+@dataclass
+class SeedResult:
+    """What a seed run did, for the command's summary and for tests."""
+
+    target: str
+    loader: str
+    accounts: int = 0
+    residents: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    states: dict[str, int] = field(default_factory=dict)
+    waves: list[dict] = field(default_factory=list)
+    passwords_file: str | None = None
+    password_cost: str = ""
+    hash_workers: int = 1
+    seconds: float = 0.0
+    hash_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.total_rows / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PopulationSource:
+    """Where applicants and residents come from: the generator, or files already generated."""
+
+    size: int | None = None
+    seed: int = 0
+    directory: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return (
+            str(self.directory)
+            if self.directory
+            else f"generated population (size {self.size}, seed {self.seed})"
+        )
+
+    def chunks(self, chunk_rows: int) -> Iterator[tuple[pa.Table | None, pa.Table | None]]:
+        """(residents, applicants) pairs, streamed; either may be None when one table runs out first."""
+        if self.directory is None:
+            from simulator.generators.population import generate
+
+            for chunk in generate(self.size, self.seed, chunk_rows=chunk_rows):
+                yield chunk.residents, chunk.applicants
+            return
+        from simulator.io.population import iter_batches
+
+        residents = iter_batches(self.directory, "residents", chunk_rows)
+        applicants = iter_batches(self.directory, "applicants", chunk_rows)
+        for res, app in _zip_longest(residents, applicants):
+            yield _as_table(res), _as_table(app)
+
+
+def _zip_longest(a: Iterator, b: Iterator) -> Iterator[tuple]:
+    sentinel = object()
+    while True:
+        x, y = next(a, sentinel), next(b, sentinel)
+        if x is sentinel and y is sentinel:
+            return
+        yield (None if x is sentinel else x), (None if y is sentinel else y)
+
+
+def _as_table(batch) -> pa.Table | None:  # noqa: ANN001 - a RecordBatch or a Table
+    if batch is None or isinstance(batch, pa.Table):
+        return batch
+    return pa.Table.from_batches([batch])
+
+
+def seed_database(
+    db: str,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    population_dir: str | os.PathLike[str] | None = None,
+    states: str | StateMix | None = None,
+    mode: str | None = None,
+    wave: int = DEFAULT_WAVE,
+    as_of: dt.datetime | None = None,
+    open_days: float = 7.0,
+    password_cost: str | int | None = None,
+    workers: int | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    passwords_out: str | os.PathLike[str] | None = None,
+    allow_remote: bool = False,
+    progress: ProgressCallback | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> SeedResult:
+    """Seed the reference API's schema in ``db`` with a population, in one transaction.
+
+    ``mode``: ``"truncate"`` empties the schema's tables first (in the same transaction),
+    ``"append"`` adds to what is there (the open wave and calendar are read from the database);
+    ``None`` refuses a database that already holds accounts. ``on_chunk(i)`` is called after each
+    chunk is loaded (tests use it to interrupt a run). Returns what was done.
+    """
+    target = parse_target(db, allow_remote=allow_remote)
+    source = _source(size, seed, population_dir)
+    mix = states if isinstance(states, StateMix) else parse_states(states)
+    cost = parse_cost(password_cost)
+    if mode not in (None, TRUNCATE, APPEND):
+        raise InvalidOption(f"mode must be {TRUNCATE!r} or {APPEND!r}, got {mode!r}")
+    if chunk_rows < 100:
+        raise InvalidOption(f"--chunk-rows must be at least 100, got {chunk_rows}")
+    if workers is not None and workers < 1:
+        raise InvalidOption(f"--workers must be at least 1, got {workers}")
+    as_of = _as_of(as_of)
+    passwords_path = Path(passwords_out) if passwords_out else _default_passwords_path(target)
+
+    engine = create_engine(target)
+    started = time.perf_counter()
+    try:
+        before = _existing_tables(engine, target)
+        if mode is None and "accounts" in before and _count(engine, schema.accounts) > 0:
+            raise InvalidOption(
+                f"{target.label} already holds seeded or registered accounts: pass --truncate to replace "
+                "them or --append to add to them"
+            )
+        schema.create_schema(engine)
+        created = [t for t in _DATA_TABLES if t.name not in before]
+        if "schema_meta" not in before:
+            created.append(schema.schema_meta)
+        try:
+            result = _load(
+                engine, target, source, mix, cost, mode or TRUNCATE, wave, as_of, open_days,
+                workers, chunk_rows, passwords_path, progress, on_chunk,
+            )  # fmt: skip
+        except BaseException:
+            if created:
+                # DDL committed by create_schema is undone by hand: the database is as it was.
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    schema.metadata.drop_all(engine, tables=created, checkfirst=True)
+            raise
+    finally:
+        engine.dispose()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _source(size: int | None, seed: int, population_dir: str | os.PathLike[str] | None) -> PopulationSource:
+    if population_dir is not None:
+        if size is not None:
+            raise InvalidOption("give either --size (generate a population) or --from DIR, not both")
+        directory = Path(population_dir)
+        if not directory.is_dir():
+            raise InvalidInputFile(f"--from {directory}: no such population directory")
+        return PopulationSource(directory=directory, seed=seed)
+    if size is None:
+        raise InvalidOption("give --size N (generate a population) or --from POPULATION_DIR")
+    if size < 1:
+        raise InvalidOption(f"--size must be at least 1, got {size}")
+    return PopulationSource(size=size, seed=seed)
+
+
+def _as_of(as_of: dt.datetime | None) -> dt.datetime:
+    if as_of is None:
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        return now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    if as_of.tzinfo is not None:
+        as_of = as_of.astimezone(dt.UTC).replace(tzinfo=None)
+    return as_of.replace(microsecond=0)
+
+
+def _default_passwords_path(target: Target) -> Path:
+    if target.kind == SQLITE:
+        database = Path(target.url.database)
+        return database.with_name(database.name + ".passwords.csv")
+    return Path.cwd() / f"seed-{target.url.database}.passwords.csv"
+
+
+def _existing_tables(engine: sa.Engine, target: Target) -> set[str]:
+    with connect(engine, target) as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+def _count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+
+
+@contextlib.contextmanager
+def _transaction(engine: sa.Engine, target: Target) -> Iterator[sa.Connection]:
+    with connect(engine, target) as conn:
+        if target.kind == SQLITE:
+            conn = conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            yield conn
+
+
+def _load(
+    engine: sa.Engine,
+    target: Target,
+    source: PopulationSource,
+    mix: StateMix,
+    cost,  # noqa: ANN001 - PasswordCost
+    mode: str,
+    wave: int,
+    as_of: dt.datetime,
+    open_days: float,
+    workers: int | None,
+    chunk_rows: int,
+    passwords_path: Path,
+    progress: ProgressCallback | None,
+    on_chunk: Callable[[int], None] | None,
+) -> SeedResult:
+    advance = progress or (lambda _n: None)
+    # Exits run bottom-up: the transaction commits before the side file is moved into place.
+    with (
+        _SideFile(passwords_path, append=mode == APPEND) as side_file,
+        PasswordHasherPool(cost, workers) as hasher,
+        _transaction(engine, target) as conn,
+    ):
+        loader = _with_warnings_noted(lambda: make_loader(conn, target.kind))
+        result = SeedResult(target=target.label, loader=loader[0].method, notes=loader[1])
+        loader = loader[0]
+        result.password_cost = f"argon2id t={cost.time_cost} m={cost.memory_kib}KiB p={cost.parallelism}"
+        result.hash_workers = hasher.workers
+        result.rows = {t.name: 0 for t in _DATA_TABLES}
+        try:
+            if mode == TRUNCATE:
+                _empty_tables(conn, target)
+                calendar = make_calendar(wave, as_of, open_days)
+                cursor = SeedCursor()
+                _insert_waves(conn, loader, calendar, seed=source.seed)
+                result.rows["waves"] = calendar.open_wave
+            else:
+                calendar = _calendar_from_db(conn)
+                cursor = _cursor_from_db(conn, calendar)
+
+            pending = None
+            chunk_index = 0
+            for residents, applicants in source.chunks(chunk_rows):
+                if residents is not None and residents.num_rows:
+                    result.residents += _load_residents(loader, residents, source.label, result)
+                prepared = None
+                if applicants is not None and applicants.num_rows:
+                    rows = build_chunk(
+                        applicants, chunk_index=chunk_index, seed=source.seed, mix=mix,
+                        calendar=calendar, cursor=cursor, source=source.label,
+                    )  # fmt: skip
+                    tick = time.perf_counter()
+                    prepared = (rows, hasher.submit(rows.passwords, rows.salt_keys), applicants.num_rows)
+                    result.hash_seconds += time.perf_counter() - tick
+                if pending is not None:
+                    _finish_chunk(pending, hasher, loader, side_file, result)
+                    advance(pending[2])
+                    if on_chunk:
+                        on_chunk(chunk_index - 1)
+                pending = prepared
+                if prepared is not None:
+                    chunk_index += 1
+            if pending is not None:
+                _finish_chunk(pending, hasher, loader, side_file, result)
+                advance(pending[2])
+                if on_chunk:
+                    on_chunk(chunk_index - 1)
+            if cursor.accounts == 0:
+                raise InvalidInputFile(
+                    f"{source.label}: no applicant could be seeded (no rows, or all refused)"
+                )
+            result.waves = _finish_waves(conn, calendar)
+            _check_constraints(conn)
+        finally:
+            loader.close()
+        result.accounts = cursor.accounts
+        result.states = {s.value: int(c) for s, c in zip(STATES, cursor.states, strict=True)}
+        result.passwords_file = str(passwords_path)
+        # Leaving the `with`: the transaction commits first, then the side file is moved into place.
+    return result
+
+
+def _with_warnings_noted(make: Callable[[], Loader]) -> tuple[Loader, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loader = make()
+    return loader, [str(w.message) for w in caught]
+
+
+def _finish_chunk(pending, hasher, loader: Loader, side_file: _SideFile, result: SeedResult) -> None:  # noqa: ANN001
+    rows, hashing, _size = pending
+    tick = time.perf_counter()
+    hashes = hasher.collect(hashing)
+    result.hash_seconds += time.perf_counter() - tick
+    tables = rows.with_hashes(hashes)
+    for table in _DATA_TABLES:
+        chunk = tables.get(table.name)
+        if chunk is not None and chunk.num_rows:
+            result.rows[table.name] += loader.load(table, chunk)
+    side_file.write(rows.credentials)
+
+
+# --- residents ------------------------------------------------------------------------------------
+
+
+def _load_residents(loader: Loader, residents: pa.Table, source: str, result: SeedResult) -> int:
+    check_columns(residents, RESIDENT_COLUMNS, source + " residents")
+    n = residents.num_rows
+
+    def flag(*names: str) -> pa.Array:
+        for name in names:
+            if name in residents.column_names:
+                return pc.fill_null(residents.column(name).cast(pa.bool_()), False)
+        return pa.array(np.zeros(n, dtype=bool))
+
+    def text(name: str) -> pa.Array:
+        if name in residents.column_names:
+            return residents.column(name).cast(pa.string())
+        return pa.nulls(n, pa.string())
+
+    birth = residents.column("birth_date")
+    if not pa.types.is_date32(birth.type):
+        try:
+            birth = birth.cast(pa.string()).cast(pa.date32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InvalidInputFile(f"{source} residents: birth_date must hold ISO dates") from None
+    rows = pa.table(
+        {
+            "nik": text("nik"),
+            "kk": text("kk"),
+            "birth_date": birth,
+            "full_name": text("full_name"),
+            "gender": text("gender"),
+            "province_code": text("province_code"),
+            "regency_code": text("regency_code"),
+            "district_code": text("district_code"),
+            "village_code": text("village_code"),
+            "occupation": text("occupation"),
+            "is_recipient": flag("is_recipient", "already_recipient"),
+            "receives_other_aid": flag("receives_other_aid", "other_aid"),
+            "is_priority": flag("is_priority", "priority"),
+        }
+    )
+    loaded = loader.load(schema.residents, rows)
+    result.rows["residents"] += loaded
+    return loaded
+
+
+# --- waves ----------------------------------------------------------------------------------------
+
+
+def _insert_waves(conn: sa.Connection, loader: Loader, calendar: WaveCalendar, *, seed: int) -> None:
+    n = calendar.open_wave
+    closed = np.arange(1, n + 1) < n
+    created = calendar.opens_at - np.timedelta64(1, "D")
+    rows = pa.table(
+        {
+            "number": pa.array(np.arange(1, n + 1), pa.int32()),
+            "quota": pa.array(np.zeros(n, dtype=np.int64), pa.int32()),  # set once selections are known
+            "mode": pa.array(["lottery"] * n, pa.string()),
+            "opens_at": pa.array(calendar.opens_at.astype("datetime64[us]"), pa.timestamp("us")),
+            "closes_at": pa.array(calendar.closes_at.astype("datetime64[us]"), pa.timestamp("us")),
+            "state": pa.array(np.where(closed, "closed", "open").tolist(), pa.string()),
+            "province_codes": pa.nulls(n, pa.string()),
+            "joined_count": pa.array(np.zeros(n, dtype=np.int64), pa.int32()),
+            "selected_count": pa.array(np.zeros(n, dtype=np.int64), pa.int32()),
+            "selection_seed": pa.array(np.random.default_rng([seed, 11]).integers(0, 2**62, n), pa.int64()),
+            "created_at": pa.array(created.astype("datetime64[us]"), pa.timestamp("us")),
+            "closed_at": pa.array(
+                calendar.closes_at.astype("datetime64[us]"), pa.timestamp("us"), mask=~closed
+            ),
+        }
+    )
+    loader.load(schema.waves, rows)
+
+
+def _calendar_from_db(conn: sa.Connection) -> WaveCalendar:
+    waves = schema.waves
+    rows = conn.execute(sa.select(waves.c.number, waves.c.opens_at, waves.c.closes_at, waves.c.state)
+                        .order_by(waves.c.number)).all()  # fmt: skip
+    open_rows = [r for r in rows if r.state == "open"]
+    if not rows or not open_rows:
+        raise InvalidOption("--append needs a database seeded before (with an open wave); use --truncate")
+    open_wave = open_rows[-1].number
+    if [r.number for r in rows[:open_wave]] != list(range(1, open_wave + 1)):
+        raise InvalidOption(
+            "--append: the waves in the database are not 1..K as seed-db makes them; use --truncate"
+        )
+    from simulator.seed.waves import PUBLISHED_WAVES
+
+    return WaveCalendar(
+        open_wave=open_wave,
+        as_of=rows[open_wave - 1].opens_at + dt.timedelta(hours=1),
+        opens_at=np.array([r.opens_at for r in rows[:open_wave]], dtype="datetime64[s]"),
+        closes_at=np.array([r.closes_at for r in rows[:open_wave]], dtype="datetime64[s]"),
+        published_accepted=np.array([w.accepted for w in PUBLISHED_WAVES[:open_wave]], dtype=np.int64),
+    )
+
+
+def _cursor_from_db(conn: sa.Connection, calendar: WaveCalendar) -> SeedCursor:
+    cursor = SeedCursor()
+    r, j = schema.recipients, schema.wave_joins
+    per_wave = np.zeros(calendar.open_wave - 1, dtype=np.int64)
+    for number, count in conn.execute(sa.select(r.c.wave_number, sa.func.count()).group_by(r.c.wave_number)):
+        if 1 <= number < calendar.open_wave:
+            per_wave[number - 1] = count
+    cursor.recipients_per_wave = per_wave
+    cursor.recipients = int(per_wave.sum())
+    joins = np.zeros(calendar.open_wave, dtype=np.int64)
+    for number, last in conn.execute(
+        sa.select(j.c.wave_number, sa.func.max(j.c.join_order)).group_by(j.c.wave_number)
+    ):
+        if 1 <= number <= calendar.open_wave:
+            joins[number - 1] = last or 0
+    cursor.joins_per_wave = joins
+    kk_rows = conn.execute(sa.select(r.c.kk, sa.func.count()).group_by(r.c.kk)).all()
+    if kk_rows:
+        cursor.ledger.keys = np.array([int(k) for k, _ in kk_rows], dtype=np.int64)
+        cursor.ledger.counts = np.array([c for _, c in kk_rows], dtype=np.int64)
+        order = np.argsort(cursor.ledger.keys)
+        cursor.ledger.keys, cursor.ledger.counts = cursor.ledger.keys[order], cursor.ledger.counts[order]
+    return cursor
+
+
+def _finish_waves(conn: sa.Connection, calendar: WaveCalendar) -> list[dict]:
+    """Counts and quotas of every wave, from the rows now in the database (earlier runs included)."""
+    waves, j = schema.waves, schema.wave_joins
+    joined = dict(conn.execute(sa.select(j.c.wave_number, sa.func.count()).group_by(j.c.wave_number)).all())
+    selected = dict(
+        conn.execute(
+            sa.select(j.c.wave_number, sa.func.count())
+            .where(j.c.selected.is_(True))
+            .group_by(j.c.wave_number)
+        ).all()
+    )
+    accounts = int(conn.execute(sa.select(sa.func.count()).select_from(schema.accounts)).scalar() or 0)
+    selected_per_wave = np.array([selected.get(w, 0) for w in range(1, calendar.open_wave)], dtype=np.int64)
+    quotas = calendar.quotas(accounts, selected_per_wave)
+    existing = dict(conn.execute(sa.select(waves.c.number, waves.c.quota)).all())
+    summary = []
+    for number in range(1, calendar.open_wave + 1):
+        quota = max(int(quotas[number - 1]), int(existing.get(number) or 0))
+        values = {
+            "quota": quota,
+            "joined_count": int(joined.get(number, 0)),
+            "selected_count": int(selected.get(number, 0)),
+        }
+        conn.execute(sa.update(waves).where(waves.c.number == number).values(**values))
+        summary.append(
+            {"number": number, "state": "open" if number == calendar.open_wave else "closed", **values}
+        )
+    return summary
+
+
+def _check_constraints(conn: sa.Connection) -> None:
+    """The rules no database constraint holds: a wave's quota, and at most 2 recipients per KK."""
+    waves, r = schema.waves, schema.recipients
+    over = conn.execute(sa.select(waves.c.number).where(waves.c.selected_count > waves.c.quota)).first()
+    if over is not None:
+        raise SimulatorError(
+            f"internal error: wave {over.number} would select more than its quota; nothing was kept"
+        )
+    crowded = conn.execute(sa.select(r.c.kk).group_by(r.c.kk).having(sa.func.count() > 2).limit(1)).first()
+    if crowded is not None:
+        raise SimulatorError(
+            f"internal error: KK {crowded.kk} would have more than 2 recipients; nothing was kept"
+        )
+
+
+def _empty_tables(conn: sa.Connection, target: Target) -> None:
+    if target.kind == POSTGRESQL:
+        names = ", ".join(conn.dialect.identifier_preparer.format_table(t) for t in _DATA_TABLES)
+        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY")
+        return
+    # MariaDB's TRUNCATE commits on its own; DELETE stays inside the transaction (as on SQLite).
+    for table in reversed(_DATA_TABLES):
+        conn.execute(sa.delete(table))
+
+
+# --- side file --------------------------------------------------------------------------------------
+
+
+class _SideFile:
+    """The plain passwords of the seeded accounts, as CSV, moved into place only after the commit."""
+
+    def __init__(self, path: Path, *, append: bool):
+        self.path = path
+        self.append = append
+        self._writer: pacsv.CSVWriter | None = None
+        self._handle = None
+        self._tmp: str | None = None
+
+    def __enter__(self) -> _SideFile:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._handle = os.fdopen(fd, "wb")
+        self._keep_previous = self.append and self.path.exists()
+        return self
+
+    def write(self, credentials: pa.Table) -> None:
+        if self._writer is None:
+            if self._keep_previous:
+                with open(self.path, "rb") as previous:
+                    self._handle.write(previous.read())
+            self._writer = pacsv.CSVWriter(
+                self._handle,
+                credentials.schema,
+                write_options=pacsv.WriteOptions(
+                    include_header=not self._keep_previous, quoting_style="needed"
+                ),
+            )
+        self._writer.write_table(credentials)
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                _fsync_directory(self.path.parent)
+                self._tmp = None
+        finally:
+            if self._tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._tmp)
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
