@@ -1,0 +1,482 @@
+"""Replay a season of waves (by default the published 2020 ones, ``season_2020.toml``) and set
+the model's outputs beside what was published, stage by stage, with the error of each.
+
+The season carries the verified people who were not accepted from wave to wave; each wave's
+new sign-ups come from the published cumulative account totals, interpolated in time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator import report
+from simulator.demand.forecast import as_of, spread
+from simulator.demand.model import WaveRuns, simulate_wave
+from simulator.demand.params import Params, flat, load_params
+from simulator.errors import InvalidInputFile
+
+CHECKPOINT_STAGES = (
+    "accounts",
+    "email_verified",
+    "identity_valid",
+    "phone_verified",
+    "accepted",
+    "bought",
+    "finished_training",
+    "incentive_paid",
+)
+
+
+@dataclass
+class Season:
+    """A season file, validated."""
+
+    source: str
+    name: str
+    params: dict[str, Any]
+    accounts: list[tuple[dt.datetime, int, str]]
+    waves: list[dict[str, Any]]
+    checkpoints: list[dict[str, Any]]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_season(path: str | Path | None = None) -> Season:
+    """Read a season TOML (the shipped 2020 one when ``path`` is None); errors name file and key."""
+    if path is None:
+        source = "season_2020.toml (shipped)"
+        text = resources.files("simulator.demand").joinpath("season_2020.toml").read_text(encoding="utf-8")
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InvalidInputFile(f"{source}: no such season file") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise InvalidInputFile(f"{source}: cannot read the season file ({err})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InvalidInputFile(f"{source}: not valid TOML ({err})") from None
+
+    def need(
+        table: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], expected: str
+    ) -> Any:
+        value = table.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, kind):
+            raise InvalidInputFile(f"{source}: key '{where}{key}': expected {expected}, got {value!r}")
+        return value
+
+    def when(value: Any, where: str) -> dt.datetime:
+        if isinstance(value, str):
+            try:
+                value = dt.datetime.fromisoformat(value)
+            except ValueError:
+                value = None
+        if not isinstance(value, dt.datetime) or value.tzinfo is None:
+            raise InvalidInputFile(
+                f"{source}: key '{where}': expected a date-time with offset, got {value!r}"
+            )
+        return value
+
+    season = doc.get("season", {})
+    accounts = []
+    for i, point in enumerate(doc.get("accounts", [])):
+        total = need(point, "total", f"accounts[{i}].", int, "a whole number of accounts >= 0")
+        accounts.append((when(point.get("at"), f"accounts[{i}].at"), total, str(point.get("source", ""))))
+    if len(accounts) < 2 or any(
+        b[0] <= a[0] or b[1] < a[1] for a, b in zip(accounts, accounts[1:], strict=False)
+    ):
+        raise InvalidInputFile(
+            f"{source}: key 'accounts': expected at least two [[accounts]] points, "
+            "increasing in time and total"
+        )
+    waves = []
+    for i, wave in enumerate(doc.get("waves", [])):
+        where = f"waves[{i}]."
+        need(wave, "number", where, int, "a wave number >= 1")
+        need(wave, "quota", where, int, "a whole number of places")
+        need(wave, "duration_hours", where, (int, float), "a duration in hours")
+        entry = dict(wave)
+        entry["opens_at_dt"] = when(wave.get("opens_at"), f"{where}opens_at")
+        if "published_joined_at" in wave:
+            entry["published_joined_at_dt"] = when(wave["published_joined_at"], f"{where}published_joined_at")
+        waves.append(entry)
+    if not waves:
+        raise InvalidInputFile(f"{source}: key 'waves': expected at least one [[waves]] table")
+    checkpoints = []
+    for i, point in enumerate(doc.get("checkpoints", [])):
+        entry = {"at": when(point.get("at"), f"checkpoints[{i}].at"), "source": str(point.get("source", ""))}
+        for stage in CHECKPOINT_STAGES:
+            if stage in point:
+                entry[stage] = need(point, stage, f"checkpoints[{i}].", int, "a whole number of people")
+        checkpoints.append(entry)
+    extra = {k: v for k, v in doc.items() if k not in ("season", "accounts", "waves", "checkpoints")}
+    return Season(
+        source=source,
+        name=str(season.get("name", source)),
+        params=dict(season.get("params", {})),
+        accounts=accounts,
+        waves=waves,
+        checkpoints=checkpoints,
+        extra=extra,
+    )
+
+
+def accounts_at(season: Season, when: dt.datetime) -> float:
+    """Cumulative accounts at ``when``: linear between published points, extrapolated after."""
+    times = np.array([p[0].timestamp() for p in season.accounts])
+    totals = np.array([p[1] for p in season.accounts], dtype=float)
+    t = when.timestamp()
+    if t <= times[0]:
+        return float(totals[0])
+    if t >= times[-1]:
+        slope = (totals[-1] - totals[-2]) / (times[-1] - times[-2])
+        return float(totals[-1] + slope * (t - times[-1]))
+    return float(np.interp(t, times, totals))
+
+
+@dataclass
+class SeasonResult:
+    season: Season
+    params: Params
+    waves: list[WaveRuns]
+    extra_signups: list[tuple[dt.datetime, np.ndarray]]
+    rows: list[dict[str, Any]]
+    runs: int
+    seed: int
+
+
+def run_backtest(
+    season_path: str | Path | None = None,
+    *,
+    runs: int = 200,
+    seed: int = 0,
+    workers: int = 1,
+    params_path: str | Path | None = None,
+) -> SeasonResult:
+    """Simulate the season wave by wave and compare with every published figure it holds."""
+    season = load_season(season_path)
+    base = load_params(params_path, season.params)
+    seeds = np.random.SeedSequence(seed).spawn(len(season.waves) + 1)
+    wave_runs: list[WaveRuns] = []
+    pool = np.zeros(runs, dtype=np.int64)
+    previous_close = season.accounts[0][0]
+    for index, wave in enumerate(season.waves):
+        closes = wave["opens_at_dt"] + dt.timedelta(hours=float(wave["duration_hours"]))
+        signups = max(0, round(accounts_at(season, closes) - accounts_at(season, previous_close)))
+        overrides = {
+            "wave.number": wave["number"],
+            "wave.quota": wave["quota"],
+            "wave.opens_at": wave["opens_at_dt"].isoformat(),
+            "wave.duration_hours": float(wave["duration_hours"]),
+            "demand.new_signups": signups,
+            "demand.prior_pool": 0,
+        }
+        for key, value in wave.get("params", {}).items():
+            overrides[key] = value
+        params = load_params(params_path, {**season.params, **overrides})
+        wave_seed = int(seeds[index].generate_state(1)[0])
+        result = simulate_wave(params, runs=runs, seed=wave_seed, prior_pool=pool, workers=workers)
+        wave_runs.append(result)
+        pool = result.counts["pool_after"]
+        previous_close = closes
+    rng = np.random.default_rng(seeds[-1])
+    rows = _compare(season, base, wave_runs, rng)
+    return SeasonResult(season, base, wave_runs, [], rows, runs, seed)
+
+
+def _row(
+    group: str,
+    item: str,
+    published: float,
+    model: np.ndarray,
+    *,
+    kind: str,
+    note: str = "",
+    unit: str = "people",
+) -> dict[str, Any]:
+    s = spread(model)
+    error = (s["p50"] - published) / published if published else float("nan")
+    return {
+        "group": group,
+        "item": item,
+        "published": float(published),
+        "model_p50": s["p50"],
+        "model_p5": s["p5"],
+        "model_p95": s["p95"],
+        "error": error,
+        "kind": kind,
+        "note": note,
+        "unit": unit,
+    }
+
+
+def _funnel_as_of(
+    season: Season, params: Params, waves: list[WaveRuns], when: dt.datetime, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    runs = waves[0].runs
+    totals = {stage: np.zeros(runs, dtype=np.int64) for stage in CHECKPOINT_STAGES}
+    last_close = season.accounts[0][0]
+    for wave in waves:
+        if wave.closes_at > when:
+            continue
+        last_close = max(last_close, wave.closes_at)
+        for stage in ("accounts", "email_verified", "identity_valid", "phone_verified"):
+            totals[stage] += wave.counts[stage]
+        later = as_of(wave, when, rng)
+        for stage in ("accepted", "bought", "finished_training", "incentive_paid"):
+            if wave.results_at <= when:
+                totals[stage] += later[stage]
+    # Accounts created after the last closed wave still go through the first checks.
+    extra = max(0, round(accounts_at(season, when) - accounts_at(season, last_close)))
+    funnel = params["funnel"]
+    email = rng.binomial(np.full(runs, extra), funnel["email_verified"])
+    identity = rng.binomial(email, funnel["identity_valid"])
+    phone = rng.binomial(identity, funnel["phone_verified"])
+    totals["accounts"] += extra
+    totals["email_verified"] += email
+    totals["identity_valid"] += identity
+    totals["phone_verified"] += phone
+    return totals
+
+
+def _joined_by(wave: WaveRuns, when: dt.datetime) -> np.ndarray:
+    minutes = (
+        when - (wave.closes_at - dt.timedelta(hours=wave.params["wave"]["duration_hours"]))
+    ).total_seconds() / 60
+    grid = wave.grid
+    ends = grid.starts + grid.widths
+    full = ends <= minutes
+    partial = (grid.starts < minutes) & ~full
+    joins = wave.joins_per_bin.astype(np.float64)
+    share = np.where(partial, (minutes - grid.starts) / grid.widths, 0.0)
+    return joins[:, full].sum(axis=1) + (joins * share[None, :]).sum(axis=1)
+
+
+# Which published figures the defaults were calibrated on (the rest are held out).
+_CALIBRATED_STAGES = {
+    "email_verified",
+    "identity_valid",
+    "phone_verified",
+    "finished_training",
+    "incentive_paid",
+}
+
+
+def _compare(
+    season: Season, params: Params, waves: list[WaveRuns], rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    rows = []
+    for checkpoint in season.checkpoints:
+        funnel = _funnel_as_of(season, params, waves, checkpoint["at"], rng)
+        label = f"funnel to {checkpoint['at']:%d %b %Y}"
+        late = checkpoint["at"].date() >= dt.date(2020, 10, 30)
+        for stage in CHECKPOINT_STAGES:
+            if stage not in checkpoint:
+                continue
+            kind = (
+                "input"
+                if stage == "accounts"
+                else "calibrated"
+                if late and stage in _CALIBRATED_STAGES
+                else "held out"
+            )
+            if stage == "accepted":
+                kind = "input (quotas)"
+            if stage == "bought" and late:
+                kind = "calibrated"
+            rows.append(_row(label, stage, checkpoint[stage], funnel[stage], kind=kind))
+    for wave, spec in zip(waves, season.waves, strict=True):
+        number = spec["number"]
+        if "published_joined" in spec:
+            if "published_joined_at_dt" in spec:
+                model = _joined_by(wave, spec["published_joined_at_dt"])
+                item = f"wave {number} joined by {spec['published_joined_at_dt']:%d %b %H:%M}"
+            else:
+                model = wave.counts["joined"]
+                item = f"wave {number} joined"
+            note = spec.get("published_joined_note", "")
+            if number == 9:
+                note = "the single-wave defaults in params.toml are fitted to it; the season replay is not"
+            rows.append(
+                _row("joined per wave", item, spec["published_joined"], model, kind="held out", note=note)
+            )
+    for wave, spec in zip(waves, season.waves, strict=True):
+        if "published_first_24h" in spec:
+            opened = wave.closes_at - dt.timedelta(hours=wave.params["wave"]["duration_hours"])
+            model = _joined_by(wave, opened + dt.timedelta(hours=24))
+            rows.append(
+                _row(
+                    "arrival curve",
+                    f"wave {spec['number']} joined in the first 24 h",
+                    spec["published_first_24h"],
+                    model,
+                    kind="held out",
+                )
+            )
+            if "published_joined" in spec:
+                rows.append(
+                    _row(
+                        "arrival curve",
+                        f"wave {spec['number']} share joined in the first 24 h",
+                        spec["published_first_24h"] / spec["published_joined"],
+                        model / np.maximum(wave.counts["joined"], 1),
+                        kind="calibrated",
+                        unit="share",
+                    )
+                )
+    revocations = season.extra.get("revocations", {})
+    by_number = {spec["number"]: wave for spec, wave in zip(season.waves, waves, strict=True)}
+    for key, last in (("waves_1_9", 9), ("waves_1_10", 10)):
+        if key in revocations and all(n in by_number for n in range(1, last + 1)):
+            model = sum(by_number[n].counts["revoked"] for n in range(1, last + 1))
+            kind = "calibrated" if last == 10 else "held out"
+            note = "counted earlier than the 30 Oct funnel" if last == 9 else ""
+            rows.append(
+                _row("revocations", f"revoked, waves 1-{last}", revocations[key], model, kind=kind, note=note)
+            )
+    budget = season.extra.get("budget_2020", {})
+    if budget:
+        accepted = sum(
+            w.counts["accepted"]
+            for w in waves
+            if w.closes_at.year == 2020 and w.params["wave"]["number"] <= 10
+        )
+        b = params["budget"]
+        for key, per_person in (
+            ("training_idr", b["training_idr"]),
+            ("incentive_idr", b["incentive_idr"] * b["incentive_months"]),
+            ("survey_idr", b["survey_idr"] * b["surveys"]),
+        ):
+            if key in budget:
+                rows.append(
+                    _row(
+                        "2020 budget (waves 1-10 accepted x per person)",
+                        key,
+                        budget[key],
+                        accepted * per_person,
+                        kind="held out",
+                    )
+                )
+    load = season.extra.get("load", {})
+    if "peak_visits_per_second" in load:
+        model = np.max([w.peaks_per_second["all endpoints"] for w in waves], axis=0)
+        rows.append(
+            _row(
+                "load",
+                "peak requests/s, busiest minute of the season",
+                load["peak_visits_per_second"],
+                model,
+                kind="held out",
+                note="published as visits/s: not the same unit as API requests",
+            )
+        )
+    return rows
+
+
+def backtest_table(result: SeasonResult) -> str:
+    """Model vs published, one line per figure, grouped, with the error of each."""
+    lines = [
+        f"Backtest: {result.season.name} ({result.season.source}), {result.runs} runs, seed {result.seed}",
+        "",
+        f"{'figure':<46}{'published':>14}{'model P50':>14}{'P5-P95':>25}{'error':>9}  basis",
+    ]
+    group = None
+    for row in result.rows:
+        if row["group"] != group:
+            group = row["group"]
+            lines.append(f"-- {group}")
+        short = _percent if row["unit"] == "share" else _short
+        band = f"{short(row['model_p5'])}-{short(row['model_p95'])}"
+        error = "" if np.isnan(row["error"]) else f"{row['error']:+.1%}"
+        note = f" ({row['note']})" if row["note"] else ""
+        lines.append(
+            f"{row['item']:<46}{short(row['published']):>14}{short(row['model_p50']):>14}{band:>25}"
+            f"{error:>9}  {row['kind']}{note}"
+        )
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return f"{value:.1%}"
+
+
+def _short(value: float) -> str:
+    if abs(value) >= 1e12:
+        return f"{value / 1e12:,.2f}T"
+    if abs(value) >= 1e9:
+        return f"{value / 1e9:,.1f}B"
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:,.3f}M"
+    return f"{value:,.0f}"
+
+
+def write_backtest(out_dir: str | Path, result: SeasonResult) -> tuple[Path, Path]:
+    """``backtest.json`` and a self-contained ``backtest.html`` with the table and an error chart."""
+    rows = result.rows
+    fig = report.new_figure(figsize=(7.5, max(3.0, 0.22 * len(rows))))
+    ax = fig.add_subplot()
+    labels = [f"{r['group'][:18]}: {r['item']}" for r in rows][::-1]
+    errors = [0.0 if np.isnan(r["error"]) else r["error"] * 100 for r in rows][::-1]
+    colors = ["#1b7f3b" if abs(e) <= 2 else "#b5651d" if abs(e) <= 10 else "#b3261e" for e in errors]
+    ax.barh(labels, errors, color=colors)
+    ax.axvline(0, color="#333", lw=1)
+    ax.set_xlabel("model P50 vs published, %")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    table = report.html_table(
+        rows,
+        [
+            ("group", "Group"),
+            ("item", "Figure"),
+            ("published", "Published"),
+            ("model_p50", "Model P50"),
+            ("model_p5", "P5"),
+            ("model_p95", "P95"),
+            ("error", "Error"),
+            ("kind", "Basis"),
+            ("note", "Note"),
+        ],
+        formats={
+            "published": "{:,.0f}",
+            "model_p50": "{:,.0f}",
+            "model_p5": "{:,.0f}",
+            "model_p95": "{:,.0f}",
+            "error": "{:+.1%}",
+        },
+    )
+    sections = [
+        report.Section(
+            "Model vs published",
+            html="<p>Basis: <b>input</b> figures drive the replay, <b>calibrated</b> ones set the defaults "
+            "in params.toml, <b>held out</b> ones were not used to fit anything.</p>",
+            figures=[report.figure_svg(fig)],
+            tables=[table],
+        )
+    ]
+    meta = report.report_meta(
+        seed=result.seed, params=flat(result.params), runs=result.runs, season=result.season.source
+    )
+    html = report.render_html(f"Backtest: {result.season.name}", meta, sections)
+    data = {"rows": rows, "meta": meta, "waves": [_wave_digest(w) for w in result.waves]}
+    return report.write_report(out_dir, data, html, json_name="backtest.json", html_name="backtest.html")
+
+
+def _wave_digest(wave: WaveRuns) -> dict[str, Any]:
+    counts = wave.counts
+    return {
+        "number": wave.params["wave"]["number"],
+        "closes_at": wave.closes_at.isoformat(),
+        "results_at": wave.results_at.isoformat(),
+        **{
+            k: spread(counts[k])
+            for k in ("accounts", "prior_pool", "joined", "accepted", "revoked", "pool_after")
+        },
+    }
