@@ -69,6 +69,11 @@ class RegionTables:
         return {name: pa.array(getattr(self, name).tolist(), type=pa.string()) for name in names}
 
     @functools.cached_property
+    def regency_is_city(self) -> np.ndarray:
+        """Cities (kota) have regency numbers 71-99; kabupaten 01-69."""
+        return np.array([int(code[3:5]) >= 71 for code in self.regency_codes])
+
+    @functools.cached_property
     def district_by_prefix(self) -> dict[int, int]:
         return {int(p): i for i, p in enumerate(self.district_prefix)}
 

@@ -1,0 +1,82 @@
+"""Column building blocks: numbers to fixed-width digit strings and table lookups, all vectorised.
+
+Strings are built straight into Arrow buffers (no Python object per row), so a 16-digit NIK
+column of a million rows costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_POW10 = 10 ** np.arange(18, -1, -1, dtype=np.int64)  # 10^18 .. 10^0
+
+
+def _digit_matrix(values: np.ndarray, width: int) -> np.ndarray:
+    values = np.asarray(values, dtype=np.int64)
+    return ((values[:, None] // _POW10[-width:]) % 10 + 48).astype(np.uint8)
+
+
+def digits(values: np.ndarray, width: int) -> pa.StringArray:
+    """Non-negative integers as zero-padded strings of exactly ``width`` digits."""
+    n = len(values)
+    data = _digit_matrix(values, width).ravel()
+    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+
+
+def digits_varwidth(values: np.ndarray, widths: np.ndarray) -> pa.StringArray:
+    """Integers as zero-padded strings whose width varies per row (``widths``, at most 18)."""
+    widths = np.asarray(widths, dtype=np.int64)
+    n = len(values)
+    if n == 0:
+        return pa.array([], type=pa.string())
+    top = int(widths.max())
+    matrix = _digit_matrix(values, top)
+    keep = np.arange(top)[None, :] >= (top - widths)[:, None]  # the last ``width`` digits of a row
+    offsets = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(matrix[keep]))
+
+
+def iso_dates(days: np.ndarray) -> pa.Array:
+    """``datetime64[D]`` as an Arrow ``date32`` column (ISO 8601 in CSV and JSON)."""
+    return pa.array(np.asarray(days, dtype="datetime64[D]"), type=pa.date32())
+
+
+def take(table: pa.Array, index: np.ndarray) -> pa.Array:
+    """``table[index]`` with -1 meaning null (a missing name part, say)."""
+    index = np.asarray(index, dtype=np.int64)
+    mask = index < 0
+    if mask.any():
+        return pc.take(table, pa.array(np.where(mask, 0, index), mask=mask))
+    return pc.take(table, pa.array(index))
+
+
+def join(parts: list[pa.Array | str], separator: str = "") -> pa.Array:
+    """Concatenate string columns (or constants) row by row, skipping nulls."""
+    return pc.binary_join_element_wise(*parts, separator, null_handling="skip")
+
+
+def choice(rng: np.random.Generator, n: int, weights: dict[str, float] | tuple[float, ...]) -> np.ndarray:
+    """``n`` category indices drawn with the given weights (normalised here)."""
+    p = np.fromiter(weights.values() if isinstance(weights, dict) else weights, dtype=float)
+    return np.searchsorted(np.cumsum(p / p.sum()), rng.random(n), side="right").clip(0, len(p) - 1)
+
+
+def categories(labels: tuple[str, ...] | list[str], index: np.ndarray) -> pa.Array:
+    """Labels looked up by index, as a plain string column."""
+    return take(pa.array(list(labels), type=pa.string()), index)
+
+
+def group_rank(keys: np.ndarray) -> np.ndarray:
+    """For each row, how many earlier rows (in row order) share its key: 0, 1, 2, ..."""
+    keys = np.asarray(keys)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(keys)), 0))
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = np.arange(len(keys)) - first
+    return rank

@@ -1,0 +1,160 @@
+"""Email addresses, mobile numbers and passwords, unique across a whole population by construction.
+
+Uniqueness needs no global set: each person's global index goes through a keyed bijection
+(a small Feistel network) and the result is written into the email's digit tail and the phone's
+subscriber number, so two people can never share them, in any shard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from simulator.generators.columns import choice, digits, digits_varwidth, join, take
+
+# Operators' share of Indonesian mobile subscriptions, 2020 (operators' annual reports:
+# Telkomsel ~170M, Indosat ~60M, XL Axiata ~58M, Hutchison Tri ~40M, Smartfren ~30M; rounded),
+# and their 08xx prefixes (libphonenumber's carrier table, see shared/domain.md).
+OPERATOR_SHARES: dict[str, float] = {
+    "Telkomsel": 0.47, "Indosat": 0.17, "XL": 0.16, "Tri": 0.11, "Smartfren": 0.09,
+}
+OPERATOR_PREFIXES: dict[str, tuple[int, ...]] = {
+    "Telkomsel": (811, 812, 813, 821, 822, 823, 851, 852, 853),
+    "Indosat": (814, 815, 816, 855, 856, 857, 858),
+    "XL": (817, 818, 819, 859, 877, 878, 879, 831, 832, 833, 838),  # Axis is part of XL
+    "Tri": (895, 896, 897, 898, 899),
+    "Smartfren": (881, 882, 883, 887, 888, 889),
+}
+# Digits of the whole number with its leading 0: 0812-3456-7890 is 12; older numbers are 11.
+PHONE_LENGTH_SHARES: dict[int, float] = {11: 0.12, 12: 0.68, 13: 0.20}
+
+# Email providers people in Indonesia sign up with (an assumption: Gmail dominates, Yahoo second).
+EMAIL_PROVIDERS: dict[str, float] = {
+    "gmail.com": 0.82, "yahoo.com": 0.07, "yahoo.co.id": 0.035, "ymail.com": 0.01, "hotmail.com": 0.02,
+    "outlook.com": 0.02, "icloud.com": 0.01, "rocketmail.com": 0.005, "live.com": 0.01,
+}
+# Domains one slip of the finger away from a real provider: the OTP email never arrives.
+TYPO_DOMAINS: tuple[str, ...] = (
+    "gmial.com", "gmail.co", "gmai.com", "gmail.con", "gamil.com", "gnail.com", "yaho.com",
+    "yahoo.co", "hotmial.com", "gmail.cm", "gmal.com", "yahoo.co.od",
+)
+# How a local part is made from the name: first.last, firstlast, first_last, first, initial+last,
+# last.first. Shares are an assumption.
+EMAIL_PATTERNS: dict[str, float] = {
+    "first.last": 0.30, "firstlast": 0.24, "first_last": 0.06, "first": 0.22, "flast": 0.10,
+    "last.first": 0.08,
+}
+_TAIL_SEPARATORS = ("", "", "", ".", "_")  # between the name part and the digits
+
+
+def _round(x: np.ndarray, key: int, half: int) -> np.ndarray:
+    mixed = (x * 0x2545F491 + key) & 0xFFFFFFFF
+    mixed ^= mixed >> 13
+    mixed = (mixed * 0x9E3779B1) & 0xFFFFFFFF
+    mixed ^= mixed >> 16
+    return mixed % half
+
+
+def feistel(index: np.ndarray, digits_: int, keys: tuple[int, ...]) -> np.ndarray:
+    """A keyed bijection of [0, 10**digits_) onto itself (``digits_`` even)."""
+    half = 10 ** (digits_ // 2)
+    x = np.asarray(index, dtype=np.int64)
+    if (x >= half * half).any() or (x < 0).any():
+        raise ValueError(f"index out of the permutation's domain [0, 10^{digits_})")
+    left, right = x // half, x % half
+    for key in keys:
+        left, right = right, (left + _round(right, key, half)) % half
+    return left * half + right
+
+
+def feistel_keys(rng: np.random.Generator, rounds: int = 4) -> tuple[int, ...]:
+    return tuple(int(k) for k in rng.integers(1, 2**31, rounds))
+
+
+def email_tail_digits(size: int) -> int:
+    """Digits of the unique number in an email for a population of ``size`` (even, at least 4)."""
+    d = 4
+    while 10**d < size:
+        d += 2
+    return d
+
+
+def draw_emails(rng: np.random.Generator, global_index: np.ndarray, size: int, keys: tuple[int, ...],
+                given_word: np.ndarray, family_word: np.ndarray, email_forms: np.ndarray,
+                typo: np.ndarray | None = None) -> pa.Array:
+    """Emails made from the name plus a digit tail unique to the person (bijective in the index)."""
+    n = len(global_index)
+    first = email_forms[given_word]
+    last = email_forms[family_word]
+    has_last = family_word > 0
+    pattern = choice(rng, n, EMAIL_PATTERNS)
+    pattern = np.where(has_last, pattern, 3)  # no family name: "first" + digits
+    first_a = pa.array(first, type=pa.string())
+    last_a = pa.array(last, type=pa.string())
+    initial = pc.utf8_slice_codeunits(first_a, 0, 1)
+    parts_by_pattern = (
+        [first_a, ".", last_a], [first_a, last_a], [first_a, "_", last_a], [first_a, ""], [initial, last_a],
+        [last_a, ".", first_a],
+    )
+    local = pa.array(np.full(n, "", dtype=object), type=pa.string())
+    for p, parts in enumerate(parts_by_pattern):
+        mask = pa.array(pattern == p)
+        local = pc.if_else(mask, join(parts), local)
+    # The name part never ends in a digit and the tail is the person's own number: unique.
+    tail = feistel(global_index, email_tail_digits(size), keys)
+    separator = take(pa.array(list(_TAIL_SEPARATORS)), rng.integers(0, len(_TAIL_SEPARATORS), n))
+    provider = take(pa.array(list(EMAIL_PROVIDERS)), choice(rng, n, EMAIL_PROVIDERS))
+    if typo is not None and typo.any():
+        typo_domain = take(pa.array(list(TYPO_DOMAINS)), rng.integers(0, len(TYPO_DOMAINS), n))
+        provider = pc.if_else(pa.array(typo), typo_domain, provider)
+    return join([local, separator, pa.array(tail).cast(pa.string()), "@", provider])
+
+
+def draw_phones(rng: np.random.Generator, global_index: np.ndarray, keys: tuple[int, ...]) -> pa.Array:
+    """08xx mobile numbers: operator prefix by market share, subscriber number unique to the person."""
+    n = len(global_index)
+    subscriber = feistel(global_index, 8, keys)  # unique in [0, 10^8)
+    operators = list(OPERATOR_SHARES)
+    operator = choice(rng, n, OPERATOR_SHARES)
+    prefix = np.empty(n, dtype=np.int64)
+    for o, name in enumerate(operators):
+        rows = operator == o
+        table = np.array(OPERATOR_PREFIXES[name])
+        prefix[rows] = table[rng.integers(0, len(table), int(rows.sum()))]
+    lengths = np.array(list(PHONE_LENGTH_SHARES))[choice(rng, n, PHONE_LENGTH_SHARES)]
+    # An 11-digit number has room for 7 subscriber digits: only people whose number fits get one.
+    lengths = np.where((lengths == 11) & (subscriber >= 10**7), 12, lengths)
+    extra = rng.integers(1, 10, n)  # 13 digits: one more digit before the 8-digit subscriber number
+    national = np.where(
+        lengths == 13, (prefix * 10 + extra) * 10**8 + subscriber,
+        np.where(lengths == 12, prefix * 10**8 + subscriber, prefix * 10**7 + subscriber),
+    )
+    return digits_varwidth(national, lengths)  # the leading 0 comes from the width
+
+
+def invalid_phones(rng: np.random.Generator, n: int) -> pa.Array:
+    """Numbers a form should refuse: too short, too long, unassigned 08xx prefix, a landline."""
+    kind = rng.integers(0, 4, n)
+    body = rng.integers(0, 10**7, n)
+    national = np.select(
+        [kind == 0, kind == 1, kind == 2],
+        [812 * 10**4 + body % 10**4,  # 08121234: 8 digits
+         812 * 10**11 + rng.integers(0, 10**11, n),  # 15 digits
+         800 * 10**8 + body * 10],  # 0800: toll-free, not a mobile
+        default=21 * 10**8 + 5 * 10**7 + body,  # 021-5xxxxxxx: a Jakarta landline
+    )
+    widths = np.select([kind == 0, kind == 1, kind == 2], [8, 15, 12], default=11)
+    return digits_varwidth(national, widths)
+
+
+def draw_passwords(rng: np.random.Generator, given_word: np.ndarray, email_forms: np.ndarray,
+                   birth_year: np.ndarray) -> pa.Array:
+    """Deterministic plain passwords the way people pick them: Name + year or digits + a symbol, 8+."""
+    n = len(given_word)
+    name = pc.utf8_capitalize(pa.array(email_forms[given_word], type=pa.string()))
+    name = pc.utf8_slice_codeunits(name, 0, 10)
+    number = np.where(rng.random(n) < 0.6, birth_year, rng.integers(0, 10_000, n))
+    symbol = take(pa.array(["", "!", "@", "#", ".", "*"]), rng.integers(0, 6, n))
+    password = join([name, digits(number, 4), symbol])
+    return pc.utf8_rpad(password, width=8, padding="7")
