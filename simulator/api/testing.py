@@ -181,7 +181,7 @@ def make_resident(index: int, **overrides) -> dict:
     birth_date = overrides.get("birth_date", dt.date(1990 + index % 10, 1 + index % 12, 1 + index % 28))
     day = birth_date.day + (40 if gender == "P" else 0)
     nik = f"327302{day:02d}{birth_date.month:02d}{birth_date.year % 100:02d}{index % 9999 + 1:04d}"
-    kk = overrides.get("kk", f"3273020101{(index // 3) % 100:02d}{index // 3 % 9999 + 1:04d}")
+    kk = overrides.get("kk", f"3273020101{index // 10000 % 100:02d}{index % 9999 + 1:04d}")
     row = {
         "nik": nik,
         "kk": kk,

@@ -1,0 +1,98 @@
+"""Reference API pieces without a server: selection, fault distributions, URLs, passwords, tokens."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from simulator.api.db import normalize_url
+from simulator.api.passwords import hash_password, verify_password
+from simulator.api.selection import choose
+from simulator.api.settings import Delay, Settings
+from simulator.errors import InvalidOption
+
+
+def test_lottery_puts_priority_first_and_is_reproducible():
+    n = 200
+    priority = np.zeros(n, dtype=bool)
+    priority[[5, 50, 150]] = True
+    kk_codes = np.arange(n)
+    already = np.zeros(n, dtype=np.int64)
+    first = choose(priority, kk_codes, already, 10, np.random.default_rng(7))
+    again = choose(priority, kk_codes, already, 10, np.random.default_rng(7))
+    other = choose(priority, kk_codes, already, 10, np.random.default_rng(8))
+    assert first.sum() == 10
+    assert first[[5, 50, 150]].all(), "ministry-priority NIKs are drawn before anyone else"
+    assert (first == again).all()
+    assert not (first == other).all()
+
+
+def test_selection_respects_two_recipients_per_kk():
+    # 6 members of one family card (one already a recipient elsewhere) and 4 singles, quota 10.
+    kk_codes = np.array([0, 0, 0, 0, 0, 0, 1, 2, 3, 4])
+    already = np.array([1, 0, 0, 0, 0])
+    mask = choose(np.zeros(10, dtype=bool), kk_codes, already, 10, np.random.default_rng(1))
+    assert mask[:6].sum() == 1, "the family card holds one recipient already: one more place only"
+    assert mask[6:].all()
+
+
+def test_fcfs_takes_joiners_in_order():
+    mask = choose(np.zeros(6, dtype=bool), np.arange(6), np.zeros(6, dtype=np.int64), 4, None)
+    assert mask.tolist() == [True, True, True, True, False, False]
+
+
+def test_delay_forms_and_errors():
+    rng = random.Random(1)
+    assert Delay.parse("fixed:80").sample_ms(rng) == 80
+    assert 10 <= Delay.parse("uniform:10,20").sample_ms(rng) <= 20
+    draws = sorted(Delay.parse("lognormal:100,0.5").sample_ms(rng) for _ in range(4000))
+    assert 90 < draws[2000] < 110, "the median of lognormal:MEDIAN,SIGMA is MEDIAN"
+    for bad in ("lognormal:100", "uniform:5,1", "gauss:1,2", "fixed:-1", "fixed:x"):
+        with pytest.raises(InvalidOption, match="--registry-latency"):
+            Delay.parse(bad, "--registry-latency")
+
+
+def test_settings_roundtrip_through_the_worker_environment():
+    settings = Settings(db_url="x.db", registry_latency=Delay.parse("lognormal:80,0.4"), sms_loss_rate=0.1)
+    assert Settings.from_json(settings.to_json()) == settings
+    with pytest.raises(InvalidOption, match="rate"):
+        Settings(registry_error_rate=1.5)
+    with pytest.raises(InvalidOption, match="unknown server setting"):
+        Settings.from_mapping({"db": "x"})
+
+
+def test_database_urls_are_normalised_to_the_shipped_drivers(tmp_path):
+    assert normalize_url(tmp_path / "a.db") == f"sqlite:///{tmp_path / 'a.db'}"
+    assert normalize_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("mariadb://root@h/db") == "mysql+pymysql://root@h/db?charset=utf8mb4"
+    assert normalize_url("mysql://root@h/db?x=1") == "mysql+pymysql://root@h/db?x=1&charset=utf8mb4"
+    with pytest.raises(InvalidOption, match="unsupported"):
+        normalize_url("oracle://x")
+
+
+@pytest.mark.parametrize("cost", [0, 1])
+def test_password_hash_verifies_only_the_password(cost):
+    hashed = hash_password("rahasia123", cost)
+    assert hashed.startswith("$argon2id$")
+    assert verify_password(hashed, "rahasia123")
+    assert not verify_password(hashed, "rahasia124")
+    assert not verify_password("not a hash", "rahasia123")
+
+
+def test_password_cost_levels_are_checked():
+    with pytest.raises(InvalidOption, match="password cost"):
+        hash_password("x", 9)
+
+
+def test_tokens_are_signed_and_expire():
+    from simulator.api.app import TokenSigner
+
+    signer = TokenSigner(b"k" * 32, ttl_s=60)
+    token = signer.issue("abc")
+    assert signer.account_of(token) == "abc"
+    account, expiry, mac = token.split(".")
+    assert signer.account_of(f"abd.{expiry}.{mac}") is None, "another account id breaks the signature"
+    assert TokenSigner(b"k" * 32, ttl_s=-1).account_of(TokenSigner(b"k" * 32, -1).issue("abc")) is None
+    assert signer.account_of("garbage") is None
