@@ -1,0 +1,494 @@
+"""Population files: the streaming, atomic writer (csv / jsonl / parquet + manifest.json) and the
+readers that check a population directory against its manifest before anyone loads it.
+
+Files of one shard: ``residents.<ext>``, ``applicants.<ext>`` and ``manifest.json``; with
+``shard=(i, n)``, n > 1, the names carry ``.shard-i-of-n`` so all shards can share a directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from simulator import __version__
+from simulator.errors import InvalidInputFile, InvalidOption
+from simulator.generators.defects import DefectRates
+from simulator.generators.population import (
+    DEFAULT_CHUNK_ROWS,
+    GENERATOR_VERSION,
+    SCHEMAS,
+    PopulationPlan,
+    generate_chunk,
+    make_plan,
+)
+from simulator.io.atomic import atomic_write_text
+
+FORMATS: dict[str, str] = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
+TABLES = ("residents", "applicants")
+MANIFEST_VERSION = 1
+_DIGITS16 = r"^[0-9]{16}$"
+
+
+def file_names(fmt: str, shard: tuple[int, int]) -> dict[str, str]:
+    """File names of one shard: ``{"residents": ..., "applicants": ..., "manifest": ...}``."""
+    index, count = shard
+    tag = "" if count == 1 else f".shard-{index}-of-{count}"
+    return {"residents": f"residents{tag}.{fmt}", "applicants": f"applicants{tag}.{fmt}",
+            "manifest": f"manifest{tag}.json"}
+
+
+# --- encoding one chunk (runs in worker processes) ----------------------------------------------
+
+
+def _json_values(column: pa.Array) -> pa.Array:
+    """Each value of ``column`` as JSON text."""
+    t = column.type
+    if pa.types.is_boolean(t):
+        text = pc.if_else(column, "true", "false")
+    elif pa.types.is_integer(t) or pa.types.is_floating(t):
+        text = column.cast(pa.string())
+    else:
+        text = column.cast(pa.string())
+        if pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():
+            for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+                text = pc.replace_substring(text, raw, escaped)
+        text = pc.binary_join_element_wise('"', text, '"', "")
+    return pc.fill_null(text, "null")
+
+
+def encode_jsonl(table: pa.Table) -> bytes:
+    """JSON Lines for a table, built column-wise (no Python loop per row); key order = columns."""
+    if table.num_rows == 0:
+        return b""
+    parts: list[pa.Array | str] = []
+    for i, name in enumerate(table.column_names):
+        parts.append(("{" if i == 0 else ",") + json.dumps(name) + ":")
+        parts.append(_json_values(table.column(i).combine_chunks()))
+    parts.append("}\n")
+    lines = pc.binary_join_element_wise(*parts, "")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
+    return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+
+
+def encode_csv(table: pa.Table, header: bool) -> bytes:
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=header))
+    return sink.getvalue().to_pybytes()
+
+
+def _encode_chunk(plan: PopulationPlan, k: int, fmt: str, header: bool) -> tuple[int, dict[str, object]]:
+    chunk = generate_chunk(plan, k)
+    out: dict[str, object] = {}
+    for name in TABLES:
+        table = getattr(chunk, name)
+        if fmt == "csv":
+            out[name] = encode_csv(table, header)
+        elif fmt == "jsonl":
+            out[name] = encode_jsonl(table)
+        else:
+            out[name] = table
+    return chunk.stop - chunk.start, out
+
+
+_WORKER_PLAN: PopulationPlan | None = None
+
+
+def _worker_init(plan: PopulationPlan) -> None:
+    global _WORKER_PLAN
+    _WORKER_PLAN = plan
+    from simulator.generators.regions import region_tables
+
+    region_tables()  # load the region lookups once per worker, before the first chunk
+
+
+def _worker_encode(args: tuple[int, str, bool]) -> tuple[int, dict[str, object]]:
+    assert _WORKER_PLAN is not None
+    return _encode_chunk(_WORKER_PLAN, *args)
+
+
+def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
+                    workers: int) -> Iterator[tuple[int, dict]]:
+    """Encoded chunks in order; with workers > 1 at most 2 per worker are in flight (bounded memory)."""
+    first = chunks.start
+    if workers <= 1 or len(chunks) <= 1:
+        for k in chunks:
+            yield _encode_chunk(plan, k, fmt, k == first)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of pyarrow's thread pools
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(plan,)) as pool:
+        pending: deque = deque()
+        todo = iter(chunks)
+        for k in todo:
+            pending.append(pool.apply_async(_worker_encode, ((k, fmt, k == first),)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            result = pending.popleft().get()
+            k = next(todo, None)
+            if k is not None:
+                pending.append(pool.apply_async(_worker_encode, ((k, fmt, k == first),)))
+            yield result
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+class _StreamFile:
+    """A file written through a temporary name and renamed on commit; hashes what it writes."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        self.tmp = Path(name)
+        self.handle = os.fdopen(fd, "wb")
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self.handle.write(data)
+        self.sha256.update(data)
+        self.bytes += len(data)
+
+    def commit(self) -> None:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+class _ParquetFile(_StreamFile):
+    def __init__(self, target: Path, schema: pa.Schema):
+        super().__init__(target)
+        self.writer = pq.ParquetWriter(self.handle, schema, compression="zstd")
+
+    def write_table(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+
+    def commit(self) -> None:
+        self.writer.close()
+        self.handle.flush()
+        self.bytes = self.handle.tell()
+        self.handle.close()
+        self.sha256 = hashlib.sha256(self.tmp.read_bytes()) if self.bytes < 1 << 26 else _hash_file(self.tmp)
+        os.replace(self.tmp, self.target)
+
+
+def _hash_file(path: Path) -> hashlib._Hash:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest
+
+
+def _parse_shard(shard: tuple[int, int] | str) -> tuple[int, int]:
+    if isinstance(shard, str):
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+        if not match:
+            raise InvalidOption(f"--shard must look like I/N (e.g. 0/4), got {shard!r}")
+        shard = (int(match.group(1)), int(match.group(2)))
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise InvalidOption(f"--shard I/N needs 0 <= I < N, got {index}/{count}")
+    return index, count
+
+
+def write_population(
+    out_dir: str | os.PathLike[str],
+    size: int,
+    seed: int,
+    *,
+    fmt: str = "csv",
+    workers: int = 1,
+    shard: tuple[int, int] | str = (0, 1),
+    defects: str | dict | DefectRates | None = None,
+    province: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    progress: Callable[[int], None] | None = None,
+    **options,
+) -> dict:
+    """Generate a population (or one shard of it) into ``out_dir``; returns the manifest written.
+
+    The output is byte-identical whatever ``workers`` is. Files appear only when complete (temp
+    file + rename); the manifest is written last, so a directory with a manifest is whole.
+    """
+    if fmt not in FORMATS:
+        raise InvalidOption(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise InvalidOption(f"--workers must be a positive integer, got {workers!r}")
+    shard = _parse_shard(shard)
+    plan = make_plan(size, seed, defects=defects, province=province, chunk_rows=chunk_rows, **options)
+    if shard[1] > plan.chunk_count:
+        raise InvalidOption(
+            f"--shard {shard[0]}/{shard[1]}: the population has only {plan.chunk_count} chunk(s) of "
+            f"{plan.options.chunk_rows} rows; use at most {plan.chunk_count} shards "
+            "or a smaller --chunk-rows")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InvalidOption(f"--out {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidOption(f"--out {out}: cannot create the directory ({err.strerror})") from None
+    names = file_names(fmt, shard)
+    chunks = plan.shard_chunks(*shard)
+    files: dict[str, _StreamFile] = {}
+    rows = dict.fromkeys(TABLES, 0)
+    try:
+        for name in TABLES:
+            target = out / names[name]
+            files[name] = _ParquetFile(target, SCHEMAS[name]) if fmt == "parquet" else _StreamFile(target)
+        if fmt == "csv" and len(chunks) == 0:
+            for name in TABLES:  # an empty shard still has a header
+                files[name].write(encode_csv(SCHEMAS[name].empty_table(), True))
+        for persons, encoded in _encoded_chunks(plan, chunks, fmt, workers):
+            for name in TABLES:
+                payload = encoded[name]
+                if isinstance(payload, pa.Table):
+                    files[name].write_table(payload)  # type: ignore[attr-defined]
+                    rows[name] += payload.num_rows
+                else:
+                    files[name].write(payload)
+                    rows[name] += persons
+            if progress is not None:
+                progress(persons)
+        for name in TABLES:
+            files[name].commit()
+    except BaseException:
+        for handle in files.values():
+            handle.abort()
+        raise
+    start = plan.chunk_bounds(chunks.start)[0] if len(chunks) else 0
+    stop = plan.chunk_bounds(chunks.stop - 1)[1] if len(chunks) else 0
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "generator": "prakerja-sim population",
+        "generator_version": GENERATOR_VERSION,
+        "package_version": __version__,
+        "seed": seed,
+        "size": size,
+        "shard": {"index": shard[0], "count": shard[1]},
+        "persons": {"start": start, "stop": stop},
+        "chunks": {"start": chunks.start, "stop": chunks.stop, "rows": plan.options.chunk_rows},
+        "format": fmt,
+        "options": plan.options.as_dict(),
+        "files": {
+            name: {
+                "path": names[name],
+                "rows": rows[name],
+                "bytes": files[name].bytes,
+                "sha256": files[name].sha256.hexdigest(),
+                "columns": [{"name": f.name, "type": str(f.type)} for f in SCHEMAS[name]],
+            }
+            for name in TABLES
+        },
+    }
+    atomic_write_text(out / names["manifest"], json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+def load_manifests(pop_dir: str | os.PathLike[str]) -> list[dict]:
+    """The manifests of a population directory, in shard order; checks they belong together."""
+    root = Path(pop_dir)
+    if not root.is_dir():
+        raise InvalidInputFile(f"{root}: not a directory (expected a population written by `population`)")
+    paths = sorted(root.glob("manifest*.json"))
+    if not paths:
+        raise InvalidInputFile(f"{root}: no manifest.json (expected a population written by `population`)")
+    manifests = []
+    for path in paths:
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InvalidInputFile(f"{path}: not a readable JSON manifest ({err})") from None
+        for key in ("seed", "size", "shard", "format", "files"):
+            if key not in manifest:
+                raise InvalidInputFile(f"{path}: manifest has no {key!r} key")
+        manifest["_path"] = str(path)
+        manifests.append(manifest)
+    manifests.sort(key=lambda m: m["shard"]["index"])
+    first = manifests[0]
+    for m in manifests[1:]:
+        if (m["seed"], m["size"], m["shard"]["count"], m["format"]) != (
+                first["seed"], first["size"], first["shard"]["count"], first["format"]):
+            raise InvalidInputFile(f"{m['_path']}: belongs to another population than {first['_path']} "
+                                   "(seed, size, shard count or format differ)")
+    return manifests
+
+
+def _verify_file(path: Path, entry: dict, manifest_path: str) -> None:
+    if not path.is_file():
+        raise InvalidInputFile(f"{path}: missing (listed in {manifest_path})")
+    if path.stat().st_size != entry.get("bytes", path.stat().st_size):
+        raise InvalidInputFile(f"{path}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}: "
+                               "truncated or changed")
+    if "sha256" in entry and _hash_file(path).hexdigest() != entry["sha256"]:
+        raise InvalidInputFile(f"{path}: sha256 differs from {manifest_path}: the file was changed")
+
+
+def _files(pop_dir: str | os.PathLike[str], name: str, verify: bool) -> list[tuple[Path, str]]:
+    if name not in SCHEMAS:
+        raise InvalidOption(f"table must be one of {', '.join(SCHEMAS)}, got {name!r}")
+    path = Path(pop_dir)
+    if path.is_file():  # a single file given directly: format from its extension
+        fmt = path.suffix.lstrip(".")
+        if fmt not in FORMATS:
+            raise InvalidInputFile(
+                f"{path}: unknown file type {path.suffix!r} (expected .csv, .jsonl or .parquet)")
+        return [(path, fmt)]
+    out = []
+    for manifest in load_manifests(path):
+        entry = manifest["files"].get(name)
+        if entry is None:
+            raise InvalidInputFile(f"{manifest['_path']}: lists no {name!r} file")
+        file_path = path / entry["path"]
+        if verify:
+            _verify_file(file_path, entry, manifest["_path"])
+        elif not file_path.is_file():
+            raise InvalidInputFile(f"{file_path}: missing (listed in {manifest['_path']})")
+        out.append((file_path, manifest["format"]))
+    return out
+
+
+def _read_schema(schema: pa.Schema) -> pa.Schema:
+    # CSV and JSON carry dates as ISO text: read them as strings, then cast with a clear error.
+    return pa.schema([(f.name, pa.string() if pa.types.is_date(f.type) else f.type) for f in schema])
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, "rb") as handle:
+        line = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    return [c.strip().strip('"') for c in line.split(",")] if line else []
+
+
+def _check_columns(path: Path, present: list[str], schema: pa.Schema) -> None:
+    missing = [f.name for f in schema if f.name not in present]
+    if missing:
+        raise InvalidInputFile(f"{path}: missing column(s) {', '.join(missing)} "
+                               f"(expected the {len(schema)} columns of the population contract)")
+
+
+def _arrow_error(path: Path, err: Exception) -> InvalidInputFile:
+    message = str(err).splitlines()[0]
+    return InvalidInputFile(f"{path}: {message}")
+
+
+def _reader(path: Path, fmt: str, schema: pa.Schema, block_size: int) -> Iterator[pa.RecordBatch]:
+    read_schema = _read_schema(schema)
+    try:
+        if fmt == "csv":
+            header = _csv_header(path)
+            _check_columns(path, header, schema)
+            convert = pacsv.ConvertOptions(
+                column_types={f.name: f.type for f in read_schema}, include_columns=schema.names,
+                strings_can_be_null=False, quoted_strings_can_be_null=False)
+            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block_size),
+                                    convert_options=convert)
+        elif fmt == "jsonl":
+            reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=block_size),
+                                      parse_options=pajson.ParseOptions(explicit_schema=read_schema,
+                                                                        unexpected_field_behavior="ignore"))
+        else:
+            parquet = pq.ParquetFile(path)
+            _check_columns(path, parquet.schema_arrow.names, schema)
+            reader = parquet.iter_batches(batch_size=max(1, block_size // 512), columns=schema.names)
+        for batch in reader:
+            if fmt == "jsonl":
+                _check_columns(path, batch.schema.names, schema)
+            yield batch.select(schema.names) if fmt == "parquet" else batch
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+        raise _arrow_error(path, err) from None
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema, path: Path, name: str,
+             first_row: int) -> pa.RecordBatch:
+    """Cast to the contract's types and check the identity columns' shape; errors name file/row/column."""
+    columns = []
+    for field in schema:
+        column = batch.column(field.name)
+        if column.null_count:
+            row = first_row + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InvalidInputFile(f"{path}: row {row}, column {field.name}: empty value")
+        if column.type != field.type:
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                bad = _first_bad_cast(column, field.type)
+                raise InvalidInputFile(f"{path}: row {first_row + bad}, column {field.name}: "
+                                       f"{column[bad].as_py()!r} is not a {field.type}") from None
+        columns.append(column)
+    out = pa.RecordBatch.from_arrays(columns, schema=schema)
+    checked = ["nik", "kk"] if name == "residents" else ["kk"]
+    for column_name in checked + (["nik"] if name == "applicants" else []):
+        values = out.column(column_name)
+        ok = pc.match_substring_regex(values, _DIGITS16)
+        if name == "applicants":
+            # A malformed NIK or a wrong KK is the point of some defects; others must be well-formed.
+            allowed = pc.is_in(out.column("defect"), pa.array(["nik_malformed"]))
+            ok = pc.or_(ok, allowed)
+        if not pc.all(ok).as_py():
+            bad = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
+            raise InvalidInputFile(f"{path}: row {first_row + bad}, column {column_name}: "
+                                   f"{values[bad].as_py()!r} is not 16 digits")
+    return out
+
+
+def _first_bad_cast(column: pa.Array, type_: pa.DataType) -> int:
+    for i, value in enumerate(column.to_pylist()):  # only on the error path
+        try:
+            pa.array([value]).cast(type_)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return i
+    return 0
+
+
+def iter_batches(pop_dir: str | os.PathLike[str], name: str, *, batch_rows: int = 65_536,
+                 verify: bool = False) -> Iterator[pa.RecordBatch]:
+    """Stream ``residents`` or ``applicants`` of a population (all its shards, in order) as batches.
+
+    Every batch has the contract's schema; rows are numbered from 1 (after the CSV header) in
+    error messages. ``verify`` also checks each file's size and sha256 against the manifest.
+    """
+    schema = SCHEMAS[name] if name in SCHEMAS else None
+    files = _files(pop_dir, name, verify)
+    assert schema is not None
+    for path, fmt in files:
+        row = 1
+        for batch in _reader(path, fmt, schema, block_size=1 << 22):
+            batch = _conform(batch, schema, path, name, row)
+            row += batch.num_rows
+            for offset in range(0, batch.num_rows, batch_rows):
+                yield batch.slice(offset, batch_rows)
+
+
+def read_table(pop_dir: str | os.PathLike[str], name: str, *, verify: bool = True) -> pa.Table:
+    """The whole ``residents`` or ``applicants`` table of a population (checked against its manifest)."""
+    schema = SCHEMAS.get(name)
+    if schema is None:
+        raise InvalidOption(f"table must be one of {', '.join(SCHEMAS)}, got {name!r}")
+    batches = list(iter_batches(pop_dir, name, batch_rows=1 << 30, verify=verify))
+    return pa.Table.from_batches(batches, schema=schema)
