@@ -24,18 +24,18 @@ from simulator.seed.target import MARIADB, POSTGRESQL, SQLITE
 _NULL = "\\N"
 _NEEDS_ESCAPE = r"[\\\t\n\r]"
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
-# SQLAlchemy's own storage format for DateTime on SQLite, so the API reads our values back.
-_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.000000"
 
 
-def _strftime(column: pa.Array | pa.ChunkedArray, format: str) -> pa.Array | pa.ChunkedArray:
-    # pyarrow's %S prints fractions for sub-second units; seeded times are whole seconds.
-    if pa.types.is_timestamp(column.type) and column.type.unit != "s":
-        column = column.cast(pa.timestamp("s", column.type.tz), safe=False)
-    return pc.strftime(column, format=format)
+def _time_text(column: pa.Array | pa.ChunkedArray, fractions: bool) -> pa.Array | pa.ChunkedArray:
+    """Times as ``YYYY-MM-DD HH:MM:SS`` (``.ffffff`` with ``fractions``), dates as ``YYYY-MM-DD``.
 
-
-_SQL_DATETIME = "%Y-%m-%d %H:%M:%S"
+    A cast, not ``strftime``: Arrow's cast prints ISO text about 25 times faster.
+    """
+    if pa.types.is_timestamp(column.type):
+        unit = "us" if fractions else "s"
+        if column.type.unit != unit:
+            column = column.cast(pa.timestamp(unit, column.type.tz), safe=False)
+    return column.cast(pa.string())
 
 
 class Loader(Protocol):
@@ -77,10 +77,8 @@ def _column_as_text(column: pa.ChunkedArray | pa.Array) -> pa.Array:
     kind = column.type
     if pa.types.is_boolean(kind):
         text = pc.if_else(column, "1", "0")
-    elif pa.types.is_timestamp(kind):
-        text = _strftime(column, _SQL_DATETIME)
-    elif pa.types.is_date(kind):
-        text = pc.strftime(column, format="%Y-%m-%d")
+    elif pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        text = _time_text(column, fractions=False)
     elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
         text = column.cast(pa.string())
         if pc.any(pc.match_substring_regex(text, _NEEDS_ESCAPE)).as_py():
@@ -220,7 +218,7 @@ class MariaDbInsertLoader:
         with self._raw.cursor() as cursor:
             for start in range(0, rows.num_rows, self._batch_rows):
                 cursor.executemany(
-                    statement, python_rows(rows.slice(start, self._batch_rows), SQL_TEXT_TIMES)
+                    statement, python_rows(rows.slice(start, self._batch_rows), fractions=False)
                 )
         return rows.num_rows
 
@@ -230,23 +228,23 @@ class MariaDbInsertLoader:
 
 # --- SQLite -----------------------------------------------------------------------------------------
 
-SQL_TEXT_TIMES = _SQL_DATETIME
 
-
-def python_rows(rows: pa.Table, datetime_format: str) -> list[tuple]:
+def python_rows(rows: pa.Table, fractions: bool) -> list[tuple]:
     """Row tuples for a DB-API ``executemany``; times as text in the engine's storage format."""
     columns = []
     for column in rows.columns:
-        if pa.types.is_timestamp(column.type):
-            column = _strftime(column, datetime_format)
-        elif pa.types.is_date(column.type):
-            column = pc.strftime(column, format="%Y-%m-%d")
+        if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+            column = _time_text(column, fractions)
         columns.append(column.to_pylist())
     return list(zip(*columns, strict=True))
 
 
 class SqliteLoader:
-    """``executemany`` in batches inside the one transaction the seed run holds."""
+    """``executemany`` in batches inside the one transaction the seed run holds.
+
+    Times go in as SQLAlchemy's own SQLite storage text (``YYYY-MM-DD HH:MM:SS.ffffff``), so the
+    API reads them back as it reads its own.
+    """
 
     kind = SQLITE
     method = "batched executemany in one transaction (sqlite3)"
@@ -268,9 +266,7 @@ class SqliteLoader:
             f"VALUES ({placeholders})"
         )
         for start in range(0, rows.num_rows, self._batch_rows):
-            self._raw.executemany(
-                statement, python_rows(rows.slice(start, self._batch_rows), _SQLITE_DATETIME)
-            )
+            self._raw.executemany(statement, python_rows(rows.slice(start, self._batch_rows), fractions=True))
         return rows.num_rows
 
     def close(self) -> None:

@@ -475,25 +475,33 @@ def _dates(column: pa.ChunkedArray | pa.Array, source: str) -> pa.Array:
 
 
 def _profiles(applicants: pa.Table, account_id: pa.Array, idx: pa.Array, updated: np.ndarray) -> pa.Table:
+    """Step 3's personal data; the domicile (where a wave may be limited to) when it differs from the KTP."""
+
     def col(name: str) -> pa.Array:
         if name not in applicants.column_names:
             return pa.nulls(len(idx), pa.string())
         return applicants.column(name).cast(pa.string()).take(idx)
 
+    def domicile(name: str) -> pa.Array:
+        own = col(name)
+        if f"domicile_{name}" not in applicants.column_names:
+            return own
+        return pc.coalesce(col(f"domicile_{name}"), own)
+
     parts = [col("address")]
     if "rt_rw" in applicants.column_names:
         parts.append(pc.binary_join_element_wise("RT/RW", col("rt_rw"), " "))
-    parts.append(col("village"))
+    parts.append(domicile("village"))
     address = pc.binary_join_element_wise(*parts, ", ", null_handling="skip")
     address = pc.utf8_slice_codeunits(pc.if_else(pc.equal(address, ""), "-", address), 0, 300)
     return pa.table(
         {
             "account_id": account_id.take(idx),
             "address": address,
-            "province_code": col("province_code"),
-            "regency_code": col("regency_code"),
-            "district_code": col("district_code"),
-            "village_code": col("village_code"),
+            "province_code": domicile("province_code"),
+            "regency_code": domicile("regency_code"),
+            "district_code": domicile("district_code"),
+            "village_code": domicile("village_code"),
             "postal_code": col("postal_code"),
             "education": col("education"),
             "employment_status": col("employment_status"),

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from simulator.api import schema
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
 from simulator.progress import ProgressCallback
+from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 from simulator.seed.hashing import PasswordHasherPool, parse_cost
 from simulator.seed.loaders import Loader, make_loader
 from simulator.seed.rows import RESIDENT_COLUMNS, SeedCursor, build_chunk, check_columns
@@ -77,6 +78,7 @@ class PopulationSource:
     size: int | None = None
     seed: int = 0
     directory: Path | None = None
+    shard: tuple[int, int] = (0, 1)
 
     @property
     def label(self) -> str:
@@ -86,35 +88,31 @@ class PopulationSource:
             else f"generated population (size {self.size}, seed {self.seed})"
         )
 
-    def chunks(self, chunk_rows: int) -> Iterator[tuple[pa.Table | None, pa.Table | None]]:
-        """(residents, applicants) pairs, streamed; either may be None when one table runs out first."""
+    def parts(self, chunk_rows: int) -> Iterator[tuple[str, pa.Table]]:
+        """``("residents", table)`` and ``("applicants", table)`` parts, streamed.
+
+        A family card's residents always come before its applicants, so the registry's own
+        recipients are known before anyone of that KK is selected.
+        """
         if self.directory is None:
             from simulator.generators.population import generate
 
-            for chunk in generate(self.size, self.seed, chunk_rows=chunk_rows):
-                yield chunk.residents, chunk.applicants
+            index, count = self.shard
+            # The generator's own chunking decides the population; re-slice it for loading.
+            for chunk in generate(self.size, self.seed, shard_index=index, shard_count=count):
+                yield "residents", chunk.residents
+                for start in range(0, chunk.applicants.num_rows, chunk_rows):
+                    yield "applicants", chunk.applicants.slice(start, chunk_rows)
             return
         from simulator.io.population import iter_batches
 
-        residents = iter_batches(self.directory, "residents", chunk_rows)
-        applicants = iter_batches(self.directory, "applicants", chunk_rows)
-        for res, app in _zip_longest(residents, applicants):
-            yield _as_table(res), _as_table(app)
+        for name in ("residents", "applicants"):
+            for batch in iter_batches(self.directory, name, chunk_rows):
+                yield name, _as_table(batch)
 
 
-def _zip_longest(a: Iterator, b: Iterator) -> Iterator[tuple]:
-    sentinel = object()
-    while True:
-        x, y = next(a, sentinel), next(b, sentinel)
-        if x is sentinel and y is sentinel:
-            return
-        yield (None if x is sentinel else x), (None if y is sentinel else y)
-
-
-def _as_table(batch) -> pa.Table | None:  # noqa: ANN001 - a RecordBatch or a Table
-    if batch is None or isinstance(batch, pa.Table):
-        return batch
-    return pa.Table.from_batches([batch])
+def _as_table(batch) -> pa.Table:  # noqa: ANN001 - a RecordBatch or a Table
+    return batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
 
 
 def seed_database(
@@ -276,33 +274,34 @@ def _load(
                 calendar = _calendar_from_db(conn)
                 cursor = _cursor_from_db(conn, calendar)
 
+            deferred = mode == TRUNCATE and hasattr(loader, "defer_constraints")
+            if deferred:
+                loader.defer_constraints([t for t in _DATA_TABLES if t.name != "waves"])
             pending = None
             chunk_index = 0
-            for residents, applicants in source.chunks(chunk_rows):
-                if residents is not None and residents.num_rows:
-                    result.residents += _load_residents(loader, residents, source.label, result)
-                prepared = None
-                if applicants is not None and applicants.num_rows:
-                    rows = build_chunk(
-                        applicants, chunk_index=chunk_index, seed=source.seed, mix=mix,
-                        calendar=calendar, cursor=cursor, source=source.label,
-                    )  # fmt: skip
-                    tick = time.perf_counter()
-                    prepared = (rows, hasher.submit(rows.passwords, rows.salt_keys), applicants.num_rows)
-                    result.hash_seconds += time.perf_counter() - tick
+            for kind, part in source.parts(chunk_rows):
+                if part.num_rows == 0:
+                    continue
+                if kind == "residents":
+                    result.residents += _load_residents(loader, part, source.label, result)
+                    _note_registry_recipients(cursor, part)
+                    continue
+                rows = build_chunk(
+                    part, chunk_index=chunk_index, seed=source.seed, mix=mix,
+                    calendar=calendar, cursor=cursor, source=source.label,
+                )  # fmt: skip
+                tick = time.perf_counter()
+                prepared = (rows, hasher.submit(rows.passwords, rows.salt_keys), part.num_rows, chunk_index)
+                result.hash_seconds += time.perf_counter() - tick
+                chunk_index += 1
+                # Load the previous chunk while this one's passwords hash on the workers.
                 if pending is not None:
-                    _finish_chunk(pending, hasher, loader, side_file, result)
-                    advance(pending[2])
-                    if on_chunk:
-                        on_chunk(chunk_index - 1)
+                    _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk)
                 pending = prepared
-                if prepared is not None:
-                    chunk_index += 1
             if pending is not None:
-                _finish_chunk(pending, hasher, loader, side_file, result)
-                advance(pending[2])
-                if on_chunk:
-                    on_chunk(chunk_index - 1)
+                _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk)
+            if deferred:
+                loader.restore_constraints()  # checks every key and foreign key over all rows at once
             if cursor.accounts == 0:
                 raise InvalidInputFile(
                     f"{source.label}: no applicant could be seeded (no rows, or all refused)"
@@ -325,8 +324,8 @@ def _with_warnings_noted(make: Callable[[], Loader]) -> tuple[Loader, list[str]]
     return loader, [str(w.message) for w in caught]
 
 
-def _finish_chunk(pending, hasher, loader: Loader, side_file: _SideFile, result: SeedResult) -> None:  # noqa: ANN001
-    rows, hashing, _size = pending
+def _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk) -> None:  # noqa: ANN001
+    rows, hashing, size, chunk_index = pending
     tick = time.perf_counter()
     hashes = hasher.collect(hashing)
     result.hash_seconds += time.perf_counter() - tick
@@ -336,6 +335,17 @@ def _finish_chunk(pending, hasher, loader: Loader, side_file: _SideFile, result:
         if chunk is not None and chunk.num_rows:
             result.rows[table.name] += loader.load(table, chunk)
     side_file.write(rows.credentials)
+    advance(size)
+    if on_chunk is not None:
+        on_chunk(chunk_index)
+
+
+def _note_registry_recipients(cursor: SeedCursor, residents: pa.Table) -> None:
+    # People the registry already knows as recipients count towards their KK's limit too.
+    if "is_recipient" in residents.column_names:
+        flagged = residents.filter(pc.fill_null(residents.column("is_recipient"), False))
+        if flagged.num_rows:
+            cursor.ledger.add(pc.cast(flagged.column("kk"), pa.int64()).to_numpy())
 
 
 # --- residents ------------------------------------------------------------------------------------
@@ -498,10 +508,22 @@ def _check_constraints(conn: sa.Connection) -> None:
         raise SimulatorError(
             f"internal error: wave {over.number} would select more than its quota; nothing was kept"
         )
-    crowded = conn.execute(sa.select(r.c.kk).group_by(r.c.kk).having(sa.func.count() > 2).limit(1)).first()
+    # Counted as the API counts them: recipients not revoked, plus the registry's own recipients.
+    members = sa.union_all(
+        sa.select(r.c.kk, sa.literal(1).label("seeded")).where(r.c.state != "revoked"),
+        sa.select(schema.residents.c.kk, sa.literal(0).label("seeded")).where(
+            schema.residents.c.is_recipient.is_(True)
+        ),
+    ).subquery()
+    crowded = conn.execute(
+        sa.select(members.c.kk)
+        .group_by(members.c.kk)
+        .having(sa.func.count() > MAX_KK_RECIPIENTS, sa.func.sum(members.c.seeded) > 0)
+        .limit(1)
+    ).first()
     if crowded is not None:
         raise SimulatorError(
-            f"internal error: KK {crowded.kk} would have more than 2 recipients; nothing was kept"
+            f"KK {crowded.kk} would have more than {MAX_KK_RECIPIENTS} recipients; nothing was kept"
         )
 
 
