@@ -64,8 +64,14 @@ def test_html_table_rejects_rows_of_the_wrong_width():
 
 def test_render_html_is_self_contained_and_carries_seed_params_and_versions():
     meta = report.report_meta(seed=42, params={"wave": 9, "quota": 800_000})
-    sections = [report.Section("Arrivals <curve>", html="<p>why</p>", figures=[_chart([1, 2])],
-                               tables=[report.html_table([[1]], ["x"])])]
+    sections = [
+        report.Section(
+            "Arrivals <curve>",
+            html="<p>why</p>",
+            figures=[_chart([1, 2])],
+            tables=[report.html_table([[1]], ["x"])],
+        )
+    ]
     page = report.render_html("Wave 9 forecast", meta, sections)
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "Arrivals &lt;curve&gt;" in page and "<svg" in page
@@ -86,8 +92,9 @@ def test_render_html_accepts_a_figure_object_and_converts_it():
 
 def test_write_report_writes_sorted_json_and_html_atomically(tmp_path):
     data = {"b": np.float64(1.5), "a": {"z": np.arange(3), "y": (1, 2)}, "path": tmp_path}
-    json_path, html_path = report.write_report(tmp_path / "out", data, "<html></html>",
-                                               json_name="forecast.json", html_name="forecast.html")
+    json_path, html_path = report.write_report(
+        tmp_path / "out", data, "<html></html>", json_name="forecast.json", html_name="forecast.html"
+    )
     assert json_path.name == "forecast.json" and html_path.read_text() == "<html></html>"
     text = json_path.read_text()
     loaded = json.loads(text)

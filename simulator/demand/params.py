@@ -232,6 +232,12 @@ def _check_whole(params: Params) -> None:
         raise InvalidOption(
             "allocation.applicant_thousands: expected the same provinces as allocation.quota_thousands"
         )
+    budget = params["budget"]
+    if len(budget["survey_month_offsets"]) != budget["surveys"]:
+        raise InvalidOption(
+            f"budget.survey_month_offsets: expected one month per survey ({budget['surveys']}), "
+            f"got {len(budget['survey_month_offsets'])}"
+        )
     if params["photo"]["mean_bytes"] > params["photo"]["max_bytes"] * 4:
         raise InvalidOption("photo.mean_bytes: expected a mean photo size near or under photo.max_bytes")
 

@@ -1,0 +1,62 @@
+"""The 2020 season replay against the published figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulator.demand.backtest import backtest_table, load_season, run_backtest, write_backtest
+from simulator.errors import InvalidInputFile
+
+
+@pytest.fixture(scope="module")
+def backtest():
+    return run_backtest(runs=40, seed=1)
+
+
+def test_the_30_oct_2020_funnel_is_reproduced_within_2_percent_per_stage(backtest):
+    rows = [r for r in backtest.rows if r["group"] == "funnel to 30 Oct 2020"]
+    stages = {r["item"] for r in rows}
+    assert stages == {
+        "accounts",
+        "email_verified",
+        "identity_valid",
+        "phone_verified",
+        "accepted",
+        "bought",
+        "finished_training",
+        "incentive_paid",
+    }
+    for row in rows:
+        assert abs(row["error"]) <= 0.02, row
+
+
+def test_accepted_is_the_sum_of_the_quotas_because_every_wave_was_oversubscribed(backtest):
+    for wave in backtest.waves:
+        assert (wave.counts["accepted"] == wave.params["wave"]["quota"]).all()
+        assert (wave.counts["joined"] > wave.params["wave"]["quota"]).all()
+
+
+def test_the_pool_carries_from_wave_to_wave(backtest):
+    for before, after in zip(backtest.waves, backtest.waves[1:], strict=False):
+        assert (after.counts["prior_pool"] == before.counts["pool_after"]).all()
+
+
+def test_table_prints_model_published_and_error_for_each_stage(backtest, tmp_path):
+    table = backtest_table(backtest)
+    assert "funnel to 30 Oct 2020" in table and "funnel to 15 Sep 2020" in table
+    assert "wave 9 share joined in the first 24 h" in table
+    for row in backtest.rows:
+        assert row["item"] in table
+    json_path, html_path = write_backtest(tmp_path, backtest)
+    assert json_path.name == "backtest.json" and "<svg" in html_path.read_text()
+
+
+def test_a_bad_season_file_names_the_file_and_the_key(tmp_path):
+    bad = tmp_path / "season.toml"
+    bad.write_text('[[accounts]]\nat = 2020-01-01T00:00:00+07:00\ntotal = "many"\n')
+    with pytest.raises(
+        InvalidInputFile, match=r"season.toml: key 'accounts\[0\]\.total': expected a whole number"
+    ):
+        load_season(bad)
+    with pytest.raises(InvalidInputFile, match="no such season file"):
+        load_season(tmp_path / "missing.toml")

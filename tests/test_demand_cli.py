@@ -1,0 +1,128 @@
+"""`prakerja-sim demand`: terminal table, forecast.json/html, emitted scenario, backtest."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from simulator.cli import main
+
+
+def _run(argv, capsys):
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_forecast_writes_table_json_html_and_a_scenario(tmp_path, capsys):
+    scenario = tmp_path / "wave-12.toml"
+    code, out, err = _run(
+        [
+            "demand",
+            "--runs",
+            "40",
+            "--seed",
+            "5",
+            "--wave",
+            "12",
+            "--quota",
+            "600000",
+            "--mode",
+            "fcfs",
+            "--opens-at",
+            "2021-02-23T12:00:00+07:00",
+            "--duration-hours",
+            "72",
+            "--param",
+            "funnel.email_verified=0.7",
+            "--out",
+            str(tmp_path / "out"),
+            "--emit-scenario",
+            str(scenario),
+            "--scale",
+            "1/100",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "Wave 12" in out and "fcfs, quota 600,000" in out and "joined the wave" in out
+    assert "fcfs: quota full after (minutes)" in out and "upstream identity_registry" in out
+    data = json.loads((tmp_path / "out" / "forecast.json").read_text())
+    forecast = data["forecast"]
+    assert forecast["selection"]["quota"] == 600_000 and forecast["seed"] == 5
+    assert data["meta"]["params"]["funnel.email_verified"] == 0.7
+    assert all(forecast["conservation"].values())
+    html = (tmp_path / "out" / "forecast.html").read_text()
+    assert html.count("<svg") >= 5 and "<script" not in html
+    assert not re.search(r'(src|href)="https?://', html)
+    text = scenario.read_text()
+    assert "population_scale = 0.01" in text and "quota = 600000" in text and 'selection = "fcfs"' in text
+
+
+def test_emitted_scenario_loads_with_the_surge_schema(tmp_path, capsys):
+    surge_scenario = pytest.importorskip(
+        "simulator.surge.scenario", reason="the surge scenario schema is absent"
+    )
+    path = tmp_path / "s.toml"
+    code, _, err = _run(
+        [
+            "demand",
+            "--runs",
+            "20",
+            "--out",
+            str(tmp_path),
+            "--emit-scenario",
+            str(path),
+            "--scale",
+            "0.002",
+            "--replay-minutes",
+            "10",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    scenario = surge_scenario.load_scenario(path)
+    forecast = json.loads((tmp_path / "forecast.json").read_text())["forecast"]
+    assert scenario.wave.quota == 800_000 and scenario.wave.selection == "lottery"
+    assert scenario.replay.population_scale == 0.002 and scenario.replay.length_s == 600
+    arrivals = forecast["funnel"]["accounts"]["p50"] + forecast["funnel"]["returning"]["p50"]
+    assert scenario.arrivals.expected_total == pytest.approx(arrivals, abs=1)
+    # The effective funnel keeps the forecast's joiners: arrivals x rates = joined.
+    f = scenario.funnel
+    joined = arrivals * f.email_verify * f.identity_submit * f.phone_verify * f.test_finish * f.join
+    assert joined == pytest.approx(forecast["funnel"]["joined"]["p50"], rel=0.002)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["demand", "--param", "wave.quota=many"],
+            "error: --param: key 'wave.quota': expected a whole number",
+        ),
+        (["demand", "--params", "/nonexistent/p.toml"], "error: /nonexistent/p.toml: no such parameter file"),
+        (["demand", "--emit-scenario", "x.toml", "--scale", "1/0"], "error: --scale: expected a fraction"),
+        (["demand", "--emit-scenario", "x.toml", "--scale", "2"], "error: --scale: expected a share above 0"),
+        (["demand", "--join-rate", "1.5"], "error: --param: key 'demand.join_rate': expected a share"),
+    ],
+)
+def test_bad_options_end_in_one_clear_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run([*argv, "--runs", "5"] if argv[-1] != "--runs" else argv, capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(message), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "forecast").exists() and not (tmp_path / "x.toml").exists()
+
+
+def test_backtest_prints_model_vs_published(capsys, tmp_path):
+    code, out, err = _run(["demand", "backtest", "--runs", "20", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "funnel to 30 Oct 2020" in out and "published" in out and "error" in out
+    assert (tmp_path / "backtest.json").exists() and (tmp_path / "backtest.html").exists()
