@@ -286,12 +286,16 @@ def seed_ready_accounts(
     province_code: str = "32",
     prefix: str = "ready",
     first_index: int = 0,
+    stage: str = "ready",
 ) -> list[dict]:
-    """Insert ``count`` applicants who have done every step up to joining a wave (email, identity,
-    profile, phone, KTP, test), with their residents; returns ``[{email, password, nik, kk}]``.
+    """Insert ``count`` applicants and their residents; returns ``[{id, email, password, nik, kk}]``.
 
+    ``stage`` says how far they got: ``email`` (email confirmed, nothing else), ``identity`` (and
+    their NIK checked) or ``ready`` (every step up to joining a wave: profile, phone, KTP, test).
     Written straight into the schema, the way seed-db does, so the API must serve them as they are.
     """
+    if stage not in ("email", "identity", "ready"):
+        raise ValueError(f"stage must be email, identity or ready, not {stage!r}")
     import datetime as dt
 
     from sqlalchemy import insert
@@ -350,6 +354,11 @@ def seed_ready_accounts(
             }
         )
         tests.append({"account_id": account_id, "answers": "A" * 18, "score": 5, "completed_at": now})
+        if stage != "ready":
+            accounts[-1].update(phone=None, phone_verified_at=None)
+            profiles.pop(), ktps.pop(), tests.pop()
+        if stage == "email":
+            identities.pop()
         out.append(
             {
                 "id": account_id,
