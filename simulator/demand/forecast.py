@@ -120,6 +120,7 @@ def summarise(runs: WaveRuns) -> dict[str, Any]:
         "odds_new": spread(counts["accepted_new"] / np.maximum(counts["joined_new"], 1)),
         "not_selected_roll_over": spread(counts["not_selected"]),
         "pool_for_next_wave": spread(counts["pool_after"]),
+        "oversubscription_histogram": _histogram(joined / max(wave["quota"], 1)),
     }
     if wave["mode"] == "fcfs":
         filled = ~np.isnan(runs.fill_minute)
@@ -199,6 +200,11 @@ def summarise(runs: WaveRuns) -> dict[str, Any]:
         "runs": runs.runs,
         "seed": runs.seed,
     }
+
+
+def _histogram(values: np.ndarray, bins: int = 30) -> dict[str, list[float]]:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": np.round(edges, 4).tolist(), "runs": counts.tolist()}
 
 
 def conservation_checks(runs: WaveRuns) -> dict[str, bool]:
@@ -370,7 +376,7 @@ def render_forecast_html(summary: dict[str, Any], params: Params) -> str:
         report.Section(
             "Oversubscription and odds",
             html=_p(_odds_text(summary)),
-            figures=[_province_figure(summary)],
+            figures=[_oversubscription_figure(summary), _province_figure(summary)],
             tables=[
                 report.html_table(
                     summary["provinces"],
@@ -455,7 +461,9 @@ def _arrival_figure(summary: dict[str, Any], hours: float | None = None) -> str:
     )
     ax.plot(x, np.array(curve["joins_per_minute_p50"])[keep], color="#1f5fa8", lw=1.5, label="P50")
     ax.set_xlabel("hours after the opening")
-    ax.set_ylabel("joins per minute")
+    ax.set_ylabel("joins per minute" + ("" if hours else " (log scale)"))
+    if not hours:
+        ax.set_yscale("log")
     ax.set_title(f"first {hours:g} hours" if hours else "whole wave")
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
@@ -488,6 +496,25 @@ def _peak_figure(summary: dict[str, Any]) -> str:
     ax.set_xlabel("requests per second in the busiest minute")
     ax.tick_params(axis="y", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
+    return report.figure_svg(fig)
+
+
+def _oversubscription_figure(summary: dict[str, Any]) -> str:
+    selection = summary["selection"]
+    histogram = selection["oversubscription_histogram"]
+    edges = np.array(histogram["edges"])
+    fig = report.new_figure(figsize=(7.5, 3.0))
+    ax = fig.add_subplot()
+    ax.bar(edges[:-1], histogram["runs"], width=np.diff(edges), align="edge", color="#6b4fa8")
+    ax.axvline(1.0, color="#333", lw=1, ls="--")
+    ax.set_xlabel("joined / quota (1 = exactly full)")
+    ax.set_ylabel("runs")
+    odds = selection["odds"]
+    ax.set_title(
+        f"oversubscription across runs; a joiner's odds P50 {odds['p50']:.1%} "
+        f"(P5-P95 {odds['p5']:.1%}-{odds['p95']:.1%})"
+    )
+    ax.grid(axis="y", alpha=0.3)
     return report.figure_svg(fig)
 
 
