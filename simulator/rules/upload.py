@@ -34,9 +34,20 @@ ANALYSIS_SIDE = 400
 """Long side of the downscaled copy the content checks look at."""
 
 EXTENSIONS: dict[str, str] = {
-    ".jpg": "jpeg", ".jpeg": "jpeg", ".jpe": "jpeg", ".jfif": "jpeg", ".png": "png",
-    ".gif": "gif", ".bmp": "bmp", ".webp": "webp", ".tif": "tiff", ".tiff": "tiff",
-    ".heic": "heic", ".heif": "heic", ".avif": "avif", ".pdf": "pdf",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".jfif": "jpeg",
+    ".png": "png",
+    ".gif": "gif",
+    ".bmp": "bmp",
+    ".webp": "webp",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".heic": "heic",
+    ".heif": "heic",
+    ".avif": "avif",
+    ".pdf": "pdf",
 }
 
 # --- content thresholds (measured on the downscaled copy; see measure_content) ---------------------
@@ -153,7 +164,9 @@ def validate_upload(data: bytes, filename: str | None = None) -> UploadVerdict:
         return UploadVerdict(
             Reason.IMAGE_DIMENSIONS,
             f"the image is {width}x{height}; at least {MIN_SIDE} px on each side is needed",
-            fmt, width, height,
+            fmt,
+            width,
+            height,
         )
 
     try:
@@ -195,9 +208,7 @@ def measure_content(image: Image.Image) -> dict[str, float]:
     card = (hue >= 134) & (hue <= 162) & (sat >= 22) & (sat <= 140) & (val >= 105)
     h, w = card.shape
     strip = max(2, min(h, w) // 120)
-    edges = (
-        card[:strip].mean(), card[-strip:].mean(), card[:, :strip].mean(), card[:, -strip:].mean()
-    )
+    edges = (card[:strip].mean(), card[-strip:].mean(), card[:, :strip].mean(), card[:, -strip:].mean())
     measures = {
         "chroma_p95": float(np.percentile(chroma, 95)),
         "card_fraction": float(card.mean()),
@@ -207,7 +218,9 @@ def measure_content(image: Image.Image) -> dict[str, float]:
     rows = np.flatnonzero(card.mean(axis=1) > 0.15)
     cols = np.flatnonzero(card.mean(axis=0) > 0.15)
     if rows.size >= 8 and cols.size >= 8:
-        luma = np.asarray(image.convert("L"), dtype=np.float32)[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        luma = np.asarray(image.convert("L"), dtype=np.float32)[
+            rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1
+        ]
         measures["sharpness"] = _sharpness(luma)
     return measures
 

@@ -1,0 +1,254 @@
+"""Renders the flat e-KTP card (before it is photographed): ground, header, NIK, fields, portrait, mark.
+
+The guilloche ground and the SPECIMEN mark are drawn once per process and reused for every card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from simulator.generators.ktp import layout
+from simulator.generators.ktp.layout import CARD_H, CARD_W, font
+from simulator.generators.ktp.portrait import draw_portrait
+
+INK = (22, 22, 30)
+SPECIMEN_TEXT = "SPECIMEN • DATA SINTETIS"
+SPECIMEN_RED = (205, 30, 40)
+ROW_Y0 = 172
+ROW_STEP = 29
+INDENTED = {"RT/RW", "Kel/Desa", "Kecamatan"}
+ROW_LABELS = layout.ROW_LABELS
+
+
+@functools.lru_cache(maxsize=1)
+def card_ground() -> Image.Image:
+    """The pale-blue security ground: a soft gradient with guilloche waves and a rosette."""
+    y, x = np.mgrid[0:CARD_H, 0:CARD_W].astype(np.float32)
+    u, v = x / CARD_W, y / CARD_H
+    # Gradient from a greener sky blue at the left to a deeper one at the right, lighter centre.
+    base = np.stack(
+        [
+            206 - 22 * u + 8 * np.sin(np.pi * v),
+            230 - 14 * u + 4 * np.sin(np.pi * v),
+            246 - 6 * u,
+        ],
+        axis=-1,
+    )
+    waves = np.zeros_like(u)
+    for k, (fx, amp, fy) in enumerate(((0.045, 9.0, 0.018), (0.038, 12.0, 0.024), (0.052, 7.0, 0.031))):
+        phase = x * fx + amp * np.sin(y * fy + k)
+        waves = np.maximum(waves, np.clip(1 - np.abs(np.sin(phase)) / 0.09, 0, 1))
+    cx, cy = CARD_W * 0.47, CARD_H * 0.55
+    r = np.hypot(x - cx, y - cy)
+    theta = np.arctan2(y - cy, x - cx)
+    rosette = np.clip(1 - np.abs(np.sin(r * 0.11 + 2.2 * np.sin(theta * 14))) / 0.12, 0, 1) * (r < 260)
+    lines = np.maximum(waves * 0.55, rosette * 0.45)[..., None]
+    tint = np.array([150, 188, 224], dtype=np.float32)
+    ground = base * (1 - lines * 0.55) + tint * (lines * 0.55)
+    return Image.fromarray(np.clip(ground, 0, 255).astype(np.uint8), "RGB")
+
+
+@functools.lru_cache(maxsize=1)
+def specimen_mask() -> Image.Image:
+    """An 8-bit mask of the SPECIMEN / DATA SINTETIS mark: a diagonal repeat over the whole card, plus a band.
+
+    The repeat is dense enough that any crop holding one field also holds part of the mark.
+    """
+    big = Image.new("L", (CARD_W * 2, CARD_H * 2), 0)
+    draw = ImageDraw.Draw(big)
+    mark_font = font("bold", 30)
+    step_x, step_y = 470, 88
+    for row, y in enumerate(range(0, big.height, step_y)):
+        offset = (row % 2) * step_x // 2
+        for x in range(-step_x, big.width, step_x):
+            draw.text((x + offset, y), SPECIMEN_TEXT, font=mark_font, fill=62)
+    tilted = big.rotate(22, resample=Image.Resampling.BILINEAR, center=(big.width / 2, big.height / 2))
+    left, top = (tilted.width - CARD_W) // 2, (tilted.height - CARD_H) // 2
+    mask = tilted.crop((left, top, left + CARD_W, top + CARD_H))
+    band = ImageDraw.Draw(mask)
+    band.rectangle((0, CARD_H - 52, CARD_W, CARD_H - 14), fill=150)
+    return mask
+
+
+@functools.lru_cache(maxsize=1)
+def band_text_mask() -> Image.Image:
+    mask = Image.new("L", (CARD_W, CARD_H), 0)
+    draw = ImageDraw.Draw(mask)
+    text = "SPECIMEN  —  DATA SINTETIS  —  BUKAN DOKUMEN RESMI"
+    draw.text((CARD_W / 2, CARD_H - 33), text, font=font("bold", 24), fill=255, anchor="mm")
+    return mask
+
+
+@functools.lru_cache(maxsize=1)
+def card_alpha() -> Image.Image:
+    """The card's outline with its rounded ID-1 corners, as an alpha mask."""
+    mask = Image.new("L", (CARD_W, CARD_H), 0)
+    ImageDraw.Draw(mask).rounded_rectangle((0, 0, CARD_W - 1, CARD_H - 1), layout.CORNER_RADIUS, fill=255)
+    return mask
+
+
+def issue_date_for(person: Mapping[str, Any], rng: np.random.Generator) -> dt.date:
+    """A plausible issue date: after the 17th birthday and the e-KTP roll-out (2011), before 2025."""
+    birth = dt.date.fromisoformat(str(person["birth_date"])[:10])
+    first = max(dt.date(2012, 1, 1), dt.date(min(birth.year + 17, 2024), 1, 1))
+    last = dt.date(2024, 12, 31)
+    return first + dt.timedelta(days=int(rng.integers(0, max(1, (last - first).days))))
+
+
+SCALE_STEP = 1.07
+"""Cards are drawn at one of a ladder of scales 7% apart, so a photo never resamples the card by more
+than ~3.5%: the warp can then sample nearest pixels instead of paying for bilinear filtering."""
+
+
+def scale_bucket(scale: float) -> float:
+    """The ladder scale nearest to ``scale`` (0.3x to 2x of the 300 dpi card)."""
+    clamped = min(2.0, max(0.3, scale))
+    return round(SCALE_STEP ** round(np.log(clamped) / np.log(SCALE_STEP)), 4)
+
+
+@functools.lru_cache(maxsize=28)
+def _static_layers(scale: float) -> tuple[Image.Image, Image.Image, Image.Image, Image.Image]:
+    """Printed ground, SPECIMEN mask, band-text mask and outline at one ladder scale (cached)."""
+    if scale == 1.0:
+        return printed_ground(), specimen_mask(), band_text_mask(), card_alpha()
+    size = (round(CARD_W * scale), round(CARD_H * scale))
+    ground = printed_ground().resize(size, Image.Resampling.LANCZOS)
+    mark = specimen_mask().resize(size, Image.Resampling.BILINEAR)
+    band = band_text_mask().resize(size, Image.Resampling.BILINEAR)  # (mostly empty: only its band is pasted)
+    outline = Image.new("L", size, 0)
+    ImageDraw.Draw(outline).rounded_rectangle(
+        (0, 0, size[0] - 1, size[1] - 1), layout.CORNER_RADIUS * scale, fill=255
+    )
+    return ground, mark, band, outline
+
+
+def render_card(person: Mapping[str, Any], rng: np.random.Generator, scale: float = 1.0) -> Image.Image:
+    """Draw one resident's e-KTP as a flat RGB image at the ladder scale nearest ``scale`` (1.0 = 300 dpi)."""
+    scale = scale_bucket(scale)
+    text = layout.card_text(person, issue_date_for(person, rng))
+    ground, mark, band, _ = _static_layers(scale)
+    card = ground.copy()
+    draw = ImageDraw.Draw(card)
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return x * scale, y * scale
+
+    def sized(kind: str, size: float):
+        return font(kind, max(6, round(size * scale)))
+
+    header = sized("bold", 30)
+    draw.text(at(CARD_W / 2 - 60, 40), text.province, font=header, fill=INK, anchor="mm")
+    draw.text(at(CARD_W / 2 - 60, 80), text.regency, font=header, fill=INK, anchor="mm")
+    draw.text(at(layout.COLON_X - 96, 135), text.nik, font=sized("mono", 46), fill=INK, anchor="lm")
+
+    for (label, value), (_, y) in zip(text.rows, _row_positions(), strict=True):
+        if label == "Gol. Darah":  # printed at the right end of the Jenis Kelamin line
+            draw.text(at(652, y), value, font=sized("regular", 21), fill=INK, anchor="lm")
+        else:
+            size = _fitting_size(value, 21, layout.VALUE_MAX_X - layout.VALUE_X)
+            draw.text(at(layout.VALUE_X, y), value, font=sized("regular", size), fill=INK, anchor="lm")
+
+    box = layout.PORTRAIT_BOX
+    box_px = (round(box[0] * scale), round(box[1] * scale), round(box[2] * scale), round(box[3] * scale))
+    portrait = draw_portrait(
+        (box_px[2] - box_px[0], box_px[3] - box_px[1]),
+        str(person.get("gender", "L")),
+        text.portrait_background,
+        rng,
+    )
+    card.paste(portrait, box_px[:2])
+    box_mid = (box[0] + box[2]) / 2
+    place_size = _fitting_size(text.issue_place, 19, box[2] - box[0] + 20)
+    draw.text(
+        at(box_mid, layout.ISSUE_TEXT_Y + 12),
+        text.issue_place,
+        font=sized("regular", place_size),
+        fill=INK,
+        anchor="mm",
+    )
+    draw.text(
+        at(box_mid, layout.ISSUE_TEXT_Y + 40),
+        text.issue_date,
+        font=sized("regular", 19),
+        fill=INK,
+        anchor="mm",
+    )
+    _signature(draw, rng, scale)
+
+    card.paste(SPECIMEN_RED, (0, 0), mark)
+    band_top = int((CARD_H - 52) * scale)
+    card.paste((255, 255, 255), (0, band_top), band.crop((0, band_top, band.width, band.height)))
+    return card
+
+
+def card_outline(size: tuple[int, int]) -> Image.Image:
+    """The rounded-corner alpha mask for a card rendered at ``size``."""
+    for scale in (1.0, round(size[0] / CARD_W, 4)):
+        layers = _static_layers(scale_bucket(scale))
+        if layers[3].size == size:
+            return layers[3]
+    outline = Image.new("L", size, 0)
+    radius = layout.CORNER_RADIUS * size[0] / CARD_W
+    ImageDraw.Draw(outline).rounded_rectangle((0, 0, size[0] - 1, size[1] - 1), radius, fill=255)
+    return outline
+
+
+def _row_positions() -> list[tuple[str, int]]:
+    """(label, y) of every field row; Gol. Darah shares the Jenis Kelamin line."""
+    positions = []
+    y = ROW_Y0
+    for label in ROW_LABELS:
+        if label == "Gol. Darah":
+            positions.append((label, y - ROW_STEP))
+            continue
+        positions.append((label, y))
+        y += ROW_STEP
+    return positions
+
+
+@functools.lru_cache(maxsize=1)
+def printed_ground() -> Image.Image:
+    """The ground with everything every card prints alike: the labels, colons and the NIK caption."""
+    ground = card_ground().copy()
+    draw = ImageDraw.Draw(ground)
+    label_font = font("regular", 21)
+    for label, y in _row_positions():
+        if label == "Gol. Darah":
+            draw.text((520, y), "Gol. Darah", font=label_font, fill=INK, anchor="lm")
+            draw.text((640, y), ":", font=label_font, fill=INK, anchor="lm")
+            continue
+        x = layout.LABEL_X + (30 if label in INDENTED else 0)
+        draw.text((x, y), label, font=label_font, fill=INK, anchor="lm")
+        draw.text((layout.COLON_X, y), ":", font=label_font, fill=INK, anchor="lm")
+    draw.text((layout.LABEL_X, 134), "NIK", font=font("bold", 38), fill=INK, anchor="lm")
+    draw.text((layout.COLON_X - 120, 134), ":", font=font("bold", 38), fill=INK, anchor="lm")
+    return ground
+
+
+def _fitting_size(value: str, start: int, limit: float) -> int:
+    # Long names and addresses shrink (as the printer does) rather than run into the photo box;
+    # measured at full scale so every ladder scale prints the same layout.
+    size = start
+    while size > 13 and font("regular", size).getlength(value) > limit:
+        size -= 1
+    return size
+
+
+def _signature(draw: ImageDraw.ImageDraw, rng: np.random.Generator, scale: float) -> None:
+    """A handwritten-looking scribble: a smoothed random walk with loops."""
+    x0, y0, x1, y1 = (v * scale for v in layout.SIGNATURE_BOX)
+    n = 40
+    t = np.linspace(0, 1, n)
+    loops = rng.uniform(2.5, 5.5)
+    xs = x0 + (x1 - x0) * (t + 0.06 * np.sin(t * loops * 2 * np.pi + rng.uniform(0, 6)))
+    wave = np.sin(t * loops * 2 * np.pi * rng.uniform(0.8, 1.3))
+    ys = (y0 + y1) / 2 + (y1 - y0) * 0.38 * wave * (1 - 0.5 * t)
+    ys += np.cumsum(rng.normal(0, 1.2 * scale, n))
+    points = list(zip(xs.tolist(), ys.tolist(), strict=True))
+    draw.line(points, fill=(20, 24, 60), width=max(1, round(3 * scale)), joint="curve")

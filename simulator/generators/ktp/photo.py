@@ -1,0 +1,380 @@
+"""Photographs a flat card the way a phone would: surface, perspective, light, glare, blur, noise, encode.
+
+Every step works on whole images in Pillow's C code or on small numpy arrays resized up, so a photo
+costs a few milliseconds beyond its JPEG encode.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageChops
+
+from simulator.generators.ktp.card import card_outline, render_card
+from simulator.generators.ktp.layout import CARD_H, CARD_W
+
+PHONE_RESOLUTIONS = (
+    ((1024, 768), 0.24),
+    ((1280, 720), 0.18),
+    ((1280, 960), 0.20),
+    ((960, 720), 0.10),
+    ((720, 960), 0.08),
+    ((960, 1280), 0.06),
+    ((1600, 1200), 0.08),
+    ((1920, 1080), 0.04),
+    ((2048, 1536), 0.02),
+)
+"""(width, height) of the upload as the phone sends it, with how often. Browsers and chat-style camera
+pickers usually downscale a 12-50 MP shot before upload; full-size originals are the minority."""
+
+SURFACES = ("wood", "cloth", "paper", "desk")
+# Surface colours stay clear of the card's sky blue, as a light-blue table would hide the card edge.
+WOOD_TONES = ((150, 96, 52), (118, 72, 38), (176, 128, 80), (96, 58, 34), (196, 150, 100))
+CLOTH_TONES = (
+    (150, 30, 40),
+    (40, 110, 60),
+    (90, 90, 90),
+    (30, 30, 34),
+    (200, 180, 140),
+    (200, 110, 40),
+    (100, 70, 120),
+    (120, 120, 60),
+)
+PAPER_TONES = ((236, 232, 222), (244, 240, 230), (225, 220, 205))
+DESK_TONES = ((70, 70, 72), (160, 156, 150), (210, 205, 196), (52, 44, 40))
+
+
+@dataclass(frozen=True)
+class Shot:
+    """How one photo is taken: frame size, where the card lands, light and lens faults."""
+
+    size: tuple[int, int]
+    quad: np.ndarray  # 4x2 card corners in the frame: top-left, top-right, bottom-right, bottom-left
+    surface: str
+    light: float  # strength of the lighting gradient, 0 = flat
+    glare: float  # peak brightness added by a reflection, 0 = none
+    noise: float  # sensor noise sigma in grey levels
+    card_blur: float  # Gaussian radius on the card before it is photographed (card pixels)
+
+
+def pick_resolution(rng: np.random.Generator) -> tuple[int, int]:
+    sizes, weights = zip(*PHONE_RESOLUTIONS, strict=True)
+    return sizes[int(rng.choice(len(sizes), p=np.array(weights) / sum(weights)))]
+
+
+def plan_shot(rng: np.random.Generator, size: tuple[int, int], *, cut_off: bool = False) -> Shot:
+    """Choose a card placement; with ``cut_off`` the card runs past one or two frame edges."""
+    w, h = size
+    landscape = w >= h
+    fill = rng.uniform(0.55, 0.85) if landscape else rng.uniform(0.72, 0.9)
+    card_w = fill * w
+    card_w = min(card_w, 0.86 * h / (CARD_H / CARD_W))
+    card_h = card_w * CARD_H / CARD_W
+    angle = np.deg2rad(rng.uniform(-9, 9) if rng.random() < 0.85 else rng.uniform(-16, 16))
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) * [card_w / 2, card_h / 2]
+    # Keystone: the phone is tilted, so the far edge of the card looks shorter.
+    keystone = rng.uniform(0, 0.07)
+    side = int(rng.integers(4))
+    if side == 0:
+        corners[:2, 0] *= 1 - keystone
+    elif side == 1:
+        corners[2:, 0] *= 1 - keystone
+    elif side == 2:
+        corners[[0, 3], 1] *= 1 - keystone
+    else:
+        corners[[1, 2], 1] *= 1 - keystone
+    corners += rng.normal(0, 0.012 * card_w, corners.shape)
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    corners = corners @ rot.T
+    half_span = corners.max(axis=0) - corners.min(axis=0)
+    margin = 0.035 * np.array([w, h])
+    room = np.array([w, h]) - 2 * margin
+    shrink = min(1.0, float(np.min(room / half_span)))
+    corners *= shrink
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    # Centre anywhere that keeps the whole card (plus margin) inside the frame.
+    cx = _between(rng, margin[0] - lo[0], w - margin[0] - hi[0])
+    cy = _between(rng, margin[1] - lo[1], h - margin[1] - hi[1])
+    if cut_off:
+        # Push the card 12-35% of its size past one edge (sometimes two).
+        span = hi - lo
+        edges = rng.choice(4, size=1 + int(rng.random() < 0.3), replace=False)
+        for edge in edges:
+            over = rng.uniform(0.12, 0.35)
+            if edge == 0:
+                cx = -lo[0] - over * span[0]
+            elif edge == 1:
+                cx = w - hi[0] + over * span[0]
+            elif edge == 2:
+                cy = -lo[1] - over * span[1]
+            else:
+                cy = h - hi[1] + over * span[1]
+    quad = corners + [cx, cy]
+    return Shot(
+        size=size,
+        quad=quad,
+        surface=SURFACES[int(rng.integers(len(SURFACES)))],
+        light=float(rng.uniform(0.0, 0.28)),
+        glare=float(rng.uniform(25, 70)) if rng.random() < 0.45 else 0.0,
+        noise=float(rng.uniform(1.5, 5.0)),
+        card_blur=float(rng.uniform(0.5, 1.1)) if rng.random() < 0.3 else 0.0,
+    )
+
+
+def _between(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(rng.uniform(low, high)) if high > low else (low + high) / 2
+
+
+def photograph(
+    person: Mapping[str, Any],
+    shot: Shot,
+    rng: np.random.Generator,
+    *,
+    card_filter: Callable[[Image.Image], Image.Image] | None = None,
+) -> Image.Image:
+    """Lay the person's card on a surface and take the photo described by ``shot``.
+
+    The card is drawn at about the size it has in the frame, and light, glare and noise are applied to
+    it there (the surface has its own baked in): every step is one pass over the card, not the frame.
+    """
+    light_dir = int(rng.integers(len(_LIGHT_DIRECTIONS)))
+    frame = surface(shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light)
+    card = render_card(person, rng, card_width_in(shot.quad) / CARD_W)
+    if card_filter is not None:
+        card = card_filter(card)
+    elif shot.card_blur > 0:
+        # Slightly out of focus: resample down and back up (two cheap passes instead of a slow filter).
+        factor = 1 + shot.card_blur
+        small = card.resize(
+            (round(card.width / factor), round(card.height / factor)), Image.Resampling.BILINEAR
+        )
+        card = small.resize(card.size, Image.Resampling.BILINEAR)
+    card = ImageChops.add(card, _card_light_layer(card.size, shot, light_dir, rng), scale=1.0, offset=-128)
+    paste_card(frame, card, shot.quad)
+    return frame
+
+
+def card_width_in(quad: np.ndarray) -> float:
+    """The card's width in frame pixels (its longer horizontal edge)."""
+    return float(max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3])))
+
+
+def _card_light_layer(
+    size: tuple[int, int], shot: Shot, light_dir: int, rng: np.random.Generator
+) -> Image.Image:
+    """One add layer around mid-grey: the frame's light falloff over the card, a glare spot, sensor noise."""
+    gx, gy = 120, 76
+    y, x = np.mgrid[0:gy, 0:gx].astype(np.float32)
+    u, v = x / (gx - 1), y / (gy - 1)
+    # Where each layer cell sits in the frame (bilinear between the card's corners), then the light there.
+    q = shot.quad
+    top = q[0][None, None, :] * (1 - u[..., None]) + q[1][None, None, :] * u[..., None]
+    bottom = q[3][None, None, :] * (1 - u[..., None]) + q[2][None, None, :] * u[..., None]
+    where = top * (1 - v[..., None]) + bottom * v[..., None]
+    rel = where / np.array(shot.size, dtype=np.float32)
+    dark = 255 * shot.light * _light_ramp(light_dir, rel[..., 0], rel[..., 1]) * 0.8
+    layer = 128 - dark
+    if shot.glare > 0:
+        cx, cy = rng.uniform(0.15, 0.85) * (gx - 1), rng.uniform(0.15, 0.85) * (gy - 1)
+        radius = rng.uniform(9, 20)
+        layer = layer + shot.glare * np.exp(-(((x - cx) ** 2 + ((y - cy) * 1.3) ** 2) / (2 * radius**2)))
+    # Nearest enlargement of a fine grid: steps of under one grey level, at a tenth of bilinear's cost.
+    small = Image.fromarray(np.clip(layer, 0, 255).astype(np.uint8), "L").resize(
+        size, Image.Resampling.NEAREST
+    )
+    noise = _noise_frame(max(0, min(2, int(shot.noise // 2))))
+    ox, oy = int(rng.integers(0, 64)), int(rng.integers(0, 64))
+    grain = noise.crop((ox, oy, ox + size[0], oy + size[1]))
+    lit = Image.merge("RGB", (small, small, small))
+    return ImageChops.add(lit, grain, scale=1.0, offset=-128)
+
+
+_LIGHT_DIRECTIONS = (0.0, 0.8, 1.6, 2.4, 3.1, 3.9, 4.7, 5.5)
+_TONE_COUNTS = {
+    "wood": len(WOOD_TONES),
+    "cloth": len(CLOTH_TONES),
+    "paper": len(PAPER_TONES),
+    "desk": len(DESK_TONES),
+}
+NOISE_SIGMAS = (2.0, 3.0, 4.5)
+
+
+def _light_ramp(direction: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    angle = _LIGHT_DIRECTIONS[direction]
+    return np.clip(np.cos(angle) * (u - 0.5) + np.sin(angle) * (v - 0.5) + 0.5, 0, 1)
+
+
+@functools.lru_cache(maxsize=3)
+def _noise_frame(level: int) -> Image.Image:
+    """Mid-grey RGB sensor noise big enough for any card in any frame, made once per process."""
+    w, h = MASTER_SIDE, MASTER_SIDE
+    rng = np.random.default_rng(1000 + level)
+    values = 128 + rng.standard_normal((h, w, 3), dtype=np.float32) * NOISE_SIGMAS[level]
+    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "RGB")
+
+
+def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
+    """Warp the card onto ``quad`` (its four corners in the frame) and paste it with its rounded outline."""
+    w, h = frame.size
+    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return
+    source = card.convert(frame.mode)
+    source.putalpha(card_outline(source.size))
+    src = np.array(
+        [[0, 0], [source.width, 0], [source.width, source.height], [0, source.height]], dtype=float
+    )
+    coeffs = perspective_coeffs(quad - [x0, y0], src)
+    # At ~1:1 nearest sampling is sharp enough and 3x cheaper; enlarging needs bilinear to avoid blocks.
+    enlarge = float(np.linalg.norm(quad[1] - quad[0])) / source.width > 1.1
+    resample = Image.Resampling.BILINEAR if enlarge else Image.Resampling.NEAREST
+    warped = source.transform(
+        (x1 - x0, y1 - y0),
+        Image.Transform.PERSPECTIVE,
+        coeffs,
+        resample,
+        fillcolor=(0,) * len(source.getbands()),
+    )
+    frame.paste(warped, (x0, y0), warped)
+
+
+def perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
+    """Pillow's 8 PERSPECTIVE coefficients mapping output points ``dst`` back to input points ``src``."""
+    rows = []
+    rhs = []
+    for (x, y), (u, v) in zip(dst, src, strict=True):
+        rows.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
+        rows.append([0, 0, 0, x, y, 1, -v * x, -v * y])
+        rhs.extend([u, v])
+    return tuple(np.linalg.solve(np.array(rows, dtype=float), np.array(rhs, dtype=float)).tolist())
+
+
+MASTER_SIDE = 2112
+MASTERS_PER_KIND = 2
+
+
+def surface(
+    kind: str, size: tuple[int, int], rng: np.random.Generator, *, light_dir: int = 0, light: float = 0.0
+) -> Image.Image:
+    """A table, cloth, paper or desk surface with light falloff and sensor noise, ``size`` pixels.
+
+    Frames up to MASTER_SIDE are a random window of one of a few large surfaces drawn once per process
+    (a crop costs a copy); bigger frames are drawn on the spot.
+    """
+    w, h = size
+    if w <= MASTER_SIDE and h <= MASTER_SIDE:
+        master = _surface_master(kind, int(rng.integers(MASTERS_PER_KIND)))
+        ox, oy = int(rng.integers(0, MASTER_SIDE - w + 1)), int(rng.integers(0, MASTER_SIDE - h + 1))
+        return master.crop((ox, oy, ox + w, oy + h))
+    return draw_surface(kind, size, rng, light_dir=light_dir, light=light)
+
+
+@functools.lru_cache(maxsize=len(SURFACES) * MASTERS_PER_KIND)
+def _surface_master(kind: str, index: int) -> Image.Image:
+    # Seeded from its key, so every worker process draws the same master.
+    rng = np.random.default_rng(zlib.crc32(f"{kind}|{index}".encode()))
+    return draw_surface(kind, (MASTER_SIDE, MASTER_SIDE), rng, light_dir=int(rng.integers(8)), light=0.25)
+
+
+def draw_surface(
+    kind: str, size: tuple[int, int], rng: np.random.Generator, *, light_dir: int = 0, light: float = 0.0
+) -> Image.Image:
+    """Draw a surface: texture and light at 1/8 scale enlarged in one pass, then sensor noise."""
+    w, h = size
+    tone = int(rng.integers(_TONE_COUNTS[kind]))
+    sw, sh = max(8, w // 8), max(8, h // 8)
+    y, x = np.mgrid[0:sh, 0:sw].astype(np.float32)
+    smooth = _smooth_noise(rng, (sh, sw), 6)
+    if kind == "wood":
+        tone = np.array(WOOD_TONES[tone % len(WOOD_TONES)], dtype=np.float32)
+        along = x if rng.random() < 0.5 else y
+        grain = np.sin(along * rng.uniform(0.25, 0.6) + smooth * 9) * 0.5 + 0.5
+        pattern = 0.78 + 0.3 * grain[..., None]
+        small = tone * pattern
+    elif kind == "cloth":
+        tone = np.array(CLOTH_TONES[tone % len(CLOTH_TONES)], dtype=np.float32)
+        folds = 0.85 + 0.2 * smooth[..., None]
+        small = tone * folds
+    elif kind == "paper":
+        tone = np.array(PAPER_TONES[tone % len(PAPER_TONES)], dtype=np.float32)
+        small = tone * (0.93 + 0.07 * smooth[..., None])
+    else:
+        tone = np.array(DESK_TONES[tone % len(DESK_TONES)], dtype=np.float32)
+        small = tone * (0.9 + 0.12 * smooth[..., None])
+    small = small * (1.0 - light * _light_ramp(light_dir, x / max(1, sw - 1), y / max(1, sh - 1)))[..., None]
+    small_image = Image.fromarray(np.clip(small, 0, 255).astype(np.uint8), "RGB")
+    frame = small_image.resize(size, Image.Resampling.BILINEAR)
+    if kind == "cloth":  # a weave is finer than 1/8 scale: tile a tiny woven pattern on top
+        frame = ImageChops.multiply(frame, _weave_tile(size))
+    noise = _noise_frame(1)
+    if w <= noise.width and h <= noise.height:
+        ox, oy = int(rng.integers(0, noise.width - w + 1)), int(rng.integers(0, noise.height - h + 1))
+        frame = ImageChops.add(frame, noise.crop((ox, oy, ox + w, oy + h)), scale=1.0, offset=-128)
+    return frame
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+    coarse = rng.random((cells, cells)).astype(np.float32)
+    image = Image.fromarray((coarse * 255).astype(np.uint8), "L").resize(
+        (shape[1], shape[0]), Image.Resampling.BICUBIC
+    )
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+@functools.lru_cache(maxsize=4)
+def _weave_tile(size: tuple[int, int]) -> Image.Image:
+    cell = np.array(
+        [[255, 235, 255, 225], [225, 255, 235, 255], [255, 225, 255, 235], [235, 255, 225, 255]],
+        dtype=np.uint8,
+    )
+    tiled = np.tile(cell, (size[1] // 4 + 1, size[0] // 4 + 1))[: size[1], : size[0]]
+    layer = Image.fromarray(tiled, "L")
+    return Image.merge("RGB", (layer, layer, layer))
+
+
+@functools.lru_cache(maxsize=1)
+def _unit_noise() -> np.ndarray:
+    """A 256x256 tile of standard normal noise, made once per process and shifted per photo."""
+    return np.random.default_rng(20201111).standard_normal((256, 256)).astype(np.float32)
+
+
+def add_noise(frame: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Image:
+    """Sensor noise: a shifted normal tile per channel, added around mid-grey (ImageChops.add offset)."""
+    w, h = frame.size
+    tile = np.clip(128 + _unit_noise() * sigma, 0, 255).astype(np.uint8)
+    reps = (h // 256 + 1, w // 256 + 1)
+    bands = []
+    for _ in range(3):
+        shifted = np.roll(tile, (int(rng.integers(256)), int(rng.integers(256))), axis=(0, 1))
+        bands.append(Image.fromarray(np.tile(shifted, reps)[:h, :w], "L"))
+    return ImageChops.add(frame, Image.merge("RGB", bands), scale=1.0, offset=-128)
+
+
+def encode(image: Image.Image, fmt: str, *, quality: int = 88, exif_orientation: int | None = None) -> bytes:
+    """Encode as a phone app would upload it; ``exif_orientation`` stores the pixels turned, with the tag."""
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, "PNG", compress_level=1)  # zlib's fastest level: noisy pixels barely compress
+        return buffer.getvalue()
+    if exif_orientation in (3, 6, 8):
+        # The sensor's pixels are stored as shot; the tag tells viewers how to turn them upright.
+        stored = image.transpose(
+            {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[
+                exif_orientation
+            ]
+        )
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        exif[0x010F] = "SyntheticPhone"
+        stored.save(buffer, "JPEG", quality=quality, exif=exif.tobytes())
+    else:
+        image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()

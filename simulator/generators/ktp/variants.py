@@ -1,0 +1,382 @@
+"""Every kind of upload a real applicant sends, valid and bad, each with the verdict the rules should give.
+
+``render_upload`` makes one applicant's upload body in memory (the load tests post it as is).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageChops, ImageDraw, ImageOps
+
+from simulator.errors import InvalidOption
+from simulator.generators.ktp import photo
+from simulator.generators.ktp.card import SPECIMEN_TEXT, render_card
+from simulator.generators.ktp.layout import CARD_W, font
+from simulator.rules.reasons import ACCEPT, Reason
+from simulator.rules.upload import MAX_UPLOAD_BYTES
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One rendered file: its bytes, the name the applicant's phone gives it, and what it should get."""
+
+    data: bytes
+    filename: str
+    content_type: str
+    variant: str
+    expected: str  # "accept" or a Reason code
+    width: int | None  # as displayed (after EXIF orientation); None when there is no image
+    height: int | None
+
+
+CONTENT_TYPES = {
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "bmp": "image/bmp",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "tiff": "image/tiff",
+    "heic": "image/heic",
+    "pdf": "application/pdf",
+}
+
+Person = Mapping[str, Any]
+Renderer = Callable[[Person, np.random.Generator], tuple[bytes, str, tuple[int, int] | None]]
+
+
+def _stem(person: Person) -> str:
+    return f"ktp_{person.get('nik', 'unknown')}"
+
+
+def _valid_photo(person: Person, rng: np.random.Generator, *, cut_off: bool = False) -> Image.Image:
+    shot = photo.plan_shot(rng, photo.pick_resolution(rng), cut_off=cut_off)
+    return photo.photograph(person, shot, rng)
+
+
+def _encode_under_limit(image: Image.Image, rng: np.random.Generator, fmt: str) -> tuple[bytes, str, tuple]:
+    """Encode a valid photo; never over the 2 MB limit (lower quality, then a smaller frame)."""
+    size = image.size
+    if fmt == "png":
+        # A PNG of a noisy photo runs ~2 bytes/pixel: a phone app sends it at about half a megapixel.
+        if image.width * image.height > 520_000:
+            ratio = (520_000 / (image.width * image.height)) ** 0.5
+            image = image.resize(
+                (round(image.width * ratio), round(image.height * ratio)), Image.Resampling.BILINEAR
+            )
+        data = photo.encode(image, "png")
+        while len(data) > MAX_UPLOAD_BYTES:
+            image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.BILINEAR)
+            data = photo.encode(image, "png")
+        return data, "png", image.size
+    quality = int(rng.integers(72, 94))
+    orientation = int(rng.choice([3, 6, 8])) if rng.random() < 0.15 else None
+    data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation)
+    while len(data) > MAX_UPLOAD_BYTES:
+        quality -= 10
+        data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation)
+    return data, "jpg", size
+
+
+def render_valid(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    image = _valid_photo(person, rng)
+    fmt = "png" if rng.random() < 0.06 else "jpeg"
+    return _encode_under_limit(image, rng, fmt)
+
+
+def render_cropped(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    image = _valid_photo(person, rng, cut_off=True)
+    return _encode_under_limit(image, rng, "jpeg")
+
+
+def render_blurry(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    shot = photo.plan_shot(rng, photo.pick_resolution(rng))
+    factor = float(rng.uniform(BLUR_FACTOR[0], BLUR_FACTOR[1]))
+
+    def defocus(card: Image.Image) -> Image.Image:
+        # Out of focus or shaken: detail finer than 1/factor of the card is gone.
+        w, h = card.size
+        small = card.resize((max(4, int(w / factor)), max(4, int(h / factor))), Image.Resampling.BOX)
+        return small.resize((w, h), Image.Resampling.BICUBIC)
+
+    image = photo.photograph(person, shot, rng, card_filter=defocus)
+    # The whole frame is soft too: the lens, not just the card.
+    w, h = image.size
+    image = image.reduce(3).resize((w, h), Image.Resampling.BILINEAR)
+    return _encode_under_limit(image, rng, "jpeg")
+
+
+BLUR_FACTOR = (9.0, 16.0)
+"""How much an unreadable photo has lost: detail finer than 1/9..1/16 of the card's size."""
+
+
+def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """A greyscale photocopy on paper, scanned or shot square-on: toner specks, streaks, hard contrast."""
+    size = photo.pick_resolution(rng)
+    page = Image.new("L", size, int(rng.integers(226, 246)))
+    shot = photo.plan_shot(rng, size)
+    card = render_card(person, rng, photo.card_width_in(shot.quad) / CARD_W)
+    card = ImageOps.autocontrast(card.convert("L"), cutoff=2)
+    card = card.point(lambda v: 0 if v < 90 else min(255, int(v * 1.15)))
+    rgb_page = Image.merge("RGB", (page, page, page))
+    photo.paste_card(rgb_page, Image.merge("RGB", (card, card, card)), shot.quad)
+    grey = rgb_page.convert("L")
+    specks = (rng.random((size[1] // 2, size[0] // 2)) < 0.004).astype(np.uint8) * 150
+    speck_layer = Image.fromarray(specks, "L").resize(size, Image.Resampling.NEAREST)
+    grey = ImageChops.subtract(grey, speck_layer)
+    streak = np.zeros((1, size[0] // 4), dtype=np.float32)
+    streak[0, rng.integers(0, size[0] // 4, 3)] = rng.uniform(20, 50, 3)
+    streak_layer = Image.fromarray(streak.astype(np.uint8), "L").resize(size, Image.Resampling.BILINEAR)
+    grey = ImageChops.subtract(grey, streak_layer)
+    if rng.random() < 0.5:
+        image = grey.convert("RGB")
+        # A faint warm cast from room light: still far below a colour photo's chroma.
+        image = ImageChops.multiply(image, Image.new("RGB", size, (255, 250, 242)))
+    else:
+        image = grey
+    image = (
+        photo.add_noise(image.convert("RGB"), float(rng.uniform(2, 4)), rng) if image.mode == "RGB" else image
+    )
+    data = photo.encode(image, "jpeg", quality=int(rng.integers(70, 90)))
+    return data, "jpg", size
+
+
+def render_too_large(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """A full-resolution PNG straight from the camera: lossless, noisy, several megabytes."""
+    size = ((3000, 2250), (3264, 2448), (4000, 3000))[int(rng.integers(3))]
+    shot = photo.plan_shot(rng, size)
+    image = photo.photograph(person, shot, rng)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue(), "png", size
+
+
+def _small_photo(person: Person, rng: np.random.Generator) -> Image.Image:
+    shot = photo.plan_shot(rng, (800, 600))
+    return photo.photograph(person, shot, rng)
+
+
+def _other_format(fmt: str, ext: str) -> Renderer:
+    def render(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+        image = _small_photo(person, rng)
+        buffer = io.BytesIO()
+        if fmt == "GIF":
+            image.convert("P", palette=Image.Palette.ADAPTIVE).save(buffer, "GIF")
+        elif fmt == "WEBP":
+            image.save(buffer, "WEBP", quality=80, method=0)
+        elif fmt == "TIFF":
+            image.save(buffer, "TIFF", compression="jpeg")
+        elif fmt == "PDF":
+            image.save(buffer, "PDF", resolution=150.0)
+        else:
+            image.save(buffer, fmt)
+        return buffer.getvalue(), ext, image.size
+
+    return render
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def render_heic(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """An iPhone-style HEIF container (ftyp heic + meta + mdat) around the picture's coded data."""
+    image = _small_photo(person, rng)
+    coded = photo.encode(image, "jpeg", quality=80)
+    ftyp = _box(b"ftyp", b"heic" + struct.pack(">I", 0) + b"mif1heic")
+    hdlr = _box(b"hdlr", b"\x00" * 4 + b"\x00" * 4 + b"pict" + b"\x00" * 12 + b"\x00")
+    meta = _box(b"meta", b"\x00" * 4 + hdlr)
+    return ftyp + meta + _box(b"mdat", coded), "heic", image.size
+
+
+def render_truncated(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """The upload broke off: the JPEG ends part-way through its coded data."""
+    data, ext, size = render_valid_jpeg(person, rng)
+    cut = int(len(data) * rng.uniform(0.25, 0.9))
+    return data[:cut], ext, size
+
+
+def render_corrupt(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """Bytes damaged in storage: the JPEG's quantisation and Huffman tables are overwritten."""
+    data, ext, size = render_valid_jpeg(person, rng)
+    damaged = bytearray(data)
+    for marker in (b"\xff\xdb", b"\xff\xc4"):  # DQT, DHT
+        start = damaged.find(marker, 2)
+        while start != -1:
+            length = struct.unpack(">H", damaged[start + 2 : start + 4])[0]
+            damaged[start + 4 : start + 2 + length] = rng.integers(
+                0, 256, length - 2, dtype=np.uint8
+            ).tobytes()
+            damaged[start + 1] = 0xFE if marker == b"\xff\xc4" else 0xDB
+            start = damaged.find(marker, start + 2 + length)
+    return bytes(damaged), ext, size
+
+
+def render_valid_jpeg(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    return _encode_under_limit(_valid_photo(person, rng), rng, "jpeg")
+
+
+def render_empty(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple | None]:
+    return b"", "jpg", None
+
+
+def render_extension_mismatch(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """A good photo under the wrong name: PNG bytes called .jpg, or JPEG bytes called .png."""
+    image = _valid_photo(person, rng)
+    if rng.random() < 0.5:
+        data, _, size = _encode_under_limit(image, rng, "png")
+        return data, "jpg", size
+    data, _, size = _encode_under_limit(image, rng, "jpeg")
+    return data, "png", size
+
+
+def render_bomb(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """A tiny file declaring an enormous picture (decompression-bomb shape): PNG or JPEG header."""
+    side = int(rng.integers(30_000, 65_000))
+    if rng.random() < 0.5:
+        ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+        row = b"\x00" + b"\x00" * 3 * 64  # a few rows' worth; the rest would inflate to gigabytes
+        idat = zlib.compress(row * 64, 9)
+        chunks = b"".join(
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+            for kind, body in ((b"IHDR", ihdr), (b"IDAT", idat), (b"IEND", b""))
+        )
+        return b"\x89PNG\r\n\x1a\n" + chunks, "png", (side, side)
+    data = photo.encode(Image.new("RGB", (64, 64), (200, 220, 240)), "jpeg", quality=80)
+    sof = data.find(b"\xff\xc0")
+    patched = bytearray(data)
+    patched[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
+    return bytes(patched), "jpg", (side, side)
+
+
+def render_too_small(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """A thumbnail the chat app made: far too small to read."""
+    image = _small_photo(person, rng)
+    image.thumbnail((int(rng.integers(160, 300)), 300))
+    return photo.encode(image, "jpeg", quality=85), "jpg", image.size
+
+
+OTHER_DOCUMENTS = (
+    # (title, header colour, body colour, ink): none in the e-KTP's sky blue
+    ("KARTU KELUARGA", (24, 110, 60), (250, 250, 246), (20, 20, 20)),
+    ("NOMOR POKOK WAJIB PAJAK", (230, 160, 30), (252, 244, 220), (40, 30, 20)),
+    ("BUKTI TRANSFER BERHASIL", (0, 150, 136), (255, 255, 255), (30, 30, 30)),
+    ("KARTU BPJS KESEHATAN", (40, 150, 60), (236, 248, 236), (20, 40, 20)),
+    ("SURAT IZIN MENGEMUDI", (160, 40, 40), (250, 240, 226), (30, 20, 20)),
+)
+
+
+def render_wrong_document(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
+    """A phone screenshot of another document (family card, tax card, transfer receipt, ...)."""
+    title, head, body, ink = OTHER_DOCUMENTS[int(rng.integers(len(OTHER_DOCUMENTS)))]
+    size = ((1080, 2340), (1080, 1920), (720, 1600))[int(rng.integers(3))]
+    w, h = size
+    image = Image.new("RGB", size, body)
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, w, int(h * 0.03)), fill=(20, 20, 20))  # status bar
+    draw.text(
+        (30, int(h * 0.015)), "09:41", font=font("bold", int(h * 0.012)), fill=(255, 255, 255), anchor="lm"
+    )
+    draw.rectangle((0, int(h * 0.03), w, int(h * 0.12)), fill=head)
+    draw.text(
+        (w / 2, int(h * 0.075)), title, font=font("bold", int(w * 0.045)), fill=(255, 255, 255), anchor="mm"
+    )
+    text_font = font("regular", int(w * 0.032))
+    fields = (
+        ("Nama", str(person.get("full_name", "")).upper()),
+        ("NIK", str(person.get("nik", ""))),
+        ("No. KK", str(person.get("kk", "") or "")),
+        ("Alamat", str(person.get("address", "")).upper()),
+        ("Kecamatan", str(person.get("district", "")).upper()),
+        ("Tanggal", "12-11-2020"),
+    )
+    y = int(h * 0.16)
+    for label, value in fields:
+        draw.text((40, y), label, font=text_font, fill=ink)
+        draw.text((int(w * 0.36), y), f": {value}"[:34], font=text_font, fill=ink)
+        y += int(h * 0.035)
+    # A table of rows, as on a family card or a statement.
+    top = y + int(h * 0.03)
+    for i in range(int(rng.integers(6, 12))):
+        ty = top + i * int(h * 0.04)
+        draw.rectangle(
+            (30, ty, w - 30, ty + int(h * 0.04)), outline=ink, width=2, fill=head if i == 0 else None
+        )
+        draw.text((50, ty + 10), f"{i + 1}.  {'—' * int(rng.integers(4, 14))}", font=text_font, fill=ink)
+    draw.text(
+        (w / 2, h * 0.93), SPECIMEN_TEXT, font=font("bold", int(w * 0.05)), fill=(205, 30, 40), anchor="mm"
+    )
+    buffer = io.BytesIO()
+    if rng.random() < 0.6:
+        image.save(buffer, "PNG", compress_level=6)
+        return buffer.getvalue(), "png", size
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue(), "jpg", size
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    expected: str
+    render: Renderer
+    description: str
+
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("valid", ACCEPT, render_valid, "a phone photo of the whole card, JPEG or PNG, under 2 MB"),
+        Variant("cropped", Reason.CARD_NOT_WHOLE, render_cropped, "the card runs past the frame edge"),
+        Variant("photocopy", Reason.PHOTOCOPY, render_photocopy, "a greyscale photocopy on paper"),
+        Variant("blurry", Reason.TOO_BLURRY, render_blurry, "out of focus or shaken, unreadable"),
+        Variant("too_large", Reason.FILE_TOO_LARGE, render_too_large, "a full-resolution PNG over 2 MB"),
+        Variant("bmp", Reason.UNSUPPORTED_FORMAT, _other_format("BMP", "bmp"), "a BMP file"),
+        Variant("gif", Reason.UNSUPPORTED_FORMAT, _other_format("GIF", "gif"), "a GIF file"),
+        Variant("webp", Reason.UNSUPPORTED_FORMAT, _other_format("WEBP", "webp"), "a WebP file"),
+        Variant("tiff", Reason.UNSUPPORTED_FORMAT, _other_format("TIFF", "tiff"), "a TIFF file"),
+        Variant("heic", Reason.UNSUPPORTED_FORMAT, render_heic, "an iPhone HEIC-style container"),
+        Variant("pdf", Reason.UNSUPPORTED_FORMAT, _other_format("PDF", "pdf"), "a PDF with the photo"),
+        Variant("truncated", Reason.CORRUPT_IMAGE, render_truncated, "a JPEG cut off part-way"),
+        Variant("corrupt", Reason.CORRUPT_IMAGE, render_corrupt, "a JPEG with damaged tables"),
+        Variant("empty", Reason.FILE_EMPTY, render_empty, "a zero-byte file"),
+        Variant(
+            "extension_mismatch",
+            Reason.EXTENSION_MISMATCH,
+            render_extension_mismatch,
+            "PNG bytes named .jpg or JPEG bytes named .png",
+        ),
+        Variant("bomb", Reason.IMAGE_DIMENSIONS, render_bomb, "a tiny file declaring a huge picture"),
+        Variant("too_small", Reason.IMAGE_DIMENSIONS, render_too_small, "a thumbnail under 320 px"),
+        Variant(
+            "wrong_document", Reason.NOT_A_KTP, render_wrong_document, "a screenshot of another document"
+        ),
+    )
+}
+
+
+def render_variant(person: Person, seed: int, variant: str = "valid") -> Upload:
+    """Render one upload of ``variant`` for ``person``: same (person, seed, variant), same bytes."""
+    spec = VARIANTS.get(variant)
+    if spec is None:
+        raise InvalidOption(f"unknown KTP variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, _variant_key(variant)]
+    data, ext, size = spec.render(person, np.random.default_rng(np.random.SeedSequence(entropy)))
+    width, height = size if size else (None, None)
+    filename = f"{_stem(person)}.{ext}"
+    return Upload(data, filename, CONTENT_TYPES[ext], variant, str(spec.expected), width, height)
+
+
+def render_upload(person_row: Person, seed: int, variant: str = "valid") -> tuple[bytes, str, str]:
+    """One applicant's KTP upload body in memory: ``(bytes, filename, content_type)``."""
+    upload = render_variant(person_row, seed, variant)
+    return upload.data, upload.filename, upload.content_type
+
+
+def _variant_key(variant: str) -> int:
+    return zlib.crc32(variant.encode())
