@@ -28,6 +28,7 @@ from simulator.seed.states import PROFILES
     "--db", "db", required=True, help="SQLite file path, or postgresql://, mysql:// or mariadb:// URL."
 )
 @click.option("--size", type=int, default=None, help="Generate a population of this many people and seed it.")
+@click.option("--shard", default="0/1", show_default=True, help="Seed shard I/N of the generated population.")
 @click.option("--from", "population_dir", default=None, help="Seed a population already generated in DIR.")
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the generator and of every draw."
@@ -64,6 +65,7 @@ from simulator.seed.states import PROFILES
 def seed_db(
     db: str,
     size: int | None,
+    shard: str,
     population_dir: str | None,
     seed: int,
     states: str,
@@ -83,12 +85,13 @@ def seed_db(
         raise InvalidOption("--truncate and --append exclude each other")
     mode = TRUNCATE if truncate else APPEND if append else None
     as_of_time = _parse_as_of(as_of)
+    shard_pair = _parse_shard(shard)
     total = size if size is not None else None
     try:
         with progress_bar(total, "seeding") as advance:
             result = seed_database(
-                db, size=size, seed=seed, population_dir=population_dir, states=states, mode=mode,
-                wave=wave, as_of=as_of_time, open_days=open_days, password_cost=password_cost,
+                db, size=size, seed=seed, shard=shard_pair, population_dir=population_dir, states=states,
+                mode=mode, wave=wave, as_of=as_of_time, open_days=open_days, password_cost=password_cost,
                 workers=workers, chunk_rows=chunk_rows, passwords_out=passwords_out,
                 allow_remote=allow_remote, progress=advance,
             )  # fmt: skip
@@ -97,6 +100,14 @@ def seed_db(
         return 130
     _print_summary(result)
     return 0
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise InvalidOption(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
 
 
 def _parse_as_of(text: str | None) -> dt.datetime | None:

@@ -107,7 +107,7 @@ class PopulationSource:
         from simulator.io.population import iter_batches
 
         for name in ("residents", "applicants"):
-            for batch in iter_batches(self.directory, name, chunk_rows):
+            for batch in iter_batches(self.directory, name, batch_rows=chunk_rows):
                 yield name, _as_table(batch)
 
 
@@ -120,6 +120,7 @@ def seed_database(
     *,
     size: int | None = None,
     seed: int = 0,
+    shard: tuple[int, int] = (0, 1),
     population_dir: str | os.PathLike[str] | None = None,
     states: str | StateMix | None = None,
     mode: str | None = None,
@@ -136,13 +137,16 @@ def seed_database(
 ) -> SeedResult:
     """Seed the reference API's schema in ``db`` with a population, in one transaction.
 
+    The population is generated (``size``, ``seed``, optionally one ``shard`` of it, as
+    ``prakerja-sim population`` would) or read from ``population_dir``.
+
     ``mode``: ``"truncate"`` empties the schema's tables first (in the same transaction),
     ``"append"`` adds to what is there (the open wave and calendar are read from the database);
     ``None`` refuses a database that already holds accounts. ``on_chunk(i)`` is called after each
     chunk is loaded (tests use it to interrupt a run). Returns what was done.
     """
     target = parse_target(db, allow_remote=allow_remote)
-    source = _source(size, seed, population_dir)
+    source = _source(size, seed, population_dir, shard)
     mix = states if isinstance(states, StateMix) else parse_states(states)
     cost = parse_cost(password_cost)
     if mode not in (None, TRUNCATE, APPEND):
@@ -172,11 +176,16 @@ def seed_database(
                 engine, target, source, mix, cost, mode or TRUNCATE, wave, as_of, open_days,
                 workers, chunk_rows, passwords_path, progress, on_chunk,
             )  # fmt: skip
-        except BaseException:
+        except BaseException as err:
             if created:
                 # DDL committed by create_schema is undone by hand: the database is as it was.
                 with contextlib.suppress(sa.exc.SQLAlchemyError):
                     schema.metadata.drop_all(engine, tables=created, checkfirst=True)
+            if isinstance(err, _database_errors()):
+                raise SimulatorError(
+                    f"{target.label} refused the rows ({_first_line(err)}); the transaction was rolled "
+                    "back and the database is as it was (with --append: is this population already in it?)"
+                ) from err
             raise
     finally:
         engine.dispose()
@@ -184,19 +193,42 @@ def seed_database(
     return result
 
 
-def _source(size: int | None, seed: int, population_dir: str | os.PathLike[str] | None) -> PopulationSource:
+def _database_errors() -> tuple[type[BaseException], ...]:
+    # The bulk paths talk to the drivers directly, so their own errors arrive unwrapped too.
+    import sqlite3
+
+    import psycopg
+    import pymysql
+
+    return (sa.exc.DBAPIError, sqlite3.DatabaseError, psycopg.Error, pymysql.err.MySQLError)
+
+
+def _first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None) or err
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _source(
+    size: int | None, seed: int, population_dir: str | os.PathLike[str] | None, shard: tuple[int, int]
+) -> PopulationSource:
     if population_dir is not None:
         if size is not None:
             raise InvalidOption("give either --size (generate a population) or --from DIR, not both")
         directory = Path(population_dir)
         if not directory.is_dir():
             raise InvalidInputFile(f"--from {directory}: no such population directory")
+        if tuple(shard) != (0, 1):
+            raise InvalidOption("--shard applies to a generated population; --from reads every shard in DIR")
         return PopulationSource(directory=directory, seed=seed)
     if size is None:
         raise InvalidOption("give --size N (generate a population) or --from POPULATION_DIR")
     if size < 1:
         raise InvalidOption(f"--size must be at least 1, got {size}")
-    return PopulationSource(size=size, seed=seed)
+    index, count = shard
+    if not 0 <= index < count:
+        raise InvalidOption(f"--shard must be I/N with 0 <= I < N, got {index}/{count}")
+    return PopulationSource(size=size, seed=seed, shard=(index, count))
 
 
 def _as_of(as_of: dt.datetime | None) -> dt.datetime:
