@@ -37,6 +37,10 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
       0.01 replays wave 11 at 1/100 on a laptop, 1 is the whole country on a cluster.
     ``drain_s`` (float >= 0, default 30): harness seconds after the last arrival for journeys in
       flight to finish before the run stops (the unfinished ones are counted, not hidden).
+    ``late_after_s`` (float > 0, harness, default 1): an arrival that starts later than this
+      after its scheduled time counts as late (it still runs; its latency includes the lag).
+    ``max_in_flight`` (int >= 0, default 0 = no cap): journeys one load-generator process keeps
+      in flight; an arrival beyond the cap is dropped and counted (k6's dropped_iterations).
 
 ``[arrivals]`` the arrival curve, people per second at real scale, ``t`` = seconds since opening
     ``expected_total`` (float > 0, required): people who arrive during the whole wave.
@@ -63,8 +67,9 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
     ``retries_max`` (int >= 0, default 2): retries after a failed request when the population
       carries no ``fate_retries``.
     ``retry_backoff_s`` (float >= 0, default 20): mean wait before a retry.
-    ``ktp_uploads_mean`` (float >= 1, default 1): mean KTP upload attempts per applicant who
-      reaches that step (re-uploads: a better photo after a refusal, a double tap).
+    ``ktp_uploads_mean`` (float >= 1, default 1): 1 + the mean number of extra uploads after the
+      accepted one (double taps, second thoughts). Bad photos (``[defects.ktp]``) come on top:
+      each is retaken until one passes.
     ``otp_poll_s`` (float > 0, harness, default 0.5): how often a user checks the sandbox outbox.
     ``otp_wait_s`` (float > 0, harness, default 30): give up on an OTP after this long.
     ``[funnel.think_s]``: mean think time before each step, one key per step of
@@ -138,10 +143,18 @@ SLO_METRICS = (
 )
 LATENCY_STATS = ("p50", "p90", "p99", "p99.9", "max", "mean")
 KTP_DEFECT_CODES: tuple[str, ...] = tuple(
-    str(r) for r in (
-        Reason.FILE_EMPTY, Reason.FILE_TOO_LARGE, Reason.UNSUPPORTED_FORMAT, Reason.EXTENSION_MISMATCH,
-        Reason.CORRUPT_IMAGE, Reason.IMAGE_DIMENSIONS, Reason.CARD_NOT_WHOLE, Reason.PHOTOCOPY,
-        Reason.TOO_BLURRY, Reason.NOT_A_KTP,
+    str(r)
+    for r in (
+        Reason.FILE_EMPTY,
+        Reason.FILE_TOO_LARGE,
+        Reason.UNSUPPORTED_FORMAT,
+        Reason.EXTENSION_MISMATCH,
+        Reason.CORRUPT_IMAGE,
+        Reason.IMAGE_DIMENSIONS,
+        Reason.CARD_NOT_WHOLE,
+        Reason.PHOTOCOPY,
+        Reason.TOO_BLURRY,
+        Reason.NOT_A_KTP,
     )
 )
 """Ways a KTP upload can be wrong (the reason codes the upload rules answer with)."""
@@ -186,6 +199,8 @@ class Replay:
     time_scale: float = 1.0
     population_scale: float = 1.0
     drain_s: float = 30.0
+    late_after_s: float = 1.0
+    max_in_flight: int = 0
 
     @property
     def harness_length_s(self) -> float:
@@ -217,21 +232,26 @@ class Arrivals:
         share = self.first_24h_share
         day = 86_400.0
         if duration_s <= day:
-            raise ValueError("the wave lasts at most 24 hours, so every arrival is in its first day; "
-                             "give decay_half_life_h instead")
+            raise ValueError(
+                "the wave lasts at most 24 hours, so every arrival is in its first day; "
+                "give decay_half_life_h instead"
+            )
         tail = self.tail_total(duration_s)
         if tail <= 0:
             return math.inf
 
         def first_day_share(tau: float) -> float:
             crowd = self.pre_open_crowd * _truncated_exp_cdf(day, self.crowd_release_s, duration_s)
-            return (crowd + tail * _truncated_exp_cdf(day, tau, duration_s)
-                    + self.baseline_per_s * day) / self.expected_total
+            return (
+                crowd + tail * _truncated_exp_cdf(day, tau, duration_s) + self.baseline_per_s * day
+            ) / self.expected_total
 
         fastest, slowest = first_day_share(1.0), first_day_share(1e12)
         if not slowest < share < fastest:
-            raise ValueError(f"with this crowd, baseline and duration the share can only lie between "
-                             f"{slowest:.3f} (no decay) and {fastest:.3f}")
+            raise ValueError(
+                f"with this crowd, baseline and duration the share can only lie between "
+                f"{slowest:.3f} (no decay) and {fastest:.3f}"
+            )
         low, high = math.log(1.0), math.log(1e12)
         for _ in range(200):  # bisection on log(tau): the share falls as tau grows
             mid = (low + high) / 2
@@ -416,8 +436,16 @@ class _Table:
         except (TypeError, ValueError) as err:
             raise self.fail(name, kind, value) from err
 
-    def number(self, name: str, default: Any = ..., *, low: float | None = None, high: float | None = None,
-               low_open: bool = False, high_open: bool = False) -> float:
+    def number(
+        self,
+        name: str,
+        default: Any = ...,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+        high_open: bool = False,
+    ) -> float:
         kind = "a number" + _range_text(low, high, low_open, high_open)
 
         def check(value: Any) -> float:
@@ -511,8 +539,18 @@ def _read_scenario(root: _Table) -> Scenario:
     faults = _read_faults(root.table("faults"))
     slo = _read_slo(root)
     return Scenario(
-        name=name, description=description, seed=seed, target=target, wave=wave, replay=replay,
-        arrivals=arrivals, funnel=funnel, defects=defects, faults=faults, slo=slo, source=root.source,
+        name=name,
+        description=description,
+        seed=seed,
+        target=target,
+        wave=wave,
+        replay=replay,
+        arrivals=arrivals,
+        funnel=funnel,
+        defects=defects,
+        faults=faults,
+        slo=slo,
+        source=root.source,
     )
 
 
@@ -535,8 +573,9 @@ def _read_wave(t: _Table) -> Wave:
         number=t.integer("number", low=1),
         quota=t.integer("quota", low=1),
         selection=t.string("selection", "lottery", choices=SELECTION_MODES),
-        opens_at=t.get("opens_at", kind="an offset date-time such as 2020-11-02T12:00:00+07:00",
-                       check=_offset_datetime),
+        opens_at=t.get(
+            "opens_at", kind="an offset date-time such as 2020-11-02T12:00:00+07:00", check=_offset_datetime
+        ),
         duration_h=t.number("duration_h", 72.0, low=0, low_open=True),
     )
     t.finish()
@@ -550,6 +589,8 @@ def _read_replay(t: _Table) -> Replay:
         time_scale=t.number("time_scale", 1.0, low=0, low_open=True),
         population_scale=t.number("population_scale", 1.0, low=0, high=1, low_open=True),
         drain_s=t.number("drain_s", 30.0, low=0),
+        late_after_s=t.number("late_after_s", 1.0, low=0, low_open=True),
+        max_in_flight=t.integer("max_in_flight", 0, low=0),
     )
     t.finish()
     return replay
@@ -571,8 +612,12 @@ def _read_arrivals(t: _Table, wave: Wave) -> Arrivals:
         first_24h_share=t.number("first_24h_share", None, low=0, high=1, low_open=True, high_open=True),
         decay_half_life_h=t.number("decay_half_life_h", None, low=0, low_open=True),
         baseline_per_s=t.number("baseline_per_s", 0.0, low=0),
-        daily_rhythm=t.get("daily_rhythm", None, kind="a list of 24 numbers >= 0 (local hours 00..23), "
-                           "not all zero", check=rhythm),
+        daily_rhythm=t.get(
+            "daily_rhythm",
+            None,
+            kind="a list of 24 numbers >= 0 (local hours 00..23), not all zero",
+            check=rhythm,
+        ),
     )
     if (arrivals.first_24h_share is None) == (arrivals.decay_half_life_h is None):
         raise InvalidInputFile(
@@ -590,8 +635,9 @@ def _read_arrivals(t: _Table, wave: Wave) -> Arrivals:
     try:
         arrivals.tail_time_constant_s(wave.duration_h * 3600)
     except ValueError as err:
-        raise InvalidInputFile(f"{t.source}: key '{t.key('first_24h_share')}': {err}, "
-                               f"got {arrivals.first_24h_share!r}") from err
+        raise InvalidInputFile(
+            f"{t.source}: key '{t.key('first_24h_share')}': {err}, got {arrivals.first_24h_share!r}"
+        ) from err
     t.finish()
     return arrivals
 
@@ -672,8 +718,12 @@ def _read_slo(root: _Table) -> tuple[Threshold, ...]:
                 raise t.fail("stat", f"no 'stat' for metric {metric!r} (only latency_ms has one)", show=False)
             t.seen.add("stat")
         threshold = Threshold(
-            metric=metric, step=step, stat=stat,
-            max=t.number("max", None), min=t.number("min", None), name=t.string("name", None),
+            metric=metric,
+            step=step,
+            stat=stat,
+            max=t.number("max", None),
+            min=t.number("min", None),
+            name=t.string("name", None),
         )
         if threshold.max is None and threshold.min is None:
             raise InvalidInputFile(f"{root.source}: table 'slo[{index}]': expected a 'max' or a 'min' bound")

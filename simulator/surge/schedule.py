@@ -56,8 +56,9 @@ class ArrivalCurve:
         self._base_cum = self._cumulative_at_edges(math.inf)
 
     # -- pieces ------------------------------------------------------------------------------------
-    def _segment_integral(self, start: np.ndarray, end: np.ndarray, weight: np.ndarray,
-                          tau: float) -> np.ndarray:
+    def _segment_integral(
+        self, start: np.ndarray, end: np.ndarray, weight: np.ndarray, tau: float
+    ) -> np.ndarray:
         if math.isinf(tau):
             return weight * (end - start)
         return weight * tau * (np.exp(-start / tau) - np.exp(-end / tau))

@@ -1,0 +1,78 @@
+"""``prakerja-sim demo``: everything on embedded defaults, on a fresh machine, then clean up.
+
+Owns the demo's sequence: population, reference API on a temporary SQLite file, KTP samples, surge, report.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from simulator.surge.runner import SurgeOptions, SurgeResult, fault_settings, run_surge
+from simulator.surge.scenario import load_scenario
+from simulator.surge.schedule import build_schedule
+
+KTP_SAMPLES = ("valid", "blurry", "cropped", "photocopy")
+
+
+def run_demo(
+    out: str | Path = "prakerja-demo",
+    *,
+    scenario: str = "smoke",
+    processes: int = 0,
+    keep: bool = False,
+    say: Callable[[str], None] = print,
+) -> SurgeResult:
+    """Generate a population, start the API seeded with it, run the scenario, write the report in ``out``."""
+    from simulator.api.testing import running_server
+    from simulator.io.population import read_table, write_population
+
+    chosen = load_scenario(scenario)
+    out = Path(out).resolve()
+    work = Path(tempfile.mkdtemp(prefix="prakerja-demo-"))
+    try:
+        size = len(build_schedule(chosen)) + 10
+        population = work / "population"
+        say(f"demo: generating {size:,} applicants and their registry rows ...")
+        write_population(population, size, chosen.seed, fmt="parquet")
+        samples = render_ktp_samples(
+            read_table(population, "applicants").slice(0, 1).to_pylist()[0], out / "ktp-samples", chosen.seed
+        )
+        if samples:
+            say(f"demo: rendered {len(samples)} KTP upload samples (SPECIMEN) in {out / 'ktp-samples'}")
+        say("demo: starting the reference API (temporary SQLite database, sandbox OTP outbox) ...")
+        with running_server(
+            str(work / "api.db"), population, log_path=work / "api.log", **fault_settings(chosen.faults)
+        ) as host:
+            say(f"demo: API at {host}; running scenario {chosen.name!r} ...")
+            result = run_surge(
+                SurgeOptions(
+                    scenario=scenario, out=out, host=host, population=population, processes=processes
+                ),
+                say=say,
+            )
+        return result
+    finally:
+        if keep:
+            say(f"demo: kept the population and database in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def render_ktp_samples(person: dict, directory: Path, seed: int) -> list[Path]:
+    """A few KTP uploads (valid and bad) to look at, when the KTP generator is installed."""
+    try:
+        from simulator.generators.ktp.variants import render_variant
+    except ImportError:
+        return []
+    from simulator.io.atomic import atomic_write_bytes
+
+    paths = []
+    for variant in KTP_SAMPLES:
+        upload = render_variant(person, seed, variant)
+        path = directory / f"{variant}-{upload.filename}"
+        atomic_write_bytes(path, upload.data)
+        paths.append(path)
+    return paths
