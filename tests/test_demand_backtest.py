@@ -60,3 +60,32 @@ def test_a_bad_season_file_names_the_file_and_the_key(tmp_path):
         load_season(bad)
     with pytest.raises(InvalidInputFile, match="no such season file"):
         load_season(tmp_path / "missing.toml")
+
+
+def test_a_season_of_future_waves_carries_the_pool_and_mixes_modes(tmp_path):
+    from simulator.demand.backtest import run_season, season_rows
+
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        '[season]\nname = "plan"\nprior_pool = 1_000_000\n'
+        '[[waves]]\nnumber = 12\nopens_at = "2021-02-23T12:00:00+07:00"\nduration_hours = 72.0\n'
+        "quota = 100_000\nnew_signups = 400_000\n"
+        '[[waves]]\nnumber = 13\nopens_at = "2021-03-09T12:00:00+07:00"\nduration_hours = 72.0\n'
+        'quota = 150_000\nnew_signups = 300_000\n[waves.params]\n"wave.mode" = "fcfs"\n'
+    )
+    season = load_season(path)
+    params, waves = run_season(season, runs=30, seed=3)
+    assert [w.params["wave"]["mode"] for w in waves] == ["lottery", "fcfs"]
+    assert (waves[1].counts["prior_pool"] == waves[0].counts["pool_after"]).all()
+    assert (waves[1].counts["accepted"] == 150_000).all()
+    rows = season_rows(waves)
+    assert [r["wave"] for r in rows] == [12, 13] and rows[0]["quota"] == 100_000
+
+
+def test_a_season_wave_without_sign_ups_or_account_totals_is_refused(tmp_path):
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        '[[waves]]\nnumber = 12\nopens_at = "2021-02-23T12:00:00+07:00"\nduration_hours = 72.0\nquota = 1\n'
+    )
+    with pytest.raises(InvalidInputFile, match=r"key 'waves\[0\]\.new_signups': expected new sign-ups"):
+        load_season(path)

@@ -126,3 +126,11 @@ def test_backtest_prints_model_vs_published(capsys, tmp_path):
     assert code == 0, err
     assert "funnel to 30 Oct 2020" in out and "published" in out and "error" in out
     assert (tmp_path / "backtest.json").exists() and (tmp_path / "backtest.html").exists()
+
+
+def test_season_forecast_prints_one_line_per_wave(capsys, tmp_path):
+    code, out, err = _run(["demand", "season", "--runs", "10", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if line.strip()[:2].strip().isdigit()]
+    assert len(lines) == 11  # the eleven 2020 waves of season_2020.toml
+    assert json.loads((tmp_path / "season.json").read_text())["waves"][0]["quota"] == 168_111

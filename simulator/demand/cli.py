@@ -159,3 +159,43 @@ def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | Non
     if out_dir is not None:
         json_path, html_path = write_backtest(out_dir, result)
         click.echo(f"\nwrote {json_path} and {html_path}")
+
+
+@demand.command()
+@click.argument("season_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--params",
+    "params_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file of parameters to change for every wave.",
+)
+@click.option(
+    "--runs", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Monte Carlo runs."
+)
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("season"),
+    show_default=True,
+    help="Directory for season.json and season.html.",
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Threads.")
+def season(
+    season_file: Path | None, params_file: Path | None, runs: int, seed: int, out_dir: Path, workers: int
+) -> None:
+    """Forecast a season of waves in order (default: the 2020 season), carrying the people not
+    accepted from each wave into the next. Each [[waves]] table gives number, opens_at,
+    duration_hours, quota and new_signups (or [[accounts]] totals to derive them from)."""
+    from simulator.demand.backtest import load_season, run_season, season_table, write_season
+
+    spec = load_season(season_file)
+    with progress_bar(len(spec.waves), "waves") as advance:
+        params, waves = run_season(
+            spec, runs=runs, seed=seed, workers=workers, params_path=params_file, progress=advance
+        )
+    click.echo(f"Season: {spec.name} ({spec.source}), {runs} runs, seed {seed}\n")
+    click.echo(season_table(waves))
+    json_path, html_path = write_season(out_dir, spec, params, waves, runs=runs, seed=seed)
+    click.echo(f"\nwrote {json_path} and {html_path}")

@@ -142,6 +142,16 @@ def summarise(runs: WaveRuns) -> dict[str, Any]:
         }
         for name in UPSTREAMS
     }
+    # Results of the draw reach every joiner by SMS 3-4 days after the close: a second SMS peak.
+    results_seconds = params["upstreams"]["results_sms_hours"] * 3600
+    upstreams["sms_results"] = {
+        "calls_per_second": {
+            "p50": float(np.percentile(joined, 50) / results_seconds),
+            "p95": float(np.percentile(joined, 95) / results_seconds),
+        },
+        "calls_total": spread(joined),
+        "via": f"result notices after the close, sent over {params['upstreams']['results_sms_hours']:g} h",
+    }
     bandwidth = runs.peaks_per_second["photo_upload_bytes"] * 8 / 1e6
     photo = {
         "upload_mbit_per_second": {

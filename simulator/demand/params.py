@@ -57,6 +57,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "uncertainty.decay_cv": (lambda v: 0 <= v <= 2, "a coefficient of variation between 0 and 2"),
     "grid.fine_minutes": (lambda v: v >= 1, "a whole number of minutes >= 1"),
     "grid.coarse_bin_minutes": (lambda v: 1 <= v <= 240, "a whole number of minutes between 1 and 240"),
+    "upstreams.results_sms_hours": _POSITIVE,
     "photo.mean_bytes": _POSITIVE,
     "photo.max_bytes": _POSITIVE,
     "budget.incentive_months": (lambda v: 1 <= v <= 24, "a number of months between 1 and 24"),
