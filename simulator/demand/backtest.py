@@ -18,7 +18,7 @@ import numpy as np
 
 from simulator import report
 from simulator.demand.forecast import as_of, spread
-from simulator.demand.model import WaveRuns, simulate_wave
+from simulator.demand.model import WaveRuns, lag_cdf_days, simulate_wave
 from simulator.demand.params import Params, flat, load_params
 from simulator.errors import InvalidInputFile
 from simulator.progress import ProgressCallback
@@ -133,6 +133,10 @@ def load_season(path: str | Path | None = None) -> Season:
         for stage in CHECKPOINT_STAGES:
             if stage in point:
                 entry[stage] = need(point, stage, f"checkpoints[{i}].", int, "a whole number of people")
+        if "incentive_paid_idr" in point:
+            entry["incentive_paid_idr"] = need(
+                point, "incentive_paid_idr", f"checkpoints[{i}].", int, "rupiah"
+            )
         checkpoints.append(entry)
     extra = {k: v for k, v in doc.items() if k not in ("season", "accounts", "waves", "checkpoints")}
     return Season(
@@ -380,6 +384,25 @@ def _funnel_as_of(
     return totals
 
 
+def _incentive_paid_idr(waves: list[WaveRuns], when: dt.datetime) -> np.ndarray:
+    """Incentive money paid by ``when``: each paid recipient gets a month's incentive every 30 days
+    from the first payment, up to ``budget.incentive_months`` (expected value per run)."""
+    total = np.zeros(waves[0].runs)
+    for wave in waves:
+        days = int((when - wave.results_at).total_seconds() // 86400)
+        if days < 0:
+            continue
+        budget = wave.params["budget"]
+        cdf = lag_cdf_days(wave.params)["incentive_paid"]
+        months_paid = sum(
+            cdf[min(days - 30 * k, cdf.size - 1)]
+            for k in range(budget["incentive_months"])
+            if days - 30 * k >= 0
+        )
+        total += wave.counts["incentive_paid"] * budget["incentive_idr"] * months_paid
+    return total
+
+
 def _joined_by(wave: WaveRuns, when: dt.datetime) -> np.ndarray:
     minutes = (
         when - (wave.closes_at - dt.timedelta(hours=wave.params["wave"]["duration_hours"]))
@@ -426,6 +449,18 @@ def _compare(
             if stage == "bought" and late:
                 kind = "calibrated"
             rows.append(_row(label, stage, checkpoint[stage], funnel[stage], kind=kind))
+        if "incentive_paid_idr" in checkpoint:
+            model = _incentive_paid_idr(waves, checkpoint["at"])
+            rows.append(
+                _row(
+                    label,
+                    "incentive paid (Rp)",
+                    checkpoint["incentive_paid_idr"],
+                    model,
+                    kind="held out",
+                    unit="idr",
+                )
+            )
     for wave, spec in zip(waves, season.waves, strict=True):
         number = spec["number"]
         if "published_joined" in spec:

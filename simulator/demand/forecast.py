@@ -35,6 +35,15 @@ FUNNEL_ROWS = (
 )
 
 
+STEP_LABELS = {
+    "accounts": "account created",
+    "email_verified": "email verified",
+    "identity_valid": "identity (NIK + KK) valid",
+    "phone_verified": "phone verified",
+    "joined": "joined the wave",
+}
+
+
 def spread(values: np.ndarray) -> dict[str, float]:
     """P5, P50, P95 and mean of one quantity across runs."""
     values = np.asarray(values, dtype=float)
@@ -194,6 +203,13 @@ def summarise(runs: WaveRuns) -> dict[str, Any]:
         },
         "funnel": {stage: spread(counts[stage]) for stage, _ in FUNNEL_ROWS},
         "conservation": conservation_checks(runs),
+        "completions_per_step": {
+            step: {
+                "total": spread(counts[step]),
+                "peak_per_minute": {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))},
+            }
+            for step, v in runs.completions_peak_per_minute.items()
+        },
         "selection": selection,
         "peaks_per_second": peaks,
         "requests_total_p50": {name: float(np.median(runs.requests_total[name])) for name in ENDPOINTS},
@@ -290,6 +306,11 @@ def terminal_table(summary: dict[str, Any]) -> str:
     s = wave["first_24h_share"]
     lines.append(f"{'share joined in the first 24 h':<42}{s['p5']:>13.1%}{s['p50']:>13.1%}{s['p95']:>13.1%}")
     lines.append("")
+    lines.append(f"{'step completions (people/minute, peak)':<42}{'P50':>13}{'P95':>13}")
+    for step, s in summary["completions_per_step"].items():
+        peak = s["peak_per_minute"]
+        lines.append(f"{STEP_LABELS.get(step, step):<42}{peak['p50']:>13,.0f}{peak['p95']:>13,.0f}")
+    lines.append("")
     lines.append(f"{'peak load (requests/s, busiest minute)':<42}{'P50':>13}{'P95':>13}")
     for name, s in summary["peaks_per_second"].items():
         lines.append(f"{name:<42}{s['p50']:>13,.1f}{s['p95']:>13,.1f}")
@@ -334,6 +355,24 @@ def render_forecast_html(summary: dict[str, Any], params: Params) -> str:
             "Funnel",
             figures=[_funnel_figure(summary)],
             tables=[
+                report.html_table(
+                    [
+                        {
+                            "step": STEP_LABELS.get(step, step),
+                            "total": s["total"]["p50"],
+                            **s["peak_per_minute"],
+                        }
+                        for step, s in summary["completions_per_step"].items()
+                    ],
+                    [
+                        ("step", "Step"),
+                        ("total", "Completions P50"),
+                        ("p50", "Peak per minute P50"),
+                        ("p95", "Peak per minute P95"),
+                    ],
+                    formats={"total": "{:,.0f}", "p50": "{:,.0f}", "p95": "{:,.0f}"},
+                    caption="Completions per step",
+                ),
                 report.html_table(
                     [{"stage": label, **summary["funnel"][stage]} for stage, label in FUNNEL_ROWS],
                     [("stage", "Stage"), ("p5", "P5"), ("p50", "P50"), ("p95", "P95")],

@@ -277,6 +277,7 @@ class WaveRuns:
     counts: dict[str, np.ndarray] = field(default_factory=dict)  # stage -> (runs,)
     peaks_per_second: dict[str, np.ndarray] = field(default_factory=dict)  # endpoint/upstream -> (runs,)
     requests_total: dict[str, np.ndarray] = field(default_factory=dict)  # endpoint/upstream -> (runs,)
+    completions_peak_per_minute: dict[str, np.ndarray] = field(default_factory=dict)  # step -> (runs,)
     joins_per_bin: np.ndarray | None = None  # (runs, bins)
     province_names: tuple[str, ...] = ()
     province_quota: np.ndarray | None = None  # (provinces,)
@@ -337,7 +338,7 @@ def simulate_wave(
             results = list(pool_executor.map(run_block, range(len(blocks))))
 
     merged = WaveRuns(params=params, runs=runs, seed=seed, grid=grid, decay_minutes=decay_minutes)
-    for name in ("counts", "peaks_per_second", "requests_total"):
+    for name in ("counts", "peaks_per_second", "requests_total", "completions_peak_per_minute"):
         setattr(merged, name, {k: np.concatenate([r[name][k] for r in results]) for k in results[0][name]})
     for name in ("joins_per_bin", "province_joined", "province_accepted", "fill_minute"):
         setattr(merged, name, np.concatenate([r[name] for r in results]))
@@ -409,6 +410,17 @@ def _simulate_block(
     joins_returning = at("returning", "returning_join_minute")
     joins = joins_new + joins_returning
 
+    # People completing each step per minute, at the moment they complete it.
+    minutes = grid.widths[None, :].astype(float)
+    step_times = {
+        "accounts": at("accounts", ""),
+        "email_verified": at("email_verified", "email_verify_minute"),
+        "identity_valid": at("identity_valid", "identity_minute"),
+        "phone_verified": at("phone_verified", "phone_minute"),
+        "joined": joins,
+    }
+    completion_peaks = {step: (people / minutes).max(axis=1) for step, people in step_times.items()}
+
     # Selection, province by province (quota shares published for 2020; kompas, Feb 2021).
     allocation = params["allocation"]
     names = tuple(allocation["quota_thousands"])
@@ -479,6 +491,7 @@ def _simulate_block(
         "counts": counts,
         "peaks_per_second": peaks,
         "requests_total": totals,
+        "completions_peak_per_minute": completion_peaks,
         "joins_per_bin": joins.astype(np.float32),
         "province_names": names,
         "province_quota": province_quota,
