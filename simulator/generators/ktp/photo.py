@@ -212,11 +212,15 @@ def _light_ramp(direction: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=3)
 def _noise_frame(level: int) -> Image.Image:
-    """Mid-grey RGB sensor noise big enough for any card in any frame, made once per process."""
-    w, h = MASTER_SIDE, MASTER_SIDE
+    """Mid-grey RGB sensor noise big enough for any frame or card, made once per process.
+
+    A 704-px block of normal noise tiled 3x3: a repeat that far apart is invisible in grain.
+    """
     rng = np.random.default_rng(1000 + level)
-    values = 128 + rng.standard_normal((h, w, 3), dtype=np.float32) * NOISE_SIGMAS[level]
-    return Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "RGB")
+    block = np.clip(128 + rng.standard_normal((704, 704, 3), dtype=np.float32) * NOISE_SIGMAS[level], 0, 255)
+    reps = -(-MASTER_SIDE // 704)
+    tiled = np.tile(block.astype(np.uint8), (reps, reps, 1))[:MASTER_SIDE, :MASTER_SIDE]
+    return Image.fromarray(np.ascontiguousarray(tiled), "RGB")
 
 
 def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:

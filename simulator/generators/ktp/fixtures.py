@@ -1,0 +1,285 @@
+"""A fixture set: many applicants' KTP uploads as files, plus a manifest (CSV and JSON lines).
+
+Which variant each fixture gets and every random choice inside it follow from (seed, index), so the
+same seed writes the same bytes whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import multiprocessing
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from simulator.errors import InvalidInputFile, InvalidOption
+from simulator.generators.ktp.variants import VARIANTS, render_variant
+from simulator.io.atomic import atomic_write_bytes, atomic_write_text
+from simulator.progress import ProgressCallback
+
+DEFAULT_VALID_SHARE = 0.8
+MANIFEST_COLUMNS = (
+    "file",
+    "applicant_id",
+    "nik",
+    "variant",
+    "expected",
+    "bytes",
+    "sha256",
+    "width",
+    "height",
+)
+FILES_DIR = "files"
+CHUNK = 16  # fixtures per task handed to a worker: big enough to amortise, small enough to balance
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One fixture: where it is, whose card, which variant and what the upload rules should answer."""
+
+    file: str  # relative to the output directory
+    applicant_id: str
+    nik: str
+    variant: str
+    expected: str  # "accept" or a Reason code
+    bytes: int
+    sha256: str
+    width: int | None  # as displayed (after EXIF orientation); empty when the file holds no image
+    height: int | None
+
+
+def parse_mix(text: str | Mapping[str, float] | None) -> dict[str, float]:
+    """``valid=0.8,cropped=0.05,...`` -> a weight per variant summing to 1.
+
+    Variants not named share what the named ones leave; if every variant is named, weights are scaled.
+    """
+    given: dict[str, float] = {}
+    if isinstance(text, Mapping):
+        given = {str(k): float(v) for k, v in text.items()}
+    elif text:
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if not sep:
+                raise InvalidOption(f"--mix: {part.strip()!r} is not name=share")
+            try:
+                given[name] = float(value)
+            except ValueError:
+                raise InvalidOption(
+                    f"--mix: share of {name!r} must be a number, got {value.strip()!r}"
+                ) from None
+    else:
+        given = {"valid": DEFAULT_VALID_SHARE}
+    unknown = sorted(set(given) - set(VARIANTS))
+    if unknown:
+        raise InvalidOption(f"--mix: unknown variant {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if any(not np.isfinite(v) or v < 0 for v in given.values()):
+        raise InvalidOption("--mix: shares must be finite and not negative")
+    total = sum(given.values())
+    rest = [name for name in VARIANTS if name not in given]
+    if total > 1 + 1e-9:
+        raise InvalidOption(f"--mix: shares add up to {total:g}, more than 1")
+    weights = {name: given.get(name, 0.0) for name in VARIANTS}
+    if rest:
+        for name in rest:
+            weights[name] = (1 - total) / len(rest)
+    elif total <= 0:
+        raise InvalidOption("--mix: all shares are zero")
+    else:
+        weights = {name: w / total for name, w in weights.items()}
+    return weights
+
+
+def assign_variants(count: int, weights: Mapping[str, float], seed: int) -> list[str]:
+    """Exactly ``round(count * share)`` fixtures per variant (largest remainder), shuffled by ``seed``."""
+    names = list(VARIANTS)
+    exact = np.array([weights.get(name, 0.0) for name in names]) * count
+    counts = np.floor(exact).astype(int)
+    short = count - int(counts.sum())
+    if short > 0:
+        counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+    order = np.repeat(np.arange(len(names)), counts)
+    np.random.default_rng(np.random.SeedSequence([seed, 0x4B5450])).shuffle(order)
+    return [names[i] for i in order]
+
+
+def fixture_seed(seed: int, index: int) -> int:
+    """The seed of fixture ``index``: independent of how fixtures are split among workers."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0])
+
+
+def people_from_tables(residents: pa.Table, applicants: pa.Table | None = None) -> list[dict[str, Any]]:
+    """The cards to print: each applicant joined to their resident record by NIK (the card shows the truth).
+
+    Applicants whose typed NIK matches no resident (malformed or unknown NIK defects) have no card
+    we can print, so they are left out. Without applicants, every resident gets a card.
+    """
+    if applicants is None:
+        rows = residents.to_pylist()
+        for row in rows:
+            row["applicant_id"] = ""
+        return rows
+    ids = applicants.select(["applicant_id", "nik"])
+    joined = ids.join(residents, keys="nik", join_type="inner", use_threads=False)
+    joined = joined.sort_by([("applicant_id", "ascending")])
+    return joined.to_pylist()
+
+
+def load_people(pop_dir: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
+    """Read a population directory (``prakerja-sim population`` output) into printable card rows."""
+    from simulator.io.population import read_table  # the I/O stack loads only when a file is read
+
+    path = Path(pop_dir)
+    if not path.is_dir():
+        raise InvalidInputFile(f"{path}: not a population directory (expected residents/applicants files)")
+    residents = read_table(path, "residents")
+    try:
+        applicants = read_table(path, "applicants")
+    except InvalidInputFile:
+        applicants = None
+    people = people_from_tables(residents, applicants)
+    if not people:
+        raise InvalidInputFile(
+            f"{path}: no applicant matches a resident by NIK, so there is no card to print"
+        )
+    return people[:limit] if limit else people
+
+
+def generated_people(count: int, seed: int) -> list[dict[str, Any]]:
+    """A fresh population of ``count`` applicants (embedded default when no --population is given)."""
+    from simulator.generators.population import generate_tables
+
+    residents, applicants = generate_tables(max(1, count), seed)
+    return people_from_tables(residents, applicants)
+
+
+# --- rendering --------------------------------------------------------------------------------------
+
+_PEOPLE: Sequence[Mapping[str, Any]] = ()
+
+
+def _init_worker(people: Sequence[Mapping[str, Any]]) -> None:
+    global _PEOPLE
+    _PEOPLE = people
+
+
+def _render_chunk(task: tuple[Path, int, list[tuple[int, str]]]) -> list[ManifestRow]:
+    out_dir, seed, items = task
+    return [_render_one(out_dir, seed, index, variant, _PEOPLE) for index, variant in items]
+
+
+def _render_one(
+    out_dir: Path, seed: int, index: int, variant: str, people: Sequence[Mapping[str, Any]]
+) -> ManifestRow:
+    person = people[index % len(people)]
+    upload = render_variant(person, fixture_seed(seed, index), variant)
+    ext = upload.filename.rsplit(".", 1)[-1]
+    relative = f"{FILES_DIR}/ktp_{index + 1:06d}.{ext}"
+    _write_fixture(out_dir / relative, upload.data)
+    return ManifestRow(
+        file=relative,
+        applicant_id=str(person.get("applicant_id", "") or ""),
+        nik=str(person.get("nik", "")),
+        variant=variant,
+        expected=upload.expected,
+        bytes=len(upload.data),
+        sha256=hashlib.sha256(upload.data).hexdigest(),
+        width=upload.width,
+        height=upload.height,
+    )
+
+
+def _write_fixture(path: Path, data: bytes) -> None:
+    # Temp file + rename, like atomic_write, but without an fsync per file: at hundreds of files a
+    # second that would dominate. The manifest (fsynced, written last) is what marks a set complete.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def render_fixtures(
+    people: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike[str],
+    *,
+    count: int,
+    seed: int,
+    mix: str | Mapping[str, float] | None = None,
+    workers: int = 1,
+    progress: ProgressCallback | None = None,
+) -> list[ManifestRow]:
+    """Render ``count`` fixtures for ``people`` (cycled in order) into ``out_dir`` and write the manifest."""
+    if count < 1:
+        raise InvalidOption(f"--count must be at least 1, got {count}")
+    if workers < 1:
+        raise InvalidOption(f"--workers must be at least 1, got {workers}")
+    if not people:
+        raise InvalidOption("no people to render cards for")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / FILES_DIR).mkdir(exist_ok=True)
+    variants = assign_variants(count, parse_mix(mix), seed)
+    items = list(enumerate(variants))
+    tasks = [(out, seed, items[i : i + CHUNK]) for i in range(0, count, CHUNK)]
+    rows: list[ManifestRow] = []
+    for chunk_rows in _run(tasks, people, workers):
+        rows.extend(chunk_rows)
+        if progress:
+            progress(len(chunk_rows))
+    write_manifest(out, rows)
+    return rows
+
+
+def _run(tasks: list, people: Sequence[Mapping[str, Any]], workers: int) -> Iterator[list[ManifestRow]]:
+    if workers == 1 or len(tasks) == 1:
+        _init_worker(people)
+        for task in tasks:
+            yield _render_chunk(task)
+        return
+    context = multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    )
+    with context.Pool(workers, initializer=_init_worker, initargs=(people,)) as pool:
+        yield from pool.imap(_render_chunk, tasks)  # in order: the manifest lists fixtures by index
+
+
+def write_manifest(out_dir: Path, rows: Iterable[ManifestRow]) -> None:
+    """``manifest.csv`` and ``manifest.jsonl`` beside the files, each written atomically."""
+    rows = list(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        record = asdict(row)
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    atomic_write_text(out_dir / "manifest.csv", buffer.getvalue())
+    atomic_write_bytes(out_dir / "manifest.jsonl", b"".join(orjson.dumps(asdict(r)) + b"\n" for r in rows))
+
+
+def read_manifest(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The JSON-lines manifest of a fixture directory, one dict per fixture."""
+    path = Path(out_dir) / "manifest.jsonl"
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as err:
+        raise InvalidInputFile(f"{path}: cannot read the fixture manifest ({err.strerror})") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            raise InvalidInputFile(f"{path}: line {number} is not JSON") from None
+    return rows
