@@ -23,9 +23,8 @@ from simulator.progress import ProgressCallback
 
 BLOCK_RUNS = 50  # runs per seeded block; fixed so results do not depend on the worker count
 
-# Funnel stages in order, for the people of one wave (new registrants, then everyone who joined).
+# Funnel stages of the new registrants of one wave, in order.
 NEW_STAGES = ("accounts", "email_verified", "identity_valid", "phone_verified", "joined_new")
-WAVE_STAGES = ("joined", "accepted", "bought", "finished_training", "incentive_paid")
 
 # Endpoint -> (requests key, [(stream stage, journey minute key)]): who reaches it and when.
 ENDPOINTS: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -386,8 +385,13 @@ def _simulate_block(
     returning_total = rng.binomial(pool, join_rate)
     stream["returning"] = rng.multinomial(returning_total, shape)
 
+    shifted: dict[tuple[str, str], np.ndarray] = {}
+
     def at(stage: str, minute_key: str) -> np.ndarray:
-        return grid.shift(stream[stage], journey[minute_key] if minute_key else 0)
+        # Several endpoints see the same people at the same step: shift each stream once.
+        if (stage, minute_key) not in shifted:
+            shifted[stage, minute_key] = grid.shift(stream[stage], journey[minute_key] if minute_key else 0)
+        return shifted[stage, minute_key]
 
     peaks: dict[str, np.ndarray] = {}
     totals: dict[str, np.ndarray] = {}
