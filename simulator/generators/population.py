@@ -146,7 +146,7 @@ class PopulationOptions:
             "reference_date": self.reference_date.isoformat(), "female_share": self.female_share,
             "nik_elsewhere_share": self.nik_elsewhere_share,
             "domicile_elsewhere_share": self.domicile_elsewhere_share, "priority_share": self.priority_share,
-            "funnel": {k: v for k, v in self.funnel.__dict__.items()},
+            "funnel": {k: list(v) if isinstance(v, tuple) else v for k, v in self.funnel.__dict__.items()},
         }
 
 

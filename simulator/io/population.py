@@ -385,6 +385,20 @@ def _csv_header(path: Path) -> list[str]:
     return [c.strip().strip('"') for c in line.split(",")] if line else []
 
 
+def _jsonl_keys(path: Path) -> list[str]:
+    with open(path, "rb") as handle:
+        line = handle.readline()
+    if not line.strip():
+        return []
+    try:
+        first = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise InvalidInputFile(f"{path}: row 1: not a JSON object ({err.msg})") from None
+    if not isinstance(first, dict):
+        raise InvalidInputFile(f"{path}: row 1: not a JSON object")
+    return list(first)
+
+
 def _check_columns(path: Path, present: list[str], schema: pa.Schema) -> None:
     missing = [f.name for f in schema if f.name not in present]
     if missing:
@@ -409,6 +423,7 @@ def _reader(path: Path, fmt: str, schema: pa.Schema, block_size: int) -> Iterato
             reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block_size),
                                     convert_options=convert)
         elif fmt == "jsonl":
+            _check_columns(path, _jsonl_keys(path), schema)
             reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=block_size),
                                       parse_options=pajson.ParseOptions(explicit_schema=read_schema,
                                                                         unexpected_field_behavior="ignore"))
@@ -417,8 +432,6 @@ def _reader(path: Path, fmt: str, schema: pa.Schema, block_size: int) -> Iterato
             _check_columns(path, parquet.schema_arrow.names, schema)
             reader = parquet.iter_batches(batch_size=max(1, block_size // 512), columns=schema.names)
         for batch in reader:
-            if fmt == "jsonl":
-                _check_columns(path, batch.schema.names, schema)
             yield batch.select(schema.names) if fmt == "parquet" else batch
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         raise _arrow_error(path, err) from None

@@ -1,0 +1,112 @@
+"""NIK / KK structure rules: decoding, every reason a number is refused, the vectorised encoders
+(round-tripped through python-stdnum and our parser), and ``prakerja-sim nik parse``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+import stdnum.id.nik as stdnum_nik
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simulator.generators.cli import nik as nik_command
+from simulator.rules import nik as rules
+from simulator.rules.reasons import Reason
+
+
+def test_parse_nik_decodes_region_birth_date_gender_and_serial():
+    info = rules.parse_nik("3273024708950012")
+    assert (info.province_code, info.regency_code, info.district_code) == ("32", "32.73", "32.73.02")
+    assert (info.province, info.regency, info.district) == ("JAWA BARAT", "KOTA BANDUNG", "COBLONG")
+    assert info.birth_date == dt.date(1995, 8, 7) and info.gender == "P" and info.serial == 12
+    man = rules.parse_nik("3171011708450001")  # python-stdnum's documented example
+    assert man.gender == "L" and man.birth_date == dt.date(1945, 8, 17)
+    assert man.birth_date == stdnum_nik.get_birth_date("3171011708450001")
+
+
+def test_two_digit_years_resolve_to_the_past():
+    assert rules.parse_nik("3273020101050001", today=dt.date(2020, 11, 2)).birth_date == dt.date(2005, 1, 1)
+    assert rules.parse_nik("3273020101250001", today=dt.date(2020, 11, 2)).birth_date == dt.date(1925, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("number", "words"),
+    [
+        ("327302470895001", "16 digits"),
+        ("32730247089500012", "16 digits"),
+        ("3273024708950O01", "only digits"),
+        ("9973024708950001", "unknown province code 99"),
+        ("3299024708950001", "unknown district code 32.99.02"),
+        ("3273020008950001", "impossible birth day 00"),
+        ("3273023608950001", "impossible birth day 36"),
+        ("3273027208950001", "impossible birth day 72"),
+        ("3273021713950001", "impossible birth month 13"),
+        ("3273023002950001", "impossible birth date 30-02-95"),
+        ("3273021708950000", "serial"),
+    ],
+)
+def test_malformed_niks_say_why(number, words):
+    with pytest.raises(rules.NikError) as err:
+        rules.parse_nik(number)
+    assert err.value.reason == Reason.NIK_MALFORMED
+    assert words in err.value.message
+    assert rules.nik_problem(number) == err.value.message
+    assert not stdnum_nik.is_valid(number) or "district" in words or "serial" in words
+
+
+def test_nik_problem_is_none_for_a_good_number_and_non_strings_are_refused():
+    assert rules.nik_problem("3273024708950001") is None
+    with pytest.raises(rules.NikError, match="string"):
+        rules.parse_nik(3273024708950001)  # type: ignore[arg-type]
+
+
+def test_parse_kk_reads_the_recording_date_without_the_women_offset():
+    info = rules.parse_kk("3273021203150007")
+    assert info.recorded_on == dt.date(2015, 3, 12) and info.district == "COBLONG" and info.serial == 7
+    with pytest.raises(rules.NikError, match="recording date"):
+        rules.parse_kk("3273025203150007")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    born=st.dates(min_value=dt.date(1921, 1, 1), max_value=dt.date(2019, 12, 31)),
+    female=st.booleans(),
+    serial=st.integers(1, 9999),
+    district=st.integers(0, 7284),
+)
+def test_encoders_round_trip_through_the_parser_and_stdnum(born, female, serial, district):
+    from simulator.generators.columns import digits
+    from simulator.generators.regions import region_tables
+
+    regions = region_tables()
+    prefix = regions.district_prefix[district]
+    value = rules.encode_nik(
+        np.array([prefix]), np.array([born], dtype="datetime64[D]"), np.array([female]), np.array([serial])
+    )
+    nik = digits(value, 16)[0].as_py()
+    info = rules.parse_nik(nik, today=dt.date(2020, 1, 1))
+    assert (info.birth_date, info.gender, info.serial) == (born, "P" if female else "L", serial)
+    assert info.district_code == regions.district_codes[district]
+    decoded = stdnum_nik.get_birth_date(nik)
+    assert (decoded.day, decoded.month, decoded.year % 100) == (born.day, born.month, born.year % 100)
+    columns = rules.decode_nik_columns(value)
+    assert int(columns["serial"][0]) == serial and int(columns["district_prefix"][0]) == prefix
+
+
+def test_nik_parse_command_prints_regions_or_reasons_and_sets_the_exit_code():
+    runner = CliRunner()
+    result = runner.invoke(nik_command, ["parse", "3273024708950001"], standalone_mode=False)
+    assert result.exception is None and result.return_value == 0
+    assert "COBLONG, KOTA BANDUNG, JAWA BARAT" in result.output and "PEREMPUAN" in result.output
+    assert "1995-08-07" in result.output
+    result = runner.invoke(
+        nik_command, ["parse", "--json", "3273024708950001", "12345"], standalone_mode=False
+    )
+    assert result.return_value == 1
+    good, bad = (json.loads(line) for line in result.output.splitlines())
+    assert good["valid"] and good["district_code"] == "32.73.02" and good["gender"] == "P"
+    assert not bad["valid"] and bad["reason"] == "NIK_MALFORMED" and "16 digits" in bad["message"]
