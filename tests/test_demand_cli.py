@@ -110,10 +110,12 @@ def test_emitted_scenario_loads_with_the_surge_schema(tmp_path, capsys):
         (["demand", "--emit-scenario", "x.toml", "--scale", "1/0"], "error: --scale: expected a fraction"),
         (["demand", "--emit-scenario", "x.toml", "--scale", "2"], "error: --scale: expected a share above 0"),
         (["demand", "--join-rate", "1.5"], "error: --param: key 'demand.join_rate': expected a share"),
+        (["demand", "--out", "blocker/out"], "error: --out blocker/out: cannot create the directory"),
     ],
 )
 def test_bad_options_end_in_one_clear_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "blocker").write_text("a file where a directory should be")
     code, _, err = _run([*argv, "--runs", "5"] if argv[-1] != "--runs" else argv, capsys)
     assert code == 2
     assert err.strip().splitlines()[-1].startswith(message), err

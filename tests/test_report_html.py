@@ -107,3 +107,12 @@ def test_write_report_refuses_what_json_cannot_hold(tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         report.write_report(tmp_path, {"x": object()}, "")
     assert not (tmp_path / "report.json").exists()
+
+
+def test_write_report_into_an_unwritable_place_names_the_path(tmp_path):
+    from simulator.errors import SimulatorError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SimulatorError, match=r"cannot write .*a-file/out/report\.json"):
+        report.write_report(blocker / "out", {"x": 1}, "<html></html>")

@@ -109,6 +109,9 @@ def demand(
     scale_value = parse_scale(scale) if emit_scenario else None
     overrides = [f"{_NAMED[name]}={_toml(value)}" for name, value in named.items() if value is not None]
     params = load_params(params_file, [*param_overrides, *overrides])
+    _writable_directory(out_dir, "--out")
+    if emit_scenario is not None:
+        _writable_directory(emit_scenario.parent, "--emit-scenario")
     with progress_bar(runs, "Monte Carlo runs") as advance:
         runs_result = simulate_wave(params, runs=runs, seed=seed, workers=workers, progress=advance)
     summary = summarise(runs_result)
@@ -123,6 +126,18 @@ def demand(
         )
         write_scenario(emit_scenario, scenario, header=header)
         click.echo(f"wrote scenario {emit_scenario} (population_scale {scale_value:g})")
+
+
+def _writable_directory(directory: Path, option: str) -> None:
+    # Fail before minutes of simulation, not after: the directory must exist or be creatable.
+    from simulator.errors import InvalidOption
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidOption(
+            f"{option} {directory}: cannot create the directory ({err.strerror or err})"
+        ) from None
 
 
 def _toml(value: object) -> str:
@@ -154,6 +169,8 @@ def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | Non
     """Replay the published 2020 waves and print model vs published, stage by stage."""
     from simulator.demand.backtest import backtest_table, run_backtest, write_backtest
 
+    if out_dir is not None:
+        _writable_directory(out_dir, "--out")
     result = run_backtest(season_file, runs=runs, seed=seed, workers=workers)
     click.echo(backtest_table(result))
     if out_dir is not None:
@@ -191,6 +208,7 @@ def season(
     from simulator.demand.backtest import load_season, run_season, season_table, write_season
 
     spec = load_season(season_file)
+    _writable_directory(out_dir, "--out")
     with progress_bar(len(spec.waves), "waves") as advance:
         params, waves = run_season(
             spec, runs=runs, seed=seed, workers=workers, params_path=params_file, progress=advance

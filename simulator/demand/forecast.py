@@ -511,7 +511,7 @@ def _arrival_figure(summary: dict[str, Any], hours: float | None = None) -> str:
     ax.plot(x, np.array(curve["joins_per_minute_p50"])[keep], color="#1f5fa8", lw=1.5, label="P50")
     ax.set_xlabel("hours after the opening")
     ax.set_ylabel("joins per minute" + ("" if hours else " (log scale)"))
-    if not hours:
+    if not hours and np.nanmax(curve["joins_per_minute_p95"] or [0]) > 0:
         ax.set_yscale("log")
     ax.set_title(f"first {hours:g} hours" if hours else "whole wave")
     ax.legend(frameon=False)

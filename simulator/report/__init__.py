@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simulator import __version__
+from simulator.errors import SimulatorError
 from simulator.io.atomic import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; matplotlib is imported lazily
@@ -293,13 +294,22 @@ def write_report(
 ) -> tuple[Path, Path]:
     """Write ``data`` as JSON (sorted keys) and ``html`` into ``out_dir``, each atomically.
 
-    Returns ``(json_path, html_path)``. The directory is created if needed.
+    Returns ``(json_path, html_path)``. The directory is created if needed. A directory that
+    cannot be written (a file in the way, no permission, a full disk) raises
+    :class:`~simulator.errors.SimulatorError` naming the path; nothing half-written is left.
     """
     directory = Path(out_dir)
     json_path = directory / json_name
     html_path = directory / html_name
-    atomic_write_bytes(json_path, json_bytes(dict(data)))
-    atomic_write_text(html_path, html)
+    payload = json_bytes(dict(data))  # fails before anything is written if data cannot be JSON
+    for path, write in (
+        (json_path, lambda: atomic_write_bytes(json_path, payload)),
+        (html_path, lambda: atomic_write_text(html_path, html)),
+    ):
+        try:
+            write()
+        except OSError as err:
+            raise SimulatorError(f"cannot write {path}: {err.strerror or err}") from err
     return json_path, html_path
 
 
