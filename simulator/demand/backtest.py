@@ -232,10 +232,13 @@ def run_backtest(
     seed: int = 0,
     workers: int = 1,
     params_path: str | Path | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SeasonResult:
     """Simulate the season wave by wave and compare with every published figure it holds."""
     season = load_season(season_path)
-    base, wave_runs = run_season(season, runs=runs, seed=seed, workers=workers, params_path=params_path)
+    base, wave_runs = run_season(
+        season, runs=runs, seed=seed, workers=workers, params_path=params_path, progress=progress
+    )
     rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(len(season.waves) + 1)[-1])
     rows = _compare(season, base, wave_runs, rng)
     return SeasonResult(season, base, wave_runs, [], rows, runs, seed)

@@ -167,11 +167,13 @@ def _toml(value: object) -> str:
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Threads.")
 def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | None, workers: int) -> None:
     """Replay the published 2020 waves and print model vs published, stage by stage."""
-    from simulator.demand.backtest import backtest_table, run_backtest, write_backtest
+    from simulator.demand.backtest import backtest_table, load_season, run_backtest, write_backtest
 
     if out_dir is not None:
         _writable_directory(out_dir, "--out")
-    result = run_backtest(season_file, runs=runs, seed=seed, workers=workers)
+    waves = len(load_season(season_file).waves)
+    with progress_bar(waves, "waves") as advance:
+        result = run_backtest(season_file, runs=runs, seed=seed, workers=workers, progress=advance)
     click.echo(backtest_table(result))
     if out_dir is not None:
         json_path, html_path = write_backtest(out_dir, result)
