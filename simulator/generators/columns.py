@@ -18,12 +18,10 @@ def _digit_matrix(values: np.ndarray, width: int) -> np.ndarray:
     return ((values[:, None] // _POW10[-width:]) % 10 + 48).astype(np.uint8)
 
 
-def digits(values: np.ndarray, width: int) -> pa.StringArray:
+def digits(values: np.ndarray, width: int) -> pa.Array:
     """Non-negative integers as zero-padded strings of exactly ``width`` digits."""
-    n = len(values)
-    data = _digit_matrix(values, width).ravel()
-    offsets = np.arange(0, width * (n + 1), width, dtype=np.int32)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    text = pa.array(np.asarray(values, dtype=np.int64)).cast(pa.string())
+    return pc.utf8_lpad(text, width=width, padding="0")
 
 
 def digits_varwidth(values: np.ndarray, widths: np.ndarray) -> pa.StringArray:

@@ -7,6 +7,8 @@ subscriber number, so two people can never share them, in any shard.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -80,35 +82,38 @@ def email_tail_digits(size: int) -> int:
     return d
 
 
+@functools.cache
+def _word_tables(email_forms: tuple[str, ...]) -> tuple[pa.Array, pa.Array]:
+    """Per name word: its email forms followed by its initials; and its password form ("Budi")."""
+    forms = pa.array(list(email_forms) + [w[:1] for w in email_forms], type=pa.string())
+    passwords = pa.array([w[:10].capitalize() for w in email_forms], type=pa.string())
+    return forms, passwords
+
+
 def draw_emails(rng: np.random.Generator, global_index: np.ndarray, size: int, keys: tuple[int, ...],
                 given_word: np.ndarray, family_word: np.ndarray, email_forms: np.ndarray,
                 typo: np.ndarray | None = None) -> pa.Array:
     """Emails made from the name plus a digit tail unique to the person (bijective in the index)."""
     n = len(global_index)
-    first = email_forms[given_word]
-    last = email_forms[family_word]
+    words, _ = _word_tables(tuple(email_forms))
+    initials = len(email_forms)  # words[initials + i] is the initial of word i
     has_last = family_word > 0
     pattern = choice(rng, n, EMAIL_PATTERNS)
     pattern = np.where(has_last, pattern, 3)  # no family name: "first" + digits
-    first_a = pa.array(first, type=pa.string())
-    last_a = pa.array(last, type=pa.string())
-    initial = pc.utf8_slice_codeunits(first_a, 0, 1)
-    parts_by_pattern = (
-        [first_a, ".", last_a], [first_a, last_a], [first_a, "_", last_a], [first_a, ""], [initial, last_a],
-        [last_a, ".", first_a],
-    )
-    local = pa.array(np.full(n, "", dtype=object), type=pa.string())
-    for p, parts in enumerate(parts_by_pattern):
-        mask = pa.array(pattern == p)
-        local = pc.if_else(mask, join(parts), local)
+    # Patterns as (head word, separator, tail word): first.last, firstlast, first_last, first,
+    # flast (initial + last), last.first.
+    head = np.select([pattern == 4, pattern == 5], [initials + given_word, family_word], default=given_word)
+    tail_word = np.select([pattern == 3, pattern == 5], [-1, given_word], default=family_word)
+    middle = take(pa.array([".", "", "_", "", "", "."]), pattern)
     # The name part never ends in a digit and the tail is the person's own number: unique.
-    tail = feistel(global_index, email_tail_digits(size), keys)
+    number = feistel(global_index, email_tail_digits(size), keys)
     separator = take(pa.array(list(_TAIL_SEPARATORS)), rng.integers(0, len(_TAIL_SEPARATORS), n))
     provider = take(pa.array(list(EMAIL_PROVIDERS)), choice(rng, n, EMAIL_PROVIDERS))
     if typo is not None and typo.any():
         typo_domain = take(pa.array(list(TYPO_DOMAINS)), rng.integers(0, len(TYPO_DOMAINS), n))
         provider = pc.if_else(pa.array(typo), typo_domain, provider)
-    return join([local, separator, pa.array(tail).cast(pa.string()), "@", provider])
+    return join([take(words, head), middle, take(words, tail_word), separator,
+                 pa.array(number).cast(pa.string()), "@", provider])
 
 
 def draw_phones(rng: np.random.Generator, global_index: np.ndarray, keys: tuple[int, ...]) -> pa.Array:
@@ -130,7 +135,7 @@ def draw_phones(rng: np.random.Generator, global_index: np.ndarray, keys: tuple[
         lengths == 13, (prefix * 10 + extra) * 10**8 + subscriber,
         np.where(lengths == 12, prefix * 10**8 + subscriber, prefix * 10**7 + subscriber),
     )
-    return digits_varwidth(national, lengths)  # the leading 0 comes from the width
+    return join(["0", pa.array(national).cast(pa.string())])  # national numbers start with 8
 
 
 def invalid_phones(rng: np.random.Generator, n: int) -> pa.Array:
@@ -152,8 +157,7 @@ def draw_passwords(rng: np.random.Generator, given_word: np.ndarray, email_forms
                    birth_year: np.ndarray) -> pa.Array:
     """Deterministic plain passwords the way people pick them: Name + year or digits + a symbol, 8+."""
     n = len(given_word)
-    name = pc.utf8_capitalize(pa.array(email_forms[given_word], type=pa.string()))
-    name = pc.utf8_slice_codeunits(name, 0, 10)
+    name = take(_word_tables(tuple(email_forms))[1], given_word)
     number = np.where(rng.random(n) < 0.6, birth_year, rng.integers(0, 10_000, n))
     symbol = take(pa.array(["", "!", "@", "#", ".", "*"]), rng.integers(0, 6, n))
     password = join([name, digits(number, 4), symbol])

@@ -290,11 +290,9 @@ def _lattice_days(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, resi
 
 def _birth_day_bounds(ages: np.ndarray, ages_hi: np.ndarray, on: dt.date) -> tuple[np.ndarray, np.ndarray]:
     # Aged a..b on ``on``: born after ``on`` minus (b + 1) years, and on or before ``on`` minus a years.
-    lo_table = {a: _day(_years_before(on, a + 1)) + 1 for a in range(0, 120)}
-    hi_table = {a: _day(_years_before(on, a)) for a in range(0, 120)}
-    lo = np.vectorize(lo_table.__getitem__, otypes=[np.int64])(ages_hi) if len(ages_hi) else ages_hi
-    hi = np.vectorize(hi_table.__getitem__, otypes=[np.int64])(ages) if len(ages) else ages
-    return lo, hi
+    lo_table = np.array([_day(_years_before(on, a + 1)) + 1 for a in range(0, 120)], dtype=np.int64)
+    hi_table = np.array([_day(_years_before(on, a)) for a in range(0, 120)], dtype=np.int64)
+    return lo_table[ages_hi], hi_table[ages]
 
 
 @dataclass
@@ -539,8 +537,8 @@ def generate_chunk(plan: PopulationPlan, k: int) -> PopulationChunk:
         "receives_other_aid": pa.array(other_aid), "is_priority": pa.array(priority),
     }, schema=RESIDENT_SCHEMA)
 
-    applicants = _applicants(rng, plan, k, gidx, residents, person_names, defect, is_defect, dup_targets,
-                             nik_int, kk_int, hh_kk_int, household, birth_day, female, province, religion,
+    applicants = _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup_targets,
+                             nik_int, kk_int, hh_kk_int, household, birth_day, female, province, village,
                              is_recipient)
     return PopulationChunk(index=k, start=start, stop=stop, residents=residents, applicants=applicants)
 
@@ -576,8 +574,8 @@ def _addresses(rng: np.random.Generator, regions: RegionTables,
     return address, rt_rw
 
 
-def _applicants(rng, plan, k, gidx, residents, person_names, defect, is_defect, dup_targets, nik_int, kk_int,
-                hh_kk_int, household, birth_day, female, province, religion, is_recipient) -> pa.Table:
+def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup_targets, nik_int, kk_int,
+                hh_kk_int, household, birth_day, female, province, village, is_recipient) -> pa.Table:
     """What each person types into the form, with the label the system should give it."""
     opts = plan.options
     regions = region_tables()
@@ -589,7 +587,7 @@ def _applicants(rng, plan, k, gidx, residents, person_names, defect, is_defect, 
     identity_src = np.arange(n)
     dup_rows, dup_src = dup_targets["duplicate_nik"]
     identity_src[dup_rows] = dup_src
-    typed = residents.take(pa.array(identity_src))
+    copies = len(dup_rows) > 0
     typed_nik = nik_int[identity_src].copy()
     rows = np.flatnonzero(is_defect["nik_not_found"])
     typed_nik[rows] = typed_nik[rows] // 10_000 * 10_000 + NOT_FOUND_SERIAL + rng.integers(0, 1000, len(rows))
@@ -650,7 +648,7 @@ def _applicants(rng, plan, k, gidx, residents, person_names, defect, is_defect, 
 
     # Domicile: where they live now, if not at the KTP address.
     away = rng.random(n) < opts.domicile_elsewhere_share
-    village_idx = _village_index(residents["village_code"])
+    village_idx = village
     dom_village = np.where(away, _elsewhere_villages(rng, regions, province, 0.7), village_idx)
     dom_district = regions.village_district[dom_village]
     dom_regency = regions.district_regency[dom_district]
@@ -660,7 +658,7 @@ def _applicants(rng, plan, k, gidx, residents, person_names, defect, is_defect, 
     # Labels: identity defects by their reason; eligibility from the rules, on the registry's facts.
     kk_recipients = eligibility.kk_recipient_counts(kk_int, is_recipient)
     elig = eligibility.eligibility_reasons(
-        birth_day.astype("datetime64[D]"), residents["occupation"].to_numpy(zero_copy_only=False),
+        birth_day.astype("datetime64[D]"), residents["occupation"],
         is_recipient, residents["receives_other_aid"].to_numpy(zero_copy_only=False), kk_recipients,
         opts.reference_date)
     reasons = np.array([DEFECT_REASONS[name].value for name in DEFECT_NAMES] + [ACCEPT], dtype=object)
@@ -681,7 +679,9 @@ def _applicants(rng, plan, k, gidx, residents, person_names, defect, is_defect, 
     retries = choice(rng, n, f.retry_shares).astype(np.int8)
 
     def typed_or(column: str) -> pa.Array:
-        return typed[column].combine_chunks()
+        chunked = residents[column]
+        values = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
+        return pc.take(values, pa.array(identity_src)) if copies else values
 
     return pa.table({
         "applicant_id": pa.array(gidx + 1),
@@ -711,12 +711,6 @@ def _applicants(rng, plan, k, gidx, residents, person_names, defect, is_defect, 
         "fate_drop_step": categories(DROP_STEPS + ("",), drop),
         "fate_retries": pa.array(retries, type=pa.int8()),
     }, schema=APPLICANT_SCHEMA)
-
-
-def _village_index(codes: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    regions = region_tables()
-    text = np.asarray(codes.to_numpy(zero_copy_only=False), dtype="U13")
-    return np.searchsorted(regions.village_codes, text)
 
 
 def _scatter(column: pa.Array, rows: np.ndarray, values: pa.Array) -> pa.Array:

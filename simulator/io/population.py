@@ -55,31 +55,50 @@ def file_names(fmt: str, shard: tuple[int, int]) -> dict[str, str]:
 # --- encoding one chunk (runs in worker processes) ----------------------------------------------
 
 
-def _json_values(column: pa.Array) -> pa.Array:
-    """Each value of ``column`` as JSON text."""
+def _needs_escape(text: pa.Array) -> bool:
+    # A byte scan of the string data: quotes, backslashes or control characters need escaping.
+    if len(text) == 0:
+        return False
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=len(text) + 1, offset=text.offset * 4)
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return bool(((data < 0x20) | (data == 0x22) | (data == 0x5C)).any())
+
+
+def _json_values(column: pa.Array) -> tuple[pa.Array, bool]:
+    """Each value of ``column`` as JSON text, and whether it goes between quotes."""
     t = column.type
     if pa.types.is_boolean(t):
-        text = pc.if_else(column, "true", "false")
-    elif pa.types.is_integer(t) or pa.types.is_floating(t):
-        text = column.cast(pa.string())
-    else:
-        text = column.cast(pa.string())
-        if pc.any(pc.match_substring_regex(text, r'["\\\x00-\x1f]')).as_py():
-            for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-                text = pc.replace_substring(text, raw, escaped)
-        text = pc.binary_join_element_wise('"', text, '"', "")
-    return pc.fill_null(text, "null")
+        return pc.if_else(column, "true", "false"), False
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return column.cast(pa.string()), False
+    text = column.cast(pa.string())
+    if _needs_escape(text):
+        for raw, escaped in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+            text = pc.replace_substring(text, raw, escaped)
+        if pc.any(pc.match_substring_regex(text, "[\\x00-\\x1f]")).as_py():
+            # Rare control characters: let the json module spell them (\u0001 ...).
+            raw_values = column.cast(pa.string()).to_pylist()
+            text = pa.array([json.dumps(v, ensure_ascii=False)[1:-1] for v in raw_values], type=pa.string())
+    return text, True
 
 
 def encode_jsonl(table: pa.Table) -> bytes:
-    """JSON Lines for a table, built column-wise (no Python loop per row); key order = columns."""
+    """JSON Lines for a table, built column-wise (no Python loop per row); key order = columns.
+
+    Values are never null in population tables (the contract has no optional column).
+    """
     if table.num_rows == 0:
         return b""
     parts: list[pa.Array | str] = []
+    closing = ""  # the closing quote of the previous value travels with the next key
     for i, name in enumerate(table.column_names):
-        parts.append(("{" if i == 0 else ",") + json.dumps(name) + ":")
-        parts.append(_json_values(table.column(i).combine_chunks()))
-    parts.append("}\n")
+        values, quoted = _json_values(table.column(i).combine_chunks())
+        if values.null_count:
+            raise ValueError(f"column {name} has nulls; population tables have none")
+        parts.append(closing + ("{" if i == 0 else ",") + json.dumps(name) + ":" + ('"' if quoted else ""))
+        parts.append(values)
+        closing = '"' if quoted else ""
+    parts.append(closing + "}\n")
     lines = pc.binary_join_element_wise(*parts, "")
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
     return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
