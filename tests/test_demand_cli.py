@@ -136,3 +136,14 @@ def test_season_forecast_prints_one_line_per_wave(capsys, tmp_path):
     lines = [line for line in out.splitlines() if line.strip()[:2].strip().isdigit()]
     assert len(lines) == 11  # the eleven 2020 waves of season_2020.toml
     assert json.loads((tmp_path / "season.json").read_text())["waves"][0]["quota"] == 168_111
+
+
+def test_same_seed_writes_the_same_files_whatever_the_workers(tmp_path, capsys):
+    for workers in ("1", "2"):
+        code, _, err = _run(
+            ["demand", "--runs", "60", "--seed", "4", "--workers", workers, "--out", str(tmp_path / workers)],
+            capsys,
+        )
+        assert code == 0, err
+    for name in ("forecast.json", "forecast.html"):
+        assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
