@@ -376,7 +376,9 @@ def _funnel_as_of(
                 totals[stage] += later[stage]
     # Accounts created after the last closed wave still go through the first checks.
     extra = max(0, round(accounts_at(season, when) - accounts_at(season, last_close)))
-    funnel = params["funnel"]
+    # They would join the next wave, so they pass its checks (a season may vary rates by wave).
+    upcoming = [wave for wave in waves if wave.closes_at > when]
+    funnel = upcoming[0].params["funnel"] if upcoming else params["funnel"]
     email = rng.binomial(np.full(runs, extra), funnel["email_verified"])
     identity = rng.binomial(email, funnel["identity_valid"])
     phone = rng.binomial(identity, funnel["phone_verified"])
@@ -419,14 +421,21 @@ def _joined_by(wave: WaveRuns, when: dt.datetime) -> np.ndarray:
     return joins[:, full].sum(axis=1) + (joins * share[None, :]).sum(axis=1)
 
 
-# Which published figures the defaults were calibrated on (the rest are held out).
-_CALIBRATED_STAGES = {
-    "email_verified",
-    "identity_valid",
-    "phone_verified",
-    "finished_training",
-    "incentive_paid",
-}
+# How each funnel stage of a checkpoint relates to the replay: the verification rates come from
+# both published funnels (params.toml and the season's per-wave rates), what follows acceptance
+# from the 30 Oct one.
+_VERIFICATION = ("email_verified", "identity_valid", "phone_verified")
+_AFTER_ACCEPTANCE = ("bought", "finished_training", "incentive_paid")
+
+
+def _basis(stage: str, last_checkpoint: bool) -> str:
+    if stage == "accounts":
+        return "input"
+    if stage == "accepted":
+        return "input (quotas)"
+    if stage in _VERIFICATION or (stage in _AFTER_ACCEPTANCE and last_checkpoint):
+        return "calibrated"
+    return "held out"
 
 
 def _compare(
@@ -440,17 +449,7 @@ def _compare(
         for stage in CHECKPOINT_STAGES:
             if stage not in checkpoint:
                 continue
-            kind = (
-                "input"
-                if stage == "accounts"
-                else "calibrated"
-                if late and stage in _CALIBRATED_STAGES
-                else "held out"
-            )
-            if stage == "accepted":
-                kind = "input (quotas)"
-            if stage == "bought" and late:
-                kind = "calibrated"
+            kind = _basis(stage, late)
             rows.append(_row(label, stage, checkpoint[stage], funnel[stage], kind=kind))
         if "incentive_paid_idr" in checkpoint:
             model = _incentive_paid_idr(waves, checkpoint["at"])
