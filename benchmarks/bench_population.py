@@ -1,0 +1,178 @@
+"""Population generator vs a Faker id_ID record-by-record baseline, measured in the same run.
+
+    python benchmarks/bench_population.py                      # ratio on 200k people (about a minute)
+    python benchmarks/bench_population.py --big 40000000       # + the 40M-people figure (time, peak RSS)
+    python benchmarks/bench_population.py --big 4000000 --big-format csv
+
+The baseline builds the same fields one record at a time the way a Faker user would (Faker has no
+NIK or KK, so they are assembled from its random digits and dates); ours builds whole columns.
+The ratio compares people per second on one core. The big run writes real files with
+``write_population`` (``--workers``, default 2) into a temporary directory that is then removed,
+and samples the resident memory of the main process plus its workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+
+def faker_baseline(count: int, seed: int) -> float:
+    """People per second, record by record with Faker's id_ID locale, building the same two rows
+    (a ``residents`` row and an ``applicants`` row with every contract column) for each person."""
+    from faker import Faker
+
+    fake = Faker("id_ID")
+    Faker.seed(seed)
+    pick = fake.random_element
+    residents, applicants = [], []
+    start = time.perf_counter()
+    for index in range(count):
+        female = fake.random_int(0, 99) < 47
+        name = (fake.name_female() if female else fake.name_male()).upper()
+        born = fake.date_of_birth(minimum_age=18, maximum_age=64)
+        region = f"{fake.random_int(11, 96):02d}{fake.random_int(1, 79):02d}{fake.random_int(1, 40):02d}"
+        day = born.day + (40 if female else 0)
+        nik = f"{region}{day:02d}{born.month:02d}{born.year % 100:02d}{fake.random_int(1, 9999):04d}"
+        recorded = fake.date_between(start_date="-10y", end_date="today")
+        kk = f"{region}{recorded:%d%m%y}{fake.random_int(1, 9999):04d}"
+        address = {
+            "address": fake.street_address().upper(),
+            "rt_rw": f"{fake.random_int(1, 20):03d}/{fake.random_int(1, 15):03d}",
+            "village": fake.city().upper(), "district": fake.city().upper(), "regency": fake.city().upper(),
+            "province": fake.state().upper(), "postal_code": fake.postcode(),
+            "province_code": region[:2], "regency_code": f"{region[:2]}.{region[2:4]}",
+            "district_code": f"{region[:2]}.{region[2:4]}.{region[4:]}",
+            "village_code": f"{region[:2]}.{region[2:4]}.{region[4:]}.{fake.random_int(1001, 2030)}",
+        }
+        person = {
+            "nik": nik, "kk": kk, "full_name": name, "gender": "P" if female else "L",
+            "birth_place": fake.city().upper(), "birth_date": born.isoformat(),
+            "religion": pick(("ISLAM", "KRISTEN", "KATOLIK", "HINDU", "BUDDHA", "KONGHUCU")),
+            "marital_status": pick(("BELUM KAWIN", "KAWIN", "CERAI HIDUP", "CERAI MATI")),
+            "occupation": fake.job().upper(), "blood_type": pick(("A", "B", "AB", "O", "-")),
+            "nationality": "WNI", **address,
+            "ktp_issued_on": fake.date_between(start_date="-9y", end_date="today").isoformat(),
+            "is_student": False, "is_recipient": fake.boolean(1), "receives_other_aid": fake.boolean(1),
+            "is_priority": fake.boolean(5),
+        }
+        residents.append(person)
+        away = fake.boolean(15)
+        domicile = {f"domicile_{k}": (fake.city().upper() if away else v) for k, v in address.items()
+                    if k in ("province_code", "regency_code", "district_code", "village_code", "province",
+                             "regency", "district", "village")}
+        steps = [fake.boolean(65), fake.boolean(85), fake.boolean(90), fake.boolean(95), fake.boolean(92)]
+        applicants.append({
+            "applicant_id": index + 1, "nik": nik, "kk": kk, "full_name": name.title(),
+            "gender": person["gender"], "birth_place": person["birth_place"],
+            "birth_date": person["birth_date"],
+            "email": fake.free_email(), "phone": fake.phone_number(), "password": fake.password(length=10),
+            **address, "domicile_differs": away, **domicile,
+            "education": pick(("SD", "SMP", "SMA/SMK", "D1-D3", "D4/S1", "S2")),
+            "employment_status": pick(("TIDAK BEKERJA", "KORBAN PHK", "DIRUMAHKAN", "BEKERJA", "WIRAUSAHA")),
+            "expected_outcome": "accept", "defect": "",
+            "fate_email_verified": steps[0], "fate_identity_submitted": steps[0] and steps[1],
+            "fate_phone_verified": all(steps[:3]), "fate_test_finished": all(steps[:4]),
+            "fate_joins_wave": all(steps), "fate_drop_step": "", "fate_retries": fake.random_int(0, 3),
+        })
+    return count / (time.perf_counter() - start)
+
+
+def generator_rate(count: int, seed: int) -> float:
+    """People per second (both tables built) for the vectorised generator, one process."""
+    from simulator.generators.population import generate_chunk, make_plan
+    from simulator.generators.regions import region_tables
+
+    assert region_tables().arrow  # built once per process, like in every worker
+    plan = make_plan(count, seed, chunk_rows=100_000)
+    start = time.perf_counter()
+    for k in range(plan.chunk_count):
+        generate_chunk(plan, k)
+    return count / (time.perf_counter() - start)
+
+
+class PeakMemory:
+    """Samples the RSS of this process plus its children; ``peak`` in bytes."""
+
+    def __init__(self, interval: float = 0.25):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def big_run(size: int, seed: int, fmt: str, workers: int) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS bytes and bytes written for a whole population written to disk."""
+    from simulator.io.population import write_population
+
+    out = tempfile.mkdtemp(prefix="bench-population-")
+    try:
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            manifest = write_population(out, size, seed, fmt=fmt, workers=workers)
+            elapsed = time.perf_counter() - start
+        written = sum(entry["bytes"] for entry in manifest["files"].values())
+        return elapsed, memory.peak, written
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faker-rows", type=int, default=5_000, help="records for the Faker baseline")
+    parser.add_argument("--rows", type=int, default=200_000, help="people for the generator's rate")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--big", type=int, default=0, help="also write a population of this size (40000000)")
+    parser.add_argument("--big-format", choices=("csv", "jsonl", "parquet"), default="parquet")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    load = psutil.getloadavg()[0]
+    print(f"machine: {psutil.cpu_count()} cores, load average {load:.1f} at start")
+    baseline = faker_baseline(args.faker_rows, args.seed)
+    print(f"faker id_ID, record by record: {baseline:,.0f} people/s ({args.faker_rows:,} people)")
+    ours = generator_rate(args.rows, args.seed)
+    print(f"prakerja-sim generator, columns: {ours:,.0f} people/s "
+          f"({args.rows:,} people, residents + applicants)")
+    print(f"ratio: {ours / baseline:,.1f}x the Faker baseline (goal >= 100x)")
+    if args.big:
+        seconds, peak, written = big_run(args.big, args.seed, args.big_format, args.workers)
+        print(f"big run: {args.big:,} people -> {args.big_format}, {args.workers} workers: {seconds:,.1f} s, "
+              f"peak RSS {peak / 2**30:.2f} GiB, {written / 2**30:.2f} GiB written, "
+              f"{args.big / seconds:,.0f} people/s")
+        if args.big != 40_000_000:
+            print(f"extrapolated to 40,000,000 people (linear; memory is bounded by chunks): "
+                  f"{seconds * 40_000_000 / args.big:,.0f} s")
+        print(f"load average at the end: {psutil.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
