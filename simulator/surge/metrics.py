@@ -57,13 +57,43 @@ def _add_encoded(hist: HdrHistogram, encoded: str | None) -> None:
 
 
 def histogram_summary(hist: HdrHistogram) -> dict[str, float | int | None]:
-    """Count and percentiles in milliseconds (``None`` when empty)."""
-    count = hist.get_total_count()
-    if not count:
+    """Count, mean, max and percentiles in milliseconds (``None`` when empty).
+
+    Same values as HdrHistogram's own ``get_value_at_percentile`` / ``get_mean_value`` (the
+    highest / median equivalent value of the bucket), computed on the counts array with numpy:
+    the library walks its 23,552 buckets in Python, ~0.5 s per histogram.
+    """
+    counts = np.ctypeslib.as_array(hist.counts).astype(np.int64)
+    total = int(counts.sum())
+    if not total:
         return {"count": 0, "mean": None, "max": None, **{k: None for k in PERCENTILES}}
-    values = {k: hist.get_value_at_percentile(p) / 1000.0 for k, p in PERCENTILES.items()}
-    mean, highest = hist.get_mean_value() / 1000.0, hist.get_max_value() / 1000.0
-    return {"count": count, "mean": mean, "max": highest, **values}
+    highest, median = _bucket_values(hist)
+    cumulative = np.cumsum(counts)
+    values = {}
+    for key, percentile in PERCENTILES.items():
+        target = max(int(percentile * total / 100 + 0.5), 1)
+        values[key] = int(highest[np.searchsorted(cumulative, target)]) / 1000.0
+    mean = float((counts * median).sum()) / total / 1000.0
+    return {"count": total, "mean": mean, "max": hist.get_max_value() / 1000.0, **values}
+
+
+_BUCKET_VALUES: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _bucket_values(hist: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """Highest and median equivalent value of every counts index (HdrHistogram's index layout)."""
+    key = (hist.counts_len, hist.sub_bucket_half_count_magnitude, hist.unit_magnitude)
+    if key not in _BUCKET_VALUES:
+        index = np.arange(hist.counts_len, dtype=np.int64)
+        bucket = (index >> hist.sub_bucket_half_count_magnitude) - 1
+        sub_bucket = (index & (hist.sub_bucket_half_count - 1)) + hist.sub_bucket_half_count
+        first = bucket < 0
+        sub_bucket = np.where(first, sub_bucket - hist.sub_bucket_half_count, sub_bucket)
+        bucket = np.where(first, 0, bucket)
+        lowest = sub_bucket << (bucket + hist.unit_magnitude)
+        size = np.int64(1) << (bucket + hist.unit_magnitude)
+        _BUCKET_VALUES[key] = (lowest + size - 1, lowest + (size >> 1))
+    return _BUCKET_VALUES[key]
 
 
 class SurgeMetrics:

@@ -1,0 +1,266 @@
+"""The surge end to end against the reference API: one process, master + 2 workers, the CLI, the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulator.api.testing import free_port, running_server
+from simulator.errors import UnsafeTarget
+from simulator.io.population import write_population
+from simulator.surge.runner import SurgeOptions, check_target, run_surge
+
+pytestmark = pytest.mark.slow
+
+# ~30 arrivals in 6 s, quick journeys, a first-come-first-served wave of 5 places.
+TINY = """
+[scenario]
+name = "tiny"
+description = "test: a few dozen journeys in six seconds"
+seed = 7
+
+[wave]
+number = 3
+quota = 5
+selection = "fcfs"
+opens_at = 2020-11-02T12:00:00+07:00
+duration_h = 1.0
+
+[replay]
+length_s = 60.0
+time_scale = 10.0
+drain_s = 8.0
+
+[arrivals]
+expected_total = 100.0
+pre_open_crowd = 15.0
+crowd_release_s = 10.0
+decay_half_life_h = 0.5
+baseline_per_s = 0.01
+
+[funnel]
+otp_poll_s = 0.2
+otp_wait_s = 8.0
+retry_backoff_s = 5.0
+
+[funnel.think_s]
+create_account = 1.0
+verify_email = 1.0
+login = 1.0
+identity = 1.0
+profile = 1.0
+ktp_upload = 1.0
+phone = 1.0
+verify_phone = 1.0
+test = 2.0
+join = 1.0
+
+[[slo]]
+metric = "reconciliation"
+max = 0
+
+[[slo]]
+metric = "dropped_arrivals"
+max = 0.5
+"""
+
+IMPOSSIBLE = """
+[[slo]]
+metric = "latency_ms"
+stat = "p50"
+max = 0.001
+name = "answers in a microsecond"
+"""
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("surge-pop")
+    write_population(directory, 120, 7, fmt="parquet")
+    return directory
+
+
+def scenario_file(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY + extra, encoding="utf-8")
+    return path
+
+
+def report_of(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+
+def check_consistent(data: dict) -> None:
+    arrivals = data["arrivals"]
+    assert arrivals["started"] == arrivals["scheduled"] > 10
+    assert sum(data["journeys"]["outcomes"].values()) == arrivals["scheduled"]
+    assert data["reconciliation"]["available"] and data["reconciliation"]["ok"], data["reconciliation"]
+    wave = data["reconciliation"]["wave"]
+    assert wave["mode"] == "fcfs" and wave["joined"] <= wave["quota"] == 5
+    for step in data["steps"].values():
+        assert step["latency_ms"]["p50"] <= step["latency_ms"]["p99"] <= step["latency_ms"]["max"]
+
+
+def test_one_process_run_reconciles_and_a_breached_slo_exits_1(tmp_path, population):
+    out = tmp_path / "out"
+    with running_server(registry_dir=population, password_cost=0) as host:
+        result = run_surge(
+            SurgeOptions(
+                scenario=scenario_file(tmp_path, IMPOSSIBLE),
+                out=out,
+                host=host,
+                population=population,
+                progress_s=0,
+            ),
+            say=lambda _line: None,
+        )
+    assert result.exit_code == 1
+    data = report_of(out)
+    assert data["exit_code"] == 1 and data["status"] == "complete"
+    check_consistent(data)
+    verdicts = {t["label"]: t["status"] for t in data["thresholds"]}
+    assert verdicts["answers in a microsecond"] == "fail"
+    assert verdicts["reconciliation <= 0"] == "pass"
+    joins = data["steps"].get("join", {}).get("outcomes", {})
+    if sum(joins.values()) > 5:  # more people reached the join than places: fcfs says WAVE_FULL
+        assert joins.get("409 WAVE_FULL", 0) == sum(joins.values()) - joins.get("201", 0)
+    assert data["summary"]["unexpected_errors"] == 0, data["errors"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in html and 'src="http' not in html and "<link" not in html  # self-contained
+    assert "Arrivals: scheduled vs achieved" in html and "Server reconciliation" in html
+
+
+def test_master_and_two_workers_split_the_run(tmp_path, population):
+    out = tmp_path / "out"
+    port = free_port()
+    cli = [sys.executable, "-m", "simulator.cli", "surge"]
+    with running_server(registry_dir=population, password_cost=0) as host:
+        master = subprocess.Popen(
+            cli
+            + [
+                "--scenario",
+                str(scenario_file(tmp_path)),
+                "--host",
+                host,
+                "--population",
+                str(population),
+                "--out",
+                str(out),
+                "--master",
+                "--expect-workers",
+                "2",
+                "--master-bind-port",
+                str(port),
+                "--progress",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        workers = [
+            subprocess.Popen(
+                cli + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for _ in range(2)
+        ]
+        try:
+            stdout, stderr = master.communicate(timeout=150)
+        finally:
+            for worker in workers:
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+    assert master.returncode == 0, stderr[-3000:]
+    data = report_of(out)
+    assert data["summary"]["workers"] == 2
+    check_consistent(data)
+    assert "reconciliation OK" in stdout and "(2 load generator(s))" in stdout
+
+
+def test_non_loopback_target_is_refused_without_the_flag():
+    with pytest.raises(UnsafeTarget, match="--allow-remote"):
+        check_target("http://10.1.2.3:8000", allow_remote=False)
+    assert check_target("http://10.1.2.3:8000/", allow_remote=True) == "http://10.1.2.3:8000"
+    assert check_target("http://localhost:8000", allow_remote=False) == "http://localhost:8000"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "surge",
+            "--scenario",
+            "smoke",
+            "--host",
+            "http://192.0.2.10:8000",
+            "--out",
+            "unused",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "--allow-remote" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("quota = 5", "quota = -1"), encoding="utf-8")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "surge",
+            "--scenario",
+            str(bad),
+            "--host",
+            "http://127.0.0.1:9",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and f"{bad}: key 'wave.quota'" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    unreachable = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "surge",
+            "--scenario",
+            "smoke",
+            "--host",
+            f"http://127.0.0.1:{free_port()}",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert unreachable.returncode == 3 and "cannot connect" in unreachable.stderr
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path):
+    out = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "demo", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    # 0 or 1: the smoke thresholds judge this machine's speed; the demo itself must work.
+    assert run.returncode in (0, 1), run.stderr[-3000:]
+    assert f"report    {out / 'report.html'}" in run.stdout
+    data = report_of(out)
+    assert data["reconciliation"]["ok"] and data["arrivals"]["started"] == data["arrivals"]["scheduled"]
+    assert not list(tmp_path.glob("prakerja-demo-*")), (
+        "the demo left temporary files in the working directory"
+    )
