@@ -38,3 +38,13 @@ def test_atomic_write_keeps_old_file_when_writer_fails(tmp_path):
             raise RuntimeError("disk went away")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["report.json"], "the temporary file was left behind"
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    target = tmp_path / "forecast.html"
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(target, "<html></html>")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
