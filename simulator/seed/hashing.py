@@ -7,6 +7,7 @@ derived from the seed and the applicant, so the same seed gives the same hashes 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -66,7 +67,11 @@ class PasswordHasherPool:
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self._executor: Executor | None = None
         if self.workers > 1:
-            self._executor = ProcessPoolExecutor(max_workers=self.workers)
+            # Spawned, not forked: a worker imports argon2 and this module only, instead of
+            # inheriting the parent's Arrow buffers and the population generator's tables.
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            )
 
     def submit(self, passwords: list[str], salt_keys: list[str]) -> list[Future] | list[str]:
         """Start hashing; hand the result to :meth:`collect`."""

@@ -37,7 +37,7 @@ from simulator.seed.waves import WaveCalendar, make_calendar
 TRUNCATE = "truncate"
 APPEND = "append"
 
-DEFAULT_CHUNK_ROWS = 50_000
+DEFAULT_CHUNK_ROWS = 20_000  # small enough that hashing one chunk overlaps loading the one before
 DEFAULT_WAVE = 11  # the morning of wave 11 (2 Nov 2020), right after the 30 Oct 2020 funnel
 
 # Tables a seed fills or empties, parents first. schema_meta is the schema's own.
@@ -311,25 +311,35 @@ def _load(
                 loader.defer_constraints([t for t in _DATA_TABLES if t.name != "waves"])
             pending = None
             chunk_index = 0
+            residents_queue: list[pa.Table] = []
             for kind, part in source.parts(chunk_rows):
                 if part.num_rows == 0:
                     continue
                 if kind == "residents":
-                    result.residents += _load_residents(loader, part, source.label, result)
+                    # Known to the KK ledger now; loaded later, while passwords hash.
+                    check_columns(part, RESIDENT_COLUMNS, source.label + " residents")
                     _note_registry_recipients(cursor, part)
+                    residents_queue.append(part)
+                    if sum(r.num_rows for r in residents_queue) > 4 * chunk_rows:  # bounded memory
+                        while residents_queue:
+                            result.residents += _load_residents(
+                                loader, residents_queue.pop(0), source.label, result
+                            )
                     continue
                 rows = build_chunk(
                     part, chunk_index=chunk_index, seed=source.seed, mix=mix,
                     calendar=calendar, cursor=cursor, source=source.label,
                 )  # fmt: skip
-                tick = time.perf_counter()
                 prepared = (rows, hasher.submit(rows.passwords, rows.salt_keys), part.num_rows, chunk_index)
-                result.hash_seconds += time.perf_counter() - tick
                 chunk_index += 1
+                while residents_queue:
+                    result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
                 # Load the previous chunk while this one's passwords hash on the workers.
                 if pending is not None:
                     _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk)
                 pending = prepared
+            while residents_queue:
+                result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
             if pending is not None:
                 _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk)
             if deferred:
