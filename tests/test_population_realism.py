@@ -363,3 +363,20 @@ def test_province_filter_keeps_only_that_province():
     residents, applicants = generate_tables(2_000, 5, province="Bali", defects="none")
     assert set(residents.column("province_code").to_pylist()) == {"51"}
     assert set(applicants.column("province").to_pylist()) == {"BALI"}
+
+
+def test_street_addresses_by_city_or_countryside(population):
+    residents, _ = population
+    forms = collections.Counter()
+    for person in residents:
+        address = person["address"]
+        word = address.split()[0]
+        forms[word] += 1
+        if word in ("DUSUN", "KP.", "BANJAR"):  # a rural hamlet carries the village's name
+            assert address.endswith(person["village"]) and person["regency_code"][3] < "7"
+            assert (word == "KP.") == (person["province_code"] in ("32", "36"))
+            assert (word == "BANJAR") == (person["province_code"] == "51")
+        else:
+            street = r"(JL\.|GG\.) [A-Z .]+ NO\. \d+|PERUM [A-Z ]+ BLOK [A-K]\d+ NO\. \d+"
+            assert re.fullmatch(street, address)
+    assert forms["JL."] > forms["GG."] > 0 and forms["PERUM"] > 0 and forms["DUSUN"] > 0

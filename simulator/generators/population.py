@@ -543,31 +543,42 @@ def generate_chunk(plan: PopulationPlan, k: int) -> PopulationChunk:
     return PopulationChunk(index=k, start=start, stop=stop, residents=residents, applicants=applicants)
 
 
+# How a rural address names its hamlet: kampung in Sundanese areas, banjar in Bali, dusun elsewhere.
+HAMLET_WORD_BY_PROVINCE = {"32": "KP.", "36": "KP.", "51": "BANJAR"}
+_ADDRESS_WORDS = ("JL.", "GG.", "PERUM", "DUSUN", "KP.", "BANJAR")
+
+
 def _addresses(rng: np.random.Generator, regions: RegionTables,
                village: np.ndarray) -> tuple[pa.Array, pa.Array]:
-    """Street address and RT/RW of each family card, shaped by city or rural regency."""
+    """Street address and RT/RW of each family card, shaped by city or rural regency.
+
+    Forms: ``JL. <street> NO. <n>``, ``GG. <street> NO. <n>``, ``PERUM <estate> BLOK <A12> NO. <n>``
+    in cities and towns; ``DUSUN|KP.|BANJAR <village>`` in the countryside.
+    """
     n = len(village)
-    regency_code = regions.district_regency[regions.village_district[village]]
-    is_city = regions.regency_is_city[regency_code]
-    street = take(pa.array(list(STREETS)), rng.integers(0, len(STREETS), n))
-    number = pa.array(rng.integers(1, 120, n)).cast(pa.string())
-    village_name = pc.take(region_tables().arrow["village_names"], pa.array(village))
-    estate = take(pa.array(list(ESTATES)), rng.integers(0, len(ESTATES), n))
-    block = join([take(pa.array(list(BLOCK_LETTERS)), rng.integers(0, len(BLOCK_LETTERS), n)),
-                  pa.array(rng.integers(1, 30, n)).cast(pa.string())])
-    forms = [
-        join(["JL.", street, "NO.", number], " "),
-        join(["GG.", street, "NO.", number], " "),
-        join(["PERUM", estate, "BLOK", block, "NO.", number], " "),
-        join(["DUSUN", village_name], " "),
-        join(["KP.", village_name], " "),
-    ]
-    city_shares = (0.55, 0.25, 0.20, 0.0, 0.0)
-    rural_shares = (0.35, 0.10, 0.05, 0.30, 0.20)
+    district = regions.village_district[village]
+    regency = regions.district_regency[district]
+    is_city = regions.regency_is_city[regency]
+    city_shares = (0.55, 0.25, 0.20, 0.0)
+    rural_shares = (0.35, 0.10, 0.05, 0.50)
     form = np.where(is_city, choice(rng, n, city_shares), choice(rng, n, rural_shares))
-    address = forms[0]
-    for f in range(1, len(forms)):
-        address = pc.if_else(pa.array(form == f), forms[f], address)
+    hamlet_word = np.array([_ADDRESS_WORDS.index(HAMLET_WORD_BY_PROVINCE.get(str(code), "DUSUN"))
+                            for code in regions.province_codes])[regions.district_province[district]]
+    prefix = take(pa.array(_ADDRESS_WORDS), np.where(form == 3, hamlet_word, form))
+    names_table = pa.array(STREETS + ESTATES)
+    name_index = np.where(form == 2, len(STREETS) + rng.integers(0, len(ESTATES), n),
+                          rng.integers(0, len(STREETS), n))
+    name = pc.if_else(pa.array(form == 3), pc.take(regions.arrow["village_names"], pa.array(village)),
+                      take(names_table, name_index))
+    estate = form == 2
+    block_word = take(pa.array(["BLOK"]), np.where(estate, 0, -1))
+    block = pc.binary_join_element_wise(  # "A12" on estates, null (left out) elsewhere
+        take(pa.array(BLOCK_LETTERS), np.where(estate, rng.integers(0, len(BLOCK_LETTERS), n), -1)),
+        pa.array(rng.integers(1, 30, n)).cast(pa.string()), "", null_handling="emit_null")
+    has_number = form < 3
+    number_word = take(pa.array(["NO."]), np.where(has_number, 0, -1))
+    number = pa.array(rng.integers(1, 120, n), mask=~has_number).cast(pa.string())
+    address = join([prefix, name, block_word, block, number_word, number], " ")
     rt = np.minimum(1 + rng.geometric(0.15, n), 30)
     rw = np.minimum(1 + rng.geometric(0.2, n), 25)
     rt_rw = join([digits(rt, 3), "/", digits(rw, 3)])

@@ -142,7 +142,7 @@ def _worker_encode(args: tuple[int, str, bool]) -> tuple[int, dict[str, object]]
 
 def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
                     workers: int) -> Iterator[tuple[int, dict]]:
-    """Encoded chunks in order; with workers > 1 at most 2 per worker are in flight (bounded memory)."""
+    """Encoded chunks in order; with workers > 1 at most workers + 1 are in flight (bounded memory)."""
     first = chunks.start
     if workers <= 1 or len(chunks) <= 1:
         for k in chunks:
@@ -154,7 +154,7 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
         todo = iter(chunks)
         for k in todo:
             pending.append(pool.apply_async(_worker_encode, ((k, fmt, k == first),)))
-            if len(pending) >= 2 * workers:
+            if len(pending) > workers:
                 break
         while pending:
             result = pending.popleft().get()
@@ -278,9 +278,6 @@ def write_population(
         for name in TABLES:
             target = out / names[name]
             files[name] = _ParquetFile(target, SCHEMAS[name]) if fmt == "parquet" else _StreamFile(target)
-        if fmt == "csv" and len(chunks) == 0:
-            for name in TABLES:  # an empty shard still has a header
-                files[name].write(encode_csv(SCHEMAS[name].empty_table(), True))
         for persons, encoded in _encoded_chunks(plan, chunks, fmt, workers):
             for name in TABLES:
                 payload = encoded[name]
