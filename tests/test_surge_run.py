@@ -1,4 +1,4 @@
-"""The surge end to end against the reference API: one process, master + 2 workers, the CLI, the demo."""
+"""The surge end to end against the reference API: master + 2 workers, the CLI, the demo (one process)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from simulator.api.testing import free_port, running_server
 from simulator.errors import UnsafeTarget
 from simulator.io.population import write_population
-from simulator.surge.runner import SurgeOptions, check_target, run_surge
+from simulator.surge.runner import check_target
 
 pytestmark = pytest.mark.slow
 
@@ -105,36 +105,7 @@ def check_consistent(data: dict) -> None:
         assert step["latency_ms"]["p50"] <= step["latency_ms"]["p99"] <= step["latency_ms"]["max"]
 
 
-def test_one_process_run_reconciles_and_a_breached_slo_exits_1(tmp_path, population):
-    out = tmp_path / "out"
-    with running_server(registry_dir=population, password_cost=0) as host:
-        result = run_surge(
-            SurgeOptions(
-                scenario=scenario_file(tmp_path, IMPOSSIBLE),
-                out=out,
-                host=host,
-                population=population,
-                progress_s=0,
-            ),
-            say=lambda _line: None,
-        )
-    assert result.exit_code == 1
-    data = report_of(out)
-    assert data["exit_code"] == 1 and data["status"] == "complete"
-    check_consistent(data)
-    verdicts = {t["label"]: t["status"] for t in data["thresholds"]}
-    assert verdicts["answers in a microsecond"] == "fail"
-    assert verdicts["reconciliation <= 0"] == "pass"
-    joins = data["steps"].get("join", {}).get("outcomes", {})
-    if sum(joins.values()) > 5:  # more people reached the join than places: fcfs says WAVE_FULL
-        assert joins.get("409 WAVE_FULL", 0) == sum(joins.values()) - joins.get("201", 0)
-    assert data["summary"]["unexpected_errors"] == 0, data["errors"]
-    html = (out / "report.html").read_text(encoding="utf-8")
-    assert "<svg" in html and 'src="http' not in html and "<link" not in html  # self-contained
-    assert "Arrivals: scheduled vs achieved" in html and "Server reconciliation" in html
-
-
-def test_master_and_two_workers_split_the_run(tmp_path, population):
+def test_master_and_two_workers_split_the_run_and_a_breached_slo_exits_1(tmp_path, population):
     out = tmp_path / "out"
     port = free_port()
     cli = [sys.executable, "-m", "simulator.cli", "surge"]
@@ -143,7 +114,7 @@ def test_master_and_two_workers_split_the_run(tmp_path, population):
             cli
             + [
                 "--scenario",
-                str(scenario_file(tmp_path)),
+                str(scenario_file(tmp_path, IMPOSSIBLE)),
                 "--host",
                 host,
                 "--population",
@@ -178,11 +149,25 @@ def test_master_and_two_workers_split_the_run(tmp_path, population):
                     worker.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     worker.kill()
-    assert master.returncode == 0, stderr[-3000:]
+    assert master.returncode == 1, stderr[-3000:]  # the impossible latency threshold
     data = report_of(out)
+    assert data["exit_code"] == 1 and data["status"] == "complete"
     assert data["summary"]["workers"] == 2
     check_consistent(data)
-    assert "reconciliation OK" in stdout and "(2 load generator(s))" in stdout
+    verdicts = {t["label"]: t["status"] for t in data["thresholds"]}
+    assert verdicts == {
+        "reconciliation <= 0": "pass",
+        "dropped_arrivals <= 0.5": "pass",
+        "answers in a microsecond": "fail",
+    }
+    assert "SLO FAIL    answers in a microsecond" in stdout and "(2 load generator(s))" in stdout
+    joins = data["steps"].get("join", {}).get("outcomes", {})
+    if sum(joins.values()) > 5:  # more people reached the join than places: fcfs says WAVE_FULL
+        assert joins.get("409 WAVE_FULL", 0) == sum(joins.values()) - joins.get("201", 0)
+    assert data["summary"]["unexpected_errors"] == 0, data["errors"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in html and 'src="http' not in html and "<link" not in html  # self-contained
+    assert "Arrivals: scheduled vs achieved" in html and "Server reconciliation" in html
 
 
 def test_non_loopback_target_is_refused_without_the_flag():
@@ -261,6 +246,9 @@ def test_demo_runs_on_embedded_defaults(tmp_path):
     assert f"report    {out / 'report.html'}" in run.stdout
     data = report_of(out)
     assert data["reconciliation"]["ok"] and data["arrivals"]["started"] == data["arrivals"]["scheduled"]
+    assert data["summary"]["workers"] == 1 and data["journeys"]["outcomes"].get("completed", 0) > 20
+    assert sum(data["journeys"]["outcomes"].values()) == data["arrivals"]["scheduled"]
+    assert (out / "ktp-samples").is_dir() and (out / "report.html").is_file()
     assert not list(tmp_path.glob("prakerja-demo-*")), (
         "the demo left temporary files in the working directory"
     )

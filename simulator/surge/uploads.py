@@ -43,7 +43,7 @@ def multipart(data: bytes, filename: str, content_type: str) -> tuple[bytes, str
 
 
 def build_pool(
-    people: Sequence[Mapping[str, Any]], codes: Sequence[str], seed: int, valid_count: int = 4
+    people: Sequence[Mapping[str, Any]], codes: Sequence[str], seed: int, valid_count: int = 2
 ) -> dict[str, list[UploadBody]]:
     """Upload bodies keyed by expected verdict (``accept`` or a reason code): a few of each.
 
