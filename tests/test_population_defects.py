@@ -127,7 +127,9 @@ def test_duplicates_copy_an_earlier_clean_applicant(heavy):
         for a in rows_with(applicants, defect):
             assert first_clean[field][a[field]] < a["applicant_id"]
     for a in rows_with(applicants, "duplicate_nik"):
-        assert a["email"] not in first_clean["email"]  # a new account for the same person
+        assert a["email"] not in first_clean["email"]  # a new account for the same person...
+        words = {w.lower() for w in a["full_name"].replace("-", "").split()}
+        assert any(w in a["email"].partition("@")[0] for w in words)  # ...made from their name
 
 
 def test_contact_defects(heavy):

@@ -641,8 +641,11 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
     typed_birth[rows] += shifts[rng.integers(0, len(shifts), len(rows))]
 
     # Contact details: unique per person; duplicates and typos where the defect says so.
-    emails = contact.draw_emails(rng, gidx, plan.size, email_keys, person_names.given_word,
-                                 person_names.family_word, person_names.email_forms,
+    # Made from the name of whoever registers (a re-registration is the original person again);
+    # the digit tail comes from the row's own index, so the new account's email is still unique.
+    given_word = person_names.given_word[identity_src]
+    emails = contact.draw_emails(rng, gidx, plan.size, email_keys, given_word,
+                                 person_names.family_word[identity_src], person_names.email_forms,
                                  typo=is_defect["email_typo_domain"])
     rows, src = dup_targets["duplicate_email"]
     if len(rows):
@@ -654,8 +657,8 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
     rows, src = dup_targets["duplicate_phone"]
     if len(rows):
         phones = _scatter(phones, rows, pc.take(phones, pa.array(src)))
-    birth_year = (birth_day.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970)
-    passwords = contact.draw_passwords(rng, person_names.given_word, person_names.email_forms, birth_year)
+    birth_year = typed_birth.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+    passwords = contact.draw_passwords(rng, given_word, person_names.email_forms, birth_year)
 
     # Domicile: where they live now, if not at the KTP address.
     away = rng.random(n) < opts.domicile_elsewhere_share
