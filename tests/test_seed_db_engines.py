@@ -248,3 +248,28 @@ def test_same_seed_same_database_whatever_the_hashing_processes(tmp_path):
         finally:
             engine.dispose()
     assert dumps[0] == dumps[1]
+
+
+@pytest.mark.mariadb
+@pytest.mark.skipif(
+    not os.environ.get("PRAKERJA_TEST_MARIADB_URL"), reason="PRAKERJA_TEST_MARIADB_URL is not set"
+)
+def test_mariadb_without_local_infile_falls_back_to_insert_batches_and_says_so(monkeypatch, tmp_path):
+    from simulator.seed import loaders
+
+    # The shared server allows LOAD DATA LOCAL; pretend it does not rather than change it for everyone.
+    monkeypatch.setattr(loaders, "_mariadb_allows_local_infile", lambda conn: False)
+    with scratch_database(os.environ["PRAKERJA_TEST_MARIADB_URL"], prefix="test_seed") as db_url:
+        result = seed_database(
+            db_url, size=1500, seed=8, mode="truncate", as_of=AS_OF, chunk_rows=CHUNK,
+            passwords_out=tmp_path / "pw.csv", workers=1,
+        )  # fmt: skip
+        assert "INSERT" in result.loader
+        assert any("local_infile=OFF" in note for note in result.notes)
+        engine = make_engine(db_url)
+        try:
+            with engine.connect() as conn:
+                assert state_census(conn) == result.states
+                assert violations(conn) == []
+        finally:
+            engine.dispose()
