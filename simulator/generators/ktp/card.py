@@ -145,7 +145,7 @@ def render_card(person: Mapping[str, Any], rng: np.random.Generator, scale: floa
     header = sized("bold", 30)
     draw.text(at(CARD_W / 2 - 60, 40), text.province, font=header, fill=INK, anchor="mm")
     draw.text(at(CARD_W / 2 - 60, 80), text.regency, font=header, fill=INK, anchor="mm")
-    draw.text(at(layout.COLON_X - 96, 135), text.nik, font=sized("mono", 46), fill=INK, anchor="lm")
+    draw.text(at(layout.COLON_X - 96, 136), text.nik, font=sized("bold", 54), fill=INK, anchor="lm")
 
     for (label, value), (_, y) in zip(text.rows, _row_positions(), strict=True):
         if label == "Gol. Darah":  # printed at the right end of the Jenis Kelamin line
