@@ -5,6 +5,7 @@ The guilloche ground and the SPECIMEN mark are drawn once per process and reused
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 from collections.abc import Mapping
@@ -94,7 +95,14 @@ def card_alpha() -> Image.Image:
 
 
 def issue_date_for(person: Mapping[str, Any], rng: np.random.Generator) -> dt.date:
-    """A plausible issue date: after the 17th birthday and the e-KTP roll-out (2011), before 2025."""
+    """The registry's ``ktp_issued_on`` when the row has it; else a plausible date after the 17th
+    birthday and the e-KTP roll-out (2011), before 2025."""
+    issued = person.get("ktp_issued_on")
+    if isinstance(issued, dt.date):
+        return issued
+    if issued:
+        with contextlib.suppress(ValueError):
+            return dt.date.fromisoformat(str(issued)[:10])
     birth = dt.date.fromisoformat(str(person["birth_date"])[:10])
     first = max(dt.date(2012, 1, 1), dt.date(min(birth.year + 17, 2024), 1, 1))
     last = dt.date(2024, 12, 31)
