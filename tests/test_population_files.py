@@ -236,3 +236,12 @@ def test_faker_provider_gives_valid_niks_kks_and_whole_ktp_records():
     Faker.seed(5)
     fake.nik(gender="P", district_code="51.71.01"), fake.nik(), fake.kk(district_code="32.73.02")
     assert fake.ktp_person() == person  # seeded like any Faker provider
+
+
+def test_a_directory_holds_one_population_but_may_hold_all_its_shards(tmp_path):
+    write_population(tmp_path, 2_000, 1, fmt="csv", shard="0/2", chunk_rows=CHUNK)
+    write_population(tmp_path, 2_000, 1, fmt="csv", shard="1/2", chunk_rows=CHUNK)
+    write_population(tmp_path, 2_000, 1, fmt="csv", shard="1/2", chunk_rows=CHUNK)  # rerun: replaced
+    assert read_table(tmp_path, "residents").num_rows == 2_000
+    with pytest.raises(InvalidOption, match="another population"):
+        write_population(tmp_path, 2_000, 2, fmt="csv", chunk_rows=CHUNK)

@@ -231,6 +231,23 @@ def _hash_file(path: Path) -> hashlib._Hash:
     return digest
 
 
+def _refuse_other_populations(out: Path, own_manifest: str, seed: int, size: int, shard_count: int,
+                              fmt: str, chunk_rows: int) -> None:
+    """Shards of one population may share a directory; another population may not (unreadable mix)."""
+    for path in sorted(out.glob("manifest*.json")):
+        if path.name == own_manifest:
+            continue  # this very shard, written again: replaced atomically
+        try:
+            other = json.loads(path.read_text(encoding="utf-8"))
+            same = (other["seed"], other["size"], other["shard"]["count"], other["format"],
+                    other["chunks"]["rows"]) == (seed, size, shard_count, fmt, chunk_rows)
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if not same:
+            raise InvalidOption(f"--out {out} already holds another population ({path.name}); "
+                                "use another directory or remove its files first")
+
+
 def _parse_shard(shard: tuple[int, int] | str) -> tuple[int, int]:
     if isinstance(shard, str):
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
@@ -281,6 +298,7 @@ def write_population(
     except OSError as err:
         raise InvalidOption(f"--out {out}: cannot create the directory ({err.strerror})") from None
     names = file_names(fmt, shard)
+    _refuse_other_populations(out, names["manifest"], seed, size, shard[1], fmt, plan.options.chunk_rows)
     chunks = plan.shard_chunks(*shard)
     files: dict[str, _StreamFile] = {}
     rows = dict.fromkeys(TABLES, 0)
