@@ -476,8 +476,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ApiError(Reason.PASSWORD_TOO_SHORT, "the password needs at least 6 characters")
         if body.password_confirmation is not None and body.password_confirmation != body.password:
             raise ApiError(Reason.PASSWORD_MISMATCH, "the two passwords differ")
-        password_hash = await run_in_threadpool(hash_password, body.password, settings.password_cost)
-        return _reply(await run_in_threadpool(store.create_account, body.name, email, password_hash))
+
+        # One trip to the threadpool for hashing and the insert (each hop costs a thread wake-up).
+        def sign_up() -> Reply:
+            return store.create_account(
+                body.name, email, hash_password(body.password, settings.password_cost)
+            )
+
+        return _reply(await run_in_threadpool(sign_up))
 
     @app.post(
         "/v1/accounts/{account_id}/email/verify",

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, case, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from simulator.api import schema as t
-from simulator.api.db import run_write
+from simulator.api.db import PreparedStatement, run_write
 from simulator.api.settings import Settings
 from simulator.rules.reasons import ACCEPT, Reason
 
@@ -95,6 +95,11 @@ class Store:
         self.engine = engine
         self.settings = settings
         self._rng = random.Random(settings.fault_seed)
+        self._insert_account = PreparedStatement(engine, insert(t.accounts))
+        self._insert_otp = PreparedStatement(
+            engine,
+            insert(t.otps).values({c.name: bindparam(c.name) for c in t.otps.columns if c.name != "id"}),
+        )
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -196,22 +201,23 @@ class Store:
                     f"a code was sent {s.otp_resend_interval_s - wait:.0f} s ago; ask again in {wait:.0f} s",
                     headers={"Retry-After": str(max(1, int(wait + 0.999)))},
                 )
+        self._insert_otp.execute(conn, self._otp_values(account_id, channel, destination, now))
+
+    def _otp_values(self, account_id: str, channel: str, destination: str, now: dt.datetime) -> dict:
+        s = self.settings
         delay = s.sms_delay if channel == "sms" else s.email_delay
-        lost = channel == "sms" and self._rng.random() < s.sms_loss_rate
-        code = f"{secrets.randbelow(10**s.otp_digits):0{s.otp_digits}d}"
-        conn.execute(
-            insert(t.otps).values(
-                account_id=account_id,
-                channel=channel,
-                destination=destination,
-                code=code,
-                created_at=now,
-                deliver_at=now + dt.timedelta(milliseconds=delay.sample_ms(self._rng)),
-                expires_at=now + dt.timedelta(seconds=s.otp_ttl_s),
-                lost=lost,
-                attempts=0,
-            )
-        )
+        return {
+            "account_id": account_id,
+            "channel": channel,
+            "destination": destination,
+            "code": f"{secrets.randbelow(10**s.otp_digits):0{s.otp_digits}d}",
+            "created_at": now,
+            "deliver_at": now + dt.timedelta(milliseconds=delay.sample_ms(self._rng)),
+            "expires_at": now + dt.timedelta(seconds=s.otp_ttl_s),
+            "lost": channel == "sms" and self._rng.random() < s.sms_loss_rate,
+            "attempts": 0,
+            "consumed_at": None,
+        }
 
     def _check_otp(
         self, conn: Connection, account_id: str, channel: str, code: str, now: dt.datetime
@@ -297,14 +303,20 @@ class Store:
         def work(conn: Connection) -> Reply:
             now = utcnow()
             try:
-                conn.execute(
-                    insert(t.accounts).values(
-                        id=account_id, email=email, name=name, password_hash=password_hash, created_at=now
-                    )
+                self._insert_account.execute(
+                    conn,
+                    {
+                        "id": account_id,
+                        "email": email,
+                        "name": name,
+                        "password_hash": password_hash,
+                        "created_at": now,
+                    },
                 )
             except IntegrityError as err:
                 raise ApiError(Reason.EMAIL_TAKEN, "an account with this email exists") from err
-            self._send_otp(conn, account_id, "email", email, now)
+            # A new account has no earlier code, so no resend check: straight to the insert.
+            self._insert_otp.execute(conn, self._otp_values(account_id, "email", email, now))
             return Reply(
                 201,
                 {

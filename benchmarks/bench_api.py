@@ -1,0 +1,184 @@
+"""Benchmark: account creation (POST /v1/accounts) against the same stack's bare hello, with wrk.
+
+Starts the reference API (2 worker processes by default) on embedded SQLite, and on PostgreSQL
+when PRAKERJA_TEST_POSTGRES_URL is set, drives it with wrk from this machine, and prints sign-ups/s,
+p99, the ratio to the bare GET /hello of the same server in the same run, and where a sign-up's
+server time goes (framework, argon2, database), from server CPU time and in-process timings.
+
+    python benchmarks/bench_api.py [--seconds 10] [--connections 64] [--workers 2] [--password-cost 0]
+
+Goal (issue 4): the real wave-1 peak, about 1,300 sign-ups/s, with p99 under 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from simulator.api.testing import running_server, scratch_database
+
+WRK_SCRIPT = r"""
+local counter = 0
+local threads = {}
+local next_id = 0
+local run = "%(run)s"
+
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+
+local mode = "GET"
+
+function init(args)
+  mode = args[1] or "GET"
+end
+
+request = function()
+  if mode == "POST" then
+    counter = counter + 1
+    local body = string.format(
+      '{"name":"Bench Applicant","email":"b-%%s-%%d-%%d@example.co.id","password":"rahasia123"}', run, id, counter)
+    return wrk.format("POST", "/v1/accounts", {["Content-Type"] = "application/json"}, body)
+  end
+  return wrk.format("GET", wrk.path)
+end
+
+done = function(summary, latency, requests)
+  local out = string.format(
+    '{"requests": %%d, "seconds": %%f, "non2xx": %%d, "errors": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, "max_us": %%d}',
+    summary.requests, summary.duration / 1e6, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max)
+  io.write("WRK_JSON " .. out .. "\n")
+end
+"""
+
+
+def wrk(url: str, method: str, seconds: float, connections: int, threads: int = 2) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % {"run": uuid.uuid4().hex[:8]})
+    env = dict(os.environ)
+    try:
+        cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+               "-s", script.name, url, "--", method]  # the script turns POST into a fresh sign-up each time
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, env=env)
+    finally:
+        os.unlink(script.name)
+    for line in run.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            result = json.loads(line[len("WRK_JSON "):])
+            result["rps"] = (result["requests"] - result["non2xx"]) / result["seconds"]
+            return result
+    raise RuntimeError(f"wrk failed: {run.stdout}\n{run.stderr}")
+
+
+def server_cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of the server's supervisor and workers so far."""
+    total = 0.0
+    try:
+        root = psutil.Process(root_pid)
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+    except psutil.NoSuchProcess:
+        pass
+    return total
+
+
+def measure(base_url: str, pid: int, path: str, method: str, seconds: float, connections: int) -> dict:
+    wrk(base_url + path, method, 2, connections)  # warm-up: connections, pools, caches
+    before = server_cpu_seconds(pid)
+    result = wrk(base_url + path, method, seconds, connections)
+    cpu = server_cpu_seconds(pid) - before
+    result["server_cpu_ms_per_request"] = 1000 * cpu / max(1, result["requests"])
+    return result
+
+
+def in_process_costs(db_url: str, password_cost: int, n: int = 300) -> dict:
+    """Median microseconds of the pieces of a sign-up, timed in this process."""
+    from simulator.api.db import make_engine
+    from simulator.api.passwords import hash_password
+    from simulator.api.schema import create_schema
+    from simulator.api.settings import Settings
+    from simulator.api.store import Store
+
+    engine = create_schema(make_engine(db_url))
+    store = Store(engine, Settings(db_url=db_url, otp_resend_interval_s=0))
+    hashing, writing = [], []
+    tag = uuid.uuid4().hex[:6]
+    for i in range(n):
+        started = time.perf_counter()
+        password_hash = hash_password("rahasia123", password_cost)
+        hashed = time.perf_counter()
+        store.create_account("Bench", f"inproc-{tag}-{i}@example.co.id", password_hash)
+        done = time.perf_counter()
+        hashing.append(hashed - started)
+        writing.append(done - hashed)
+    engine.dispose()
+    return {"argon2_us": 1e6 * statistics.median(hashing), "db_txn_us": 1e6 * statistics.median(writing)}
+
+
+def bench_database(label: str, db_url: str, args) -> None:
+    with running_server(db_url, workers=args.workers, password_cost=args.password_cost, sandbox=False) as base_url:
+        pid = base_url.process.pid
+        hello = measure(base_url, pid, "/hello", "GET", args.seconds, args.connections)
+        signup = measure(base_url, pid, "/v1/accounts", "POST", args.seconds, args.connections)
+    costs = in_process_costs(db_url, args.password_cost)
+    ratio = signup["rps"] / hello["rps"]
+    goal = "meets" if signup["rps"] >= 1300 and signup["p99_us"] < 100_000 else "misses"
+    print(f"\n== {label}: {args.workers} workers, {args.connections} connections, {args.seconds:g} s, "
+          f"argon2id cost level {args.password_cost}")
+    print(f"  bare GET /hello        : {hello['rps']:8.0f} req/s   p50 {hello['p50_us'] / 1000:6.1f} ms   "
+          f"p99 {hello['p99_us'] / 1000:6.1f} ms   server CPU {hello['server_cpu_ms_per_request']:.2f} ms/req")
+    print(f"  POST /v1/accounts      : {signup['rps']:8.0f} sign-ups/s   p50 {signup['p50_us'] / 1000:6.1f} ms   "
+          f"p99 {signup['p99_us'] / 1000:6.1f} ms   server CPU {signup['server_cpu_ms_per_request']:.2f} ms/req   "
+          f"non-2xx {signup['non2xx']}  socket errors {signup['errors']}")
+    print(f"  ratio sign-ups / hello : {ratio:.3f}   ({goal} the goal of 1,300 sign-ups/s with p99 < 100 ms)")
+    framework = hello["server_cpu_ms_per_request"]
+    extra = signup["server_cpu_ms_per_request"] - framework
+    print("  where a sign-up's server time goes (CPU ms per request):")
+    print(f"    HTTP + routing + JSON (the hello's cost)        {framework:6.2f}")
+    print(f"    argon2id hash (in-process median)               {costs['argon2_us'] / 1000:6.2f}")
+    print(f"    insert account + email OTP + commit (median)    {costs['db_txn_us'] / 1000:6.2f}")
+    print(f"    rest: validation, threadpool hops, the response {max(0.0, extra - (costs['argon2_us'] + costs['db_txn_us']) / 1000):6.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--password-cost", type=int, default=0)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    print(f"bench_api: {psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    with scratch_database() as db_url:
+        bench_database("SQLite (embedded, WAL)", db_url, args)
+    pg = os.environ.get("PRAKERJA_TEST_POSTGRES_URL")
+    if pg and not args.skip_postgres:
+        with scratch_database(pg, prefix="bench_api") as db_url:
+            bench_database("PostgreSQL", db_url, args)
+    else:
+        print("\n(PostgreSQL skipped: set PRAKERJA_TEST_POSTGRES_URL to include it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
