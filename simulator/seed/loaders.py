@@ -130,6 +130,11 @@ class PostgresCopyLoader:
         # Timestamps are written as UTC wall-clock values; make the session read them that way.
         conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
         self._deferred: tuple[list, list] = ([], [])
+        self._emptied: set[str] = set()
+
+    def emptied(self, tables: list[sa.Table]) -> None:
+        """Note tables truncated in this transaction (COPY may then write frozen rows)."""
+        self._emptied.update(t.name for t in tables)
 
     def defer_constraints(self, tables: list[sa.Table]) -> None:
         """Drop the keys, unique constraints, indexes and foreign keys of the (empty) ``tables``
@@ -180,9 +185,12 @@ class PostgresCopyLoader:
     def load(self, table: sa.Table, rows: pa.Table) -> int:
         if rows.num_rows == 0:
             return 0
+        # FREEZE (as pgbench -i): rows of a table emptied in this transaction are written
+        # already frozen, so the API's first reads do not rewrite every page to set hint bits.
+        freeze = ", FREEZE" if table.name in self._emptied else ""
         statement = (
             f"COPY {_quoted_table(self._conn, table)} ({_quoted_columns(self._conn, rows)}) "
-            "FROM STDIN (FORMAT csv)"
+            f"FROM STDIN (FORMAT csv{freeze})"
         )
         # Arrow's C++ CSV writer is several times faster than building text columns: strings
         # are always quoted, NULL is the unquoted empty field (COPY's CSV default).

@@ -298,6 +298,8 @@ def _load(
         try:
             if mode == TRUNCATE:
                 _empty_tables(conn, target)
+                if hasattr(loader, "emptied"):
+                    loader.emptied(_DATA_TABLES)
                 calendar = make_calendar(wave, as_of, open_days)
                 cursor = SeedCursor()
                 _insert_waves(conn, loader, calendar, seed=source.seed)
