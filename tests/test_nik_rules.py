@@ -110,3 +110,14 @@ def test_nik_parse_command_prints_regions_or_reasons_and_sets_the_exit_code():
     good, bad = (json.loads(line) for line in result.output.splitlines())
     assert good["valid"] and good["district_code"] == "32.73.02" and good["gender"] == "P"
     assert not bad["valid"] and bad["reason"] == "NIK_MALFORMED" and "16 digits" in bad["message"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(max_size=20), st.text(alphabet="0123456789", min_size=16, max_size=16)))
+def test_any_text_is_either_a_nik_or_a_clear_refusal(text):
+    try:
+        info = rules.parse_nik(text)
+    except rules.NikError as err:
+        assert err.reason == Reason.NIK_MALFORMED and err.message
+    else:
+        assert info.nik == text.strip() and info.gender in ("L", "P") and info.serial >= 1
