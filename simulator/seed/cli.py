@@ -18,6 +18,7 @@ from simulator.seed.runner import (
     DEFAULT_WAVE,
     TRUNCATE,
     SeedResult,
+    applicants_in,
     seed_database,
 )
 from simulator.seed.states import PROFILES
@@ -86,7 +87,10 @@ def seed_db(
     mode = TRUNCATE if truncate else APPEND if append else None
     as_of_time = _parse_as_of(as_of)
     shard_pair = _parse_shard(shard)
-    total = size if size is not None else None
+    if size is not None:
+        total = size // max(1, shard_pair[1])
+    else:
+        total = (applicants_in(population_dir) if population_dir else None) or 0
     try:
         with progress_bar(total, "seeding") as advance:
             result = seed_database(

@@ -193,6 +193,16 @@ def seed_database(
     return result
 
 
+def applicants_in(population_dir: str | os.PathLike[str]) -> int | None:
+    """How many applicants a population directory holds, by its manifests (None if unreadable)."""
+    from simulator.io.population import load_manifests
+
+    try:
+        return sum(int(m["files"]["applicants"]["rows"]) for m in load_manifests(population_dir))
+    except (SimulatorError, OSError, KeyError, TypeError, ValueError):
+        return None  # seed_database reports what is wrong with the directory
+
+
 def _database_errors() -> tuple[type[BaseException], ...]:
     # The bulk paths talk to the drivers directly, so their own errors arrive unwrapped too.
     import sqlite3
@@ -596,6 +606,7 @@ class _SideFile:
 
     def __enter__(self) -> _SideFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp's 0600 is kept on purpose: the file holds plain passwords.
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         self._handle = os.fdopen(fd, "wb")
         self._keep_previous = self.append and self.path.exists()
