@@ -148,13 +148,15 @@ def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, s
 
 
 def render_too_large(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
-    """A full-resolution PNG straight from the camera: lossless, noisy, several megabytes."""
-    size = ((3000, 2250), (3264, 2448), (4000, 3000))[int(rng.integers(3))]
+    """A lossless PNG export of a phone photo: noisy pixels barely compress, so it runs to megabytes."""
+    size = ((2048, 1536), (2112, 1188), (1536, 2048))[int(rng.integers(3))]
     shot = photo.plan_shot(rng, size)
     image = photo.photograph(person, shot, rng)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue(), "png", size
+    data = photo.encode(image, "png")
+    if len(data) <= MAX_UPLOAD_BYTES:  # an unusually flat scene: a larger export is over for sure
+        image = image.resize((size[0] * 3 // 2, size[1] * 3 // 2), Image.Resampling.NEAREST)
+        data = photo.encode(image, "png")
+    return data, "png", image.size
 
 
 def _small_photo(person: Person, rng: np.random.Generator) -> Image.Image:
@@ -167,7 +169,7 @@ def _other_format(fmt: str, ext: str) -> Renderer:
         image = _small_photo(person, rng)
         buffer = io.BytesIO()
         if fmt == "GIF":
-            image.convert("P", palette=Image.Palette.ADAPTIVE).save(buffer, "GIF")
+            image.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "GIF")
         elif fmt == "WEBP":
             image.save(buffer, "WEBP", quality=80, method=0)
         elif fmt == "TIFF":
