@@ -272,8 +272,9 @@ def test_otp_attempts_and_resend_are_limited():
             )
 
 
-def test_registry_faults_answer_503_with_a_code():
+def test_registry_faults_answer_503_with_a_code(tmp_path):
     resident = make_resident(2)
+    log_path = tmp_path / "access.log"
     with scratch_database() as db_url:
         seed_residents(db_url, [resident])
         with running_server(
@@ -282,6 +283,8 @@ def test_registry_faults_answer_503_with_a_code():
             registry_error_rate=1.0,
             registry_latency="uniform:1,5",
             sms_loss_rate=1.0,
+            access_log=True,
+            log_path=log_path,
         ) as base_url:
             client = Client(base_url)
             client.sign_up("fault@example.co.id")
@@ -291,6 +294,13 @@ def test_registry_faults_answer_503_with_a_code():
             stats = client.call("GET", "/v1/admin/stats").json()
             assert stats["outcomes"]["identity"] == {"REGISTRY_UNAVAILABLE": 1}
             assert stats["steps"]["identity_verified"] == 0
+    # The structured access log: one JSON object per request, with the outcome code.
+    import json
+
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    identity = [line for line in lines if line["path"] == "/v1/me/identity"]
+    assert identity and identity[0]["status"] == 503 and identity[0]["outcome"] == "REGISTRY_UNAVAILABLE"
+    assert {"ts", "method", "route", "ms", "pid"} <= set(identity[0])
 
 
 # --- uploads -----------------------------------------------------------------------------------------

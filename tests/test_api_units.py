@@ -96,3 +96,34 @@ def test_tokens_are_signed_and_expire():
     assert signer.account_of(f"abd.{expiry}.{mac}") is None, "another account id breaks the signature"
     assert TokenSigner(b"k" * 32, ttl_s=-1).account_of(TokenSigner(b"k" * 32, -1).issue("abc")) is None
     assert signer.account_of("garbage") is None
+
+
+def _serve(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "simulator.cli", "serve", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_serve_refuses_a_non_loopback_host_without_the_flag(tmp_path):
+    run = _serve("--db", str(tmp_path / "x.db"), "--host", "0.0.0.0")
+    assert run.returncode == 2
+    assert (
+        run.stderr.startswith("error: ") and "--allow-remote" in run.stderr and "Traceback" not in run.stderr
+    )
+    assert not (tmp_path / "x.db").exists(), "nothing is created before the refusal"
+
+
+def test_serve_bad_database_and_registry_are_one_line_errors(tmp_path):
+    run = _serve("--db", "oracle://scott@db/x")
+    assert (
+        run.returncode == 2
+        and "unsupported database URL scheme" in run.stderr
+        and "Traceback" not in run.stderr
+    )
+    run = _serve("--db", str(tmp_path / "x.db"), "--registry", str(tmp_path / "missing"))
+    assert run.returncode == 2 and "population directory" in run.stderr and "Traceback" not in run.stderr
+    run = _serve("--db", str(tmp_path / "x.db"), "--registry-latency", "lognormal:5")
+    assert run.returncode == 2 and "--registry-latency" in run.stderr and "Traceback" not in run.stderr
