@@ -3,6 +3,7 @@ writes, and readers that name the file, row and column of anything wrong."""
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -245,3 +246,14 @@ def test_a_directory_holds_one_population_but_may_hold_all_its_shards(tmp_path):
     assert read_table(tmp_path, "residents").num_rows == 2_000
     with pytest.raises(InvalidOption, match="another population"):
         write_population(tmp_path, 2_000, 2, fmt="csv", chunk_rows=CHUNK)
+
+
+def test_nik_serials_stay_unique_where_districts_and_birth_dates_collide_often():
+    # Kalimantan Utara has few districts: many people share a (district, birth date) across chunks.
+    residents, _ = generate_tables(30_000, 8, province="65", defects="none", chunk_rows=1_000)
+    niks = residents.column("nik").to_pylist()
+    assert len(set(niks)) == len(niks)
+    prefixes = collections.Counter(n[:12] for n in niks)  # district + birth date
+    assert prefixes.most_common(1)[0][1] >= 2  # the case that needs serials really occurs
+    serials = [int(n[12:]) for n in niks]
+    assert min(serials) == 1 and max(serials) < 9000
