@@ -56,7 +56,10 @@ def pgbench_init(db_url: str, scale: int) -> tuple[int, float]:
 
 
 class PeakMemory:
-    """Samples the resident memory of a process and all its children (hash workers) every 50 ms."""
+    """Samples the memory of a process and all its children (hash workers) every 100 ms.
+
+    PSS (proportional set size), not RSS: forked workers share the parent's pages, and RSS would
+    count each shared page once per process."""
 
     def __init__(self, pid: int):
         self.process = psutil.Process(pid)
@@ -69,10 +72,10 @@ class PeakMemory:
         while not self._stop.is_set():
             try:
                 tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                self.peak = max(self.peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
             except psutil.Error:
                 pass
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     def stop(self) -> int:
         self._stop.set()

@@ -7,7 +7,6 @@ derived from the seed and the applicant, so the same seed gives the same hashes 
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
@@ -67,11 +66,9 @@ class PasswordHasherPool:
         self.workers = max(1, workers if workers is not None else (os.cpu_count() or 1))
         self._executor: Executor | None = None
         if self.workers > 1:
-            # Spawned, not forked: a worker imports argon2 and this module only, instead of
-            # inheriting the parent's Arrow buffers and the population generator's tables.
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
-            )
+            # Forked (the Linux default): no re-import of the caller's __main__, which spawning
+            # needs; the workers share the parent's pages copy-on-write and only touch argon2.
+            self._executor = ProcessPoolExecutor(max_workers=self.workers)
 
     def submit(self, passwords: list[str], salt_keys: list[str]) -> list[Future] | list[str]:
         """Start hashing; hand the result to :meth:`collect`."""
