@@ -32,6 +32,7 @@ from typing import Any
 import gevent
 import numpy as np
 from gevent.pool import Group
+from geventhttpclient.client import HTTPClientPool
 from locust import events, task
 from locust.contrib.fasthttp import FastHttpUser
 from locust.exception import StopUser
@@ -116,12 +117,24 @@ class Answer:
 
     status: int
     code: str | None
-    body: Any
+    content: bytes | None
     expected: bool  # a refusal the applicant's data predicts
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 300
+
+    @property
+    def body(self) -> Any:
+        """The JSON body, parsed only when a step needs it (most never look)."""
+        return _parse_json(self.content)
+
+
+def _parse_json(content: bytes | None) -> Any:
+    try:
+        return json.loads(content) if content else None
+    except ValueError:
+        return None
 
 
 class JourneyOver(Exception):
@@ -256,25 +269,21 @@ class JourneyUser(FastHttpUser):
         ) as response:
             end = self.now()
             status = response.status_code or 0
-            body: Any = None
+            content = response.content if status else None
             code = None
-            if status:
-                try:
-                    body = response.json() if response.content else None
-                except ValueError:
-                    body = None
-                if status >= 400:
-                    code = (body or {}).get("error", {}).get("code") if isinstance(body, dict) else None
-                    code = code or "HTTP_ERROR"
-            else:
+            if not status:
                 code = "CONNECTION_ERROR"
+            elif status >= 400:
+                body = _parse_json(content)
+                code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+                code = code or "HTTP_ERROR"
             expected = status >= 400 and self._expected_refusal(code, expect)
             if status and (status < 400 or expected):
                 response.success()
             else:
                 response.failure(f"{status} {code}")
         label = str(status) if code is None else f"{status} {code}"
-        return Answer(status, code, body, expected), label, sent, end
+        return Answer(status, code, content, expected), label, sent, end
 
     def _expected_refusal(self, code: str | None, expect: str | None) -> bool:
         if code is None:
@@ -398,6 +407,12 @@ class ArrivalGenerator:
         self.journey_class.host = data["host"]
         self.journey_class.network_timeout = scenario.target.timeout_s
         self.journey_class.connection_timeout = scenario.target.timeout_s
+        # None: every journey opens its own connections (Locust's default for a FastHttpUser).
+        self.journey_class.client_pool = (
+            HTTPClientPool(concurrency=max(scenario.replay.max_in_flight, 1000))
+            if scenario.target.reuse_connections
+            else None
+        )
         self.dropped = 0
         self.finished = False
         self.journeys = Group()
@@ -490,6 +505,7 @@ class SurgeController:
         runner.register_message(MSG_PROGRESS, self.on_progress)
         runner.register_message(MSG_FINAL, self.on_final)
         environment.events.test_start.add_listener(self.on_test_start)
+        environment.events.test_stopping.add_listener(self.on_test_stopping)
         self.reset()
 
     def reset(self) -> None:
@@ -500,6 +516,7 @@ class SurgeController:
         self.progress: dict[int, dict[str, Any]] = {}
         self.finals: dict[int, dict[str, Any]] = {}
         self.error: str | None = None
+        self.interrupted = False
         self.t0 = 0.0
         self.deadline = 0.0
         self.last_print = 0.0
@@ -556,6 +573,19 @@ class SurgeController:
 
     def on_final(self, environment: Any, msg: Any, **_kw: Any) -> None:
         self.finals[msg.data["index"]] = msg.data
+
+    def on_test_stopping(self, environment: Any, **_kw: Any) -> None:
+        """Stopped early (Ctrl-C, the web UI's stop): collect what the workers measured so far."""
+        if self.state not in ("preparing", "running", "finishing"):
+            return
+        self.interrupted = True
+        if self.state == "running":
+            self._send_all(MSG_FINISH, {})
+        deadline = time.monotonic() + (0.0 if self.state == "preparing" else 15.0)
+        while len(self.finals) < len(self.workers) and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        self._write_results()
+        self.state = "done"
 
     def _fail(self, error: str) -> None:
         self.error = error
@@ -636,7 +666,9 @@ class SurgeController:
             merged.merge(final["metrics"])
         complete = self.error is None and len(self.finals) == len(self.workers) and bool(self.workers)
         results = {
-            "status": "failed" if self.error else ("complete" if complete else "partial"),
+            "status": "failed"
+            if self.error
+            else ("interrupted" if self.interrupted else ("complete" if complete else "partial")),
             "error": self.error,
             "scenario": dump_scenario(self.scenario) if self.scenario else None,
             "scenario_source": self.scenario.source if self.scenario else None,

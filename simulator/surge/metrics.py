@@ -122,8 +122,9 @@ class SurgeMetrics:
         self.journeys: Counter[str] = Counter()
         self.stopped_at: Counter[str] = Counter()  # the last step a journey reached, by outcome
         self.mismatches: Counter[str] = Counter()  # the API answered other than the data predicts
-        self.series = {name: np.zeros(self.seconds, dtype=np.int64) for name in SERIES}
-        self.step_series = np.zeros((len(REQUEST_NAMES), self.seconds), dtype=np.int64)
+        # Plain lists on the hot path: a list item += 1 costs a tenth of a numpy scalar update.
+        self._series = {name: [0] * self.seconds for name in SERIES}
+        self._steps = [[0] * self.seconds for _ in REQUEST_NAMES]
         self._step_index = {name: i for i, name in enumerate(REQUEST_NAMES)}
 
     # -- recording (hot path: a few microseconds each) -----------------------------------------
@@ -143,26 +144,27 @@ class SurgeMetrics:
         self.requests[name] += 1
         self.outcomes[name][outcome] += 1
         second = self._second(end_h)
-        self.step_series[self._step_index[name], second] += 1
+        self._steps[self._step_index[name]][second] += 1
         if unexpected:
             self.unexpected[name] += 1
-            self.series["errors"][second] += 1
+            self._series["errors"][second] += 1
 
     def record_scheduled(self, scheduled_h: np.ndarray) -> None:
         """All arrivals this process is responsible for (counted once, before the run)."""
         seconds = np.clip(scheduled_h.astype(np.int64), 0, self.seconds - 1)
-        self.series["scheduled"] += np.bincount(seconds, minlength=self.seconds)[: self.seconds]
+        counts = np.bincount(seconds, minlength=self.seconds)[: self.seconds]
+        self._series["scheduled"] = (np.asarray(self._series["scheduled"]) + counts).tolist()
 
     def record_arrival(self, scheduled_h: float, started_h: float, late_after_s: float) -> None:
         lag = started_h - scheduled_h
         self.arrival_lag.record_value(min(max(int(lag * 1e6), 1), HIGHEST_US))
         second = self._second(started_h)
-        self.series["started"][second] += 1
+        self._series["started"][second] += 1
         if lag > late_after_s:
-            self.series["late"][second] += 1
+            self._series["late"][second] += 1
 
     def record_dropped(self, scheduled_h: float) -> None:
-        self.series["dropped"][self._second(scheduled_h)] += 1
+        self._series["dropped"][self._second(scheduled_h)] += 1
         self.journeys["dropped"] += 1
 
     def record_journey(self, outcome: str, last_step: str, scheduled_h: float, end_h: float) -> None:
@@ -170,7 +172,17 @@ class SurgeMetrics:
         self.stopped_at[f"{outcome}:{last_step}"] += 1
         if outcome in ("completed", "refused"):
             self.journey_time.record_value(min(max(int((end_h - scheduled_h) * 1e6), 1), HIGHEST_US))
-            self.series["finished"][self._second(end_h)] += 1
+            self._series["finished"][self._second(end_h)] += 1
+
+    @property
+    def series(self) -> dict[str, np.ndarray]:
+        """Per-second counts: scheduled, started, late, dropped, finished, errors (copies)."""
+        return {name: np.asarray(values, dtype=np.int64) for name, values in self._series.items()}
+
+    @property
+    def step_series(self) -> np.ndarray:
+        """Responses per second, one row per name of REQUEST_NAMES (a copy)."""
+        return np.asarray(self._steps, dtype=np.int64)
 
     # -- shipping and merging --------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
@@ -191,8 +203,8 @@ class SurgeMetrics:
             "journeys": dict(self.journeys),
             "stopped_at": dict(self.stopped_at),
             "mismatches": dict(self.mismatches),
-            "series": {k: v.tolist() for k, v in self.series.items()},
-            "step_series": {name: self.step_series[i].tolist() for i, name in enumerate(REQUEST_NAMES)},
+            "series": {k: list(v) for k, v in self._series.items()},
+            "step_series": {name: list(self._steps[i]) for i, name in enumerate(REQUEST_NAMES)},
         }
 
     @classmethod
@@ -218,9 +230,12 @@ class SurgeMetrics:
         for name, counts in data["outcomes"].items():
             self.outcomes[name].update(counts)
         for name, values in data["series"].items():
-            self.series[name] += np.asarray(values, dtype=np.int64)
+            self._series[name] = (
+                np.asarray(self._series[name]) + np.asarray(values, dtype=np.int64)
+            ).tolist()
         for name, values in data["step_series"].items():
-            self.step_series[self._step_index[name]] += np.asarray(values, dtype=np.int64)
+            row = self._step_index[name]
+            self._steps[row] = (np.asarray(self._steps[row]) + np.asarray(values, dtype=np.int64)).tolist()
 
     # -- reading ---------------------------------------------------------------------------------
     def step_table(self) -> dict[str, dict[str, Any]]:

@@ -221,7 +221,7 @@ def locust_command(
         "--loglevel",
         "WARNING",
         "--json-file",
-        str(out / "locust-stats.json"),
+        str(out / "locust-stats"),  # Locust adds ".json"
         "--stop-timeout",
         "5",
     ]

@@ -17,7 +17,12 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
     ``timeout_s`` (float > 0, default 30): client timeout for one request.
     ``open_wave`` (bool, default true): open the wave through ``POST /v1/admin/waves`` before the
       first arrival (the reference API and staging systems with the admin endpoints).
-    ``apply_faults`` (bool, default true): push ``[faults]`` to the target's admin endpoint.
+    ``apply_faults`` (bool, default true): inject ``[faults]``: the demo starts the reference API
+      with them; ``surge`` prints the ``prakerja-sim serve`` options that set them (the reference
+      API takes faults at start).
+    ``reuse_connections`` (bool, default false): false, each applicant opens their own connections,
+      as people's phones do; true, journeys share one keep-alive pool per load generator, like
+      traffic arriving through a reverse proxy (cheaper for the load generator).
 
 ``[wave]``
     ``number`` (int >= 1, required): the wave (gelombang) joined at the end of each journey.
@@ -181,6 +186,7 @@ class Target:
     timeout_s: float = 30.0
     open_wave: bool = True
     apply_faults: bool = True
+    reuse_connections: bool = False
 
 
 @dataclass(frozen=True)
@@ -563,6 +569,7 @@ def _read_target(t: _Table) -> Target:
         timeout_s=t.number("timeout_s", 30.0, low=0, low_open=True),
         open_wave=t.boolean("open_wave", True),
         apply_faults=t.boolean("apply_faults", True),
+        reuse_connections=t.boolean("reuse_connections", False),
     )
     t.finish()
     return target
