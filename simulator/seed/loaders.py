@@ -316,6 +316,22 @@ class SqliteLoader:
         # Bulk-load settings for this connection only; the journal keeps the load atomic.
         for pragma in ("cache_size = -262144",):
             self._raw.execute(f"PRAGMA {pragma}")
+        self._deferred: list[sa.Index] = []
+
+    def defer_constraints(self, tables: list[sa.Table]) -> None:
+        """Drop the schema's secondary indexes of the (empty) ``tables`` until
+        :meth:`restore_constraints` builds each once over all rows. Keys and unique constraints
+        live inside SQLite's table definitions and stay; DDL is transactional here."""
+        self._deferred = [index for table in tables for index in table.indexes]
+        for index in self._deferred:
+            self._conn.exec_driver_sql(
+                f"DROP INDEX IF EXISTS {self._conn.dialect.identifier_preparer.quote(index.name)}"
+            )
+
+    def restore_constraints(self) -> None:
+        for index in self._deferred:
+            self._conn.execute(sa.schema.CreateIndex(index))
+        self._deferred = []
 
     def load(self, table: sa.Table, rows: pa.Table) -> int:
         if rows.num_rows == 0:
