@@ -55,6 +55,20 @@ def pgbench_init(db_url: str, scale: int) -> tuple[int, float]:
     return rows, seconds
 
 
+def database_bytes(db_url: str) -> int:
+    """Size on disk of a database (tables, indexes, TOAST): the work a load leaves behind."""
+    import sqlalchemy as sa
+
+    from simulator.api.db import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+    finally:
+        engine.dispose()
+
+
 class PeakMemory:
     """Samples the memory of a process and all its children (hash workers) every 100 ms.
 
@@ -102,6 +116,24 @@ def seed(db_url: str, size: int, passwords: str) -> tuple[int, float, int, str]:
     return rows, seconds, peak, out
 
 
+def seed_without_hashing(db_url: str, size: int, passwords: str) -> tuple[int, float]:
+    """(rows, seconds) of the same seed with argon2 replaced by one fixed hash: where the time goes.
+
+    A diagnostic only (those accounts could not log in); the database is a scratch one.
+    """
+    from simulator.seed import hashing, seed_database
+
+    fixed = hashing.hash_many(["x"], ["x"], hashing.SEED_COST)[0]
+    original = hashing.PasswordHasherPool.submit
+    hashing.PasswordHasherPool.submit = lambda self, passwords, salt_keys: [fixed] * len(passwords)
+    try:
+        started = time.perf_counter()
+        result = seed_database(db_url, size=size, seed=1, mode="truncate", passwords_out=passwords, workers=1)
+        return result.total_rows, time.perf_counter() - started
+    finally:
+        hashing.PasswordHasherPool.submit = original
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default=os.environ.get("PRAKERJA_TEST_POSTGRES_URL", DEFAULT_PG))
@@ -113,13 +145,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
         with scratch_database(args.pg, prefix="bench_pgbench") as db:
             base_rows, base_s = pgbench_init(db, args.scale)
+            base_bytes = database_bytes(db)
         with scratch_database(args.pg, prefix="bench_seed") as db:
             rows, seconds, peak, summary = seed(db, args.size, os.path.join(tmp, "pw.csv"))
+            seed_bytes = database_bytes(db)
         base_rate, rate = base_rows / base_s, rows / seconds
         print(f"pgbench -i -s {args.scale}: {base_rows:,} rows in {base_s:.2f} s = {base_rate:,.0f} rows/s")
         print(f"seed-db --size {args.size:,}: {rows:,} rows in {seconds:.2f} s = {rate:,.0f} rows/s")
         print(f"  ({args.size / seconds:,.0f} applicants/s, peak memory {peak / 2**20:,.0f} MiB)")
         print(f"ratio seed-db / pgbench -i: {rate / base_rate:.2f} (goal >= 0.50)")
+        base_mbs, seed_mbs = base_bytes / base_s / 2**20, seed_bytes / seconds / 2**20
+        print(
+            f"  by bytes on disk (wider rows, more keys): pgbench {base_mbs:.1f} MiB/s, seed-db "
+            f"{seed_mbs:.1f} MiB/s, ratio {seed_mbs / base_mbs:.2f}"
+        )
+        with scratch_database(args.pg, prefix="bench_seed_nohash") as db:
+            bare_rows, bare_s = seed_without_hashing(db, args.size, os.path.join(tmp, "pw0.csv"))
+        bare_rate = bare_rows / bare_s
+        print(
+            f"  same seed with argon2 replaced by a fixed hash (diagnostic): {bare_rate:,.0f} rows/s, "
+            f"ratio {bare_rate / base_rate:.2f}; argon2 is {1 - rate / bare_rate:.0%} of the time"
+        )
         print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
         if args.million:
             with scratch_database(args.pg, prefix="bench_seed_1m") as db:
