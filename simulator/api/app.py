@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from typing import Annotated, Any
 
+import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +51,17 @@ from simulator.rules.upload import MAX_UPLOAD_BYTES, validate_upload
 
 access_logger = logging.getLogger("prakerja_sim.api.access")
 error_logger = logging.getLogger("prakerja_sim.api")
+
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Retry-safe key: the first answer to a request with this key is replayed to every retry",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+
+THREADPOOL_SIZE = 32
+"""Threads per worker for database work and hashing; the connection pool is sized to match."""
 
 MULTIPART_OVERHEAD = 64 * 1024
 """Room for multipart boundaries and part headers on top of the 2 MB file limit."""
@@ -316,7 +328,7 @@ async def _send_stored(send, status: int, body: bytes) -> None:  # noqa: ANN001
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (creating the schema if it is missing)."""
     settings = settings or Settings()
-    engine = create_schema(make_engine(settings.db_url))
+    engine = create_schema(make_engine(settings.db_url, pool_size=THREADPOOL_SIZE // 4))
     store = Store(engine, settings)
     registry = RegistryLink(settings)
     counter = OutcomeCounter(store)
@@ -330,6 +342,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await run_in_threadpool(counter.flush)
 
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
         task = asyncio.create_task(flush_forever())
         try:
             yield
@@ -751,6 +764,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         address = address.lower() if "@" in address else (_try_phone(address) or address)
         return JsonResponse({"messages": await run_in_threadpool(store.outbox, address)})
 
+    def openapi() -> dict[str, Any]:
+        # The Idempotency-Key header is handled by middleware, so FastAPI cannot see it: add it.
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            for path_item in schema["paths"].values():
+                for method in ("post", "put"):
+                    if method in path_item:
+                        path_item[method].setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     app.add_middleware(IdempotencyMiddleware, store=store)
     app.add_middleware(AccessLogMiddleware, counter=counter, log=settings.access_log)
     return app

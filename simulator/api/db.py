@@ -74,14 +74,14 @@ def make_engine(url: str | Path, *, pool_size: int = 8) -> Engine:
             normalized,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
             pool_size=pool_size,
-            max_overflow=pool_size * 2,
+            max_overflow=pool_size * 3,
         )
         _tune_sqlite(engine)
         return engine
     return create_engine(
         normalized,
         pool_size=pool_size,
-        max_overflow=pool_size * 2,
+        max_overflow=pool_size * 3,
         pool_pre_ping=False,
         pool_recycle=3600,
         # Every invariant is held by unique constraints and conditional UPDATEs, which READ
