@@ -7,7 +7,9 @@ transaction; nothing here commits. Rows are encoded column-wise (no Python loop 
 from __future__ import annotations
 
 import os
+import queue
 import tempfile
+import threading
 import warnings
 from typing import Protocol
 
@@ -347,3 +349,75 @@ class SqliteLoader:
 
     def close(self) -> None:
         return None
+
+
+# --- overlap ----------------------------------------------------------------------------------------
+
+
+class BackgroundLoader:
+    """Runs another loader's loads on one background thread, in order, so the database works on
+    chunk k while the main thread builds chunk k+1 (drivers and Arrow release the GIL while they
+    wait or encode). :meth:`flush` waits for every queued load and re-raises the first failure;
+    nothing else may use the connection until it has returned."""
+
+    def __init__(self, loader: Loader, *, depth: int = 16):
+        self.inner = loader
+        self.kind = loader.kind
+        self.method = loader.method
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="seed-loader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None and not self._stopping.is_set():
+                    table, rows = item
+                    self.inner.load(table, rows)
+            except BaseException as err:  # handed to the main thread by flush() / load()
+                self._error = err
+            finally:
+                self._queue.task_done()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def load(self, table: sa.Table, rows: pa.Table) -> int:
+        self._raise_failure()
+        if rows.num_rows:
+            self._queue.put((table, rows))
+        return rows.num_rows
+
+    def flush(self) -> None:
+        self._queue.join()
+        self._raise_failure()
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - defer_constraints, restore_constraints, emptied
+        attribute = getattr(self.inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def on_the_connection(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.flush()
+            return attribute(*args, **kwargs)
+
+        return on_the_connection
+
+    def close(self) -> None:
+        """Stop after the load in progress (queued ones are dropped), then close the inner loader."""
+        self._stopping.set()
+        while True:  # drop what is queued so the sentinel gets in
+            try:
+                self._queue.get_nowait()
+                self._queue.task_done()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        self._thread.join()
+        self.inner.close()

@@ -28,7 +28,7 @@ from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
 from simulator.progress import ProgressCallback
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 from simulator.seed.hashing import PasswordHasherPool, parse_cost
-from simulator.seed.loaders import Loader, make_loader
+from simulator.seed.loaders import BackgroundLoader, Loader, make_loader
 from simulator.seed.rows import RESIDENT_COLUMNS, SeedCursor, build_chunk, check_columns
 from simulator.seed.states import STATES, StateMix, parse_states
 from simulator.seed.target import POSTGRESQL, SQLITE, Target, connect, create_engine, parse_target
@@ -321,6 +321,8 @@ def _load(
             deferred = mode == TRUNCATE and hasattr(loader, "defer_constraints")
             if deferred:
                 loader.defer_constraints([t for t in _DATA_TABLES if t.name != "waves"])
+            # From here the connection belongs to the loader's thread until flush().
+            loader = BackgroundLoader(loader)
             pending = None
             chunk_index = 0
             residents_queue: list[pa.Table] = []
@@ -354,6 +356,7 @@ def _load(
                 result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
             if pending is not None:
                 _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk)
+            loader.flush()
             if deferred:
                 loader.restore_constraints()  # checks every key and foreign key over all rows at once
             if cursor.accounts == 0:
