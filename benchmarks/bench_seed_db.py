@@ -134,6 +134,24 @@ def seed_without_hashing(db_url: str, size: int, passwords: str) -> tuple[int, f
         hashing.PasswordHasherPool.submit = original
 
 
+def hash_rates(count: int = 20_000) -> tuple[float, float, int]:
+    """argon2id at seed-db's default cost: hashes/s on one process, and on the worker pool."""
+    from simulator.seed.hashing import SEED_COST, PasswordHasherPool, hash_many
+
+    passwords = [f"Sandi{i:06d}!" for i in range(count)]
+    keys = [f"bench:{i}" for i in range(count)]
+    started = time.perf_counter()
+    hash_many(passwords, keys, SEED_COST)
+    one = count / (time.perf_counter() - started)
+    with PasswordHasherPool(SEED_COST) as pool:
+        pool.collect(pool.submit(passwords[:100], keys[:100]))  # workers started
+        started = time.perf_counter()
+        pool.collect(pool.submit(passwords, keys))
+        many = count / (time.perf_counter() - started)
+        workers = pool.workers
+    return one, many, workers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default=os.environ.get("PRAKERJA_TEST_POSTGRES_URL", DEFAULT_PG))
@@ -142,6 +160,8 @@ def main() -> None:
     parser.add_argument("--million", action="store_true", help="also seed 1,000,000 applicants")
     args = parser.parse_args()
 
+    one, many, workers = hash_rates()
+    print(f"argon2id t=1 m=8KiB: {one:,.0f} hashes/s on 1 process, {many:,.0f}/s on {workers} processes")
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
         with scratch_database(args.pg, prefix="bench_pgbench") as db:
             base_rows, base_s = pgbench_init(db, args.scale)
