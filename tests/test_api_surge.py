@@ -47,8 +47,9 @@ def database(request):
         ready = seed_ready_accounts(db_url, SEEDED, prefix="ready")
         fresh = seed_ready_accounts(db_url, 12, prefix="fresh", first_index=1000, stage="email")
         checked = seed_ready_accounts(db_url, 12, prefix="checked", first_index=2000, stage="identity")
+        repeat = seed_ready_accounts(db_url, 1, prefix="repeat", first_index=4000, stage="email")
         seed_residents(db_url, [make_resident(3000)])
-        yield {"url": db_url, "ready": ready, "fresh": fresh, "checked": checked}
+        yield {"url": db_url, "ready": ready, "fresh": fresh, "checked": checked, "repeat": repeat}
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,37 @@ def test_concurrent_duplicate_account_nik_and_phone(server, database):
     )
     assert sorted(r.status_code for r in responses) == [202] + [409] * (len(headers) - 1)
     assert {code_of(r) for r in responses if r.status_code == 409} == {"PHONE_TAKEN"}
+
+
+def test_one_applicant_repeating_a_step_at_once_gets_the_same_answer(server, database):
+    # Double-clicks and client retries without a key: every copy is answered, none is a 5xx.
+    applicant = database["repeat"][0]
+    headers = login(server, applicant)
+    resident = make_resident(4000)
+    identity = {
+        "nik": resident["nik"],
+        "kk": resident["kk"],
+        "birth_date": resident["birth_date"].isoformat(),
+    }
+    profile = {"address": "Jl. Braga 5", "province_code": "32", "education": "SMA", "employment_status": "x"}
+    answers = {"answers": list("ABCDABCDABCDABCDAB")}
+    for method, path, body in [
+        ("PUT", "/v1/me/identity", identity),
+        ("PUT", "/v1/me/profile", profile),
+        ("POST", "/v1/me/test", answers),
+    ]:
+        responses = all_at_once(
+            [
+                (
+                    lambda m=method, p=path, b=body: requests.request(
+                        m, server + p, json=b, headers=headers, timeout=60
+                    )
+                )
+                for _ in range(8)
+            ]
+        )
+        assert {r.status_code for r in responses} == {200}, (path, [r.text for r in responses])
+    assert len({r.json()["score"] for r in responses}) == 1
 
 
 def test_idempotency_key_replays_the_first_answer(server):

@@ -120,7 +120,7 @@ class Store:
 
     def _store_idempotent(self, conn: Connection, scope: IdempotencyScope, status: int, payload: bytes):
         try:
-            with conn.begin_nested() if conn.dialect.name != "sqlite" else _null():
+            with _savepoint(conn):
                 conn.execute(
                     insert(t.idempotency_keys).values(
                         key=scope.key,
@@ -473,11 +473,12 @@ class Store:
                     return Reply(200, {"nik": nik, "kk": kk, "verified": True})
                 raise ApiError(Reason.NIK_ALREADY_REGISTERED, "this account already has another NIK verified")
             try:
-                conn.execute(
-                    insert(t.identities).values(
-                        account_id=account_id, nik=nik, kk=kk, birth_date=birth_date, checked_at=now
+                with _savepoint(conn):
+                    conn.execute(
+                        insert(t.identities).values(
+                            account_id=account_id, nik=nik, kk=kk, birth_date=birth_date, checked_at=now
+                        )
                     )
-                )
             except IntegrityError as err:
                 if _is_unique_violation(err, "nik"):
                     raise ApiError(
@@ -498,7 +499,8 @@ class Store:
             ).rowcount
             if not done:
                 try:
-                    conn.execute(insert(t.profiles).values(account_id=account_id, **values))
+                    with _savepoint(conn):
+                        conn.execute(insert(t.profiles).values(account_id=account_id, **values))
                 except IntegrityError:  # a concurrent first save of the same profile won; ours updates it
                     conn.execute(
                         update(t.profiles).where(t.profiles.c.account_id == account_id).values(**values)
@@ -557,11 +559,12 @@ class Store:
         def work(conn: Connection) -> Reply:
             now = utcnow()
             try:
-                conn.execute(
-                    insert(t.test_results).values(
-                        account_id=account_id, answers=answers, score=score, completed_at=now
+                with _savepoint(conn):
+                    conn.execute(
+                        insert(t.test_results).values(
+                            account_id=account_id, answers=answers, score=score, completed_at=now
+                        )
                     )
-                )
             except IntegrityError:
                 pass  # taken before: the first result stands (no retakes)
             row = conn.execute(select(t.test_results).where(t.test_results.c.account_id == account_id)).one()
@@ -804,6 +807,13 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def _savepoint(conn: Connection):  # noqa: ANN202 - a context manager
+    """A SAVEPOINT around a statement that may hit a unique constraint, where the transaction
+    goes on after it: PostgreSQL aborts the whole transaction on an error otherwise. SQLite
+    (and MariaDB) undo just the failed statement, so they need none."""
+    return conn.begin_nested() if conn.dialect.name == "postgresql" else _null()
 
 
 def _error_body(reason: Reason, message: str) -> dict[str, Any]:
