@@ -357,6 +357,7 @@ class ArrivalGenerator:
         self.reporter: gevent.Greenlet | None = None
         self.dropped = 0
         self.finished = False
+        self.final_sent = False
         runner = environment.runner
         runner.register_message(MSG_PREPARE, self.on_prepare)
         runner.register_message(MSG_GO, self.on_go)
@@ -415,6 +416,8 @@ class ArrivalGenerator:
         )
         self.dropped = 0
         self.finished = False
+        self.final_sent = False
+        self.t0_perf = 0.0
         self.journeys = Group()
 
     def on_go(self, environment: Any, msg: Any, **_kw: Any) -> None:
@@ -470,8 +473,9 @@ class ArrivalGenerator:
             self.reporter.kill(block=False)
 
     def _finish(self) -> None:
-        if self.metrics is None:
+        if self.metrics is None or self.final_sent:
             return
+        self.final_sent = True
         self._stop_everything()
         not_started = len(self.plans) - int(self.metrics.series["started"].sum()) - self.dropped
         self.send(
@@ -485,9 +489,10 @@ class ArrivalGenerator:
         )
 
     def on_test_stopping(self, environment: Any, **_kw: Any) -> None:
-        # Stopped from the web UI or by Ctrl-C: nothing may keep running.
-        if self.metrics is not None and not self.finished:
-            self._stop_everything()
+        # Stopped from the web UI or by Ctrl-C: nothing may keep running, and what was measured
+        # goes to the master (which waits a little for it) before this process ends.
+        if self.metrics is not None and self.t0_perf and not self.final_sent:
+            self._finish()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -578,10 +583,11 @@ class SurgeController:
         """Stopped early (Ctrl-C, the web UI's stop): collect what the workers measured so far."""
         if self.state not in ("preparing", "running", "finishing"):
             return
+        was, self.state = self.state, "stopping"  # stop() may fire this again while we wait
         self.interrupted = True
-        if self.state == "running":
+        if was == "running":
             self._send_all(MSG_FINISH, {})
-        deadline = time.monotonic() + (0.0 if self.state == "preparing" else 15.0)
+        deadline = time.monotonic() + (0.0 if was == "preparing" else 15.0)
         while len(self.finals) < len(self.workers) and time.monotonic() < deadline:
             gevent.sleep(0.1)
         self._write_results()

@@ -66,8 +66,10 @@ def reconcile(
     ``before`` / ``after`` are ``/v1/admin/stats`` bodies (None when the target has no such
     endpoint: then nothing can be reconciled, and the report says so).
     """
-    if before is None or after is None or "steps" not in before or "steps" not in after:
+    if before is None or "steps" not in before:
         return Reconciliation(False, "the target does not offer /v1/admin/stats")
+    if after is None or "steps" not in after:
+        return Reconciliation(False, "the target stopped answering /v1/admin/stats after the run")
     result = Reconciliation(True)
     for step, key in STEP_COMMITS.items():
         if key not in after["steps"]:

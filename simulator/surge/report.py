@@ -257,7 +257,8 @@ def _throughput_section(data: dict[str, Any]) -> report_lib.Section:
         ax.plot(_seconds_axis(series), series, label=name, linewidth=1.2)
     ax.set_xlabel("harness seconds")
     ax.set_ylabel("responses per second")
-    ax.legend(loc="upper right", fontsize="x-small", ncol=2)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize="x-small", ncol=2)
     return report_lib.Section("Throughput per step", figures=[report_lib.figure_svg(fig)])
 
 

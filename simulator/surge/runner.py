@@ -29,7 +29,7 @@ from typing import Any
 
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
-from simulator.surge.reconcile import reconcile
+from simulator.surge.reconcile import Reconciliation, reconcile
 from simulator.surge.scenario import Faults, Scenario, load_scenario
 from simulator.surge.schedule import build_schedule
 from simulator.surge.thresholds import evaluate, exit_code
@@ -346,7 +346,11 @@ def run_surge(options: SurgeOptions, *, say=print) -> SurgeResult:
     raw = json.loads(raw_path.read_text(encoding="utf-8"))
     if raw["status"] == "failed":
         raise SimulatorError(f"the surge could not run: {raw['error']}")
-    after = fetch_stats(host)
+    try:
+        after = fetch_stats(host)
+    except TargetUnavailable as err:  # the surge may have brought it down: still report the run
+        say(f"after the run: {err}")
+        after = None
     result = assemble(
         scenario,
         raw,
@@ -393,6 +397,12 @@ def assemble(
         quota=scenario.scaled_quota,
         selection=scenario.wave.selection,
     )
+    reported, workers = len(raw.get("workers_reported") or []), raw.get("workers") or 0
+    if reported < workers:
+        # Without every load generator's counts, server rows cannot be matched to client answers.
+        reconciliation = Reconciliation(
+            False, f"only {reported} of {workers} load generators reported their measurements"
+        )
     run_length = raw["schedule"]["length_s"] if raw.get("schedule") else scenario.replay.harness_length_s
     thresholds = evaluate(scenario.slo, metrics, reconciliation, run_length, raw.get("not_started", 0))
     code = exit_code(thresholds)
