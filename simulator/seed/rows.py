@@ -265,9 +265,7 @@ def build_chunk(
     )
 
     # --- waves: joins (with roll-overs) and recipients ---------------------------------------------
-    tables["wave_joins"] = _wave_joins(
-        account_id, wave, carried, joined_at, is_recipient, calendar, cursor, timeline
-    )
+    tables["wave_joins"] = _wave_joins(account_id, wave, carried, joined_at, is_recipient, calendar, cursor)
     tables["recipients"] = _recipients(
         applicants, account_id, recipient_rows, state, wave, months, calendar, timeline, rng
     )
@@ -534,7 +532,6 @@ def _wave_joins(
     is_recipient: np.ndarray,
     calendar: WaveCalendar,
     cursor: SeedCursor,
-    timeline: _Timeline,
 ) -> pa.Table:
     """One row per join: recipients in the wave that picked them, joiners in the open wave (and,
     when rolled over, a not-selected row in the wave they came from)."""
