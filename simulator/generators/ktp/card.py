@@ -126,7 +126,7 @@ def _static_layers(scale: float) -> tuple[Image.Image, Image.Image, Image.Image,
     if scale == 1.0:
         return printed_ground(), specimen_mask(), band_text_mask(), card_alpha()
     size = (round(CARD_W * scale), round(CARD_H * scale))
-    ground = printed_ground().resize(size, Image.Resampling.LANCZOS)
+    ground = printed_ground().resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     mark = specimen_mask().resize(size, Image.Resampling.BILINEAR)
     band = band_text_mask().resize(size, Image.Resampling.BILINEAR)  # (mostly empty: only its band is pasted)
     outline = Image.new("L", size, 0)

@@ -149,13 +149,14 @@ def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, s
 
 def render_too_large(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
     """A lossless PNG export of a phone photo: noisy pixels barely compress, so it runs to megabytes."""
-    size = ((2048, 1536), (2112, 1188), (1536, 2048))[int(rng.integers(3))]
+    size = ((1600, 1200), (1920, 1080), (1200, 1600))[int(rng.integers(3))]
     shot = photo.plan_shot(rng, size)
     image = photo.photograph(person, shot, rng)
     data = photo.encode(image, "png")
-    if len(data) <= MAX_UPLOAD_BYTES:  # an unusually flat scene: a larger export is over for sure
-        image = image.resize((size[0] * 3 // 2, size[1] * 3 // 2), Image.Resampling.NEAREST)
-        data = photo.encode(image, "png")
+    if len(data) <= MAX_UPLOAD_BYTES:  # an unusually flat scene: the same export, uncompressed
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", compress_level=0)
+        data = buffer.getvalue()
     return data, "png", image.size
 
 
