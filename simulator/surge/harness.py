@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import signal
 import sys
 import time
 import uuid
@@ -67,6 +69,7 @@ START_MARGIN_S = 1.0  # GO carries a start time this far ahead, so every worker 
 PREPARE_TIMEOUT_S = 600.0
 FINAL_TIMEOUT_S = 60.0
 RETRIABLE = (0, 429, 500, 502, 503, 504)
+LOCAL_WORKERS_ENV = "PRAKERJA_SURGE_LOCAL_WORKERS"
 
 
 def add_arguments(parser: Any) -> None:
@@ -359,6 +362,10 @@ class ArrivalGenerator:
         self.finished = False
         self.final_sent = False
         runner = environment.runner
+        if isinstance(runner, WorkerRunner) and os.environ.get(LOCAL_WORKERS_ENV):
+            # Forked by a master on this machine (--processes): Ctrl-C reaches the whole process
+            # group, and the master alone must handle it, collecting our measurements first.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         runner.register_message(MSG_PREPARE, self.on_prepare)
         runner.register_message(MSG_GO, self.on_go)
         runner.register_message(MSG_FINISH, self.on_finish)
@@ -445,6 +452,7 @@ class ArrivalGenerator:
         metrics = self.metrics
         return {
             "index": self.index,
+            "at_s": time.perf_counter() - self.t0_perf,
             "started": int(metrics.series["started"].sum()),
             "late": int(metrics.series["late"].sum()),
             "dropped": self.dropped,
@@ -493,6 +501,7 @@ class ArrivalGenerator:
         # goes to the master (which waits a little for it) before this process ends.
         if self.metrics is not None and self.t0_perf and not self.final_sent:
             self._finish()
+            gevent.sleep(0.5)  # let the message leave before Locust closes this worker's socket
 
 
 # ------------------------------------------------------------------------------------------------
@@ -652,7 +661,9 @@ class SurgeController:
         for p in self.progress.values():
             for k, v in p["journeys"].items():
                 journeys[k] = journeys.get(k, 0) + v
-        due = int(np.searchsorted(self.schedule.starts_s, elapsed, side="right"))
+        # Counts are as of each worker's last report (up to a second old): compare like with like.
+        as_of = min((p.get("at_s", elapsed) for p in self.progress.values()), default=elapsed)
+        due = int(np.searchsorted(self.schedule.starts_s, as_of, side="right"))
         requests = total("requests")
         _say(
             f"[{max(elapsed, 0):6.1f}s/{self.schedule.length_s:.0f}s] "

@@ -34,6 +34,8 @@ from simulator.surge.scenario import Faults, Scenario, load_scenario
 from simulator.surge.schedule import build_schedule
 from simulator.surge.thresholds import evaluate, exit_code
 
+LOCAL_WORKERS_ENV = "PRAKERJA_SURGE_LOCAL_WORKERS"  # same name as in harness.py (which imports Locust)
+
 
 @dataclass
 class SurgeOptions:
@@ -257,9 +259,12 @@ def worker_command(master_host: str, master_port: int | None = None, processes: 
     return cmd
 
 
-def _run_locust(cmd: list[str]) -> int:
+def _run_locust(cmd: list[str], local_workers: bool = False) -> int:
     """Run Locust in the foreground; Ctrl-C reaches it too, and it gets time to write its results."""
-    process = subprocess.Popen(cmd)
+    env = dict(os.environ)
+    if local_workers:
+        env[LOCAL_WORKERS_ENV] = "1"  # its forked workers leave Ctrl-C to their master
+    process = subprocess.Popen(cmd, env=env)
     try:
         return process.wait()
     except KeyboardInterrupt:
@@ -334,7 +339,7 @@ def run_surge(options: SurgeOptions, *, say=print) -> SurgeResult:
     started = time.time()
     interrupted = False
     try:
-        code = _run_locust(cmd)
+        code = _run_locust(cmd, local_workers=bool(options.processes))
     except KeyboardInterrupt:
         interrupted, code = True, 130
     if not raw_path.is_file():
