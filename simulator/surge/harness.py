@@ -172,6 +172,7 @@ class JourneyUser(FastHttpUser):
         self.auth: dict[str, str] = {}
         self.account_id: str | None = None
         self.current_step = STEPS[0]
+        self.pending: str | None = None  # the request on the wire, if any
         self.ktp_attempt = 0
 
     @task
@@ -199,6 +200,8 @@ class JourneyUser(FastHttpUser):
             outcome = over.outcome
         except gevent.GreenletExit:
             outcome = "unfinished"
+            if self.pending is not None:  # stopped mid-request: the server may have committed it
+                metrics.unknown[self.pending] += 1
             raise
         finally:
             metrics.record_journey(outcome, self.current_step, scheduled, self.now())
@@ -267,9 +270,11 @@ class JourneyUser(FastHttpUser):
         kwargs: dict[str, Any],
     ) -> tuple[Answer, str, float, float]:
         sent = self.now()
+        self.pending = name
         with self.client.request(
             method, path, name=name, headers=headers, catch_response=True, **kwargs
         ) as response:
+            self.pending = None
             end = self.now()
             status = response.status_code or 0
             content = response.content if status else None
