@@ -446,7 +446,8 @@ def _load_residents(loader: Loader, residents: pa.Table, source: str, result: Se
             "is_priority": flag("is_priority", "priority"),
         }
     )
-    loaded = loader.load(schema.residents, rows)
+    # In key order: each B-tree insert lands next to the previous one.
+    loaded = loader.load(schema.residents, rows.sort_by("nik"))
     result.rows["residents"] += loaded
     return loaded
 
