@@ -102,8 +102,10 @@ def card_text(person: Mapping[str, Any], issue_date: dt.date) -> CardText:
     if missing:
         raise InvalidInputFile(f"resident row {person.get('nik', '?')}: missing {', '.join(missing)}")
     nik = str(person["nik"]).strip()
-    if len(nik) != 16 or not nik.isdigit():
-        raise InvalidInputFile(f"resident row: nik {nik!r} is not 16 digits")
+    # A resident's NIK has 16 digits; an applicant row may carry a mistyped one (15 or 17), which the
+    # card then shows as given. Anything else cannot be printed as a NIK.
+    if not nik.isdigit() or not 12 <= len(nik) <= 20:
+        raise InvalidInputFile(f"resident row: nik {nik!r} is not a NIK (16 digits expected)")
     birth = _as_date(person["birth_date"], nik)
     province = _strip_prefix(_text(person, "province"), ("PROVINSI ",))
     regency = _text(person, "regency")
