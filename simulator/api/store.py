@@ -83,11 +83,6 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _is_unique_violation(err: IntegrityError, *names: str) -> bool:
-    text = str(err.orig).lower()
-    return any(name in text for name in names)
-
-
 class Store:
     """The registration flow's data operations. Thread-safe; each call is one transaction."""
 
@@ -480,12 +475,18 @@ class Store:
                         )
                     )
             except IntegrityError as err:
-                if _is_unique_violation(err, "nik"):
-                    raise ApiError(
-                        Reason.NIK_ALREADY_REGISTERED, "another account already holds this NIK"
-                    ) from err
-                # The same account submitted twice at once and the other request won.
-                return Reply(200, {"nik": nik, "kk": kk, "verified": True})
+                # Either this account won a concurrent copy of this request, or the NIK is taken.
+                held = conn.execute(
+                    select(t.identities.c.nik).where(t.identities.c.account_id == account_id)
+                ).scalar_one_or_none()
+                if held == nik:
+                    return Reply(200, {"nik": nik, "kk": kk, "verified": True})
+                raise ApiError(
+                    Reason.NIK_ALREADY_REGISTERED,
+                    "this account already has another NIK verified"
+                    if held
+                    else "another account holds this NIK",
+                ) from err
             return Reply(200, {"nik": nik, "kk": kk, "verified": True, "checked_at": now.isoformat() + "Z"})
 
         return self.write(work)
