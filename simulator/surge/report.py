@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from simulator import report as report_lib
-from simulator.surge.metrics import OTP_POLL, REQUEST_NAMES, SurgeMetrics, histogram_summary
+from simulator.surge.metrics import REQUEST_NAMES, SurgeMetrics, histogram_summary
 from simulator.surge.reconcile import Reconciliation
 from simulator.surge.scenario import STEPS, Scenario, scenario_to_dict
 from simulator.surge.schedule import ArrivalCurve
@@ -219,6 +219,11 @@ def _verdict_section(data: dict[str, Any]) -> report_lib.Section:
     return report_lib.Section("Verdict", html=text, tables=tables)
 
 
+def _in_flow_order(by_name: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Items keyed by step / request name in the order of the flow (report.json sorts its keys)."""
+    return [(name, by_name[name]) for name in REQUEST_NAMES if name in by_name]
+
+
 def _seconds_axis(values: list) -> np.ndarray:
     return np.arange(len(values))
 
@@ -251,8 +256,9 @@ def _arrivals_section(data: dict[str, Any]) -> report_lib.Section:
 def _throughput_section(data: dict[str, Any]) -> report_lib.Section:
     fig = report_lib.new_figure()
     ax = fig.add_subplot()
-    for name, series in data["throughput_per_second"].items():
-        if name == OTP_POLL:
+    for name in STEPS:
+        series = data["throughput_per_second"].get(name)
+        if series is None:
             continue
         ax.plot(_seconds_axis(series), series, label=name, linewidth=1.2)
     ax.set_xlabel("harness seconds")
@@ -264,7 +270,7 @@ def _throughput_section(data: dict[str, Any]) -> report_lib.Section:
 
 def _latency_section(data: dict[str, Any]) -> report_lib.Section:
     rows = []
-    for name, step in data["steps"].items():
+    for name, step in _in_flow_order(data["steps"]):
         lat, svc = step["latency_ms"], step["service_ms"]
         rows.append(
             {
@@ -312,13 +318,14 @@ def _latency_section(data: dict[str, Any]) -> report_lib.Section:
 
 def _funnel_section(data: dict[str, Any]) -> report_lib.Section:
     j = data["journeys"]
-    funnel = j["funnel"]
+    steps = [step for step in STEPS if step in j["funnel"]]  # flow order (report.json sorts keys)
     fig = report_lib.new_figure()
     ax = fig.add_subplot()
-    ax.barh(list(reversed(funnel)), list(reversed(funnel.values())), color="#1f77b4")
+    ax.barh(steps[::-1], [j["funnel"][step] for step in steps[::-1]], color="#1f77b4")
     ax.set_xlabel("applicants who got past the step")
     rows = [
-        {"step": step, **{k: v for k, v in outcomes.items()}} for step, outcomes in j["stopped_at"].items()
+        {"step": step, **{k: v for k, v in outcomes.items()}}
+        for step, outcomes in _in_flow_order(j["stopped_at"])
     ]
     outcome_columns = sorted({k for row in rows for k in row if k != "step"})
     table = report_lib.html_table(
@@ -338,7 +345,7 @@ def _funnel_section(data: dict[str, Any]) -> report_lib.Section:
 def _errors_section(data: dict[str, Any]) -> report_lib.Section:
     rows = [
         {"step": step, "answer": outcome, "count": n}
-        for step, outcomes in data["errors"].items()
+        for step, outcomes in _in_flow_order(data["errors"])
         for outcome, n in outcomes.items()
     ]
     tables = (
