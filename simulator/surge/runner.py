@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
+from simulator.progress import progress_bar
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
 from simulator.surge.reconcile import Reconciliation, reconcile
 from simulator.surge.scenario import Faults, Scenario, load_scenario
@@ -293,7 +294,8 @@ def prepare_population(scenario: Scenario, options: SurgeOptions, out: Path) -> 
 
     size = len(build_schedule(scenario)) + options.skip_applicants
     target = out / "population"
-    write_population(target, size, scenario.seed, fmt="parquet")
+    with progress_bar(size, "population") as advance:
+        write_population(target, size, scenario.seed, fmt="parquet", progress=advance)
     return str(target.resolve()), True
 
 
