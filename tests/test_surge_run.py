@@ -252,3 +252,19 @@ def test_demo_runs_on_embedded_defaults(tmp_path):
     assert not list(tmp_path.glob("prakerja-demo-*")), (
         "the demo left temporary files in the working directory"
     )
+
+
+def test_faults_become_reference_api_settings():
+    import math
+
+    from simulator.api.settings import Settings
+    from simulator.surge.runner import fault_serve_options, fault_settings
+    from simulator.surge.scenario import Faults, load_scenario
+
+    settings = Settings.from_mapping(fault_settings(load_scenario("dukcapil-slow").faults))
+    assert settings.registry_error_rate == 0.05
+    assert settings.registry_latency.kind == "lognormal" and settings.registry_latency.a == 600
+    # The log-normal's p99 is the scenario's: median * exp(z99 * sigma).
+    assert 600 * math.exp(2.3263 * settings.registry_latency.b) == pytest.approx(6000, rel=1e-3)
+    options = fault_serve_options(Faults(sms_loss_rate=0.1, email_delay_s=2.0))
+    assert options == ["--sms-loss-rate", "0.1", "--email-delay", "lognormal:2000,0.5"]

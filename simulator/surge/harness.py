@@ -122,6 +122,7 @@ class Answer:
     code: str | None
     content: bytes | None
     expected: bool  # a refusal the applicant's data predicts
+    retry_after: float | None = None  # seconds, from a Retry-After header
 
     @property
     def ok(self) -> bool:
@@ -131,6 +132,13 @@ class Answer:
     def body(self) -> Any:
         """The JSON body, parsed only when a step needs it (most never look)."""
         return _parse_json(self.content)
+
+
+def _seconds(header: str | None) -> float | None:
+    try:
+        return min(float(header), 300.0) if header else None
+    except ValueError:
+        return None  # an HTTP date: rare from APIs, and a person would not parse it either
 
 
 def _parse_json(content: bytes | None) -> Any:
@@ -244,7 +252,10 @@ class JourneyUser(FastHttpUser):
             self.generator.metrics.record_request(name, intended, sent, end, label, unexpected)
             if unexpected and answer.status in RETRIABLE and self.retries_left > 0:
                 self.retries_left -= 1
-                intended = end + float(self.generator.plans.backoff_s[self.row, self.retries_used % 8])
+                # A person pauses before trying again; a server that says how long (Retry-After,
+                # in real seconds: server policies are not compressed) is listened to.
+                pause = float(self.generator.plans.backoff_s[self.row, self.retries_used % 8])
+                intended = end + max(pause, answer.retry_after or 0.0)
                 self.retries_used += 1
                 self.sleep_until(intended)
                 continue
@@ -279,9 +290,11 @@ class JourneyUser(FastHttpUser):
             status = response.status_code or 0
             content = response.content if status else None
             code = None
+            retry_after = None
             if not status:
                 code = "CONNECTION_ERROR"
             elif status >= 400:
+                retry_after = _seconds(response.headers.get("Retry-After") if response.headers else None)
                 body = _parse_json(content)
                 code = body.get("error", {}).get("code") if isinstance(body, dict) else None
                 code = code or "HTTP_ERROR"
@@ -291,7 +304,7 @@ class JourneyUser(FastHttpUser):
             else:
                 response.failure(f"{status} {code}")
         label = str(status) if code is None else f"{status} {code}"
-        return Answer(status, code, content, expected), label, sent, end
+        return Answer(status, code, content, expected, retry_after), label, sent, end
 
     def _expected_refusal(self, code: str | None, expect: str | None) -> bool:
         if code is None:

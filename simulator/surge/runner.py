@@ -14,6 +14,7 @@ import contextlib
 import importlib.resources
 import ipaddress
 import json
+import math
 import os
 import signal
 import socket
@@ -156,30 +157,25 @@ def open_wave(host: str, scenario: Scenario) -> str:
 def fault_serve_options(faults: Faults) -> list[str]:
     """The ``prakerja-sim serve`` options that inject these faults into the reference API."""
     options = []
-    if faults.dukcapil_latency_ms or faults.dukcapil_latency_p99_ms:
-        options += ["--registry-latency", registry_latency(faults)]
-    if faults.dukcapil_error_rate:
-        options += ["--registry-error-rate", f"{faults.dukcapil_error_rate:g}"]
-    if faults.sms_delay_s:
-        options += ["--sms-delay", f"lognormal:{faults.sms_delay_s * 1000:g},0.5"]
-    if faults.sms_loss_rate:
-        options += ["--sms-loss-rate", f"{faults.sms_loss_rate:g}"]
-    if faults.email_delay_s:
-        options += ["--email-delay", f"lognormal:{faults.email_delay_s * 1000:g},0.5"]
+    for name, value in fault_settings(faults).items():
+        options += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float) else value]
     return options
 
 
 def fault_settings(faults: Faults) -> dict[str, Any]:
-    """The same faults as ``running_server(**settings)`` keywords."""
-    names = {
-        "--registry-latency": "registry_latency",
-        "--registry-error-rate": "registry_error_rate",
-        "--sms-delay": "sms_delay",
-        "--sms-loss-rate": "sms_loss_rate",
-        "--email-delay": "email_delay",
-    }
-    options = fault_serve_options(faults)
-    return {names[options[i]]: options[i + 1] for i in range(0, len(options), 2)}
+    """The same faults as ``running_server(**settings)`` keywords (reference API ``Settings`` names)."""
+    settings: dict[str, Any] = {}
+    if faults.dukcapil_latency_ms or faults.dukcapil_latency_p99_ms:
+        settings["registry_latency"] = registry_latency(faults)
+    if faults.dukcapil_error_rate:
+        settings["registry_error_rate"] = float(faults.dukcapil_error_rate)
+    if faults.sms_delay_s:
+        settings["sms_delay"] = f"lognormal:{faults.sms_delay_s * 1000:g},0.5"
+    if faults.sms_loss_rate:
+        settings["sms_loss_rate"] = float(faults.sms_loss_rate)
+    if faults.email_delay_s:
+        settings["email_delay"] = f"lognormal:{faults.email_delay_s * 1000:g},0.5"
+    return settings
 
 
 def registry_latency(faults: Faults) -> str:
@@ -188,7 +184,7 @@ def registry_latency(faults: Faults) -> str:
     p99 = faults.dukcapil_latency_p99_ms
     if p99 is None or median <= 0:
         return f"fixed:{max(median, p99 or 0):g}"
-    sigma = 0.0 if p99 <= median else (__import__("math").log(p99 / median) / 2.3263)
+    sigma = 0.0 if p99 <= median else math.log(p99 / median) / 2.3263  # z of the 99th percentile
     return f"lognormal:{median:g},{sigma:.4f}"
 
 
