@@ -6,6 +6,7 @@ One place decides how SQLite, PostgreSQL and MariaDB are opened so the store and
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -131,15 +132,42 @@ def _retryable(err: exc.DBAPIError) -> bool:
     return "database is locked" in str(orig)
 
 
+_lock_files: dict[tuple[int, str], int] = {}
+
+
+@contextlib.contextmanager
+def _cross_process_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<database>.writelock`` held around each SQLite write.
+
+    SQLite's own busy handler makes a waiting process sleep and retry (1 ms, 2 ms, ... up to
+    100 ms), so with several workers a lock that is free again after half a millisecond is
+    noticed late: throughput drops and p99 grows. The kernel hands a flock to the next waiter
+    at once. The file is opened once per process: a descriptor inherited across fork would
+    share the lock instead of excluding.
+    """
+    database = engine.url.database or ""
+    key = (os.getpid(), database)
+    fd = _lock_files.get(key)
+    if fd is None:
+        fd = os.open(database + ".writelock", os.O_RDWR | os.O_CREAT, 0o644)
+        _lock_files[key] = fd
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
 @contextlib.contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One short write transaction: committed on exit, rolled back on any exception.
 
-    On SQLite it is ``BEGIN IMMEDIATE`` behind a per-process lock. Callers that can be retried
-    safely use `run_write` instead, which retries deadlocks and serialization failures.
+    On SQLite it is ``BEGIN IMMEDIATE`` behind a per-process lock and a cross-process file lock.
+    Callers that can be retried safely use `run_write`, which retries deadlocks and
+    serialization failures.
     """
     if engine.dialect.name == "sqlite":
-        with _sqlite_write_lock, engine.connect() as conn:
+        with _sqlite_write_lock, _cross_process_lock(engine), engine.connect() as conn:
             conn = conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
