@@ -268,3 +268,68 @@ def test_faults_become_reference_api_settings():
     assert 600 * math.exp(2.3263 * settings.registry_latency.b) == pytest.approx(6000, rel=1e-3)
     options = fault_serve_options(Faults(sms_loss_rate=0.1, email_delay_s=2.0))
     assert options == ["--sms-loss-rate", "0.1", "--email-delay", "lognormal:2000,0.5"]
+
+
+def test_locustfile_runs_from_locusts_web_ui(tmp_path, population):
+    import time
+    import urllib.parse
+    import urllib.request
+
+    from simulator.surge.runner import locustfile_path, open_wave
+    from simulator.surge.scenario import load_scenario
+
+    web_port = free_port()
+    out = tmp_path / "webui"
+    with running_server(registry_dir=population, password_cost=0) as host:
+        open_wave(host, load_scenario(scenario_file(tmp_path)))  # what `surge` does before Locust
+        locust = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(locustfile_path()),
+                "--host",
+                host,
+                "--web-host",
+                "127.0.0.1",
+                "--web-port",
+                str(web_port),
+                "--surge-scenario",
+                str(scenario_file(tmp_path)),
+                "--surge-population",
+                str(population),
+                "--surge-out",
+                str(out),
+                "--surge-progress",
+                "0",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # wait for the web UI, then press "start" as a user would
+                try:
+                    form = urllib.parse.urlencode({"user_count": 1, "spawn_rate": 1, "host": host}).encode()
+                    with urllib.request.urlopen(
+                        f"http://127.0.0.1:{web_port}/swarm", data=form, timeout=5
+                    ) as r:
+                        assert json.load(r)["success"]
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, "Locust's web UI did not come up"
+                    time.sleep(0.5)
+            raw = out / "surge-raw.json"
+            while not raw.is_file():
+                assert time.monotonic() < deadline + 60, "the web UI run never finished"
+                time.sleep(0.5)
+        finally:
+            locust.terminate()
+            _, stderr = locust.communicate(timeout=30)
+    results = json.loads(raw.read_text(encoding="utf-8"))
+    assert results["status"] == "complete", stderr[-2000:]
+    journeys = results["metrics"]["journeys"]
+    assert sum(journeys.values()) == results["schedule"]["count"] and journeys.get("completed", 0) > 5
+    assert results["metrics"]["acknowledged"].get("join", 0) >= 1  # people got into the wave
