@@ -68,12 +68,16 @@ def test_strings_keep_their_leading_zeros_in_text_formats(tmp_path):
     assert isinstance(first["fate_email_verified"], bool) and isinstance(first["applicant_id"], int)
 
 
-def test_files_are_byte_identical_whatever_the_number_of_workers(tmp_path):
-    one = write_population(tmp_path / "one", SIZE, 9, fmt="csv", workers=1, chunk_rows=CHUNK)
-    two = write_population(tmp_path / "two", SIZE, 9, fmt="csv", workers=2, chunk_rows=CHUNK)
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_files_are_byte_identical_whatever_the_number_of_workers(tmp_path, fmt):
+    one = write_population(tmp_path / "one", SIZE, 9, fmt=fmt, workers=1, chunk_rows=CHUNK)
+    two = write_population(tmp_path / "two", SIZE, 9, fmt=fmt, workers=2, chunk_rows=CHUNK)
     assert one == two
-    for name in ("residents.csv", "applicants.csv", "manifest.json"):
+    for name in (f"residents.{fmt}", f"applicants.{fmt}", "manifest.json"):
         assert sha(tmp_path / "one" / name) == sha(tmp_path / "two" / name)
+    # Workers hand chunks over in shared memory; nothing is left behind.
+    if os.path.isdir("/dev/shm"):
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith("psim-")]
 
 
 def test_shards_together_are_exactly_the_unsharded_population(tmp_path, reference):
@@ -257,3 +261,23 @@ def test_nik_serials_stay_unique_where_districts_and_birth_dates_collide_often()
     assert prefixes.most_common(1)[0][1] >= 2  # the case that needs serials really occurs
     serials = [int(n[12:]) for n in niks]
     assert min(serials) == 1 and max(serials) < 9000
+
+
+def test_a_failed_parallel_write_leaves_no_files_and_no_shared_memory(tmp_path, monkeypatch):
+    from simulator.io import population as io
+
+    real = io._StreamFile.write
+    calls = []
+
+    def failing(self, data):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(io._StreamFile, "write", failing)
+    with pytest.raises(OSError, match="No space"):
+        write_population(tmp_path, 6_000, 1, fmt="csv", workers=2, chunk_rows=CHUNK)
+    assert os.listdir(tmp_path) == []
+    if os.path.isdir("/dev/shm"):
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith("psim-")]

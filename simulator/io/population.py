@@ -13,9 +13,11 @@ import json
 import multiprocessing
 import os
 import re
+import secrets
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
+from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -101,13 +103,14 @@ def encode_jsonl(table: pa.Table) -> bytes:
     parts.append(closing + "}\n")
     lines = pc.binary_join_element_wise(*parts, "")
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=lines.offset * 4)
-    return lines.buffers()[2].to_pybytes()[offsets[0]:offsets[-1]]
+    return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
 
 
-def encode_csv(table: pa.Table, header: bool) -> bytes:
+def encode_csv(table: pa.Table, header: bool) -> pa.Buffer:
+    """RFC 4180 CSV (strings quoted, so leading zeros survive spreadsheets' guessing)."""
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=header))
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
 def _encode_chunk(plan: PopulationPlan, k: int, fmt: str, header: bool) -> tuple[int, dict[str, object]]:
@@ -135,9 +138,88 @@ def _worker_init(plan: PopulationPlan) -> None:
     region_tables()  # load the region lookups once per worker, before the first chunk
 
 
-def _worker_encode(args: tuple[int, str, bool]) -> tuple[int, dict[str, object]]:
+def _shared_name(run: str, k: int, table: str) -> str:
+    return f"psim-{run}-{k}-{table}"
+
+
+def _worker_encode(args: tuple[int, str, bool, str]) -> tuple[int, dict[str, tuple[str, int]]]:
+    """Encode chunk ``k`` and hand each table's bytes over in shared memory.
+
+    Sending ~80 MB through the pool's pipe costs the main process more CPU than making the chunk;
+    shared memory costs it one read. The main process owns (and unlinks) each block.
+    """
     assert _WORKER_PLAN is not None
-    return _encode_chunk(_WORKER_PLAN, *args)
+    k, fmt, header, run = args
+    persons, encoded = _encode_chunk(_WORKER_PLAN, k, fmt, header)
+    handles = {}
+    for name, payload in encoded.items():
+        if isinstance(payload, pa.Table):
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, payload.schema) as stream:
+                stream.write_table(payload)
+            payload = sink.getvalue()
+        view = memoryview(payload).cast("B")  # Arrow buffers export signed bytes
+        block = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True,
+                                           size=max(len(view), 1))
+        block.buf[:len(view)] = view
+        block.close()
+        resource_tracker.unregister(block._name, "shared_memory")  # noqa: SLF001 - the main process owns it
+        handles[name] = (block.name, len(view))
+    return persons, handles
+
+
+class _SharedBytes:
+    """Encoded bytes a worker left in shared memory: ``with`` it to get a view; then it is freed."""
+
+    def __init__(self, name: str, size: int):
+        self.name, self.size = name, size
+        self._block: shared_memory.SharedMemory | None = None
+        self._view: memoryview | None = None
+
+    def __enter__(self) -> memoryview:
+        self._block = shared_memory.SharedMemory(name=self.name)
+        self._view = self._block.buf[:self.size]
+        return self._view
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._block is not None and self._view is not None
+        self._view.release()
+        self._block.close()
+        self._block.unlink()
+        self.name = ""
+
+    def discard(self) -> None:
+        """Free the block if it was never read (a write abandoned half-way)."""
+        if self.name:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                block = shared_memory.SharedMemory(name=self.name)
+                block.close()
+                block.unlink()
+            self.name = ""
+
+
+def _take_shared(handle: tuple[str, int], fmt: str) -> object:
+    """The payload a worker left in shared memory: a table for parquet, else a :class:`_SharedBytes`."""
+    name, size = handle
+    if fmt != "parquet":
+        return _SharedBytes(name, size)
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        data = bytes(block.buf[:size])  # a copy, so the table does not pin the block
+    finally:
+        block.close()
+        block.unlink()
+    return pa.ipc.open_stream(data).read_all()
+
+
+def _free_shared(run: str, chunks: list[int]) -> None:
+    """Unlink the blocks of chunks still in flight when a write is abandoned."""
+    for k in chunks:
+        for name in TABLES:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                block = shared_memory.SharedMemory(name=_shared_name(run, k, name))
+                block.close()
+                block.unlink()
 
 
 def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
@@ -149,19 +231,25 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
             yield _encode_chunk(plan, k, fmt, k == first)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of pyarrow's thread pools
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(plan,)) as pool:
-        pending: deque = deque()
-        todo = iter(chunks)
-        for k in todo:
-            pending.append(pool.apply_async(_worker_encode, ((k, fmt, k == first),)))
-            if len(pending) > workers:
-                break
-        while pending:
-            result = pending.popleft().get()
-            k = next(todo, None)
-            if k is not None:
-                pending.append(pool.apply_async(_worker_encode, ((k, fmt, k == first),)))
-            yield result
+    run = f"{os.getpid()}-{secrets.token_hex(4)}"
+    pending: deque = deque()
+    try:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(plan,)) as pool:
+            todo = iter(chunks)
+            for k in todo:
+                pending.append((k, pool.apply_async(_worker_encode, ((k, fmt, k == first, run),))))
+                if len(pending) > workers:
+                    break
+            while pending:
+                persons, handles = pending[0][1].get()
+                pending.popleft()
+                k = next(todo, None)
+                if k is not None:
+                    pending.append((k, pool.apply_async(_worker_encode, ((k, fmt, k == first, run),))))
+                yield persons, {name: _take_shared(handle, fmt) for name, handle in handles.items()}
+    finally:
+        if pending:  # abandoned (an error, or the consumer stopped): free what workers left behind
+            _free_shared(run, [k for k, _ in pending])
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -229,6 +317,22 @@ def _hash_file(path: Path) -> hashlib._Hash:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest
+
+
+def _write_chunk(files: dict[str, _StreamFile], encoded: dict[str, object], persons: int,
+                 rows: dict[str, int]) -> None:
+    for name in TABLES:
+        payload = encoded[name]
+        if isinstance(payload, pa.Table):
+            files[name].write_table(payload)  # type: ignore[attr-defined]
+            rows[name] += payload.num_rows
+        elif isinstance(payload, _SharedBytes):
+            with payload as view:
+                files[name].write(view)
+            rows[name] += persons
+        else:
+            files[name].write(payload)  # type: ignore[arg-type]
+            rows[name] += persons
 
 
 def _refuse_other_populations(out: Path, own_manifest: str, seed: int, size: int, shard_count: int,
@@ -307,14 +411,12 @@ def write_population(
             target = out / names[name]
             files[name] = _ParquetFile(target, SCHEMAS[name]) if fmt == "parquet" else _StreamFile(target)
         for persons, encoded in _encoded_chunks(plan, chunks, fmt, workers):
-            for name in TABLES:
-                payload = encoded[name]
-                if isinstance(payload, pa.Table):
-                    files[name].write_table(payload)  # type: ignore[attr-defined]
-                    rows[name] += payload.num_rows
-                else:
-                    files[name].write(payload)
-                    rows[name] += persons
+            try:
+                _write_chunk(files, encoded, persons, rows)
+            finally:
+                for payload in encoded.values():
+                    if isinstance(payload, _SharedBytes):
+                        payload.discard()
             if progress is not None:
                 progress(persons)
         for name in TABLES:
