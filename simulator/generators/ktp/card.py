@@ -150,16 +150,22 @@ def render_card(person: Mapping[str, Any], rng: np.random.Generator, scale: floa
     def sized(kind: str, size: float):
         return font(kind, max(6, round(size * scale)))
 
-    header = sized("bold", 30)
-    draw.text(at(CARD_W / 2 - 60, 40), text.province, font=header, fill=INK, anchor="mm")
-    draw.text(at(CARD_W / 2 - 60, 80), text.regency, font=header, fill=INK, anchor="mm")
+    def stamp(xy: tuple[float, float], value: str, kind: str, size: float, anchor: str) -> None:
+        # Values shared by many cards (region names, religion, status, ...) are rasterised once.
+        mask, (left, top) = _text_mask(value, kind, max(6, round(size * scale)), anchor)
+        card.paste(INK, (round(xy[0] + left), round(xy[1] + top)), mask)
+
+    stamp(at(CARD_W / 2 - 60, 40), text.province, "bold", 30, "mm")
+    stamp(at(CARD_W / 2 - 60, 80), text.regency, "bold", 30, "mm")
     draw.text(at(layout.COLON_X - 96, 136), text.nik, font=sized("bold", 54), fill=INK, anchor="lm")
 
     for (label, value), (_, y) in zip(text.rows, _row_positions(), strict=True):
         if label == "Gol. Darah":  # printed at the right end of the Jenis Kelamin line
-            draw.text(at(652, y), value, font=sized("regular", 21), fill=INK, anchor="lm")
+            stamp(at(652, y), value, "regular", 21, "lm")
+        elif label in SHARED_VALUES:
+            stamp(at(layout.VALUE_X, y), value, "regular", _fitting_size(value, 21, VALUE_WIDTH), "lm")
         else:
-            size = _fitting_size(value, 21, layout.VALUE_MAX_X - layout.VALUE_X)
+            size = _fitting_size(value, 21, VALUE_WIDTH)
             draw.text(at(layout.VALUE_X, y), value, font=sized("regular", size), fill=INK, anchor="lm")
 
     box = layout.PORTRAIT_BOX
@@ -173,13 +179,7 @@ def render_card(person: Mapping[str, Any], rng: np.random.Generator, scale: floa
     card.paste(portrait, box_px[:2])
     box_mid = (box[0] + box[2]) / 2
     place_size = _fitting_size(text.issue_place, 19, box[2] - box[0] + 20)
-    draw.text(
-        at(box_mid, layout.ISSUE_TEXT_Y + 12),
-        text.issue_place,
-        font=sized("regular", place_size),
-        fill=INK,
-        anchor="mm",
-    )
+    stamp(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm")
     draw.text(
         at(box_mid, layout.ISSUE_TEXT_Y + 40),
         text.issue_date,
@@ -193,6 +193,32 @@ def render_card(person: Mapping[str, Any], rng: np.random.Generator, scale: floa
     band_top = int((CARD_H - 52) * scale)
     card.paste((255, 255, 255), (0, band_top), band.crop((0, band_top, band.width, band.height)))
     return card
+
+
+SHARED_VALUES = frozenset(
+    {
+        "Jenis Kelamin",
+        "Kel/Desa",
+        "Kecamatan",
+        "Agama",
+        "Status Perkawinan",
+        "Pekerjaan",
+        "Kewarganegaraan",
+        "Berlaku Hingga",
+    }
+)
+"""Fields whose printed values repeat across many cards: drawn from a cache of rasterised text."""
+VALUE_WIDTH = layout.VALUE_MAX_X - layout.VALUE_X
+
+
+@functools.lru_cache(maxsize=8192)
+def _text_mask(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image, tuple[int, int]]:
+    """``value`` rasterised once as an 8-bit mask, with its offset from the anchor point."""
+    face = font(kind, size)
+    left, top, right, bottom = face.getbbox(value, anchor=anchor)
+    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
+    ImageDraw.Draw(mask).text((-left, -top), value, font=face, fill=255, anchor=anchor)
+    return mask, (left, top)
 
 
 def card_outline(size: tuple[int, int]) -> Image.Image:
@@ -239,6 +265,7 @@ def printed_ground() -> Image.Image:
     return ground
 
 
+@functools.lru_cache(maxsize=8192)
 def _fitting_size(value: str, start: int, limit: float) -> int:
     # Long names and addresses shrink (as the printer does) rather than run into the photo box;
     # measured at full scale so every ladder scale prints the same layout.
