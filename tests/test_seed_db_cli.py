@@ -52,6 +52,8 @@ def test_seeds_a_sqlite_file_and_prints_the_summary(capsys, tmp_path):
         (["--size", "10", "--password-cost", "7"], "password cost"),
         (["--size", "10", "--as-of", "yesterday"], "--as-of"),
         (["--size", "10", "--shard", "3/2"], "--shard"),
+        # everyone selected: the population's defective and ineligible people cannot be
+        (["--size", "400", "--states", "selected=1", "--workers", "1"], "are allowed there"),
     ],
 )
 def test_bad_options_end_in_one_clear_line(capsys, tmp_path, args, fragment):
