@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,7 +296,7 @@ def prepare_population(scenario: Scenario, options: SurgeOptions, out: Path) -> 
     return str(target.resolve()), True
 
 
-def run_surge(options: SurgeOptions, *, say=print) -> SurgeResult:
+def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> SurgeResult:
     """Run the scenario against the host and write ``report.json`` / ``report.html`` into ``out``.
 
     Returns the result with the exit code the thresholds decide (0 pass, 1 breached). User errors
