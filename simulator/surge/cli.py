@@ -17,7 +17,7 @@ from simulator.errors import InvalidOption
     epilog="""\b
 Examples:
   prakerja-sim surge --scenario smoke --host http://127.0.0.1:8000 --population pop --out report
-  prakerja-sim surge --scenario wave-11 --host http://127.0.0.1:8000 --processes 2 --out wave11
+  prakerja-sim surge --scenario wave-11 --host http://127.0.0.1:8000 --population pop --processes 2
   prakerja-sim surge --scenario wave-11 --host URL --master --expect-workers 4 --out wave11
   prakerja-sim surge --worker --master-host 10.0.0.5          (on each load-generator machine)
 \b
@@ -46,7 +46,7 @@ Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 targe
 )
 @click.option(
     "--processes",
-    type=int,
+    type=click.IntRange(min=0),
     default=0,
     help="Load-generator processes on this machine (Locust --processes): a master and N workers.",
 )
