@@ -435,3 +435,21 @@ def test_openapi_document_lists_every_path_of_the_contract(api):
         assert path in spec["paths"], path
     stats_schema = spec["components"]["schemas"]["Stats"]
     assert {"steps", "outcomes", "waves"} <= set(stats_schema["properties"])
+
+
+def test_sms_codes_are_limited_per_phone_across_resends(api):
+    applicant = api.as_new()
+    applicant.sign_up("sms-limit@example.co.id")
+    assert applicant.identity(RESIDENTS[9]).status_code == 200
+    phone = "081355550009"
+    verify = "/v1/me/phone/verify"
+    for _round in range(2):  # a new code resets the per-code count (5), not the per-phone one (10/hour)
+        assert applicant.call("POST", "/v1/me/phone", json={"phone": phone}).status_code == 202
+        wrong = f"{(int(applicant.latest_code(phone)) + 1) % 1_000_000:06d}"
+        codes = [code_of(applicant.call("POST", verify, json={"code": wrong})) for _ in range(5)]
+        assert codes == ["OTP_INVALID"] * 5
+    assert applicant.call("POST", "/v1/me/phone", json={"phone": phone}).status_code == 202
+    r = applicant.call("POST", verify, json={"code": applicant.latest_code(phone)})
+    assert r.status_code == 429 and code_of(r) == "OTP_TOO_MANY_ATTEMPTS", (
+        "10 wrong codes for this phone this hour"
+    )
