@@ -157,3 +157,15 @@ def test_an_applicant_who_never_confirmed_the_email_is_asked_to(api):
     assert status == 409 and body["error"]["code"] == "STEP_INCOMPLETE"
     status, body = call(base, "POST", "/v1/sessions", {"email": user["email"], "password": "wrong-password"})
     assert status == 401
+
+
+def test_an_applicant_who_never_confirmed_the_email_carries_on_with_a_new_code(api):
+    base, users = api
+    user = users["registered"][1]
+    status, body = call(base, "POST", f"/v1/accounts/{user['account_id']}/email/resend")
+    assert status in (200, 202), body
+    _, outbox = call(base, "GET", "/v1/sandbox/outbox?to=" + user["email"])
+    code = outbox["messages"][0]["code"]
+    status, body = call(base, "POST", f"/v1/accounts/{user['account_id']}/email/verify", {"code": code})
+    assert status == 200, body
+    login(base, user)
