@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -136,9 +137,17 @@ def _static_layers(scale: float) -> tuple[Image.Image, Image.Image, Image.Image,
     return ground, mark, band, outline
 
 
-def render_card(person: Mapping[str, Any], rng: np.random.Generator, scale: float = 1.0) -> Image.Image:
+def person_rng(person: Mapping[str, Any]) -> np.random.Generator:
+    """The card's own randomness (portrait, signature, issue date) comes from the person, not the photo:
+    every upload of one person shows the same card."""
+    key = f"{person.get('nik', '')}|{person.get('full_name', '')}|{person.get('birth_date', '')}"
+    return np.random.default_rng(zlib.crc32(key.encode()))
+
+
+def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     """Draw one resident's e-KTP as a flat RGB image at the ladder scale nearest ``scale`` (1.0 = 300 dpi)."""
     scale = scale_bucket(scale)
+    rng = person_rng(person)
     text = layout.card_text(person, issue_date_for(person, rng))
     ground, mark, band, _ = _static_layers(scale)
     card = ground.copy()

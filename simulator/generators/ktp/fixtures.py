@@ -143,10 +143,9 @@ def load_people(pop_dir: str | os.PathLike[str], limit: int | None = None) -> li
     if not path.is_dir():
         raise InvalidInputFile(f"{path}: not a population directory (expected residents/applicants files)")
     residents = read_table(path, "residents")
-    try:
-        applicants = read_table(path, "applicants")
-    except InvalidInputFile:
-        applicants = None
+    # A registry-only directory renders every resident; a broken applicants file is an error, not a fallback.
+    has_applicants = any(path.glob("applicants.*")) or any(path.glob("applicants.shard-*"))
+    applicants = read_table(path, "applicants") if has_applicants else None
     people = people_from_tables(residents, applicants)
     if not people:
         raise InvalidInputFile(

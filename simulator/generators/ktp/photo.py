@@ -139,7 +139,7 @@ def photograph(
     """
     light_dir = int(rng.integers(len(_LIGHT_DIRECTIONS)))
     frame = surface(shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light)
-    card = render_card(person, rng, card_width_in(shot.quad) / CARD_W)
+    card = render_card(person, card_width_in(shot.quad) / CARD_W)
     if card_filter is not None:
         card = card_filter(card)
     elif shot.card_blur > 0:

@@ -121,7 +121,7 @@ def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, s
     size = photo.pick_resolution(rng)
     page = Image.new("L", size, int(rng.integers(226, 246)))
     shot = photo.plan_shot(rng, size)
-    card = render_card(person, rng, photo.card_width_in(shot.quad) / CARD_W)
+    card = render_card(person, photo.card_width_in(shot.quad) / CARD_W)
     card = ImageOps.autocontrast(card.convert("L"), cutoff=2)
     card = card.point(lambda v: 0 if v < 90 else min(255, int(v * 1.15)))
     rgb_page = Image.merge("RGB", (page, page, page))
