@@ -127,3 +127,15 @@ def test_serve_bad_database_and_registry_are_one_line_errors(tmp_path):
     assert run.returncode == 2 and "population directory" in run.stderr and "Traceback" not in run.stderr
     run = _serve("--db", str(tmp_path / "x.db"), "--registry-latency", "lognormal:5")
     assert run.returncode == 2 and "--registry-latency" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_settings_from_mapping_converts_numbers_given_as_text():
+    settings = Settings.from_mapping(
+        {"registry_error_rate": "0.25", "sms_loss_rate": " 0.1", "password_cost": "0", "fault_seed": "3"}
+    )
+    assert (settings.registry_error_rate, settings.sms_loss_rate) == (0.25, 0.1)
+    assert (settings.password_cost, settings.fault_seed) == (0, 3)
+    with pytest.raises(InvalidOption, match="sms-loss-rate: expected a float"):
+        Settings.from_mapping({"sms_loss_rate": "lots"})
+    with pytest.raises(InvalidOption, match="rate in"):
+        Settings.from_mapping({"registry_error_rate": "1.5"})

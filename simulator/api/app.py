@@ -43,8 +43,8 @@ from simulator.api.store import (
     current_idempotency,
     worker_name,
 )
-from simulator.generators.contact import TYPO_DOMAINS
 from simulator.rules.eligibility import resident_eligibility
+from simulator.rules.email import TYPO_DOMAIN_SET
 from simulator.rules.nik import NikError, parse_kk, parse_nik
 from simulator.rules.reasons import ACCEPT, Reason
 from simulator.rules.upload import MAX_UPLOAD_BYTES, validate_upload
@@ -72,7 +72,7 @@ TEST_ANSWER_KEY = "BCADDBACBDCABDACBD"
 EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}$")
 # Misspellings of the big webmail domains (the population generator's list, so its
 # email_typo_domain defects are exactly what is refused): the OTP could never arrive.
-EMAIL_DOMAIN_TYPOS: frozenset[str] = frozenset(TYPO_DOMAINS)
+EMAIL_DOMAIN_TYPOS: frozenset[str] = TYPO_DOMAIN_SET
 PHONE_RE = re.compile(r"^08[1-9][0-9]{7,10}$")
 """Indonesian mobile: 08xx, 10-13 digits with the leading 0 (domain.md)."""
 

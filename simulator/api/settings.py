@@ -126,9 +126,29 @@ class Settings:
                 values[name] = Delay.parse(str(values[name]), name.replace("_", "-"))
         if isinstance(values.get("reference_date"), str):
             values["reference_date"] = dt.date.fromisoformat(values["reference_date"])
+        # Numbers may come as text (CLI strings, environment, scenario files): convert them here
+        # so a rate of "0.1" is checked like 0.1 instead of failing in a comparison later.
+        for name, kind in _NUMBERS.items():
+            value = values.get(name)
+            if isinstance(value, str):
+                try:
+                    values[name] = kind(value.strip())
+                except ValueError:
+                    raise InvalidOption(
+                        f"{name.replace('_', '-')}: expected a {kind.__name__}, got {value!r}"
+                    ) from None
         return cls(**values)
 
     @classmethod
     def from_env(cls) -> Settings:
         text = os.environ.get(ENV_VAR)
         return cls.from_json(text) if text else cls()
+
+
+
+_NUMBERS: dict[str, type] = {
+    f.name: int if "int" in str(f.type) else float
+    for f in dataclasses.fields(Settings)
+    if str(f.type).split(" ")[0] in ("float", "int")
+}
+"""Numeric settings by name and type, for converting text values in `Settings.from_mapping`."""

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simulator.generators.columns import choice, digits, digits_varwidth, join, take
+from simulator.rules.email import TYPO_DOMAINS  # the rule lives with the other rules
 
 # Operators' share of Indonesian mobile subscriptions, 2020 (operators' annual reports:
 # Telkomsel ~170M, Indosat ~60M, XL Axiata ~58M, Hutchison Tri ~40M, Smartfren ~30M; rounded),
@@ -36,11 +37,6 @@ EMAIL_PROVIDERS: dict[str, float] = {
     "gmail.com": 0.82, "yahoo.com": 0.07, "yahoo.co.id": 0.035, "ymail.com": 0.01, "hotmail.com": 0.02,
     "outlook.com": 0.02, "icloud.com": 0.01, "rocketmail.com": 0.005, "live.com": 0.01,
 }
-# Domains one slip of the finger away from a real provider: the OTP email never arrives.
-TYPO_DOMAINS: tuple[str, ...] = (
-    "gmial.com", "gmail.co", "gmai.com", "gmail.con", "gamil.com", "gnail.com", "yaho.com",
-    "yahoo.co", "hotmial.com", "gmail.cm", "gmal.com", "yahoo.co.od",
-)
 # How a local part is made from the name: first.last, firstlast, first_last, first, initial+last,
 # last.first. Shares are an assumption.
 EMAIL_PATTERNS: dict[str, float] = {
