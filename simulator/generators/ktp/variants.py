@@ -135,14 +135,11 @@ def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, s
     streak_layer = Image.fromarray(streak.astype(np.uint8), "L").resize(size, Image.Resampling.BILINEAR)
     grey = ImageChops.subtract(grey, streak_layer)
     if rng.random() < 0.5:
-        image = grey.convert("RGB")
-        # A faint warm cast from room light: still far below a colour photo's chroma.
-        image = ImageChops.multiply(image, Image.new("RGB", size, (255, 250, 242)))
-    else:
+        # Photographed in room light: a faint warm cast and sensor noise, far below a colour photo's chroma.
+        image = ImageChops.multiply(grey.convert("RGB"), Image.new("RGB", size, (255, 252, 246)))
+        image = photo.add_noise(image, float(rng.uniform(2, 4)), rng)
+    else:  # scanned: a greyscale file
         image = grey
-    image = (
-        photo.add_noise(image.convert("RGB"), float(rng.uniform(2, 4)), rng) if image.mode == "RGB" else image
-    )
     data = photo.encode(image, "jpeg", quality=int(rng.integers(70, 90)))
     return data, "jpg", size
 
