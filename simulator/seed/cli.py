@@ -12,6 +12,7 @@ import click
 
 from simulator.errors import InvalidOption
 from simulator.progress import progress_bar
+from simulator.seed.hashing import DEFAULT_DISTINCT_PASSWORDS
 from simulator.seed.runner import (
     APPEND,
     DEFAULT_CHUNK_ROWS,
@@ -57,8 +58,21 @@ from simulator.seed.states import PROFILES
     show_default=True,
     help="argon2id cost: 'min' (t=1, m=8 KiB) or one of the API's levels 0-4.",
 )
+@click.option(
+    "--distinct-passwords",
+    default=str(DEFAULT_DISTINCT_PASSWORDS),
+    show_default=True,
+    help="Seeds of more people than N share a pool of N test passwords (each hashed once); "
+    "'all': every account keeps the population's own password.",
+)
 @click.option("--workers", type=int, default=None, help="Hashing processes (default: one per CPU).")
-@click.option("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, show_default=True, help="Rows per chunk.")
+@click.option(
+    "--chunk-rows",
+    type=int,
+    default=DEFAULT_CHUNK_ROWS,
+    show_default=True,
+    help="Rows read at a time (the database does not depend on it).",
+)
 @click.option(
     "--passwords-out", default=None, help="CSV of plain passwords (default: beside the SQLite file)."
 )
@@ -76,6 +90,7 @@ def seed_db(
     as_of: str | None,
     open_days: float,
     password_cost: str,
+    distinct_passwords: str,
     workers: int | None,
     chunk_rows: int,
     passwords_out: str | None,
@@ -96,8 +111,8 @@ def seed_db(
             result = seed_database(
                 db, size=size, seed=seed, shard=shard_pair, population_dir=population_dir, states=states,
                 mode=mode, wave=wave, as_of=as_of_time, open_days=open_days, password_cost=password_cost,
-                workers=workers, chunk_rows=chunk_rows, passwords_out=passwords_out,
-                allow_remote=allow_remote, progress=advance,
+                distinct_passwords=distinct_passwords, workers=workers, chunk_rows=chunk_rows,
+                passwords_out=passwords_out, allow_remote=allow_remote, progress=advance,
             )  # fmt: skip
     except KeyboardInterrupt:
         click.echo("interrupted: the transaction was rolled back, the database is as it was", err=True)
@@ -150,6 +165,11 @@ def _print_summary(result: SeedResult) -> None:
     click.echo(
         f"  {result.total_rows:,} rows in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s); "
         f"passwords {result.password_cost} on {result.hash_workers} process(es)",
+        file=out,
+    )
+    click.echo(
+        f"  passwords: {result.passwords}; {result.passwords_hashed:,} distinct hashed in "
+        f"{result.hash_seconds:.1f} s of waiting",
         file=out,
     )
     click.echo(f"plain passwords of the test users: {result.passwords_file}", file=out)

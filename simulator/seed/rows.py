@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 from simulator.rules.reasons import ACCEPT, Reason
+from simulator.seed.hashing import PasswordChoice
 from simulator.seed.states import (
     DEPTH,
     INCENTIVE_MONTHS_SHARES,
@@ -116,14 +117,14 @@ class ChunkRows:
 
     tables: dict[str, pa.Table]
     credentials: pa.Table  # plain passwords and where each test user stands
-    passwords: list[str]
-    salt_keys: list[str]
+    passwords: pa.Array  # each account's plain password, in row order
 
-    def with_hashes(self, hashes: list[str]) -> dict[str, pa.Table]:
+    def with_hashes(self, hashes: pa.Array | list[str]) -> dict[str, pa.Table]:
         accounts = self.tables["accounts"]
         index = accounts.schema.get_field_index("password_hash")
         tables = dict(self.tables)
-        tables["accounts"] = accounts.set_column(index, "password_hash", pa.array(hashes, pa.string()))
+        hashes = hashes if isinstance(hashes, pa.Array) else pa.array(hashes, pa.string())
+        tables["accounts"] = accounts.set_column(index, "password_hash", hashes)
         return tables
 
 
@@ -152,14 +153,21 @@ def build_chunk(
     calendar: WaveCalendar,
     cursor: SeedCursor,
     source: str,
+    choice: PasswordChoice | None = None,
 ) -> ChunkRows:
-    """Rows for one chunk of applicants; advances ``cursor`` (counts, join orders, KK ledger)."""
+    """Rows for one block of applicants; advances ``cursor`` (counts, join orders, KK ledger).
+
+    Every draw comes from a generator keyed by the seed and the block's first applicant id (its
+    index when ids are not numbers), so a block comes out the same however the input was read.
+    """
     check_columns(applicants, APPLICANT_COLUMNS, source)
     caps = depth_caps(applicants.column("expected_outcome"))
     applicants = applicants.filter(pa.array(caps >= 0))
     caps = caps[caps >= 0]
     n = applicants.num_rows
-    rng = np.random.default_rng([seed, 7, chunk_index])
+    numeric_ids = _numeric_ids(applicants.column("applicant_id"))
+    block_key = int(numeric_ids[0]) if numeric_ids is not None and n else chunk_index
+    rng = np.random.default_rng([seed, 7, 1 if numeric_ids is not None else 0, block_key])
 
     counts = mix.chunk_counts(cursor.states, cursor.accounts + n)
     kk = _kk_numbers(applicants.column("kk"), source)
@@ -271,13 +279,19 @@ def build_chunk(
     )
     cursor.ledger.add(kk[recipient_rows])
 
+    own = applicants.column("password").cast(pa.string())
+    if choice is None or choice.pool is None:
+        plain = own.combine_chunks() if isinstance(own, pa.ChunkedArray) else own
+    else:  # ids that are not numbers: the account's position in the run instead
+        keys = numeric_ids if numeric_ids is not None else cursor.accounts - n + np.arange(n)
+        plain = choice.plain(own, keys)
     state_names = pa.array(np.array([s.value for s in STATES], dtype=object)[state], pa.string())
     credentials = pa.table(
         {
             "account_id": account_id,
             "applicant_id": applicants.column("applicant_id").cast(pa.string()),
             "email": email,
-            "password": applicants.column("password").cast(pa.string()),
+            "password": plain,
             "state": state_names,
             "wave": pa.array(np.where(wave > 0, wave, 0), pa.int64()).cast(pa.string()),
             "incentive_months_paid": pa.array(months, pa.int64()),
@@ -294,9 +308,7 @@ def build_chunk(
         "wave",
         pc.if_else(pc.equal(wave_text, "0"), "", wave_text),
     )
-    passwords = applicants.column("password").cast(pa.string()).to_pylist()
-    salt_keys = pc.binary_join_element_wise(str(seed), account_id, ":").to_pylist()
-    return ChunkRows(tables=tables, credentials=credentials, passwords=passwords, salt_keys=salt_keys)
+    return ChunkRows(tables=tables, credentials=credentials, passwords=plain)
 
 
 # --- states -----------------------------------------------------------------------------------------
@@ -357,11 +369,8 @@ def _account_ids(applicant_id: pa.ChunkedArray | pa.Array, source: str) -> pa.Ar
     """``seed-`` and the applicant id zero-padded to 12 digits: unique, and increasing with the
     applicant id, so B-tree primary keys (InnoDB's clustered index above all) grow at the end
     instead of splitting pages all over."""
-    try:
-        ids = pc.cast(applicant_id, pa.int64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        ids = None
-    if ids is None or (ids < 0).any() or (ids >= 10**12).any():
+    ids = _numeric_ids(applicant_id)
+    if ids is None:
         # not a number we can pad: keep the population's own id text
         return pc.binary_join_element_wise("seed-", applicant_id.cast(pa.string()), "")
     digits = (ids[:, None] // 10 ** np.arange(11, -1, -1, dtype=np.int64) % 10 + 48).astype(np.uint8)
@@ -369,6 +378,19 @@ def _account_ids(applicant_id: pa.ChunkedArray | pa.Array, source: str) -> pa.Ar
     data = np.concatenate([np.broadcast_to(prefix, (ids.size, 5)), digits], axis=1).ravel()
     offsets = np.arange(0, 17 * (ids.size + 1), 17, dtype=np.int32)
     return pa.StringArray.from_buffers(ids.size, pa.py_buffer(offsets), pa.py_buffer(data.tobytes()))
+
+
+def _numeric_ids(applicant_id: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+    """Applicant ids as numbers 0..10**12-1, or None when they are not all such numbers."""
+    if applicant_id.null_count:
+        return None
+    try:
+        ids = pc.cast(applicant_id, pa.int64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if (ids < 0).any() or (ids >= 10**12).any():
+        return None
+    return ids
 
 
 def group_rank(keys: np.ndarray) -> np.ndarray:

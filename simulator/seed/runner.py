@@ -27,7 +27,7 @@ from simulator.api import schema
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
 from simulator.progress import ProgressCallback
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
-from simulator.seed.hashing import PasswordHasherPool, parse_cost
+from simulator.seed.hashing import HashBook, PasswordChoice, PasswordHasherPool, parse_cost, parse_distinct
 from simulator.seed.loaders import BackgroundLoader, Loader, make_loader
 from simulator.seed.rows import RESIDENT_COLUMNS, SeedCursor, build_chunk, check_columns
 from simulator.seed.states import STATES, StateMix, parse_states
@@ -37,7 +37,10 @@ from simulator.seed.waves import WaveCalendar, make_calendar
 TRUNCATE = "truncate"
 APPEND = "append"
 
-DEFAULT_CHUNK_ROWS = 20_000  # small enough that hashing one chunk overlaps loading the one before
+DEFAULT_CHUNK_ROWS = 20_000  # rows read from the population at a time
+BLOCK_ROWS = 20_000
+"""Applicants per block: rows are built block by block (states drawn, timelines, hashes), blocks
+cut at fixed positions of the input, so the database does not depend on ``--chunk-rows``."""
 DEFAULT_WAVE = 11  # the morning of wave 11 (2 Nov 2020), right after the 30 Oct 2020 funnel
 
 # Tables a seed fills or empties, parents first. schema_meta is the schema's own.
@@ -60,6 +63,8 @@ class SeedResult:
     hash_workers: int = 1
     seconds: float = 0.0
     hash_seconds: float = 0.0
+    passwords_hashed: int = 0
+    passwords: str = ""  # how passwords were chosen, for the summary
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -87,6 +92,12 @@ class PopulationSource:
             if self.directory
             else f"generated population (size {self.size}, seed {self.seed})"
         )
+
+    def applicants(self) -> int | None:
+        """The size of the whole population (every shard: they choose passwords alike), if known."""
+        if self.directory is not None:
+            return applicants_in(self.directory)
+        return self.size
 
     def parts(self, chunk_rows: int) -> Iterator[tuple[str, pa.Table]]:
         """``("residents", table)`` and ``("applicants", table)`` parts, streamed.
@@ -128,8 +139,10 @@ def seed_database(
     as_of: dt.datetime | None = None,
     open_days: float = 7.0,
     password_cost: str | int | None = None,
+    distinct_passwords: str | int | None = None,
     workers: int | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    block_rows: int = BLOCK_ROWS,
     passwords_out: str | os.PathLike[str] | None = None,
     allow_remote: bool = False,
     progress: ProgressCallback | None = None,
@@ -142,17 +155,24 @@ def seed_database(
 
     ``mode``: ``"truncate"`` empties the schema's tables first (in the same transaction),
     ``"append"`` adds to what is there (the open wave and calendar are read from the database);
-    ``None`` refuses a database that already holds accounts. ``on_chunk(i)`` is called after each
-    chunk is loaded (tests use it to interrupt a run). Returns what was done.
+    ``None`` refuses a database that already holds accounts. ``distinct_passwords``: a pool size,
+    or ``"all"`` (each applicant keeps the population's password); runs no bigger than the pool
+    keep their own. ``chunk_rows`` is how many rows are read at a time; the rows are built in
+    blocks of ``block_rows`` (the same blocks whatever ``chunk_rows`` and ``workers``).
+    ``on_chunk(i)`` is called after block ``i`` is loaded (tests use it to interrupt a run).
+    Returns what was done.
     """
     target = parse_target(db, allow_remote=allow_remote)
     source = _source(size, seed, population_dir, shard)
     mix = states if isinstance(states, StateMix) else parse_states(states)
     cost = parse_cost(password_cost)
+    distinct = parse_distinct(distinct_passwords)
     if mode not in (None, TRUNCATE, APPEND):
         raise InvalidOption(f"mode must be {TRUNCATE!r} or {APPEND!r}, got {mode!r}")
     if chunk_rows < 100:
         raise InvalidOption(f"--chunk-rows must be at least 100, got {chunk_rows}")
+    if block_rows < 100:
+        raise InvalidOption(f"block_rows must be at least 100, got {block_rows}")
     if workers is not None and workers < 1:
         raise InvalidOption(f"--workers must be at least 1, got {workers}")
     as_of = _as_of(as_of)
@@ -171,10 +191,11 @@ def seed_database(
         created = [t for t in _DATA_TABLES if t.name not in before]
         if "schema_meta" not in before:
             created.append(schema.schema_meta)
+        choice = PasswordChoice.for_run(source.seed, distinct, source.applicants())
         try:
             result = _load(
-                engine, target, source, mix, cost, mode or TRUNCATE, wave, as_of, open_days,
-                workers, chunk_rows, passwords_path, progress, on_chunk,
+                engine, target, source, mix, cost, choice, mode or TRUNCATE, wave, as_of, open_days,
+                workers, chunk_rows, block_rows, passwords_path, progress, on_chunk,
             )  # fmt: skip
         except BaseException as err:
             if created:
@@ -282,12 +303,14 @@ def _load(
     source: PopulationSource,
     mix: StateMix,
     cost,  # noqa: ANN001 - PasswordCost
+    choice: PasswordChoice,
     mode: str,
     wave: int,
     as_of: dt.datetime,
     open_days: float,
     workers: int | None,
     chunk_rows: int,
+    block_rows: int,
     passwords_path: Path,
     progress: ProgressCallback | None,
     on_chunk: Callable[[int], None] | None,
@@ -304,6 +327,8 @@ def _load(
         loader = loader[0]
         result.password_cost = f"argon2id t={cost.time_cost} m={cost.memory_kib}KiB p={cost.parallelism}"
         result.hash_workers = hasher.workers
+        result.passwords = choice.label
+        book = HashBook(hasher, source.seed)
         result.rows = {t.name: 0 for t in _DATA_TABLES}
         try:
             if mode == TRUNCATE:
@@ -326,7 +351,7 @@ def _load(
             pending = None
             chunk_index = 0
             residents_queue: list[pa.Table] = []
-            for kind, part in source.parts(chunk_rows):
+            for kind, part in _in_blocks(source.parts(chunk_rows), block_rows):
                 if part.num_rows == 0:
                     continue
                 if kind == "residents":
@@ -342,20 +367,20 @@ def _load(
                     continue
                 rows = build_chunk(
                     part, chunk_index=chunk_index, seed=source.seed, mix=mix,
-                    calendar=calendar, cursor=cursor, source=source.label,
+                    calendar=calendar, cursor=cursor, source=source.label, choice=choice,
                 )  # fmt: skip
-                prepared = (rows, hasher.submit(rows.passwords, rows.salt_keys), part.num_rows, chunk_index)
+                prepared = (rows, book.submit(rows.passwords), part.num_rows, chunk_index)
                 chunk_index += 1
                 while residents_queue:
                     result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
                 # Load the previous chunk while this one's passwords hash on the workers.
                 if pending is not None:
-                    _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk)
+                    _finish_chunk(pending, book, loader, side_file, result, advance, on_chunk)
                 pending = prepared
             while residents_queue:
                 result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
             if pending is not None:
-                _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk)
+                _finish_chunk(pending, book, loader, side_file, result, advance, on_chunk)
             loader.flush()
             if deferred:
                 loader.restore_constraints()  # checks every key and foreign key over all rows at once
@@ -368,6 +393,7 @@ def _load(
         finally:
             loader.close()
         result.accounts = cursor.accounts
+        result.passwords_hashed = book.hashed
         result.states = {s.value: int(c) for s, c in zip(STATES, cursor.states, strict=True)}
         result.passwords_file = str(passwords_path)
         # Leaving the `with`: the transaction commits first, then the side file is moved into place.
@@ -381,10 +407,33 @@ def _with_warnings_noted(make: Callable[[], Loader]) -> tuple[Loader, list[str]]
     return loader, [str(w.message) for w in caught]
 
 
-def _finish_chunk(pending, hasher, loader, side_file, result, advance, on_chunk) -> None:  # noqa: ANN001
+def _in_blocks(parts: Iterator[tuple[str, pa.Table]], block_rows: int) -> Iterator[tuple[str, pa.Table]]:
+    """The same parts with applicants re-cut into blocks of ``block_rows`` (the last one shorter).
+
+    Residents pass straight through: those of a family card still come before its applicants'
+    block, and which residents precede a block does not depend on how the input was read.
+    """
+    held: list[pa.Table] = []
+    count = 0
+    for kind, part in parts:
+        if kind != "applicants":
+            yield kind, part
+            continue
+        held.append(part)
+        count += part.num_rows
+        while count >= block_rows:
+            table = pa.concat_tables(held) if len(held) > 1 else held[0]
+            yield "applicants", table.slice(0, block_rows)
+            rest = table.slice(block_rows)
+            held, count = ([rest] if rest.num_rows else []), rest.num_rows
+    if count:
+        yield "applicants", pa.concat_tables(held) if len(held) > 1 else held[0]
+
+
+def _finish_chunk(pending, book, loader, side_file, result, advance, on_chunk) -> None:  # noqa: ANN001
     rows, hashing, size, chunk_index = pending
     tick = time.perf_counter()
-    hashes = hasher.collect(hashing)
+    hashes = book.collect(hashing)
     result.hash_seconds += time.perf_counter() - tick
     tables = rows.with_hashes(hashes)
     for table in _DATA_TABLES:

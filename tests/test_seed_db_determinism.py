@@ -1,0 +1,116 @@
+"""Same seed, same database: whatever ``chunk_rows`` and the number of hashing processes.
+
+Also the password pool: large seeds share ``distinct_passwords`` passwords, each hashed once,
+and every account still logs in with the password the side file gives it.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from simulator.api import schema as t
+from simulator.api.db import make_engine
+from simulator.api.passwords import verify_password
+from simulator.errors import InvalidOption
+from simulator.seed import seed_database
+from simulator.seed.hashing import SEED_COST, HashBook, PasswordChoice, PasswordHasherPool, parse_distinct
+from simulator.seed.verify import violations
+
+AS_OF = dt.datetime(2026, 11, 27, 22, 0)
+SIZE = 5000
+BLOCK = 2000  # blocks of 2000, 2000, 1000: reads of 1000 and of 3000 rows cut them differently
+POOL = 300
+
+
+def _seed(tmp_path, chunk_rows: int, workers: int) -> tuple[list, list[dict], object]:
+    db = tmp_path / f"c{chunk_rows}-w{workers}.db"
+    result = seed_database(
+        str(db), size=SIZE, seed=17, mode="truncate", as_of=AS_OF, chunk_rows=chunk_rows,
+        block_rows=BLOCK, workers=workers, distinct_passwords=POOL, states="even",
+    )  # fmt: skip
+    engine = make_engine(str(db))
+    try:
+        with engine.connect() as conn:
+            assert violations(conn) == []
+            dump = [
+                conn.execute(sa.select(table).order_by(*table.primary_key.columns)).all()
+                for table in t.metadata.sorted_tables
+                if table.name != "schema_meta"
+            ]
+    finally:
+        engine.dispose()
+    with open(str(db) + ".passwords.csv", newline="", encoding="utf-8") as handle:
+        side = list(csv.DictReader(handle))
+    return dump, side, result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("determinism")
+    return {key: _seed(tmp, *key) for key in ((1000, 1), (3000, 1), (3000, 2))}
+
+
+@pytest.mark.parametrize(
+    "other", [(3000, 1), (3000, 2)], ids=["chunk-rows-3000", "chunk-rows-3000-2-workers"]
+)
+def test_same_seed_same_tables_whatever_the_chunking_and_the_workers(runs, other):
+    dump, side, _ = runs[(1000, 1)]
+    other_dump, other_side, _ = runs[other]
+    assert sum(len(rows) for rows in dump) > SIZE  # accounts and the rows of every later step
+    for rows, other_rows in zip(dump, other_dump, strict=True):
+        assert rows == other_rows
+    assert side == other_side
+
+
+def test_accounts_share_a_pool_of_passwords_each_hashed_once(runs):
+    dump, side, result = runs[(1000, 1)]
+    assert result.accounts == len(side) > POOL
+    plain = {row["password"] for row in side}
+    assert 0.9 * POOL <= len(plain) <= POOL  # spread over (nearly) the whole pool
+    assert result.passwords_hashed == len(plain)
+    accounts = (
+        {row.id: row.password_hash for row in dump[0]} if "password_hash" in dump[0][0]._fields else None
+    )
+    assert accounts is not None
+    assert len(set(accounts.values())) == len(plain)
+    for row in side[:: len(side) // 40]:
+        assert verify_password(accounts[row["account_id"]], row["password"])
+        assert not verify_password(accounts[row["account_id"]], row["password"] + "x")
+
+
+def test_a_run_no_bigger_than_the_pool_keeps_the_populations_own_passwords():
+    own = pa.array(["Budi1987!", "Sari2001#"])
+    keys = pa.array([1, 2]).to_numpy()
+    assert PasswordChoice.for_run(1, 10, applicants=10).plain(own, keys) == own
+    assert PasswordChoice.for_run(1, None, applicants=10**6).plain(own, keys) == own
+    pooled = PasswordChoice.for_run(1, 10, applicants=11).plain(own, keys).to_pylist()
+    assert pooled != own.to_pylist() and all(len(p) >= 8 for p in pooled)
+    # the same account gets the same pool password in any run of the same seed, another in another seed
+    again = PasswordChoice.for_run(1, 10, applicants=10**6).plain(own, keys).to_pylist()
+    assert again == pooled
+    assert PasswordChoice.for_run(2, 10, applicants=11).plain(own, keys).to_pylist() != pooled
+
+
+def test_hash_book_hashes_each_distinct_password_once_and_keeps_row_order():
+    with PasswordHasherPool(SEED_COST, workers=1) as hasher:
+        book = HashBook(hasher, seed=5)
+        first = pa.array(["a-secret", "b-secret", "a-secret"])
+        second = pa.array(["b-secret", "c-secret"])
+        pending = book.submit(first)
+        later = book.submit(second)
+        hashes, later_hashes = book.collect(pending).to_pylist(), book.collect(later).to_pylist()
+    assert book.hashed == 3
+    assert hashes[0] == hashes[2] != hashes[1] and later_hashes[0] == hashes[1]
+    for plain, hashed in zip(first.to_pylist() + second.to_pylist(), hashes + later_hashes, strict=True):
+        assert verify_password(hashed, plain)
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "many"])
+def test_bad_distinct_passwords_are_refused(text):
+    with pytest.raises(InvalidOption, match="--distinct-passwords"):
+        parse_distinct(text)
