@@ -34,6 +34,7 @@ from simulator.api.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
 from simulator.api.schema import SCHEMA_VERSION, create_schema
 from simulator.api.settings import Settings
+from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup
 from simulator.api.store import (
     ApiError,
     IdempotencyScope,
@@ -44,7 +45,6 @@ from simulator.api.store import (
     worker_name,
 )
 from simulator.rules.eligibility import resident_eligibility
-from simulator.rules.email import TYPO_DOMAIN_SET
 from simulator.rules.nik import NikError, parse_kk, parse_nik
 from simulator.rules.reasons import ACCEPT, Reason
 from simulator.rules.upload import MAX_UPLOAD_BYTES, validate_upload
@@ -69,10 +69,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 TEST_ANSWER_KEY = "BCADDBACBDCABDACBD"
 """Which answer scores each of the 18 questions (the test ranks, it never refuses anyone)."""
 
-EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}$")
-# Misspellings of the big webmail domains (the population generator's list, so its
-# email_typo_domain defects are exactly what is refused): the OTP could never arrive.
-EMAIL_DOMAIN_TYPOS: frozenset[str] = TYPO_DOMAIN_SET
 PHONE_RE = re.compile(r"^08[1-9][0-9]{7,10}$")
 """Indonesian mobile: 08xx, 10-13 digits with the leading 0 (domain.md)."""
 
@@ -479,16 +475,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={201: {"model": m.AccountOut}},
     )
     async def create_account(body: m.AccountCreate):
-        email = body.email.lower()
-        if not EMAIL_RE.match(email):
-            raise ApiError(Reason.EMAIL_INVALID, f"{body.email!r} is not an email address")
-        domain = email.rpartition("@")[2]
-        if domain in EMAIL_DOMAIN_TYPOS:
-            raise ApiError(Reason.EMAIL_DOMAIN_TYPO, f"@{domain} looks like a misspelt mail domain; check it")
-        if len(body.password) < 6:
-            raise ApiError(Reason.PASSWORD_TOO_SHORT, "the password needs at least 6 characters")
-        if body.password_confirmation is not None and body.password_confirmation != body.password:
-            raise ApiError(Reason.PASSWORD_MISMATCH, "the two passwords differ")
+        # Plain requests without an Idempotency-Key are answered by LeanSignupMiddleware with
+        # the same rules (signup.check_signup); this route serves the rest.
+        email = check_signup(body.email, body.password, body.password_confirmation)
 
         # One trip to the threadpool for hashing and the insert (each hop costs a thread wake-up).
         def sign_up() -> Reply:
@@ -776,6 +765,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi
+    signup_route = next(r for r in app.routes if getattr(r, "name", None) == "create_account")
+    app.add_middleware(
+        LeanSignupMiddleware,
+        batcher=SignupBatcher(store),
+        password_cost=settings.password_cost,
+        route=signup_route,
+    )
     app.add_middleware(IdempotencyMiddleware, store=store)
     app.add_middleware(AccessLogMiddleware, counter=counter, log=settings.access_log)
     return app
