@@ -57,9 +57,9 @@ MIN_CARD_FRACTION = 0.08
 """Share of the frame that must show the e-KTP's light-blue ground for it to be a KTP at all."""
 MAX_EDGE_CARD_FRACTION = 0.06
 """Share of any frame edge that may touch the card before the card counts as cut off."""
-MIN_SHARPNESS = 0.40
+MIN_SHARPNESS = 0.42
 """Edge steepness of the print inside the card, relative to its contrast (steepest 1-px step / p1-p99
-range, at ANALYSIS_SIDE). Sharp phone photos measure 0.5-0.9; text smeared past reading, 0.1-0.3."""
+range, at ANALYSIS_SIDE). Sharp phone photos measure 0.49-0.9; text smeared past reading, 0.1-0.36."""
 
 _HEIC_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}

@@ -112,8 +112,8 @@ def render_blurry(person: Person, rng: np.random.Generator) -> tuple[bytes, str,
     return _encode_under_limit(image, rng, "jpeg")
 
 
-BLUR_FACTOR = (9.0, 16.0)
-"""How much an unreadable photo has lost: detail finer than 1/9..1/16 of the card's size."""
+BLUR_FACTOR = (11.0, 18.0)
+"""How much an unreadable photo has lost: detail finer than 1/11..1/18 of the card's size."""
 
 
 def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
