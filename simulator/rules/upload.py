@@ -53,7 +53,7 @@ EXTENSIONS: dict[str, str] = {
 # --- content thresholds (measured on the downscaled copy; see measure_content) ---------------------
 GREY_CHROMA_P95 = 16.0
 """95th percentile of per-pixel chroma (max-min of RGB, 0..255): a photocopy has almost none."""
-MIN_CARD_FRACTION = 0.08
+MIN_CARD_FRACTION = 0.04
 """Share of the frame that must show the e-KTP's light-blue ground for it to be a KTP at all."""
 MAX_EDGE_CARD_FRACTION = 0.06
 """Share of any frame edge that may touch the card before the card counts as cut off."""
