@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import socket
 import struct
@@ -195,6 +196,75 @@ def test_account_refusals_have_specific_codes(api):
     assert code_of(api.call("DELETE", "/v1/accounts")) == "METHOD_NOT_ALLOWED"
 
 
+SIGNUP_CASES = {
+    # name: (body with EMAIL standing for a fresh address, expected status, expected code or None)
+    "plain": ({"name": "Ani", "email": "EMAIL", "password": PASSWORD}, 201, None),
+    "confirmed, extra field": (
+        {"name": "Ani", "email": "EMAIL", "password": PASSWORD, "password_confirmation": PASSWORD, "x": 1},
+        201,
+        None,
+    ),
+    "upper-case email": ({"name": "Ani", "email": "UP-EMAIL", "password": PASSWORD}, 201, None),
+    "padded with spaces": ({"name": "  Ani ", "email": " EMAIL\t", "password": PASSWORD}, 201, None),
+    "not an email": ({"name": "Ani", "email": "ani.example.id", "password": PASSWORD}, 422, "EMAIL_INVALID"),
+    "typo domain": ({"name": "Ani", "email": "a@gmial.com", "password": PASSWORD}, 422, "EMAIL_DOMAIN_TYPO"),
+    "short password": ({"name": "Ani", "email": "EMAIL", "password": "abc"}, 422, "PASSWORD_TOO_SHORT"),
+    "mismatch": (
+        {"name": "Ani", "email": "EMAIL", "password": PASSWORD, "password_confirmation": "other123"},
+        422,
+        "PASSWORD_MISMATCH",
+    ),
+    "no name": ({"email": "EMAIL", "password": PASSWORD}, 422, "VALIDATION_ERROR"),
+    "empty name": ({"name": "", "email": "EMAIL", "password": PASSWORD}, 422, "VALIDATION_ERROR"),
+    "long name": ({"name": "A" * 201, "email": "EMAIL", "password": PASSWORD}, 422, "VALIDATION_ERROR"),
+    "number password": ({"name": "Ani", "email": "EMAIL", "password": 12345678}, 422, "VALIDATION_ERROR"),
+    "NUL in name": ({"name": "A\x00ni", "email": "EMAIL", "password": PASSWORD}, 422, "VALIDATION_ERROR"),
+    "a list": ([{"name": "Ani"}], 422, "VALIDATION_ERROR"),
+    "not JSON": ('{"name": "Ani", ', 422, "VALIDATION_ERROR"),
+}
+
+
+@pytest.mark.parametrize("case", list(SIGNUP_CASES))
+def test_lean_sign_up_path_answers_like_the_framework_path(api, case):
+    """Plain sign-ups take signup.LeanSignupMiddleware; with an Idempotency-Key they take the
+    FastAPI route. Both must give the same answer to the same request."""
+    template, status, code = SIGNUP_CASES[case]
+    answers = []
+    for path in ("lean", "framework"):
+        email = f"lean-{list(SIGNUP_CASES).index(case)}-{path}@example.co.id"
+        if isinstance(template, str):
+            kw = {"data": template, "headers": {"Content-Type": "application/json"}}
+        else:
+            raw = json.dumps(template).replace("UP-EMAIL", email.upper()).replace("EMAIL", email)
+            kw = {"data": raw, "headers": {"Content-Type": "application/json"}}
+        if path == "framework":
+            kw["headers"]["Idempotency-Key"] = f"{case}-{email}"
+        before = api.call("GET", "/v1/admin/stats").json()["outcomes"].get("create_account", {})
+        r = api.call("POST", "/v1/accounts", **kw)
+        after = api.call("GET", "/v1/admin/stats").json()["outcomes"]["create_account"]
+        outcome = code or "accept"
+        assert after.get(outcome, 0) == before.get(outcome, 0) + 1, (path, r.text)
+        assert r.status_code == status, (path, r.text)
+        assert r.headers["content-type"] == "application/json"
+        body = r.json()
+        if code is None:
+            assert body["email"] == email and body["name"] == "Ani" and body["email_verified"] is False
+            assert r.headers["Location"] == f"/v1/accounts/{body['id']}"
+            assert set(body) == {"id", "email", "name", "email_verified", "created_at"}
+            assert api.latest_code(email)  # the email OTP was written with the account
+            # The same email again (a new request, no key to replay): 409.
+            headers = {"Content-Type": "application/json"}
+            again = api.call("POST", "/v1/accounts", data=kw["data"], headers=headers)
+            assert again.status_code == 409 and code_of(again) == "EMAIL_TAKEN"
+            answers.append((r.status_code, sorted(body)))
+        else:
+            assert code_of(r) == code, (path, r.text)
+            error = body["error"]
+            message = error["message"].replace(email, "EMAIL")
+            answers.append((r.status_code, code, message, error.get("details")))
+    assert answers[0] == answers[1]
+
+
 def test_identity_check_against_the_registry(api):
     applicant = api.as_new()
     applicant.sign_up("identity@example.co.id")
@@ -309,8 +379,6 @@ def test_registry_faults_answer_503_with_a_code(tmp_path):
             assert stats["outcomes"]["identity"] == {"REGISTRY_UNAVAILABLE": 1}
             assert stats["steps"]["identity_verified"] == 0
     # The structured access log: one JSON object per request, with the outcome code.
-    import json
-
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     identity = [line for line in lines if line["path"] == "/v1/me/identity"]
     assert identity and identity[0]["status"] == 503 and identity[0]["outcome"] == "REGISTRY_UNAVAILABLE"

@@ -139,3 +139,27 @@ def test_settings_from_mapping_converts_numbers_given_as_text():
         Settings.from_mapping({"sms_loss_rate": "lots"})
     with pytest.raises(InvalidOption, match="rate in"):
         Settings.from_mapping({"registry_error_rate": "1.5"})
+
+
+def test_lean_sign_up_path_takes_only_bodies_pydantic_would_take_unchanged():
+    from simulator.api.signup import plain_signup
+
+    plain = b'{"name": "Ani", "email": "ani@example.co.id", "password": "rahasia123", "extra": [1]}'
+    assert plain_signup(plain) == {
+        "name": "Ani",
+        "email": "ani@example.co.id",
+        "password": "rahasia123",
+        "password_confirmation": None,
+    }
+    for body in (
+        b'{"name": " Ani", "email": "ani@example.co.id", "password": "rahasia123"}',  # to strip
+        b'{"name": "Ani\\u0000", "email": "ani@example.co.id", "password": "rahasia123"}',  # NUL
+        b'{"name": "\\ud800", "email": "ani@example.co.id", "password": "rahasia123"}',  # lone surrogate
+        b'{"name": "Ani", "email": "ani@example.co.id", "password": 12345678}',  # not a string
+        b'{"name": "", "email": "ani@example.co.id", "password": "rahasia123"}',  # too short
+        b'{"email": "ani@example.co.id", "password": "rahasia123"}',  # missing
+        b'{"name": "Ani", "email": "ani@example.co.id", "password": NaN}',  # not JSON for orjson
+        b'["Ani"]',
+        b"{",
+    ):
+        assert plain_signup(body) is None, body
