@@ -291,11 +291,33 @@ _HIGH_CARDINALITY = {"nik", "kk", "email", "phone", "password", "full_name", "ap
 _STATISTICS = ["applicant_id", "province_code", "regency_code", "birth_date", "expected_outcome", "defect"]
 
 
+class _HashingSink:
+    """What Parquet's writer writes to: every byte goes through :meth:`_StreamFile.write` (hashed)."""
+
+    closed = False
+
+    def __init__(self, stream: _StreamFile):
+        self.stream = stream
+
+    def write(self, data: bytes) -> int:
+        self.stream.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.stream.bytes
+
+    def flush(self) -> None:
+        self.stream.handle.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class _ParquetFile(_StreamFile):
     def __init__(self, target: Path, schema: pa.Schema):
         super().__init__(target)
         self.writer = pq.ParquetWriter(
-            self.handle, schema, compression="zstd",
+            _HashingSink(self), schema, compression="zstd",
             use_dictionary=[f.name for f in schema if f.name not in _HIGH_CARDINALITY],
             write_statistics=[name for name in _STATISTICS if name in schema.names])
 
@@ -304,11 +326,12 @@ class _ParquetFile(_StreamFile):
 
     def commit(self) -> None:
         self.writer.close()
-        self.handle.flush()
-        self.bytes = self.handle.tell()
-        self.handle.close()
-        self.sha256 = hashlib.sha256(self.tmp.read_bytes()) if self.bytes < 1 << 26 else _hash_file(self.tmp)
-        os.replace(self.tmp, self.target)
+        super().commit()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        super().abort()
 
 
 def _hash_file(path: Path) -> hashlib._Hash:
