@@ -157,10 +157,33 @@ class OutcomeCounter:
             raise
 
 
-class AccessLogMiddleware:
-    """One JSON line per request on stderr, and the outcome count per step."""
+class AccessLogBuffer:
+    """Access-log lines collected and written together: one write per batch, not per request.
 
-    def __init__(self, app, counter: OutcomeCounter, log: bool):  # noqa: ANN001
+    Flushed when ``capacity`` lines wait, every ``interval_s`` by the app's lifespan task, and at
+    shutdown; a worker killed with SIGKILL loses at most its last interval of log lines.
+    """
+
+    def __init__(self, capacity: int = 256, interval_s: float = 0.2):
+        self.lines: list[str] = []
+        self.capacity = capacity
+        self.interval_s = interval_s
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        if len(self.lines) >= self.capacity:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.lines:
+            lines, self.lines = self.lines, []
+            access_logger.info("\n".join(lines))
+
+
+class AccessLogMiddleware:
+    """One JSON line per request on stderr (buffered), and the outcome count per step."""
+
+    def __init__(self, app, counter: OutcomeCounter, log: AccessLogBuffer | None):  # noqa: ANN001
         self.app = app
         self.counter = counter
         self.log = log
@@ -183,9 +206,9 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if self.log:
+            if self.log is not None:
                 status = status_holder[0]
-                access_logger.info(
+                self.log.add(
                     orjson.dumps(
                         {
                             "ts": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
@@ -328,6 +351,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = Store(engine, settings)
     registry = RegistryLink(settings)
     counter = OutcomeCounter(store)
+    access_log = AccessLogBuffer()
     signer = TokenSigner(store.token_secret(), settings.token_ttl_s)
 
     @contextlib.asynccontextmanager
@@ -338,12 +362,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await run_in_threadpool(counter.flush)
 
+        async def flush_log_forever():
+            while True:
+                await asyncio.sleep(access_log.interval_s)
+                access_log.flush()
+
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADPOOL_SIZE
-        task = asyncio.create_task(flush_forever())
+        tasks = [asyncio.create_task(flush_forever()), asyncio.create_task(flush_log_forever())]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
+            access_log.flush()
             with contextlib.suppress(Exception):
                 await run_in_threadpool(counter.flush)
             engine.dispose()
@@ -773,7 +804,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route=signup_route,
     )
     app.add_middleware(IdempotencyMiddleware, store=store)
-    app.add_middleware(AccessLogMiddleware, counter=counter, log=settings.access_log)
+    app.add_middleware(AccessLogMiddleware, counter=counter, log=access_log if settings.access_log else None)
     return app
 
 
