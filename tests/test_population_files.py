@@ -192,6 +192,10 @@ def test_bad_options_are_refused_with_a_reason(tmp_path):
         write_population(tmp_path, 10, 1, shard="1/2")
     with pytest.raises(InvalidOption, match="size"):
         write_population(tmp_path, 0, 1)
+    with pytest.raises(InvalidOption, match="shard"):
+        generate(10, 1, shard_index=2, shard_count=2)  # checked at once, not at the first chunk
+    with pytest.raises(InvalidOption, match="female_share"):
+        generate(10, 1, female_share=1.5)
     with pytest.raises(InvalidOption, match="unknown province"):
         write_population(tmp_path, 10, 1, province="Atlantis")
     (tmp_path / "afile").write_text("x")

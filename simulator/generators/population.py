@@ -251,12 +251,14 @@ def make_plan(size: int, seed: int, *, defects: str | dict | DefectRates | None 
 def generate(size: int, seed: int, *, shard_index: int = 0, shard_count: int = 1,
              defects: str | dict | DefectRates | None = None, province: str | None = None,
              chunk_rows: int = DEFAULT_CHUNK_ROWS, **options) -> Iterator[PopulationChunk]:
-    """Yield the chunks of shard ``shard_index``/``shard_count`` of the population, in order."""
+    """Yield the chunks of shard ``shard_index``/``shard_count`` of the population, in order.
+
+    Options are checked here, before the first chunk is asked for (``InvalidOption``).
+    """
     if not 0 <= shard_index < shard_count:
         raise InvalidOption(f"shard must be I/N with 0 <= I < N, got {shard_index}/{shard_count}")
     plan = make_plan(size, seed, defects=defects, province=province, chunk_rows=chunk_rows, **options)
-    for k in plan.shard_chunks(shard_index, shard_count):
-        yield generate_chunk(plan, k)
+    return (generate_chunk(plan, k) for k in plan.shard_chunks(shard_index, shard_count))
 
 
 def generate_tables(size: int, seed: int, **options) -> tuple[pa.Table, pa.Table]:
