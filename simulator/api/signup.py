@@ -81,7 +81,8 @@ def plain_signup(body: bytes) -> dict[str, Any] | None:
             or not low <= len(value) <= high
             or value != value.strip()  # str.strip drops a superset of what pydantic strips
             or "\x00" in value
-            or not value.isascii() and not _encodable(value)
+            or not value.isascii()
+            and not _encodable(value)
         ):
             return None
         fields[name] = value
