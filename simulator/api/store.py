@@ -91,13 +91,6 @@ class Store:
         self.settings = settings
         self._rng = random.Random(settings.fault_seed)
         self._insert_account = PreparedStatement(engine, insert(t.accounts))
-        if engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            self._upsert_accounts = (
-                pg_insert(t.accounts).on_conflict_do_nothing(index_elements=["email"]).returning(t.accounts.c.id)
-            )
-            self._insert_otps_returning = insert(t.otps).returning(t.otps.c.id)
         self._insert_otp = PreparedStatement(
             engine,
             insert(t.otps).values({c.name: bindparam(c.name) for c in t.otps.columns if c.name != "id"}),
@@ -355,24 +348,41 @@ class Store:
         return run_write(self.engine, work)
 
     def _create_accounts_upsert(self, conn: Connection, signups: list[tuple[str, str, str]]) -> list:
-        """PostgreSQL: the batch in two statements, ``ON CONFLICT (email) DO NOTHING`` deciding.
+        """PostgreSQL: the batch in two statements over ``unnest`` arrays; ``ON CONFLICT`` decides.
 
-        Each savepoint would cost two round trips per sign-up; here a taken email (committed by
-        another transaction, or earlier in this batch) is simply not returned by the INSERT.
+        Savepoints would cost two round trips per sign-up; here a taken email (committed by another
+        transaction, or earlier in this batch) is simply not returned by the INSERT. Column arrays
+        keep the SQL constant and the client's per-row work to building lists.
         """
         now = utcnow()
-        rows = [_account_row(new_account_id(), name, email, pw, now) for name, email, pw in signups]
-        # executemany with RETURNING: SQLAlchemy folds it into one multi-row INSERT (insertmanyvalues)
-        # from a statement compiled once.
-        inserted = set(conn.execute(self._upsert_accounts, rows).scalars())
-        otps = [self._otp_values(r["id"], "email", r["email"], now) for r in rows if r["id"] in inserted]
-        if otps:  # RETURNING makes this one multi-row INSERT too (psycopg would pipeline N of them)
-            conn.execute(self._insert_otps_returning, otps)
+        ids = [new_account_id() for _ in signups]
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.execute(
+                _PG_INSERT_ACCOUNTS,
+                (
+                    ids,
+                    [s[1] for s in signups],
+                    [s[0] for s in signups],
+                    [s[2] for s in signups],
+                    [now] * len(ids),
+                ),
+            )
+            inserted = {row[0] for row in cursor.fetchall()}
+            otps = [
+                self._otp_values(account_id, "email", email, now)
+                for account_id, (_, email, _) in zip(ids, signups, strict=True)
+                if account_id in inserted
+            ]
+            if otps:
+                cursor.execute(_PG_INSERT_OTPS, [[o[c] for o in otps] for c in _PG_OTP_COLUMNS])
+        finally:
+            cursor.close()
         return [
-            _account_reply(r["id"], r["name"], r["email"], now)
-            if r["id"] in inserted
+            _account_reply(account_id, name, email, now)
+            if account_id in inserted
             else ApiError(Reason.EMAIL_TAKEN, "an account with this email exists")
-            for r in rows
+            for account_id, (name, email, _) in zip(ids, signups, strict=True)
         ]
 
     def _account(self, conn: Connection, account_id: str):
@@ -967,3 +977,26 @@ def _account_reply(account_id: str, name: str, email: str, now: dt.datetime) -> 
         },
         {"Location": f"/v1/accounts/{account_id}"},
     )
+
+
+_PG_INSERT_ACCOUNTS = (
+    f"INSERT INTO {t.accounts.name} (id, email, name, password_hash, created_at) "
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamp[]) "
+    "ON CONFLICT (email) DO NOTHING RETURNING id"
+)
+_PG_OTP_COLUMNS = (
+    "account_id",
+    "channel",
+    "destination",
+    "code",
+    "created_at",
+    "deliver_at",
+    "expires_at",
+    "lost",
+    "attempts",
+)
+_PG_INSERT_OTPS = (
+    f"INSERT INTO {t.otps.name} ({', '.join(_PG_OTP_COLUMNS)}) SELECT * FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::timestamp[], %s::timestamp[], %s::timestamp[], "
+    "%s::bool[], %s::int[])"
+)
