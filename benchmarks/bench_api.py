@@ -6,6 +6,7 @@ p99, the ratio to the bare GET /hello of the same server in the same run, and wh
 server time goes (framework, argon2, database), from server CPU time and in-process timings.
 
     python benchmarks/bench_api.py [--seconds 10] [--connections 64] [--workers 2] [--password-cost 0]
+                                   [--access-log] [--skip-postgres]
 
 Goal (issue 4): the real wave-1 peak, about 1,300 sign-ups/s, with p99 under 100 ms.
 """
@@ -187,7 +188,12 @@ def _line(label: str, result: dict, unit: str) -> str:
 
 
 def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
-    settings = {"workers": args.workers, "password_cost": args.password_cost, "sandbox": False}
+    settings = {
+        "workers": args.workers,
+        "password_cost": args.password_cost,
+        "sandbox": False,
+        "access_log": args.access_log,
+    }
     with running_server(db_url, **settings) as base_url:
         pid = base_url.process.pid
         hello = measure(base_url, pid, "/hello", "GET", args.seconds, args.connections)
@@ -197,7 +203,7 @@ def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
     goal = "meets" if signup["rps"] >= 1300 and signup["p99_us"] < 100_000 else "misses"
     print(
         f"\n== {label}: {args.workers} workers, {args.connections} connections, {args.seconds:g} s, "
-        f"argon2id cost level {args.password_cost}"
+        f"argon2id cost level {args.password_cost}, access log {'on' if args.access_log else 'off'}"
     )
     print(_line("bare GET /hello", hello, "req/s     "))
     print(_line("POST /v1/accounts", signup, "sign-ups/s"))
@@ -229,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--password-cost", type=int, default=0)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument(
+        "--access-log", action="store_true", help="keep serve's JSON access log on (to /dev/null)"
+    )
     args = parser.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
