@@ -22,6 +22,7 @@ from simulator.generators.ktp.portrait import draw_portrait
 INK = (22, 22, 30)
 SPECIMEN_TEXT = "SPECIMEN • DATA SINTETIS"
 SPECIMEN_RED = (205, 30, 40)
+SIGNATURE_INK = (20, 24, 60)
 ROW_Y0 = 172
 ROW_STEP = 29
 INDENTED = {"RT/RW", "Kel/Desa", "Kecamatan"}
@@ -121,20 +122,40 @@ def scale_bucket(scale: float) -> float:
     return round(SCALE_STEP ** round(np.log(clamped) / np.log(SCALE_STEP)), 4)
 
 
-@functools.lru_cache(maxsize=28)
+@functools.lru_cache(maxsize=32)  # the whole ladder, 0.3x to 2x, is 29 scales
 def _static_layers(scale: float) -> tuple[Image.Image, Image.Image, Image.Image, Image.Image]:
-    """Printed ground, SPECIMEN mask, band-text mask and outline at one ladder scale (cached)."""
+    """Printed ground with the SPECIMEN mark, the mark's mask, band-text mask, outline: one ladder scale."""
     if scale == 1.0:
-        return printed_ground(), specimen_mask(), band_text_mask(), card_alpha()
-    size = (round(CARD_W * scale), round(CARD_H * scale))
-    ground = printed_ground().resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    mark = specimen_mask().resize(size, Image.Resampling.BILINEAR)
-    band = band_text_mask().resize(size, Image.Resampling.BILINEAR)  # (mostly empty: only its band is pasted)
-    outline = Image.new("L", size, 0)
-    ImageDraw.Draw(outline).rounded_rectangle(
-        (0, 0, size[0] - 1, size[1] - 1), layout.CORNER_RADIUS * scale, fill=255
-    )
-    return ground, mark, band, outline
+        ground, mark, band, outline = printed_ground(), specimen_mask(), band_text_mask(), card_alpha()
+    else:
+        size = (round(CARD_W * scale), round(CARD_H * scale))
+        ground = printed_ground().resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        mark = specimen_mask().resize(size, Image.Resampling.BILINEAR)
+        band = band_text_mask().resize(size, Image.Resampling.BILINEAR)  # only its band is used
+        outline = Image.new("L", size, 0)
+        ImageDraw.Draw(outline).rounded_rectangle(
+            (0, 0, size[0] - 1, size[1] - 1), layout.CORNER_RADIUS * scale, fill=255
+        )
+    # The mark and the white band text are the same on every card: printed into the ground once per
+    # scale instead of blended over each card (a full-card pass). The person's ink then lies on the
+    # mark, and the portrait, pasted over it, gets the mark again (see render_card).
+    marked = ground.copy()
+    marked.paste(SPECIMEN_RED, (0, 0), mark)
+    band_top = int((CARD_H - 52) * scale)
+    marked.paste((255, 255, 255), (0, band_top), band.crop((0, band_top, band.width, band.height)))
+    return marked, mark, band, outline
+
+
+def ladder_scales() -> list[float]:
+    """Every scale ``scale_bucket`` can return, smallest first."""
+    low, high = (round(np.log(s) / np.log(SCALE_STEP)) for s in (0.3, 2.0))
+    return sorted({scale_bucket(SCALE_STEP**k) for k in range(low, high + 1)})
+
+
+def warm_layers() -> None:
+    """Draw the static layers of every ladder scale now (see photo.warm_caches)."""
+    for scale in ladder_scales():
+        _static_layers(scale)
 
 
 def person_rng(person: Mapping[str, Any]) -> np.random.Generator:
@@ -149,33 +170,35 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     scale = scale_bucket(scale)
     rng = person_rng(person)
     text = layout.card_text(person, issue_date_for(person, rng))
-    ground, mark, band, _ = _static_layers(scale)
+    ground, mark, _, _ = _static_layers(scale)
     card = ground.copy()
-    draw = ImageDraw.Draw(card)
 
     def at(x: float, y: float) -> tuple[float, float]:
         return x * scale, y * scale
 
-    def sized(kind: str, size: float):
-        return font(kind, max(6, round(size * scale)))
+    def ink(mask: Image.Image, left: int, top: int, colour: tuple[int, int, int] = INK) -> None:
+        # The ground already carries the SPECIMEN mark; ink laid on it is tinted by the mark where they
+        # overlap, exactly as blending the mark over the printed card would, at the cost of the glyphs only.
+        tinted = Image.new("RGB", mask.size, colour)
+        tinted.paste(SPECIMEN_RED, (0, 0), mark.crop((left, top, left + mask.width, top + mask.height)))
+        card.paste(tinted, (left, top), mask)
 
-    def stamp(xy: tuple[float, float], value: str, kind: str, size: float, anchor: str) -> None:
+    def print_text(xy: tuple[float, float], value: str, kind: str, size: float, anchor: str, shared: bool):
         # Values shared by many cards (region names, religion, status, ...) are rasterised once.
-        mask, (left, top) = _text_mask(value, kind, max(6, round(size * scale)), anchor)
-        card.paste(INK, (round(xy[0] + left), round(xy[1] + top)), mask)
+        rasterise = _text_mask if shared else _typeset
+        mask, (left, top) = rasterise(value, kind, max(6, round(size * scale)), anchor)
+        ink(mask, round(xy[0] + left), round(xy[1] + top))
 
-    stamp(at(CARD_W / 2 - 60, 40), text.province, "bold", 30, "mm")
-    stamp(at(CARD_W / 2 - 60, 80), text.regency, "bold", 30, "mm")
-    draw.text(at(layout.COLON_X - 96, 136), text.nik, font=sized("bold", 54), fill=INK, anchor="lm")
+    print_text(at(CARD_W / 2 - 60, 40), text.province, "bold", 30, "mm", True)
+    print_text(at(CARD_W / 2 - 60, 80), text.regency, "bold", 30, "mm", True)
+    print_text(at(layout.COLON_X - 96, 136), text.nik, "bold", 54, "lm", False)
 
     for (label, value), (_, y) in zip(text.rows, _row_positions(), strict=True):
         if label == "Gol. Darah":  # printed at the right end of the Jenis Kelamin line
-            stamp(at(652, y), value, "regular", 21, "lm")
-        elif label in SHARED_VALUES:
-            stamp(at(layout.VALUE_X, y), value, "regular", _fitting_size(value, 21, VALUE_WIDTH), "lm")
+            print_text(at(652, y), value, "regular", 21, "lm", True)
         else:
             size = _fitting_size(value, 21, VALUE_WIDTH)
-            draw.text(at(layout.VALUE_X, y), value, font=sized("regular", size), fill=INK, anchor="lm")
+            print_text(at(layout.VALUE_X, y), value, "regular", size, "lm", label in SHARED_VALUES)
 
     box = layout.PORTRAIT_BOX
     box_px = (round(box[0] * scale), round(box[1] * scale), round(box[2] * scale), round(box[3] * scale))
@@ -186,21 +209,15 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
         rng,
     )
     card.paste(portrait, box_px[:2])
+    card.paste(SPECIMEN_RED, box_px, mark.crop(box_px))  # the portrait covers the ground: mark it again
     box_mid = (box[0] + box[2]) / 2
     place_size = _fitting_size(text.issue_place, 19, box[2] - box[0] + 20)
-    stamp(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm")
-    draw.text(
-        at(box_mid, layout.ISSUE_TEXT_Y + 40),
-        text.issue_date,
-        font=sized("regular", 19),
-        fill=INK,
-        anchor="mm",
-    )
-    _signature(draw, rng, scale)
-
-    card.paste(SPECIMEN_RED, (0, 0), mark)
-    band_top = int((CARD_H - 52) * scale)
-    card.paste((255, 255, 255), (0, band_top), band.crop((0, band_top, band.width, band.height)))
+    print_text(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm", True)
+    print_text(at(box_mid, layout.ISSUE_TEXT_Y + 40), text.issue_date, "regular", 19, "mm", False)
+    signature = _signature(card.size, rng, scale)
+    bbox = signature.getbbox()
+    if bbox:
+        ink(signature.crop(bbox), bbox[0], bbox[1], SIGNATURE_INK)
     return card
 
 
@@ -220,14 +237,69 @@ SHARED_VALUES = frozenset(
 VALUE_WIDTH = layout.VALUE_MAX_X - layout.VALUE_X
 
 
-@functools.lru_cache(maxsize=8192)
-def _text_mask(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image, tuple[int, int]]:
-    """``value`` rasterised once as an 8-bit mask, with its offset from the anchor point."""
+def _rasterise(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image, tuple[int, int]]:
+    """``value`` as an 8-bit mask, with its offset from the anchor point."""
     face = font(kind, size)
-    left, top, right, bottom = face.getbbox(value, anchor=anchor)
-    mask = Image.new("L", (max(1, right - left), max(1, bottom - top)), 0)
-    ImageDraw.Draw(mask).text((-left, -top), value, font=face, fill=255, anchor=anchor)
-    return mask, (left, top)
+    # Drawn on a canvas surely big enough (no glyph is wider than 1.2 em), then trimmed: measuring the
+    # text first would lay it out twice.
+    width, height = round(len(value) * size * 1.2) + 2 * size, 3 * size
+    x, y = (size if anchor[0] == "l" else width // 2), height // 2
+    canvas = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(canvas).text((x, y), value, font=face, fill=255, anchor=anchor)
+    box = canvas.getbbox() or (x, y, x + 1, y + 1)
+    return canvas.crop(box), (box[0] - x, box[1] - y)
+
+
+_text_mask = functools.lru_cache(maxsize=8192)(_rasterise)
+"""``_rasterise`` once per shared value, kind, size and anchor."""
+
+
+@functools.lru_cache(maxsize=16384)
+def _glyph(char: str, kind: str, size: int) -> tuple[Image.Image, int, int, float]:
+    """One character's mask, its offset from the pen on the baseline, and its advance."""
+    mask, (left, top) = _rasterise(char, kind, size, "ls")
+    return mask, left, top, font(kind, size).getlength(char)
+
+
+@functools.lru_cache(maxsize=65536)
+def _kerning(pair: str, kind: str, size: int) -> float:
+    face = font(kind, size)
+    return face.getlength(pair) - face.getlength(pair[0]) - face.getlength(pair[1])
+
+
+@functools.lru_cache(maxsize=1024)
+def _middle(kind: str, size: int) -> int:
+    """How far the "m" (middle) anchor sits below the baseline's "s" anchor, in Pillow's own terms."""
+    face = font(kind, size)
+    return face.getbbox("x", anchor="lm")[1] - face.getbbox("x", anchor="ls")[1]
+
+
+def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image, tuple[int, int]]:
+    """Like ``_rasterise`` for text unique to one card (name, NIK, address, dates): set from cached glyph
+    masks with the font's advances and kerning, as FreeType lays them out, at a fraction of the cost of
+    rendering the outlines again."""
+    if not value:
+        return _rasterise(value, kind, size, anchor)
+    pens, pen = [], 0.0
+    for char, following in zip(value, value[1:] + " ", strict=True):
+        pens.append(pen)
+        pen += _glyph(char, kind, size)[3]
+        if following != " ":  # (a space, or the end: no pair to kern)
+            pen += _kerning(char + following, kind, size)
+    placed = []
+    for char, at in zip(value, pens, strict=True):
+        mask, left, top, _ = _glyph(char, kind, size)
+        placed.append((mask, round(at) + left, top))
+    x0 = min(x for _, x, _ in placed)
+    y0 = min(y for _, _, y in placed)
+    x1 = max(x + m.width for m, x, _ in placed)
+    y1 = max(y + m.height for m, _, y in placed)
+    canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
+    for mask, x, y in placed:
+        canvas.paste(255, (x - x0, y - y0), mask)
+    shift_x = -round(pen / 2) if anchor[0] == "m" else 0
+    shift_y = _middle(kind, size) if anchor[1] == "m" else 0
+    return canvas, (x0 + shift_x, y0 + shift_y)
 
 
 def card_outline(size: tuple[int, int]) -> Image.Image:
@@ -284,8 +356,8 @@ def _fitting_size(value: str, start: int, limit: float) -> int:
     return size
 
 
-def _signature(draw: ImageDraw.ImageDraw, rng: np.random.Generator, scale: float) -> None:
-    """A handwritten-looking scribble: a smoothed random walk with loops."""
+def _signature(size: tuple[int, int], rng: np.random.Generator, scale: float) -> Image.Image:
+    """A handwritten-looking scribble (a smoothed random walk with loops), as a card-sized 8-bit mask."""
     x0, y0, x1, y1 = (v * scale for v in layout.SIGNATURE_BOX)
     n = 40
     t = np.linspace(0, 1, n)
@@ -295,4 +367,6 @@ def _signature(draw: ImageDraw.ImageDraw, rng: np.random.Generator, scale: float
     ys = (y0 + y1) / 2 + (y1 - y0) * 0.38 * wave * (1 - 0.5 * t)
     ys += np.cumsum(rng.normal(0, 1.2 * scale, n))
     points = list(zip(xs.tolist(), ys.tolist(), strict=True))
-    draw.line(points, fill=(20, 24, 60), width=max(1, round(3 * scale)), joint="curve")
+    mask = Image.new("L", size, 0)
+    ImageDraw.Draw(mask).line(points, fill=255, width=max(1, round(3 * scale)), joint="curve")
+    return mask

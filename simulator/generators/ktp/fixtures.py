@@ -21,6 +21,7 @@ import orjson
 import pyarrow as pa
 
 from simulator.errors import InvalidInputFile, InvalidOption
+from simulator.generators.ktp import photo
 from simulator.generators.ktp.variants import VARIANTS, render_variant
 from simulator.io.atomic import atomic_write_bytes, atomic_write_text
 from simulator.progress import ProgressCallback
@@ -248,9 +249,10 @@ def _run(tasks: list, people: Sequence[Mapping[str, Any]], workers: int) -> Iter
         for task in tasks:
             yield _render_chunk(task)
         return
-    context = multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    )
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    if fork:
+        photo.warm_caches()  # once here, shared by every forked worker
+    context = multiprocessing.get_context("fork" if fork else None)
     with context.Pool(workers, initializer=_init_worker, initargs=(people,)) as pool:
         yield from pool.imap(_render_chunk, tasks)  # in order: the manifest lists fixtures by index
 

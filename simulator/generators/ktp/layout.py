@@ -63,7 +63,8 @@ def font_path(kind: str) -> Path:
     return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / FONT_FILES[kind]
 
 
-@functools.lru_cache(maxsize=64)
+# Cards print at ~29 ladder scales, each with a handful of sizes: keep every face once loaded.
+@functools.lru_cache(maxsize=1024)
 def font(kind: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(font_path(kind)), size)
 

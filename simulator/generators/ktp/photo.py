@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import functools
 import io
+import struct
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageDraw
 
-from simulator.generators.ktp.card import card_outline, render_card
-from simulator.generators.ktp.layout import CARD_H, CARD_W
+from simulator.generators.ktp.card import render_card, warm_layers
+from simulator.generators.ktp.layout import CARD_H, CARD_W, CORNER_RADIUS
 
 PHONE_RESOLUTIONS = (
     ((960, 720), 0.18), ((1024, 768), 0.22), ((1280, 720), 0.18), ((720, 960), 0.10), ((1280, 960), 0.14),
@@ -150,6 +151,21 @@ def photograph(
     return frame
 
 
+def warm_caches() -> None:
+    """Build every per-process cache now: card layers at each ladder scale, surfaces, noise, fonts.
+
+    Called in the parent before it forks workers, so they share one copy (copy-on-write) instead of
+    each drawing its own; every cache is seeded from its key, so warming changes no output.
+    """
+    warm_layers()
+    for kind in SURFACES:
+        for index in range(MASTERS_PER_KIND):
+            _surface_master(kind, index)
+    for level in range(len(NOISE_SIGMAS)):
+        _noise_frame(level)
+    _light_grid()
+
+
 def card_width_in(quad: np.ndarray) -> float:
     """The card's width in frame pixels (its longer horizontal edge)."""
     return float(max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3])))
@@ -159,30 +175,39 @@ def _card_light_layer(
     size: tuple[int, int], shot: Shot, light_dir: int, rng: np.random.Generator
 ) -> Image.Image:
     """One add layer around mid-grey: the frame's light falloff over the card, a glare spot, sensor noise."""
-    gx, gy = 120, 76
-    y, x = np.mgrid[0:gy, 0:gx].astype(np.float32)
-    u, v = x / (gx - 1), y / (gy - 1)
+    gx, gy = LIGHT_GRID
+    u, v = _light_grid()
     # Where each layer cell sits in the frame (bilinear between the card's corners), then the light there.
-    q = shot.quad
-    top = q[0][None, None, :] * (1 - u[..., None]) + q[1][None, None, :] * u[..., None]
-    bottom = q[3][None, None, :] * (1 - u[..., None]) + q[2][None, None, :] * u[..., None]
-    where = top * (1 - v[..., None]) + bottom * v[..., None]
-    rel = where / np.array(shot.size, dtype=np.float32)
-    dark = 255 * shot.light * _light_ramp(light_dir, rel[..., 0], rel[..., 1]) * 0.8
-    layer = 128 - dark
+    q = (shot.quad / np.array(shot.size, dtype=np.float64)).astype(np.float32)
+    top_x, top_y = q[0, 0] + (q[1, 0] - q[0, 0]) * u, q[0, 1] + (q[1, 1] - q[0, 1]) * u
+    bottom_x, bottom_y = q[3, 0] + (q[2, 0] - q[3, 0]) * u, q[3, 1] + (q[2, 1] - q[3, 1]) * u
+    rel_x = top_x + (bottom_x - top_x) * v
+    rel_y = top_y + (bottom_y - top_y) * v
+    layer = 128 - (255 * 0.8 * shot.light) * _light_ramp(light_dir, rel_x, rel_y)
     if shot.glare > 0:
         cx, cy = rng.uniform(0.15, 0.85) * (gx - 1), rng.uniform(0.15, 0.85) * (gy - 1)
         radius = rng.uniform(9, 20)
+        x, y = u * (gx - 1), v * (gy - 1)
         layer = layer + shot.glare * np.exp(-(((x - cx) ** 2 + ((y - cy) * 1.3) ** 2) / (2 * radius**2)))
     # Nearest enlargement of a fine grid: steps of under one grey level, at a tenth of bilinear's cost.
-    small = Image.fromarray(np.clip(layer, 0, 255).astype(np.uint8), "L").resize(
-        size, Image.Resampling.NEAREST
-    )
+    # The grey layer is enlarged as RGB directly (three equal bands), so no separate merge pass.
+    grey = np.clip(layer, 0, 255).astype(np.uint8)
+    lit = Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB").resize(size, Image.Resampling.NEAREST)
     noise = _noise_frame(max(0, min(2, int(shot.noise // 2))))
     ox, oy = int(rng.integers(0, 64)), int(rng.integers(0, 64))
     grain = noise.crop((ox, oy, ox + size[0], oy + size[1]))
-    lit = Image.merge("RGB", (small, small, small))
     return ImageChops.add(lit, grain, scale=1.0, offset=-128)
+
+
+LIGHT_GRID = (120, 76)
+"""Cells of the light layer across and down the card (about 6 card pixels each on a 1 MP photo)."""
+
+
+@functools.lru_cache(maxsize=1)
+def _light_grid() -> tuple[np.ndarray, np.ndarray]:
+    gx, gy = LIGHT_GRID
+    y, x = np.mgrid[0:gy, 0:gx].astype(np.float32)
+    return x / (gx - 1), y / (gy - 1)
 
 
 _LIGHT_DIRECTIONS = (0.0, 0.8, 1.6, 2.4, 3.1, 3.9, 4.7, 5.5)
@@ -214,30 +239,58 @@ def _noise_frame(level: int) -> Image.Image:
 
 
 def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
-    """Warp the card onto ``quad`` (its four corners in the frame) and paste it with its rounded outline."""
+    """Warp the card onto ``quad`` (its four corners in the frame) and paste it with its rounded outline.
+
+    One perspective transform of the RGB card; the outline is the card's rounded rectangle mapped into
+    the frame and filled as a polygon, cheaper than warping an alpha band with every pixel.
+    """
     w, h = frame.size
     x0, y0 = np.floor(quad.min(axis=0)).astype(int)
     x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     if x1 <= x0 or y1 <= y0:
         return
-    source = card.convert(frame.mode)
-    source.putalpha(card_outline(source.size))
+    source = card if card.mode == frame.mode else card.convert(frame.mode)
     src = np.array(
         [[0, 0], [source.width, 0], [source.width, source.height], [0, source.height]], dtype=float
     )
-    coeffs = perspective_coeffs(quad - [x0, y0], src)
+    local = quad - [x0, y0]
     # At ~1:1 nearest sampling is sharp enough and 3x cheaper; enlarging needs bilinear to avoid blocks.
     enlarge = float(np.linalg.norm(quad[1] - quad[0])) / source.width > 1.1
     resample = Image.Resampling.BILINEAR if enlarge else Image.Resampling.NEAREST
+    edge = source.getpixel((source.width // 2, 2))  # the card's own edge colour: no dark seam at the outline
     warped = source.transform(
         (x1 - x0, y1 - y0),
         Image.Transform.PERSPECTIVE,
-        coeffs,
+        perspective_coeffs(local, src),
         resample,
-        fillcolor=(0,) * len(source.getbands()),
+        fillcolor=edge,
     )
-    frame.paste(warped, (x0, y0), warped)
+    outline = Image.new("L", warped.size, 0)
+    corners = _project(perspective_coeffs(src, local), _rounded_outline(source.size))
+    ImageDraw.Draw(outline).polygon([tuple(p) for p in corners.tolist()], fill=255)
+    frame.paste(warped, (x0, y0), outline)
+
+
+@functools.lru_cache(maxsize=64)
+def _rounded_outline(size: tuple[int, int]) -> np.ndarray:
+    """Points along the ID-1 card's rounded-corner outline at ``size`` (8 per corner arc)."""
+    w, h = size
+    r = CORNER_RADIUS * w / CARD_W
+    arc = np.linspace(0, np.pi / 2, 8)
+    points = []
+    for cx, cy, start in ((w - r, r, -np.pi / 2), (w - r, h - r, 0), (r, h - r, np.pi / 2), (r, r, np.pi)):
+        t = start + arc
+        points.append(np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1))
+    return np.concatenate(points)
+
+
+def _project(coeffs: tuple[float, ...], points: np.ndarray) -> np.ndarray:
+    """Apply Pillow-style PERSPECTIVE coefficients to points (x, y) -> (x', y')."""
+    a, b, c, d, e, f, g, hh = coeffs
+    x, y = points[:, 0], points[:, 1]
+    scale = g * x + hh * y + 1
+    return np.stack([(a * x + b * y + c) / scale, (d * x + e * y + f) / scale], axis=1)
 
 
 def perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
@@ -356,8 +409,7 @@ def encode(image: Image.Image, fmt: str, *, quality: int = 88, exif_orientation:
     """Encode as a phone app would upload it; ``exif_orientation`` stores the pixels turned, with the tag."""
     buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, "PNG", compress_level=1)  # zlib's fastest level: noisy pixels barely compress
-        return buffer.getvalue()
+        return encode_png(image)
     if exif_orientation in (3, 6, 8):
         # The sensor's pixels are stored as shot; the tag tells viewers how to turn them upright.
         stored = image.transpose(
@@ -372,3 +424,26 @@ def encode(image: Image.Image, fmt: str, *, quality: int = 88, exif_orientation:
     else:
         image.save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def encode_png(image: Image.Image, *, level: int = 1, strategy: int = zlib.Z_RLE) -> bytes:
+    """A PNG of an RGB or greyscale image: rows unfiltered, deflated with zlib's run-length strategy.
+
+    A photo's sensor noise defeats PNG's row filters, so trying all five per row (libpng's and Pillow's
+    adaptive choice) costs three times more for barely smaller files; this is how a fast exporter
+    writes it. Any PNG decoder reads it.
+    """
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    pixels = np.asarray(image)
+    height, width = pixels.shape[:2]
+    rows = np.zeros((height, 1 + pixels[0].size), dtype=np.uint8)  # first byte of a row: filter 0 (none)
+    rows[:, 1:] = pixels.reshape(height, -1)
+    deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
+    idat = deflate.compress(rows.data) + deflate.flush()
+    colour_type = 2 if image.mode == "RGB" else 0
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in ((b"IHDR", header), (b"IDAT", idat), (b"IEND", b""))
+    )
