@@ -71,7 +71,8 @@ def database_bytes(db_url: str) -> int:
 
 
 class PeakMemory:
-    """Samples the memory of a process and all its children (hash workers) every 100 ms.
+    """Samples the memory of a process and all its children (hash workers) every 0.5 s (reading every
+    process's page tables costs CPU the seed would otherwise have).
 
     PSS (proportional set size), not RSS: forked workers share the parent's pages, and RSS would
     count each shared page once per process."""
@@ -90,7 +91,7 @@ class PeakMemory:
                 self.peak = max(self.peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
             except psutil.Error:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.5)
 
     def stop(self) -> int:
         self._stop.set()
