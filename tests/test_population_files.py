@@ -116,10 +116,10 @@ def test_niks_emails_and_phones_stay_unique_across_many_chunks():
 def test_a_failed_write_leaves_no_partial_files(tmp_path, monkeypatch):
     real = population_module.generate_chunk
 
-    def broken(plan, k):
+    def broken(plan, k, **kwargs):
         if k == 2:
             raise RuntimeError("disk full, say")
-        return real(plan, k)
+        return real(plan, k, **kwargs)
 
     monkeypatch.setattr("simulator.io.population.generate_chunk", broken)
     with pytest.raises(RuntimeError):

@@ -67,6 +67,20 @@ def categories(labels: tuple[str, ...] | list[str], index: np.ndarray) -> pa.Arr
     return take(pa.array(list(labels), type=pa.string()), index)
 
 
+DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+
+
+def lookup(values: pa.Array | tuple[str, ...] | list[str], index: np.ndarray) -> pa.DictionaryArray:
+    """``values[index]`` as a dictionary column: each row costs an int32, not a copy of its string.
+
+    For columns drawn from a small table (provinces, religions, reason codes): taking from it,
+    writing it to Parquet and decoding it to plain strings all work on the indices.
+    """
+    if not isinstance(values, pa.Array):
+        values = pa.array(list(values), type=pa.string())
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(index, dtype=np.int32)), values)
+
+
 def group_rank(keys: np.ndarray) -> np.ndarray:
     """For each row, how many earlier rows (in row order) share its key: 0, 1, 2, ..."""
     keys = np.asarray(keys)

@@ -11,6 +11,7 @@ NIK and KK serials, emails and phones are unique across all chunks by constructi
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -21,14 +22,14 @@ import pyarrow.compute as pc
 
 from simulator.errors import InvalidOption
 from simulator.generators import contact, names
-from simulator.generators.columns import categories, choice, digits, group_rank, iso_dates, join, take
+from simulator.generators.columns import DICTIONARY, choice, digits, group_rank, iso_dates, join, lookup, take
 from simulator.generators.defects import DEFECT_NAMES, DEFECT_REASONS, DefectRates, parse_defects
 from simulator.generators.regions import RegionTables, region_tables
 from simulator.rules import eligibility
 from simulator.rules import nik as nik_rules
 from simulator.rules.reasons import ACCEPT
 
-GENERATOR_VERSION = "population/1"
+GENERATOR_VERSION = "population/2"  # 2: Parquet columns dictionary-encoded from the generator
 DEFAULT_CHUNK_ROWS = 100_000
 MAX_SIZE = 99_999_999  # phones draw from 10^8 subscriber numbers
 DATE_RESIDUES = 16  # see _serials
@@ -87,6 +88,9 @@ EXCLUDED_DRAW: dict[str, float] = {  # how an excluded occupation is drawn for t
     "ANGGOTA DPRD KABUPATEN/KOTA": 0.04, "ANGGOTA DPRD PROVINSI": 0.01, "DIREKSI/KOMISARIS BUMN": 0.03,
     "DIREKSI/KOMISARIS BUMD": 0.03,
 }
+# Every occupation a KTP here can show, once: the occupation column indexes into it.
+OCCUPATIONS: tuple[str, ...] = tuple(dict.fromkeys(
+    [*OCCUPATIONS_MALE, *OCCUPATIONS_FEMALE, STUDENT, *EXCLUDED_DRAW]))
 # 87% finished high school or more (shared/domain.md).
 EDUCATION: dict[str, float] = {
     "SD": 0.04, "SMP": 0.09, "SMA/SMK": 0.60, "D1-D3": 0.07, "D4/S1": 0.19, "S2": 0.01,
@@ -179,6 +183,24 @@ APPLICANT_SCHEMA = pa.schema([
     ("fate_drop_step", pa.string()), ("fate_retries", pa.int8()),
 ])
 SCHEMAS: dict[str, pa.Schema] = {"residents": RESIDENT_SCHEMA, "applicants": APPLICANT_SCHEMA}
+# Columns whose values come from a small table (at most a few thousand distinct values per chunk).
+# ``generate_chunk(..., dictionary=True)`` keeps them dictionary-encoded: the writers then move
+# int32 indices instead of strings. Village-level columns (~83k values) stay plain.
+DICTIONARY_COLUMNS = frozenset({
+    "gender", "birth_place", "religion", "marital_status", "occupation", "blood_type", "nationality",
+    "district", "regency", "province", "province_code", "regency_code", "district_code",
+    "domicile_province_code", "domicile_regency_code", "domicile_district_code", "domicile_province",
+    "domicile_regency", "domicile_district", "education", "employment_status", "expected_outcome",
+    "defect", "fate_drop_step",
+})
+
+
+def _dictionary_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([(f.name, DICTIONARY if f.name in DICTIONARY_COLUMNS else f.type) for f in schema])
+
+
+# The schemas of ``generate_chunk(..., dictionary=True)``: same columns and values, some encoded.
+ENCODED_SCHEMAS: dict[str, pa.Schema] = {name: _dictionary_schema(s) for name, s in SCHEMAS.items()}
 
 
 @dataclass
@@ -396,8 +418,13 @@ def _contact_keys(seed: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return contact.feistel_keys(rng), contact.feistel_keys(rng)
 
 
-def generate_chunk(plan: PopulationPlan, k: int) -> PopulationChunk:
-    """Chunk ``k`` of the population: a pure function of (plan, k)."""
+def generate_chunk(plan: PopulationPlan, k: int, *, dictionary: bool = False) -> PopulationChunk:
+    """Chunk ``k`` of the population: a pure function of (plan, k).
+
+    The tables have the contract's schemas (:data:`SCHEMAS`); with ``dictionary=True`` the
+    columns of :data:`DICTIONARY_COLUMNS` stay dictionary-encoded (:data:`ENCODED_SCHEMAS`), the
+    same values at a fraction of the cost, for the file writers.
+    """
     opts = plan.options
     start, stop = plan.chunk_bounds(k)
     n = stop - start
@@ -484,13 +511,15 @@ def generate_chunk(plan: PopulationPlan, k: int) -> PopulationChunk:
     marital = np.where(under, 0, marital)
     blood = choice(rng, n, BLOOD_SHARES)
 
-    occupation_m = np.array(list(OCCUPATIONS_MALE), dtype=object)[choice(rng, n, OCCUPATIONS_MALE)]
-    occupation_f = np.array(list(OCCUPATIONS_FEMALE), dtype=object)[choice(rng, n, OCCUPATIONS_FEMALE)]
+    # Occupations as indices into OCCUPATIONS.
+    occupation_m = _occupation_index(tuple(OCCUPATIONS_MALE))[choice(rng, n, OCCUPATIONS_MALE)]
+    occupation_f = _occupation_index(tuple(OCCUPATIONS_FEMALE))[choice(rng, n, OCCUPATIONS_FEMALE)]
     occupation = np.where(female, occupation_f, occupation_m)
-    occupation = np.where(student | under, STUDENT, occupation)
+    student_index = OCCUPATIONS.index(STUDENT)
+    occupation = np.where(student | under, student_index, occupation)
     excluded = is_defect["excluded_occupation"]
-    occupation[excluded] = np.array(list(EXCLUDED_DRAW), dtype=object)[choice(rng, int(excluded.sum()),
-                                                                               EXCLUDED_DRAW)]
+    excluded_draw = choice(rng, int(excluded.sum()), EXCLUDED_DRAW)
+    occupation[excluded] = _occupation_index(tuple(EXCLUDED_DRAW))[excluded_draw]
     is_recipient = is_defect["already_recipient"]
     other_aid = is_defect["receives_other_aid"]
     priority = rng.random(n) < opts.priority_share
@@ -517,32 +546,54 @@ def generate_chunk(plan: PopulationPlan, k: int) -> PopulationChunk:
     vill = pa.array(village)
     nik_str = digits(nik_int, 16)
     kk_str = digits(kk_int, 16)
-    gender = take(pa.array(["L", "P"]), female.astype(np.int64))
+    regency = regions.district_regency[district]
     residents = pa.table({
-        "nik": nik_str, "kk": kk_str, "full_name": person_names.full_name, "gender": gender,
-        "birth_place": take(arrow["regency_place_names"], birth_regency), "birth_date": iso_dates(birth),
-        "religion": categories(RELIGIONS, religion), "marital_status": categories(MARITAL, marital),
-        "occupation": pa.array(occupation, type=pa.string()), "blood_type": categories(BLOOD_TYPES, blood),
-        "nationality": pa.array(np.full(n, "WNI", dtype=object), type=pa.string()),
+        "nik": nik_str, "kk": kk_str, "full_name": person_names.full_name,
+        "gender": lookup(("L", "P"), female),
+        "birth_place": _region_lookup("regency_place_names", birth_regency), "birth_date": iso_dates(birth),
+        "religion": lookup(RELIGIONS, religion), "marital_status": lookup(MARITAL, marital),
+        "occupation": lookup(OCCUPATIONS, occupation), "blood_type": lookup(BLOOD_TYPES, blood),
+        "nationality": lookup(("WNI",), np.zeros(n, dtype=np.int32)),
         "address": take(hh_address, household), "rt_rw": take(hh_rt_rw, household),
         "village": pc.take(arrow["village_names"], vill),
-        "district": take(arrow["district_names"], district),
-        "regency": take(arrow["regency_names"], regions.district_regency[district]),
-        "province": take(arrow["province_names"], province),
+        "district": _region_lookup("district_names", district),
+        "regency": _region_lookup("regency_names", regency),
+        "province": _region_lookup("province_names", province),
         "postal_code": pc.take(arrow["village_postal"], vill),
-        "province_code": take(arrow["province_codes"], province),
-        "regency_code": take(arrow["regency_codes"], regions.district_regency[district]),
-        "district_code": take(arrow["district_codes"], district),
+        "province_code": _region_lookup("province_codes", province),
+        "regency_code": _region_lookup("regency_codes", regency),
+        "district_code": _region_lookup("district_codes", district),
         "village_code": pc.take(arrow["village_codes"], vill),
         "ktp_issued_on": iso_dates(ktp_issued.astype("datetime64[D]")),
-        "is_student": pa.array(occupation == STUDENT), "is_recipient": pa.array(is_recipient),
+        "is_student": pa.array(occupation == student_index), "is_recipient": pa.array(is_recipient),
         "receives_other_aid": pa.array(other_aid), "is_priority": pa.array(priority),
-    }, schema=RESIDENT_SCHEMA)
+    }, schema=ENCODED_SCHEMAS["residents"])
 
     applicants = _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup_targets,
                              nik_int, kk_int, hh_kk_int, household, birth_day, female, province, village,
                              is_recipient)
+    if not dictionary:
+        residents, applicants = residents.cast(RESIDENT_SCHEMA), applicants.cast(APPLICANT_SCHEMA)
     return PopulationChunk(index=k, start=start, stop=stop, residents=residents, applicants=applicants)
+
+
+@functools.cache
+def _region_dictionary(name: str) -> tuple[pa.Array, np.ndarray]:
+    # Distinct values only (district and birth-place names repeat across regencies): Parquet's
+    # dictionary pages come out the same whichever process built the chunk.
+    encoded = pc.dictionary_encode(region_tables().arrow[name])
+    return encoded.dictionary, encoded.indices.to_numpy()
+
+
+def _region_lookup(name: str, index: np.ndarray) -> pa.DictionaryArray:
+    """Region table ``name`` (e.g. ``"district_names"``) at ``index``, dictionary-encoded."""
+    values, position = _region_dictionary(name)
+    return lookup(values, position[index])
+
+
+@functools.cache
+def _occupation_index(labels: tuple[str, ...]) -> np.ndarray:
+    return np.array([OCCUPATIONS.index(label) for label in labels], dtype=np.int64)
 
 
 # How a rural address names its hamlet: kampung in Sundanese areas, banjar in Bali, dusun elsewhere.
@@ -678,14 +729,13 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
         is_recipient, residents["receives_other_aid"].to_numpy(zero_copy_only=False), kk_recipients,
         opts.reference_date)
     reasons = np.array([DEFECT_REASONS[name].value for name in DEFECT_NAMES] + [ACCEPT], dtype=object)
-    expected = reasons[np.where(defect >= 0, defect, len(DEFECT_NAMES))]
+    label_index = np.where(defect >= 0, defect, len(DEFECT_NAMES))
+    expected = reasons[label_index]
     eligibility_defect = np.isin(expected, [r.value for r in eligibility.ELIGIBILITY_ORDER])
     elig_typed = elig[identity_src]
     if not np.array_equal(expected[eligibility_defect], elig_typed[eligibility_defect]) or (
             elig_typed[defect < 0] != "").any():
         raise AssertionError("generated facts disagree with the eligibility rules")
-    defect_labels = np.array(list(DEFECT_NAMES) + [""], dtype=object)[np.where(defect >= 0, defect,
-                                                                                 len(DEFECT_NAMES))]
 
     f = opts.funnel
     steps = np.cumprod(rng.random((n, 5)) < np.array(
@@ -709,24 +759,24 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
                                     "postal_code", "province_code", "regency_code", "district_code",
                                     "village_code")},
         "domicile_differs": pa.array(away),
-        "domicile_province_code": take(arrow["province_codes"], dom_province),
-        "domicile_regency_code": take(arrow["regency_codes"], dom_regency),
-        "domicile_district_code": take(arrow["district_codes"], dom_district),
+        "domicile_province_code": _region_lookup("province_codes", dom_province),
+        "domicile_regency_code": _region_lookup("regency_codes", dom_regency),
+        "domicile_district_code": _region_lookup("district_codes", dom_district),
         "domicile_village_code": take(arrow["village_codes"], dom_village),
-        "domicile_province": take(arrow["province_names"], dom_province),
-        "domicile_regency": take(arrow["regency_names"], dom_regency),
-        "domicile_district": take(arrow["district_names"], dom_district),
+        "domicile_province": _region_lookup("province_names", dom_province),
+        "domicile_regency": _region_lookup("regency_names", dom_regency),
+        "domicile_district": _region_lookup("district_names", dom_district),
         "domicile_village": take(arrow["village_names"], dom_village),
-        "education": categories(tuple(EDUCATION), choice(rng, n, EDUCATION)),
-        "employment_status": categories(tuple(EMPLOYMENT), choice(rng, n, EMPLOYMENT)),
-        "expected_outcome": pa.array(expected, type=pa.string()),
-        "defect": pa.array(defect_labels, type=pa.string()),
+        "education": lookup(tuple(EDUCATION), choice(rng, n, EDUCATION)),
+        "employment_status": lookup(tuple(EMPLOYMENT), choice(rng, n, EMPLOYMENT)),
+        "expected_outcome": lookup(tuple(reasons), label_index),
+        "defect": lookup((*DEFECT_NAMES, ""), label_index),
         "fate_email_verified": pa.array(steps[:, 0]), "fate_identity_submitted": pa.array(steps[:, 1]),
         "fate_phone_verified": pa.array(steps[:, 2]), "fate_test_finished": pa.array(steps[:, 3]),
         "fate_joins_wave": pa.array(steps[:, 4]),
-        "fate_drop_step": categories(DROP_STEPS + ("",), drop),
+        "fate_drop_step": lookup((*DROP_STEPS, ""), drop),
         "fate_retries": pa.array(retries, type=pa.int8()),
-    }, schema=APPLICANT_SCHEMA)
+    }, schema=ENCODED_SCHEMAS["applicants"])
 
 
 def _scatter(column: pa.Array, rows: np.ndarray, values: pa.Array) -> pa.Array:

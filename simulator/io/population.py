@@ -32,6 +32,7 @@ from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.generators.defects import DefectRates
 from simulator.generators.population import (
     DEFAULT_CHUNK_ROWS,
+    ENCODED_SCHEMAS,
     GENERATOR_VERSION,
     SCHEMAS,
     PopulationPlan,
@@ -114,7 +115,9 @@ def encode_csv(table: pa.Table, header: bool) -> pa.Buffer:
 
 
 def _encode_chunk(plan: PopulationPlan, k: int, fmt: str, header: bool) -> tuple[int, dict[str, object]]:
-    chunk = generate_chunk(plan, k)
+    # Parquet takes the dictionary-encoded columns as they are (no string copies, no hashing);
+    # the text writers spell every value anyway.
+    chunk = generate_chunk(plan, k, dictionary=True) if fmt == "parquet" else generate_chunk(plan, k)
     out: dict[str, object] = {}
     for name in TABLES:
         table = getattr(chunk, name)
@@ -154,18 +157,32 @@ def _worker_encode(args: tuple[int, str, bool, str]) -> tuple[int, dict[str, tup
     handles = {}
     for name, payload in encoded.items():
         if isinstance(payload, pa.Table):
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, payload.schema) as stream:
-                stream.write_table(payload)
-            payload = sink.getvalue()
-        view = memoryview(payload).cast("B")  # Arrow buffers export signed bytes
-        block = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True,
-                                           size=max(len(view), 1))
-        block.buf[:len(view)] = view
+            # A table goes over as an Arrow IPC stream written straight into the block (one copy);
+            # the main process reads it in place.
+            measure = pa.MockOutputStream()
+            _write_ipc(measure, payload)
+            size = measure.size()
+            block = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True, size=size)
+            target = pa.py_buffer(block.buf)
+            sink = pa.FixedSizeBufferWriter(target)
+            _write_ipc(sink, payload)
+            sink.close()
+            del sink, target  # release the exported view before closing the block
+        else:
+            view = memoryview(payload).cast("B")  # Arrow buffers export signed bytes
+            size = len(view)
+            block = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True,
+                                               size=max(size, 1))
+            block.buf[:size] = view
         block.close()
         resource_tracker.unregister(block._name, "shared_memory")  # noqa: SLF001 - the main process owns it
-        handles[name] = (block.name, len(view))
+        handles[name] = (block.name, size)
     return persons, handles
+
+
+def _write_ipc(sink: pa.NativeFile, table: pa.Table) -> None:
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
 
 
 class _SharedBytes:
@@ -183,10 +200,11 @@ class _SharedBytes:
 
     def __exit__(self, *exc: object) -> None:
         assert self._block is not None and self._view is not None
+        if self.name:
+            self._block.unlink()
+            self.name = ""
         self._view.release()
         self._block.close()
-        self._block.unlink()
-        self.name = ""
 
     def discard(self) -> None:
         """Free the block if it was never read (a write abandoned half-way)."""
@@ -198,18 +216,29 @@ class _SharedBytes:
             self.name = ""
 
 
-def _take_shared(handle: tuple[str, int], fmt: str) -> object:
-    """The payload a worker left in shared memory: a table for parquet, else a :class:`_SharedBytes`."""
+class _SharedTable(_SharedBytes):
+    """A table a worker left in shared memory as an Arrow IPC stream: ``with`` it to read it in place."""
+
+    def __enter__(self) -> pa.Table:  # type: ignore[override]
+        view = super().__enter__()
+        with pa.ipc.open_stream(pa.py_buffer(view)) as reader:
+            return reader.read_all()  # zero-copy: its buffers point into the block
+
+    def __exit__(self, *exc: object) -> None:
+        # The caller has dropped the table; collect any reference cycle still exporting the view.
+        try:
+            super().__exit__(*exc)
+        except BufferError:
+            import gc
+
+            gc.collect()
+            super().__exit__(*exc)
+
+
+def _take_shared(handle: tuple[str, int], fmt: str) -> _SharedBytes:
+    """The payload a worker left in shared memory (freed once read, or by :meth:`discard`)."""
     name, size = handle
-    if fmt != "parquet":
-        return _SharedBytes(name, size)
-    block = shared_memory.SharedMemory(name=name)
-    try:
-        data = bytes(block.buf[:size])  # a copy, so the table does not pin the block
-    finally:
-        block.close()
-        block.unlink()
-    return pa.ipc.open_stream(data).read_all()
+    return _SharedTable(name, size) if fmt == "parquet" else _SharedBytes(name, size)
 
 
 def _free_shared(run: str, chunks: list[int]) -> None:
@@ -314,10 +343,15 @@ class _HashingSink:
 
 
 class _ParquetFile(_StreamFile):
+    """Parquet from chunks whose small-table columns come dictionary-encoded (``ENCODED_SCHEMAS``).
+
+    The Arrow schema is not stored in the file: readers see plain strings, as in the contract.
+    """
+
     def __init__(self, target: Path, schema: pa.Schema):
         super().__init__(target)
         self.writer = pq.ParquetWriter(
-            _HashingSink(self), schema, compression="zstd",
+            _HashingSink(self), schema, compression="zstd", store_schema=False,
             use_dictionary=[f.name for f in schema if f.name not in _HIGH_CARDINALITY],
             write_statistics=[name for name in _STATISTICS if name in schema.names])
 
@@ -349,6 +383,11 @@ def _write_chunk(files: dict[str, _StreamFile], encoded: dict[str, object], pers
         if isinstance(payload, pa.Table):
             files[name].write_table(payload)  # type: ignore[attr-defined]
             rows[name] += payload.num_rows
+        elif isinstance(payload, _SharedTable):
+            with payload as table:
+                files[name].write_table(table)  # type: ignore[attr-defined]
+                rows[name] += table.num_rows
+                del table
         elif isinstance(payload, _SharedBytes):
             with payload as view:
                 files[name].write(view)
@@ -432,7 +471,8 @@ def write_population(
     try:
         for name in TABLES:
             target = out / names[name]
-            files[name] = _ParquetFile(target, SCHEMAS[name]) if fmt == "parquet" else _StreamFile(target)
+            files[name] = (_ParquetFile(target, ENCODED_SCHEMAS[name]) if fmt == "parquet"
+                           else _StreamFile(target))
         for persons, encoded in _encoded_chunks(plan, chunks, fmt, workers):
             try:
                 _write_chunk(files, encoded, persons, rows)
