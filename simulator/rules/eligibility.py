@@ -8,6 +8,7 @@ BUMN/BUMD executive, not already a recipient, no other social aid, at most 2 rec
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -111,9 +112,31 @@ def resident_eligibility(resident: Mapping[str, object], *, kk_recipients: int =
     )
 
 
+_AGE_TABLE_YEARS = 150
+
+
+@functools.cache
+def _last_birth_days(on: dt.date) -> np.ndarray:
+    """Ascending day numbers: entry ``i`` is the last birth date aged ``_AGE_TABLE_YEARS - i`` on ``on``."""
+    last = []
+    for age in range(_AGE_TABLE_YEARS, -1, -1):
+        try:
+            day = on.replace(year=on.year - age)
+        except ValueError:  # 29 February in a common year: born by 28 February
+            day = on.replace(year=on.year - age, day=28)
+        last.append((day - dt.date(1970, 1, 1)).days)
+    return np.array(last, dtype=np.int64)
+
+
 def ages_on(birth_dates: np.ndarray, on: dt.date = REFERENCE_DATE) -> np.ndarray:
     """Vectorised :func:`age_on` for ``datetime64[D]`` birth dates."""
     days = np.asarray(birth_dates).astype("datetime64[D]")
+    numbers = days.astype(np.int64)
+    last = _last_birth_days(on)
+    if len(numbers) and last[0] < numbers.min() and numbers.max() <= last[-1]:
+        # One binary search per person instead of calendar arithmetic: the number of birthdays
+        # (ages 0..150) that fall on or before ``on``.
+        return len(last) - 1 - np.searchsorted(last, numbers, side="left")
     years = days.astype("datetime64[Y]")
     month_day = (days.astype("datetime64[M]") - years).astype(np.int64) * 100 + (
         days - days.astype("datetime64[M]")).astype(np.int64) + 101

@@ -12,6 +12,7 @@ region code, the date the family card was recorded (DDMMYY, no +40) and a serial
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -182,16 +183,34 @@ def parse_kk(kk: str, *, today: dt.date | None = None) -> KkInfo:
 # --- vectorised: whole columns, for the generator ------------------------------------------------
 
 
+_DDMMYY_FIRST = np.datetime64("1900-01-01", "D")
+_DDMMYY_DAYS = 73_049  # 1900-01-01 .. 2099-12-31
+
+
+@functools.cache
+def _ddmmyy_table() -> np.ndarray:
+    return _ddmmyy(_DDMMYY_FIRST + np.arange(_DDMMYY_DAYS))
+
+
 def date_digits(dates: np.ndarray, female: np.ndarray | None = None) -> np.ndarray:
     """DDMMYY as int64 for ``datetime64[D]`` dates; with ``female``, 40 is added to women's day."""
-    days = dates.astype("datetime64[D]")
+    offset = (np.asarray(dates).astype("datetime64[D]") - _DDMMYY_FIRST).astype(np.int64)
+    if len(offset) and 0 <= offset.min() and offset.max() < _DDMMYY_DAYS:
+        ddmmyy = _ddmmyy_table()[offset]  # one lookup per date instead of calendar arithmetic
+    else:
+        ddmmyy = _ddmmyy(dates)
+    if female is not None:
+        ddmmyy = ddmmyy + FEMALE_DAY_OFFSET * 10_000 * np.asarray(female, dtype=np.int64)
+    return ddmmyy
+
+
+def _ddmmyy(dates: np.ndarray) -> np.ndarray:
+    days = np.asarray(dates).astype("datetime64[D]")
     years = days.astype("datetime64[Y]")
     months = days.astype("datetime64[M]")
     year = years.astype(np.int64) + 1970
     month = (months - years).astype(np.int64) + 1
     day = (days - months).astype(np.int64) + 1
-    if female is not None:
-        day = day + FEMALE_DAY_OFFSET * np.asarray(female, dtype=np.int64)
     return day * 10_000 + month * 100 + year % 100
 
 
