@@ -124,7 +124,7 @@ def scale_bucket(scale: float) -> float:
 
 @functools.lru_cache(maxsize=32)  # the whole ladder, 0.3x to 2x, is 29 scales
 def _static_layers(scale: float) -> tuple[Image.Image, Image.Image, Image.Image, Image.Image]:
-    """Printed ground with the SPECIMEN mark, the mark's mask, band-text mask, outline: one ladder scale."""
+    """Printed ground with the SPECIMEN mark, the mark's mask, ink under the mark, outline: at one scale."""
     if scale == 1.0:
         ground, mark, band, outline = printed_ground(), specimen_mask(), band_text_mask(), card_alpha()
     else:
@@ -143,7 +143,9 @@ def _static_layers(scale: float) -> tuple[Image.Image, Image.Image, Image.Image,
     marked.paste(SPECIMEN_RED, (0, 0), mark)
     band_top = int((CARD_H - 52) * scale)
     marked.paste((255, 255, 255), (0, band_top), band.crop((0, band_top, band.width, band.height)))
-    return marked, mark, band, outline
+    marked_ink = Image.new("RGB", mark.size, INK)  # the card's ink where the mark lies over it
+    marked_ink.paste(SPECIMEN_RED, (0, 0), mark)
+    return marked, mark, marked_ink, outline
 
 
 def ladder_scales() -> list[float]:
@@ -170,7 +172,7 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     scale = scale_bucket(scale)
     rng = person_rng(person)
     text = layout.card_text(person, issue_date_for(person, rng))
-    ground, mark, _, _ = _static_layers(scale)
+    ground, mark, marked_ink, _ = _static_layers(scale)
     card = ground.copy()
 
     def at(x: float, y: float) -> tuple[float, float]:
@@ -179,8 +181,12 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     def ink(mask: Image.Image, left: int, top: int, colour: tuple[int, int, int] = INK) -> None:
         # The ground already carries the SPECIMEN mark; ink laid on it is tinted by the mark where they
         # overlap, exactly as blending the mark over the printed card would, at the cost of the glyphs only.
-        tinted = Image.new("RGB", mask.size, colour)
-        tinted.paste(SPECIMEN_RED, (0, 0), mark.crop((left, top, left + mask.width, top + mask.height)))
+        box = (left, top, left + mask.width, top + mask.height)
+        if colour == INK:
+            tinted = marked_ink.crop(box)
+        else:
+            tinted = Image.new("RGB", mask.size, colour)
+            tinted.paste(SPECIMEN_RED, (0, 0), mark.crop(box))
         card.paste(tinted, (left, top), mask)
 
     def print_text(xy: tuple[float, float], value: str, kind: str, size: float, anchor: str, shared: bool):
@@ -254,17 +260,25 @@ _text_mask = functools.lru_cache(maxsize=8192)(_rasterise)
 """``_rasterise`` once per shared value, kind, size and anchor."""
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=65536)
 def _glyph(char: str, kind: str, size: int) -> tuple[Image.Image, int, int, float]:
     """One character's mask, its offset from the pen on the baseline, and its advance."""
     mask, (left, top) = _rasterise(char, kind, size, "ls")
     return mask, left, top, font(kind, size).getlength(char)
 
 
+KERNING_SIZE = 200
+"""Kerning is measured once per letter pair at this size and scaled: a font's kerning is linear in size."""
+
+
 @functools.lru_cache(maxsize=65536)
+def _pair_kerning(pair: str, kind: str) -> float:
+    face = font(kind, KERNING_SIZE)
+    return (face.getlength(pair) - face.getlength(pair[0]) - face.getlength(pair[1])) / KERNING_SIZE
+
+
 def _kerning(pair: str, kind: str, size: int) -> float:
-    face = font(kind, size)
-    return face.getlength(pair) - face.getlength(pair[0]) - face.getlength(pair[1])
+    return _pair_kerning(pair, kind) * size
 
 
 @functools.lru_cache(maxsize=1024)
@@ -300,18 +314,6 @@ def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image
     shift_x = -round(pen / 2) if anchor[0] == "m" else 0
     shift_y = _middle(kind, size) if anchor[1] == "m" else 0
     return canvas, (x0 + shift_x, y0 + shift_y)
-
-
-def card_outline(size: tuple[int, int]) -> Image.Image:
-    """The rounded-corner alpha mask for a card rendered at ``size``."""
-    for scale in (1.0, round(size[0] / CARD_W, 4)):
-        layers = _static_layers(scale_bucket(scale))
-        if layers[3].size == size:
-            return layers[3]
-    outline = Image.new("L", size, 0)
-    radius = layout.CORNER_RADIUS * size[0] / CARD_W
-    ImageDraw.Draw(outline).rounded_rectangle((0, 0, size[0] - 1, size[1] - 1), radius, fill=255)
-    return outline
 
 
 def _row_positions() -> list[tuple[str, int]]:

@@ -21,12 +21,21 @@ from simulator.generators.ktp.card import render_card, warm_layers
 from simulator.generators.ktp.layout import CARD_H, CARD_W, CORNER_RADIUS
 
 PHONE_RESOLUTIONS = (
-    ((960, 720), 0.18), ((1024, 768), 0.22), ((1280, 720), 0.18), ((720, 960), 0.10), ((1280, 960), 0.14),
-    ((960, 1280), 0.06), ((1600, 1200), 0.06), ((1920, 1080), 0.04), ((2048, 1536), 0.02),
+    ((960, 720), 0.18),
+    ((1024, 768), 0.22),
+    ((1280, 720), 0.18),
+    ((720, 960), 0.10),
+    ((1280, 960), 0.14),
+    ((960, 1280), 0.06),
+    ((1600, 1200), 0.06),
+    ((1920, 1080), 0.04),
+    ((2048, 1536), 0.02),
 )
 """(width, height) of the upload as the phone sends it, with how often. A 12-50 MP original is 3-8 MB,
 over the 2 MB limit, so what gets through is what the browser, the camera picker or the applicant
-scaled down: mostly around one megapixel."""
+scaled down - web and app uploads are usually resized to about 1280 px on the long side, so mostly
+around one megapixel. The 12% above that are phones whose own camera file is small enough to go as is
+(older or budget models, or a camera app set to a lower resolution)."""
 
 SURFACES = ("wood", "cloth", "paper", "desk")
 # Surface colours stay clear of the card's sky blue, as a light-blue table would hide the card edge.
