@@ -22,7 +22,17 @@ import pyarrow.compute as pc
 
 from simulator.errors import InvalidOption
 from simulator.generators import contact, names
-from simulator.generators.columns import DICTIONARY, choice, digits, group_rank, iso_dates, join, lookup, take
+from simulator.generators.columns import (
+    DICTIONARY,
+    bucket,
+    choice,
+    digits,
+    group_rank,
+    iso_dates,
+    join,
+    lookup,
+    take,
+)
 from simulator.generators.defects import DEFECT_NAMES, DEFECT_REASONS, DefectRates, parse_defects
 from simulator.generators.regions import RegionTables, region_tables
 from simulator.rules import eligibility
@@ -377,7 +387,7 @@ def _assign_defects(rng: np.random.Generator, n: int, rates: DefectRates, househ
         order = [DEFECT_NAMES.index(name) for name in table]
         edges = np.cumsum(list(table.values()))
         u = rng.random(n)
-        slot = np.searchsorted(edges, u, side="right")
+        slot = bucket(edges, u)
         hit = slot < len(order)
         defect[hit] = np.array(order)[slot[hit]]
     if kk_rate > 0 and n:
