@@ -24,7 +24,7 @@ from simulator.generators.ktp import fixtures
 from simulator.generators.ktp.card import render_card
 from simulator.generators.ktp.layout import card_text
 from simulator.generators.ktp.variants import VARIANTS, render_upload, render_variant
-from simulator.rules.reasons import ACCEPT, Reason
+from simulator.rules.reasons import ACCEPT, UPLOAD_REASONS
 from simulator.rules.upload import MAX_UPLOAD_BYTES, validate_upload
 
 # A seed never used while tuning the renderer or the validator's thresholds.
@@ -32,18 +32,6 @@ FRESH_SEED = 90_417_331
 AGREEMENT_COUNT = 180
 OCR_SAMPLE = 36
 
-UPLOAD_REASONS = {
-    Reason.FILE_EMPTY,
-    Reason.FILE_TOO_LARGE,
-    Reason.UNSUPPORTED_FORMAT,
-    Reason.EXTENSION_MISMATCH,
-    Reason.CORRUPT_IMAGE,
-    Reason.IMAGE_DIMENSIONS,
-    Reason.CARD_NOT_WHOLE,
-    Reason.PHOTOCOPY,
-    Reason.TOO_BLURRY,
-    Reason.NOT_A_KTP,
-}
 
 
 @pytest.fixture(scope="module")

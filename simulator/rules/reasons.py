@@ -77,6 +77,20 @@ class Reason(StrEnum):
         return _HTTP_STATUS.get(self, 422)
 
 
+UPLOAD_REASONS: tuple[Reason, ...] = (
+    Reason.FILE_EMPTY,
+    Reason.FILE_TOO_LARGE,
+    Reason.UNSUPPORTED_FORMAT,
+    Reason.EXTENSION_MISMATCH,
+    Reason.CORRUPT_IMAGE,
+    Reason.IMAGE_DIMENSIONS,
+    Reason.CARD_NOT_WHOLE,
+    Reason.PHOTOCOPY,
+    Reason.TOO_BLURRY,
+    Reason.NOT_A_KTP,
+)
+"""Every refusal of a KTP photo upload, in the order the validator checks for them."""
+
 ACCEPT = "accept"
 """The ``expected_outcome`` / verdict value meaning: the system should take it."""
 

@@ -120,7 +120,7 @@ from typing import Any
 import tomli_w
 
 from simulator.errors import InvalidInputFile
-from simulator.rules.reasons import Reason
+from simulator.rules.reasons import UPLOAD_REASONS
 
 STEPS: tuple[str, ...] = (
     "create_account",
@@ -147,21 +147,7 @@ SLO_METRICS = (
     "reconciliation",
 )
 LATENCY_STATS = ("p50", "p90", "p99", "p99.9", "max", "mean")
-KTP_DEFECT_CODES: tuple[str, ...] = tuple(
-    str(r)
-    for r in (
-        Reason.FILE_EMPTY,
-        Reason.FILE_TOO_LARGE,
-        Reason.UNSUPPORTED_FORMAT,
-        Reason.EXTENSION_MISMATCH,
-        Reason.CORRUPT_IMAGE,
-        Reason.IMAGE_DIMENSIONS,
-        Reason.CARD_NOT_WHOLE,
-        Reason.PHOTOCOPY,
-        Reason.TOO_BLURRY,
-        Reason.NOT_A_KTP,
-    )
-)
+KTP_DEFECT_CODES: tuple[str, ...] = tuple(str(r) for r in UPLOAD_REASONS)
 """Ways a KTP upload can be wrong (the reason codes the upload rules answer with)."""
 
 # Mean think time before each step, wave seconds. The test is ~15 minutes of 18 questions
