@@ -8,40 +8,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import urllib.error
 import urllib.request
 
 import pytest
+from engines import ENGINES, server_url
 
 from simulator.api.testing import running_server, scratch_database
 from simulator.rules.reasons import Reason
 from simulator.seed import seed_database
-
-ENGINES = [
-    pytest.param(None, id="sqlite"),
-    pytest.param(
-        "PRAKERJA_TEST_POSTGRES_URL",
-        id="postgresql",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(
-                not os.environ.get("PRAKERJA_TEST_POSTGRES_URL"),
-                reason="PRAKERJA_TEST_POSTGRES_URL is not set",
-            ),
-        ],
-    ),
-    pytest.param(
-        "PRAKERJA_TEST_MARIADB_URL",
-        id="mariadb",
-        marks=[
-            pytest.mark.mariadb,
-            pytest.mark.skipif(
-                not os.environ.get("PRAKERJA_TEST_MARIADB_URL"), reason="PRAKERJA_TEST_MARIADB_URL is not set"
-            ),
-        ],
-    ),
-]
 
 
 def call(base: str, method: str, path: str, body: dict | None = None, token: str | None = None):
@@ -61,7 +36,7 @@ def call(base: str, method: str, path: str, body: dict | None = None, token: str
 @pytest.fixture(scope="module", params=ENGINES)
 def api(request, tmp_path_factory):
     """A seeded database (every state present) and the real API serving it."""
-    server = os.environ[request.param] if request.param else None
+    server = server_url(request.param)
     with scratch_database(server, prefix="test_seed_api") as db_url:
         passwords = tmp_path_factory.mktemp("seed-api") / "passwords.csv"
         # Every state, and enough valid applicants left over for the shallow ones as well.

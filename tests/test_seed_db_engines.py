@@ -12,6 +12,7 @@ import os
 
 import pytest
 import sqlalchemy as sa
+from engines import ENGINES, server_url
 
 from simulator.api import schema as t
 from simulator.api.db import make_engine
@@ -30,36 +31,12 @@ MIX = (
     "selected=0.05,training_bought=0.05,finished=0.05,incentive_paid=0.1,revoked=0.05"
 )
 
-ENGINES = [
-    pytest.param(None, id="sqlite"),
-    pytest.param(
-        "PRAKERJA_TEST_POSTGRES_URL",
-        id="postgresql",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(
-                not os.environ.get("PRAKERJA_TEST_POSTGRES_URL"),
-                reason="PRAKERJA_TEST_POSTGRES_URL is not set",
-            ),
-        ],
-    ),
-    pytest.param(
-        "PRAKERJA_TEST_MARIADB_URL",
-        id="mariadb",
-        marks=[
-            pytest.mark.mariadb,
-            pytest.mark.skipif(
-                not os.environ.get("PRAKERJA_TEST_MARIADB_URL"), reason="PRAKERJA_TEST_MARIADB_URL is not set"
-            ),
-        ],
-    ),
-]
 
 
 @pytest.fixture(scope="module", params=ENGINES)
 def seeded(request, tmp_path_factory):
     """One database per engine, seeded once with a 3000-person population in three chunks."""
-    server = os.environ[request.param] if request.param else None
+    server = server_url(request.param)
     with scratch_database(server, prefix="test_seed") as db_url:
         out = tmp_path_factory.mktemp("seed")
         passwords = out / "passwords.csv"
