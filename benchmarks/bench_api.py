@@ -8,7 +8,9 @@ server time goes (framework, argon2, database), from server CPU time and in-proc
     python benchmarks/bench_api.py [--seconds 10] [--connections 64] [--workers 2] [--password-cost 0]
                                    [--access-log] [--skip-postgres]
 
-Goal (issue 4): the real wave-1 peak, about 1,300 sign-ups/s, with p99 under 100 ms.
+Goal (issue 4): the real wave-1 peak, about 1,300 sign-ups/s, with p99 under 100 ms. Besides the
+saturated run (64 connections as fast as they go), a paced run offers about 1,300 sign-ups/s
+(connections with a think time) and reads the p99 at that rate.
 """
 
 from __future__ import annotations
@@ -43,9 +45,21 @@ function setup(thread)
 end
 
 local mode = "GET"
+local think_ms = 0
 
 function init(args)
   mode = args[1] or "GET"
+  think_ms = tonumber(args[2] or "0")
+  math.randomseed(id * 7919 + os.time())
+end
+
+-- Paced runs: each connection waits a random think time (mean think_ms) before each request,
+-- so the offered rate is about connections / (think + latency) instead of "as fast as it goes".
+function delay()
+  if think_ms > 0 then
+    return math.floor(think_ms * 2 * math.random())
+  end
+  return 0
 end
 
 request = function()
@@ -70,7 +84,15 @@ end
 """
 
 
-def wrk(url: str, method: str, seconds: float, connections: int, threads: int = 2) -> dict:
+GOAL_RATE = 1300
+"""The real wave-1 peak in sign-ups per second (issue 4)."""
+
+PACED_CONNECTIONS = 128
+
+
+def wrk(
+    url: str, method: str, seconds: float, connections: int, threads: int = 2, think_ms: float = 0
+) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % {"run": uuid.uuid4().hex[:8]})
     env = dict(os.environ)
@@ -87,6 +109,7 @@ def wrk(url: str, method: str, seconds: float, connections: int, threads: int = 
             url,
             "--",
             method,
+            f"{think_ms:g}",
         ]  # the script turns POST into a fresh sign-up each time
         children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, env=env)
@@ -205,6 +228,19 @@ def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
         pid = base_url.process.pid
         hello = measure(base_url, pid, "/hello", "GET", args.seconds, args.connections)
         signup = measure(base_url, pid, "/v1/accounts", "POST", args.seconds, args.connections, db_url)
+        # The goal is a rate with a latency: offer about GOAL_RATE sign-ups/s (128 connections,
+        # each with a think time) and read the p99 at that rate, not at saturation. A short
+        # calibration run tells how much of each connection's cycle the answer itself takes.
+        think = 1000 * PACED_CONNECTIONS / GOAL_RATE
+        trial = wrk(base_url + "/v1/accounts", "POST", 3, PACED_CONNECTIONS, think_ms=think)
+        answer_ms = max(0.0, 1000 * PACED_CONNECTIONS / max(1.0, trial["rps"]) - think)
+        paced = wrk(
+            base_url + "/v1/accounts",
+            "POST",
+            args.seconds,
+            PACED_CONNECTIONS,
+            think_ms=max(1.0, think - answer_ms),
+        )
     costs = in_process_costs(db_url, args.password_cost)
     ratio = signup["rps"] / hello["rps"]
     goal = "meets" if signup["rps"] >= 1300 and signup["p99_us"] < 100_000 else "misses"
@@ -214,7 +250,15 @@ def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
     )
     print(_line("bare GET /hello", hello, "req/s     "))
     print(_line("POST /v1/accounts", signup, "sign-ups/s"))
-    print(f"  ratio sign-ups / hello : {ratio:.3f}   ({goal} the goal of 1,300 sign-ups/s with p99 < 100 ms)")
+    print(f"  ratio sign-ups / hello : {ratio:.3f}   (saturated: as fast as 64 connections go)")
+    paced_goal = "meets" if paced["rps"] >= 0.97 * GOAL_RATE and paced["p99_us"] < 100_000 else "misses"
+    print(
+        f"  {'paced at ~' + str(GOAL_RATE) + '/s':<22} : {paced['rps']:8.0f} sign-ups/s   "
+        f"p50 {paced['p50_us'] / 1000:6.1f} ms   p99 {paced['p99_us'] / 1000:6.1f} ms   "
+        f"({PACED_CONNECTIONS} connections, think time)   "
+        f"non-2xx {paced['non2xx']}  socket errors {paced['errors']}"
+    )
+    print(f"  goal, about 1,300 sign-ups/s with p99 < 100 ms: saturated run {goal}, paced run {paced_goal}")
     framework = hello["server_cpu_ms_per_request"]
     argon2_ms, db_cpu_ms = costs["argon2_us"] / 1000, costs["db_batched_cpu_us"] / 1000
     rest = max(0.0, signup["server_cpu_ms_per_request"] - framework - argon2_ms - db_cpu_ms)
