@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from simulator import __version__
 from simulator.api import models as m
-from simulator.api.db import make_engine
+from simulator.api.db import checkpoint, make_engine
 from simulator.api.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
 from simulator.api.schema import SCHEMA_VERSION, create_schema
@@ -347,7 +347,9 @@ async def _send_stored(send, status: int, body: bytes) -> None:  # noqa: ANN001
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (creating the schema if it is missing)."""
     settings = settings or Settings()
-    engine = create_schema(make_engine(settings.db_url, pool_size=THREADPOOL_SIZE // 4))
+    engine = create_schema(
+        make_engine(settings.db_url, pool_size=THREADPOOL_SIZE // 4, background_checkpoints=True)
+    )
     store = Store(engine, settings)
     registry = RegistryLink(settings)
     counter = OutcomeCounter(store)
@@ -361,6 +363,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
                     await run_in_threadpool(counter.flush)
+                with contextlib.suppress(Exception):  # SQLite: the WAL is copied back here, not in commits
+                    await run_in_threadpool(checkpoint, engine)
 
         async def flush_log_forever():
             while True:

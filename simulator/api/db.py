@@ -62,8 +62,13 @@ def dialect_of(url: str) -> str:
     return make_url(url).get_backend_name()
 
 
-def make_engine(url: str | Path, *, pool_size: int = 8) -> Engine:
-    """An engine tuned for many short transactions from several threads and processes."""
+def make_engine(url: str | Path, *, pool_size: int = 8, background_checkpoints: bool = False) -> Engine:
+    """An engine tuned for many short transactions from several threads and processes.
+
+    ``background_checkpoints`` (SQLite): commits never run a WAL checkpoint themselves (SQLite's
+    auto-checkpoint does it inside a commit, holding the write lock while it syncs the file);
+    the owner calls `checkpoint` from elsewhere instead, as the API server does once a second.
+    """
     normalized = normalize_url(url)
     backend = dialect_of(normalized)
     if backend == "sqlite":
@@ -77,7 +82,7 @@ def make_engine(url: str | Path, *, pool_size: int = 8) -> Engine:
             pool_size=pool_size,
             max_overflow=pool_size * 3,
         )
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, autocheckpoint=not background_checkpoints)
         return engine
     return create_engine(
         normalized,
@@ -91,7 +96,14 @@ def make_engine(url: str | Path, *, pool_size: int = 8) -> Engine:
     )
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def checkpoint(engine: Engine) -> None:
+    """A passive WAL checkpoint (SQLite; nothing elsewhere): copies what it can, never blocks writers."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _tune_sqlite(engine: Engine, autocheckpoint: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # noqa: ANN001 - DBAPI hook
         # Let SQLAlchemy's "begin" event below decide BEGIN vs BEGIN IMMEDIATE.
@@ -102,6 +114,8 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA cache_size=-20000")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
