@@ -165,6 +165,13 @@ def harness_rps(
         encoding="utf-8",
     )
     out = work / ("harness-out-reuse" if reuse else "harness-out")
+    metrics = run_surge(locustfile, host, scenario, out)
+    per_second = metrics.step_series.sum(axis=0)
+    return steady_median(per_second), {"journeys": dict(metrics.journeys), "requests": int(per_second.sum())}
+
+
+def run_surge(locustfile: Path, host: str, scenario: Path, out: Path) -> SurgeMetrics:
+    """Run one headless surge of ``scenario`` through ``locustfile`` and read back its merged metrics."""
     run_locust(
         [
             "-f",
@@ -181,9 +188,7 @@ def harness_rps(
             str(out / "locust"),
         ]
     )
-    metrics = SurgeMetrics.from_wire(json.loads((out / RAW_RESULTS).read_text())["metrics"])
-    per_second = metrics.step_series.sum(axis=0)
-    return steady_median(per_second), {"journeys": dict(metrics.journeys), "requests": int(per_second.sum())}
+    return SurgeMetrics.from_wire(json.loads((out / RAW_RESULTS).read_text())["metrics"])
 
 
 def bare_rps(work: Path, host: str, path: str, seconds: float, concurrency: int) -> float:
@@ -221,23 +226,7 @@ def arrival_accuracy(work: Path, host: str, path: str, seconds: float) -> tuple[
         encoding="utf-8",
     )
     out = work / "accuracy-out"
-    run_locust(
-        [
-            "-f",
-            str(locustfile),
-            "--host",
-            host,
-            "--surge-scenario",
-            str(scenario),
-            "--surge-out",
-            str(out),
-            "--surge-progress",
-            "0",
-            "--json-file",
-            str(out / "locust"),
-        ]
-    )
-    metrics = SurgeMetrics.from_wire(json.loads((out / RAW_RESULTS).read_text())["metrics"])
+    metrics = run_surge(locustfile, host, scenario, out)
     windows = int(seconds // 10)
     scheduled = metrics.series["scheduled"][: windows * 10].reshape(windows, 10).sum(axis=1)
     started = metrics.series["started"][: windows * 10].reshape(windows, 10).sum(axis=1)
