@@ -131,58 +131,11 @@ class PostgresCopyLoader:
         self._raw = conn.connection.driver_connection
         # Timestamps are written as UTC wall-clock values; make the session read them that way.
         conn.exec_driver_sql("SET LOCAL TIME ZONE 'UTC'")
-        self._deferred: tuple[list, list] = ([], [])
         self._emptied: set[str] = set()
 
     def emptied(self, tables: list[sa.Table]) -> None:
         """Note tables truncated in this transaction (COPY may then write frozen rows)."""
         self._emptied.update(t.name for t in tables)
-
-    def defer_constraints(self, tables: list[sa.Table]) -> None:
-        """Drop the keys, unique constraints, indexes and foreign keys of the (empty) ``tables``
-        until :meth:`restore_constraints`: as ``pgbench -i`` does, build each once over all the
-        loaded rows instead of row by row. Inside the transaction: a failed run gets them back."""
-        names = [t.name for t in tables]
-        in_tables = (
-            "SELECT oid FROM pg_class "
-            "WHERE relnamespace = current_schema()::regnamespace AND relname = ANY(%s)"
-        )
-        with self._raw.cursor() as cursor:
-            cursor.execute(
-                "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.contype "
-                f"FROM pg_constraint c WHERE c.contype IN ('p', 'u', 'f') AND c.conrelid IN ({in_tables}) "
-                "ORDER BY c.contype = 'f' DESC",
-                (names,),
-            )
-            constraints = cursor.fetchall()
-            cursor.execute(
-                "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
-                f"WHERE i.indrelid IN ({in_tables}) "
-                "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
-                (names,),
-            )
-            indexes = cursor.fetchall()
-            for table, name, _definition, _kind in constraints:  # foreign keys come first
-                cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-            for index, _definition in indexes:
-                cursor.execute(f"DROP INDEX {index}")
-        self._deferred = (constraints, indexes)
-
-    def restore_constraints(self) -> None:
-        """Build back what :meth:`defer_constraints` dropped: keys and indexes, then foreign keys
-        (each checked over every row: a violation fails the run and rolls everything back)."""
-        constraints, indexes = self._deferred
-        with self._raw.cursor() as cursor:
-            cursor.execute("SET LOCAL maintenance_work_mem = '256MB'")
-            for table, name, definition, kind in constraints:
-                if kind != "f":
-                    cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-            for _index, definition in indexes:
-                cursor.execute(definition)
-            for table, name, definition, kind in constraints:
-                if kind == "f":
-                    cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
-        self._deferred = ([], [])
 
     def load(self, table: sa.Table, rows: pa.Table) -> int:
         if rows.num_rows == 0:

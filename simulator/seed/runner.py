@@ -28,8 +28,9 @@ from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
 from simulator.progress import ProgressCallback
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 from simulator.seed.hashing import HashBook, PasswordChoice, PasswordHasherPool, parse_cost, parse_distinct
-from simulator.seed.loaders import BackgroundLoader, Loader, make_loader
+from simulator.seed.loaders import BackgroundLoader, Loader, PostgresCopyLoader, make_loader
 from simulator.seed.rows import RESIDENT_COLUMNS, SeedCursor, build_chunk, check_columns
+from simulator.seed.staging import PostgresStage
 from simulator.seed.states import STATES, StateMix, parse_states
 from simulator.seed.target import POSTGRESQL, SQLITE, Target, connect, create_engine, parse_target
 from simulator.seed.waves import WaveCalendar, make_calendar
@@ -297,6 +298,21 @@ def _transaction(engine: sa.Engine, target: Target) -> Iterator[sa.Connection]:
             yield conn
 
 
+@dataclass
+class _Run:
+    """What every chunk of a run needs, whichever way the rows reach the database."""
+
+    source: PopulationSource
+    mix: StateMix
+    choice: PasswordChoice
+    book: HashBook
+    side_file: _SideFile
+    advance: ProgressCallback
+    on_chunk: Callable[[int], None] | None
+    chunk_rows: int
+    block_rows: int
+
+
 def _load(
     engine: sa.Engine,
     target: Target,
@@ -316,19 +332,35 @@ def _load(
     on_chunk: Callable[[int], None] | None,
 ) -> SeedResult:
     advance = progress or (lambda _n: None)
-    # Exits run bottom-up: the transaction commits before the side file is moved into place.
+    # Exits run bottom-up: the data is committed (inside the load) before the side file is moved
+    # into place.
     with (
         _SideFile(passwords_path, append=mode == APPEND) as side_file,
         PasswordHasherPool(cost, workers) as hasher,
-        _transaction(engine, target) as conn,
     ):
-        loader = _with_warnings_noted(lambda: make_loader(conn, target.kind))
-        result = SeedResult(target=target.label, loader=loader[0].method, notes=loader[1])
-        loader = loader[0]
+        book = HashBook(hasher, source.seed)
+        run = _Run(source, mix, choice, book, side_file, advance, on_chunk, chunk_rows, block_rows)
+        if target.kind == POSTGRESQL and mode == TRUNCATE:
+            result, cursor = _load_staged(engine, target, run, wave, as_of, open_days)
+        else:
+            result, cursor = _load_in_one_transaction(engine, target, run, mode, wave, as_of, open_days)
         result.password_cost = f"argon2id t={cost.time_cost} m={cost.memory_kib}KiB p={cost.parallelism}"
         result.hash_workers = hasher.workers
         result.passwords = choice.label
-        book = HashBook(hasher, source.seed)
+        result.accounts = cursor.accounts
+        result.passwords_hashed = book.hashed
+        result.states = {s.value: int(c) for s, c in zip(STATES, cursor.states, strict=True)}
+        result.passwords_file = str(passwords_path)
+    return result
+
+
+def _load_in_one_transaction(
+    engine: sa.Engine, target: Target, run: _Run, mode: str, wave: int, as_of: dt.datetime, open_days: float
+) -> tuple[SeedResult, SeedCursor]:
+    """SQLite, MariaDB, and ``--append`` on PostgreSQL: every row in one transaction of one connection."""
+    with _transaction(engine, target) as conn:
+        loader, notes = _with_warnings_noted(lambda: make_loader(conn, target.kind))
+        result = SeedResult(target=target.label, loader=loader.method, notes=notes)
         result.rows = {t.name: 0 for t in _DATA_TABLES}
         try:
             if mode == TRUNCATE:
@@ -337,7 +369,7 @@ def _load(
                     loader.emptied(_DATA_TABLES)
                 calendar = make_calendar(wave, as_of, open_days)
                 cursor = SeedCursor()
-                _insert_waves(conn, loader, calendar, seed=source.seed)
+                _insert_waves(conn, loader, calendar, seed=run.source.seed)
                 result.rows["waves"] = calendar.open_wave
             else:
                 calendar = _calendar_from_db(conn)
@@ -348,56 +380,109 @@ def _load(
                 loader.defer_constraints([t for t in _DATA_TABLES if t.name != "waves"])
             # From here the connection belongs to the loader's thread until flush().
             loader = BackgroundLoader(loader)
-            pending = None
-            chunk_index = 0
-            residents_queue: list[pa.Table] = []
-            for kind, part in _in_blocks(source.parts(chunk_rows), block_rows):
-                if part.num_rows == 0:
-                    continue
-                if kind == "residents":
-                    # Known to the KK ledger now; loaded later, while passwords hash.
-                    check_columns(part, RESIDENT_COLUMNS, source.label + " residents")
-                    _note_registry_recipients(cursor, part)
-                    residents_queue.append(part)
-                    if sum(r.num_rows for r in residents_queue) > 4 * chunk_rows:  # bounded memory
-                        while residents_queue:
-                            result.residents += _load_residents(
-                                loader, residents_queue.pop(0), source.label, result
-                            )
-                    continue
-                rows = build_chunk(
-                    part, chunk_index=chunk_index, seed=source.seed, mix=mix,
-                    calendar=calendar, cursor=cursor, source=source.label, choice=choice,
-                )  # fmt: skip
-                prepared = (rows, book.submit(rows.passwords), part.num_rows, chunk_index)
-                chunk_index += 1
-                while residents_queue:
-                    result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
-                # Load the previous chunk while this one's passwords hash on the workers.
-                if pending is not None:
-                    _finish_chunk(pending, book, loader, side_file, result, advance, on_chunk)
-                pending = prepared
-            while residents_queue:
-                result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
-            if pending is not None:
-                _finish_chunk(pending, book, loader, side_file, result, advance, on_chunk)
-            loader.flush()
+            _fill(run, calendar, cursor, result, loader, loader)
             if deferred:
-                loader.restore_constraints()  # checks every key and foreign key over all rows at once
-            if cursor.accounts == 0:
-                raise InvalidInputFile(
-                    f"{source.label}: no applicant could be seeded (no rows, or all refused)"
-                )
+                loader.restore_constraints()  # checks every key over all rows at once
+            _require_accounts(cursor, run.source)
             result.waves = _finish_waves(conn, calendar)
             _check_constraints(conn)
         finally:
             loader.close()
-        result.accounts = cursor.accounts
-        result.passwords_hashed = book.hashed
-        result.states = {s.value: int(c) for s, c in zip(STATES, cursor.states, strict=True)}
-        result.passwords_file = str(passwords_path)
-        # Leaving the `with`: the transaction commits first, then the side file is moved into place.
-    return result
+        # Leaving the `with`: the transaction commits.
+    return result, cursor
+
+
+def _load_staged(
+    engine: sa.Engine, target: Target, run: _Run, wave: int, as_of: dt.datetime, open_days: float
+) -> tuple[SeedResult, SeedCursor]:
+    """PostgreSQL ``--truncate``: a staging schema loaded over two connections, its keys, indexes
+    and foreign keys built over several, then swapped in at one commit (see ``simulator.seed.staging``)."""
+    with PostgresStage(engine, _DATA_TABLES) as stage:
+        result = SeedResult(
+            target=target.label,
+            loader=f"{PostgresCopyLoader.method} into a staging schema on 2 connections, keys and "
+            f"indexes built on {stage.connections}, swapped in at one commit",
+            notes=list(stage.notes),
+        )
+        result.rows = {t.name: 0 for t in _DATA_TABLES}
+        calendar = make_calendar(wave, as_of, open_days)
+        cursor = SeedCursor()
+        applicant_tables = [t for t in _DATA_TABLES if t.name != schema.residents.name]
+        with (
+            stage.loading(applicant_tables) as conn,
+            stage.loading([schema.residents]) as registry_conn,
+        ):
+            copy = PostgresCopyLoader(conn)
+            copy.emptied(applicant_tables)
+            registry_copy = PostgresCopyLoader(registry_conn)
+            registry_copy.emptied([schema.residents])
+            _insert_waves(conn, copy, calendar, seed=run.source.seed)
+            result.rows["waves"] = calendar.open_wave
+            loader, registry = BackgroundLoader(copy), BackgroundLoader(registry_copy)
+            try:
+                _fill(run, calendar, cursor, result, loader, registry)
+            finally:
+                loader.close()
+                registry.close()
+        _require_accounts(cursor, run.source)
+        stage.build_constraints()
+        with stage.engine.begin() as conn:
+            result.waves = _finish_waves(conn, calendar)
+            _check_constraints(conn)
+            stage.swap(conn)
+    return result, cursor
+
+
+def _require_accounts(cursor: SeedCursor, source: PopulationSource) -> None:
+    if cursor.accounts == 0:
+        raise InvalidInputFile(f"{source.label}: no applicant could be seeded (no rows, or all refused)")
+
+
+def _fill(
+    run: _Run,
+    calendar: WaveCalendar,
+    cursor: SeedCursor,
+    result: SeedResult,
+    loader: BackgroundLoader,
+    registry: BackgroundLoader,
+) -> None:
+    """Stream the population through: residents to ``registry``, applicants' rows to ``loader``."""
+    source, chunk_rows = run.source, run.chunk_rows
+    pending = None
+    chunk_index = 0
+    residents_queue: list[pa.Table] = []
+
+    def load_queued_residents() -> None:
+        while residents_queue:
+            result.residents += _load_residents(registry, residents_queue.pop(0), source.label, result)
+
+    for kind, part in _in_blocks(source.parts(chunk_rows), run.block_rows):
+        if part.num_rows == 0:
+            continue
+        if kind == "residents":
+            # Known to the KK ledger now; loaded later, while passwords hash.
+            check_columns(part, RESIDENT_COLUMNS, source.label + " residents")
+            _note_registry_recipients(cursor, part)
+            residents_queue.append(part)
+            if sum(r.num_rows for r in residents_queue) > 4 * chunk_rows:  # bounded memory
+                load_queued_residents()
+            continue
+        rows = build_chunk(
+            part, chunk_index=chunk_index, seed=source.seed, mix=run.mix,
+            calendar=calendar, cursor=cursor, source=source.label, choice=run.choice,
+        )  # fmt: skip
+        prepared = (rows, run.book.submit(rows.passwords), part.num_rows, chunk_index)
+        chunk_index += 1
+        load_queued_residents()
+        # Load the previous chunk while this one's passwords hash on the workers.
+        if pending is not None:
+            _finish_chunk(pending, run, loader, result)
+        pending = prepared
+    load_queued_residents()
+    if pending is not None:
+        _finish_chunk(pending, run, loader, result)
+    loader.flush()
+    registry.flush()
 
 
 def _with_warnings_noted(make: Callable[[], Loader]) -> tuple[Loader, list[str]]:
@@ -430,20 +515,20 @@ def _in_blocks(parts: Iterator[tuple[str, pa.Table]], block_rows: int) -> Iterat
         yield "applicants", pa.concat_tables(held) if len(held) > 1 else held[0]
 
 
-def _finish_chunk(pending, book, loader, side_file, result, advance, on_chunk) -> None:  # noqa: ANN001
+def _finish_chunk(pending, run: _Run, loader: BackgroundLoader, result: SeedResult) -> None:  # noqa: ANN001
     rows, hashing, size, chunk_index = pending
     tick = time.perf_counter()
-    hashes = book.collect(hashing)
+    hashes = run.book.collect(hashing)
     result.hash_seconds += time.perf_counter() - tick
     tables = rows.with_hashes(hashes)
     for table in _DATA_TABLES:
         chunk = tables.get(table.name)
         if chunk is not None and chunk.num_rows:
             result.rows[table.name] += loader.load(table, chunk)
-    side_file.write(rows.credentials)
-    advance(size)
-    if on_chunk is not None:
-        on_chunk(chunk_index)
+    run.side_file.write(rows.credentials)
+    run.advance(size)
+    if run.on_chunk is not None:
+        run.on_chunk(chunk_index)
 
 
 def _note_registry_recipients(cursor: SeedCursor, residents: pa.Table) -> None:
