@@ -144,19 +144,22 @@ def photograph(
 ) -> Image.Image:
     """Lay the person's card on a surface and take the photo described by ``shot``.
 
-    The card is drawn at about the size it has in the frame, and light, glare and noise are applied to
-    it there (the surface has its own baked in): every step is one pass over the card, not the frame.
+    The card is drawn at about the size it has in the frame, and blur, light, glare and noise are
+    applied to it there (the surface has its own baked in), in numpy on 8-bit pixels; then it is
+    warped straight into the frame.
     """
     light_dir = int(rng.integers(len(_LIGHT_DIRECTIONS)))
     frame = surface(shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light)
     card = render_card(person, card_width_in(shot.quad) / CARD_W)
     if card_filter is not None:
         card = card_filter(card)
-    elif shot.card_blur > 0:
-        # Slightly out of focus: a 2x2 box average enlarged back (two cheap passes, no slow filter).
-        card = card.reduce(2).resize(card.size, Image.Resampling.BILINEAR)
-    card = ImageChops.add(card, _card_light_layer(card.size, shot, light_dir, rng), scale=1.0, offset=-128)
-    paste_card(frame, card, shot.quad)
+    # Held inside [NOISE_CLIP, 255 - NOISE_CLIP] (the print's white and black barely move), so the
+    # sensor noise below can be added with uint8 wrap-around arithmetic that never wraps.
+    pixels = np.clip(np.asarray(card), np.uint8(NOISE_CLIP), np.uint8(255 - NOISE_CLIP))
+    if card_filter is None and shot.card_blur > 0:
+        pixels = _soften(pixels)
+    _light_card(pixels, shot, light_dir, rng)
+    paste_card(frame, Image.fromarray(pixels, "RGB"), shot.quad)
     return frame
 
 
@@ -170,8 +173,9 @@ def warm_caches() -> None:
     for kind in SURFACES:
         for index in range(MASTERS_PER_KIND):
             _surface_master(kind, index)
+    _noise_frame(1)
     for level in range(len(NOISE_SIGMAS)):
-        _noise_frame(level)
+        _card_noise(level)
     _light_grid()
 
 
@@ -180,10 +184,31 @@ def card_width_in(quad: np.ndarray) -> float:
     return float(max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3])))
 
 
-def _card_light_layer(
-    size: tuple[int, int], shot: Shot, light_dir: int, rng: np.random.Generator
-) -> Image.Image:
-    """One add layer around mid-grey: the frame's light falloff over the card, a glare spot, sensor noise."""
+def _average(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a + b + 1) // 2 of two uint8 arrays, without widening: (a | b) - ((a ^ b) >> 1)."""
+    return np.subtract(a | b, (a ^ b) >> 1)
+
+
+def _soften(pixels: np.ndarray) -> np.ndarray:
+    """Slightly out of focus: a [1 2 1]/4 blur across and down (about one card pixel of blur)."""
+    out = pixels.copy()
+    out[:, 1:-1] = _average(_average(pixels[:, :-2], pixels[:, 2:]), pixels[:, 1:-1])
+    across = out.copy()
+    out[1:-1] = _average(_average(across[:-2], across[2:]), across[1:-1])
+    return out
+
+
+def _light_card(pixels: np.ndarray, shot: Shot, light_dir: int, rng: np.random.Generator) -> None:
+    """Sensor noise, the frame's light falloff over the card and a glare spot, in place on uint8 pixels.
+
+    Noise is added with wrap-around (the card is held clear of 0 and 255, see photograph); the
+    light's darkening and the glare saturate, as a sensor does: x - min(x, d) and x + min(255 - x, g).
+    """
+    h, w = pixels.shape[:2]
+    noise = _card_noise(max(0, min(2, int(shot.noise // 2))))
+    ox, oy = int(rng.integers(0, 64)), int(rng.integers(0, 64))
+    np.add(pixels, noise[oy : oy + h, ox : ox + w], out=pixels)
+
     gx, gy = LIGHT_GRID
     u, v = _light_grid()
     # Where each layer cell sits in the frame (bilinear between the card's corners), then the light there.
@@ -199,13 +224,17 @@ def _card_light_layer(
         x, y = u * (gx - 1), v * (gy - 1)
         layer = layer + shot.glare * np.exp(-(((x - cx) ** 2 + ((y - cy) * 1.3) ** 2) / (2 * radius**2)))
     # Nearest enlargement of a fine grid: steps of under one grey level, at a tenth of bilinear's cost.
-    # The grey layer is enlarged as RGB directly (three equal bands), so no separate merge pass.
+    # Nearest enlargement of a fine grid (steps of under one grey level), the grey layer enlarged as RGB
+    # directly: numpy then works on contiguous arrays of one shape, not broadcasting along a 3-long
+    # last axis (many times slower); scalar bounds go through np.clip, numpy's fast path for them.
     grey = np.clip(layer, 0, 255).astype(np.uint8)
-    lit = Image.fromarray(np.repeat(grey[..., None], 3, axis=2), "RGB").resize(size, Image.Resampling.NEAREST)
-    noise = _noise_frame(max(0, min(2, int(shot.noise // 2))))
-    ox, oy = int(rng.integers(0, 64)), int(rng.integers(0, 64))
-    grain = noise.crop((ox, oy, ox + size[0], oy + size[1]))
-    return ImageChops.add(lit, grain, scale=1.0, offset=-128)
+    cells = np.repeat(grey[..., None], 3, axis=2)
+    level = np.take(np.take(cells, np.arange(w) * gx // w, axis=1), np.arange(h) * gy // h, axis=0)
+    dark = np.subtract(np.uint8(128), np.clip(level, np.uint8(0), np.uint8(128)))
+    np.subtract(pixels, np.minimum(pixels, dark), out=pixels)
+    if shot.glare > 0:
+        bright = np.subtract(np.clip(level, np.uint8(128), np.uint8(255)), np.uint8(128))
+        np.add(pixels, np.minimum(np.subtract(np.uint8(255), pixels), bright), out=pixels)
 
 
 LIGHT_GRID = (120, 76)
@@ -227,6 +256,8 @@ _TONE_COUNTS = {
     "desk": len(DESK_TONES),
 }
 NOISE_SIGMAS = (2.0, 3.0, 4.5)
+NOISE_CLIP = 12
+"""Sensor noise is cut at +-12 grey levels (2.7 sigma at the strongest level)."""
 
 
 def _light_ramp(direction: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -234,64 +265,169 @@ def _light_ramp(direction: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.clip(np.cos(angle) * (u - 0.5) + np.sin(angle) * (v - 0.5) + 0.5, 0, 1)
 
 
-@functools.lru_cache(maxsize=3)
-def _noise_frame(level: int) -> Image.Image:
-    """Mid-grey RGB sensor noise big enough for any frame or card, made once per process.
-
-    A 704-px block of normal noise tiled 3x3: a repeat that far apart is invisible in grain.
-    """
+def _noise_block(level: int) -> np.ndarray:
+    """A 704-px block of normal RGB noise around mid-grey (a repeat that far apart is invisible in grain)."""
     rng = np.random.default_rng(1000 + level)
-    block = np.clip(128 + rng.standard_normal((704, 704, 3), dtype=np.float32) * NOISE_SIGMAS[level], 0, 255)
+    block = 128 + rng.standard_normal((704, 704, 3), dtype=np.float32) * NOISE_SIGMAS[level]
+    return np.clip(np.rint(block), 128 - NOISE_CLIP, 128 + NOISE_CLIP).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=1)
+def _noise_frame(level: int) -> Image.Image:
+    """Mid-grey RGB sensor noise as big as any surface, made once per process (the block tiled)."""
     reps = -(-MASTER_SIDE // 704)
-    tiled = np.tile(block.astype(np.uint8), (reps, reps, 1))[:MASTER_SIDE, :MASTER_SIDE]
+    tiled = np.tile(_noise_block(level), (reps, reps, 1))[:MASTER_SIDE, :MASTER_SIDE]
     return Image.fromarray(np.ascontiguousarray(tiled), "RGB")
 
 
-def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
-    """Warp the card onto ``quad`` (its four corners in the frame) and paste it with its rounded outline.
+CARD_NOISE_SHAPE = (1344, 2112)
+"""Rows and columns of the card noise: the largest card (2x ladder scale, 2024x1276) plus a 64-px shift."""
 
-    One perspective transform of the RGB card; the outline is the card's rounded rectangle mapped into
-    the frame and filled as a polygon, cheaper than warping an alpha band with every pixel.
+
+@functools.lru_cache(maxsize=3)
+def _card_noise(level: int) -> np.ndarray:
+    """The noise block tiled to CARD_NOISE_SHAPE as signed uint8 (-3 stored as 253), for wrap-around adds."""
+    rows, cols = CARD_NOISE_SHAPE
+    block = _noise_block(level) - np.uint8(128)  # wraps: 125 - 128 = 253 = -3
+    return np.ascontiguousarray(np.tile(block, (-(-rows // 704), -(-cols // 704), 1))[:rows, :cols])
+
+
+AFFINE = Image.Transform.AFFINE
+TILE_SIDES = (64, 48, 32, 24, 16)
+"""Tile sides tried for the piecewise-affine warp, largest first (see _affine_tiles)."""
+TILE_ERROR = 0.2
+"""Largest distance, in card pixels, between a tile's affine map and the true perspective map."""
+
+
+def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
+    """Warp the card straight into ``frame`` onto ``quad`` (its four corners in the frame).
+
+    The perspective map is applied piecewise: small tiles of the frame, each with the affine map that
+    matches the perspective one there to within TILE_ERROR of a card pixel. Pillow runs an affine
+    nearest-neighbour warp in fixed point, several times faster than its perspective warp, and writes
+    into the frame, leaving every pixel that maps outside the card untouched: the surface shows around
+    it without a mask. The four rounded corners then get their bit of surface back.
     """
-    w, h = frame.size
-    x0, y0 = np.floor(quad.min(axis=0)).astype(int)
-    x1, y1 = np.ceil(quad.max(axis=0)).astype(int)
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    if x1 <= x0 or y1 <= y0:
-        return
     source = card if card.mode == frame.mode else card.convert(frame.mode)
     src = np.array(
         [[0, 0], [source.width, 0], [source.width, source.height], [0, source.height]], dtype=float
     )
-    local = quad - [x0, y0]
-    # At ~1:1 nearest sampling is sharp enough and 3x cheaper; enlarging needs bilinear to avoid blocks.
+    # At ~1:1 nearest sampling is sharp enough; enlarging needs bilinear to avoid blocks.
     enlarge = float(np.linalg.norm(quad[1] - quad[0])) / source.width > 1.1
     resample = Image.Resampling.BILINEAR if enlarge else Image.Resampling.NEAREST
-    edge = source.getpixel((source.width // 2, 2))  # the card's own edge colour: no dark seam at the outline
-    warped = source.transform(
-        (x1 - x0, y1 - y0),
-        Image.Transform.PERSPECTIVE,
-        perspective_coeffs(local, src),
-        resample,
-        fillcolor=edge,
+    corners = _corner_patches(frame, quad, perspective_coeffs(src, quad), source.size)
+    source.load()
+    for (left, top, right, bottom), tiles in _affine_tiles(
+        perspective_coeffs(quad, src), quad, frame.size, source.size
+    ):
+        # One column of tiles at a time, warped into a copy of that column of the frame and copied back:
+        # Pillow's fixed-point affine warp ignores the left edge of the box it is given (it writes from
+        # column 0), so each tile's box must start at column 0 of the image it writes into.
+        column = frame.crop((left, top, right, bottom))
+        for y0, y1, coeffs in tiles:
+            column.im.transform((0, y0 - top, right - left, y1 - top), source.im, AFFINE, coeffs, resample, 0)
+        frame.paste(column, (left, top))
+    for patch, mask, at in corners:
+        frame.paste(patch, at, mask)
+
+
+def _affine_tiles(
+    to_card: tuple[float, ...], quad: np.ndarray, frame_size: tuple[int, int], card_size: tuple[int, int]
+) -> list[tuple[tuple[int, int, int, int], list[tuple[int, int, tuple[float, ...]]]]]:
+    """The tiles that meet the card, by column: (the column's box in the frame, [(top, bottom, affine
+    coefficients from the tile's top-left corner) for each of its tiles]).
+
+    Each tile's affine map is the plane through the perspective map at the tile's four corners, moved
+    half-way to its value at the centre: off by at most a quarter of the corners' twist plus half the
+    centre's bow. The largest tile side in TILE_SIDES that keeps that under TILE_ERROR is used.
+    """
+    w, h = frame_size
+    x0, y0 = (max(0, int(v)) for v in np.floor(quad.min(axis=0)))
+    x1, y1 = min(w, int(np.ceil(quad[:, 0].max()))), min(h, int(np.ceil(quad[:, 1].max())))
+    if x1 <= x0 or y1 <= y0:
+        return []
+    for side in TILE_SIDES:
+        xe = np.append(np.arange(x0, x1, side), x1).astype(np.float64)
+        ye = np.append(np.arange(y0, y1, side), y1).astype(np.float64)
+        tw, th = np.diff(xe)[None, :], np.diff(ye)[:, None]
+        u, v = _map(to_card, *np.meshgrid(xe, ye))
+        uc, vc = _map(to_card, *np.meshgrid((xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2))
+        fits, error = [], 0.0
+        for grid, centre in ((u, uc), (v, vc)):
+            c00, c10, c01, c11 = grid[:-1, :-1], grid[:-1, 1:], grid[1:, :-1], grid[1:, 1:]
+            mean = (c00 + c10 + c01 + c11) / 4
+            slope_x = (c10 - c00 + c11 - c01) / (2 * tw)
+            slope_y = (c01 - c00 + c11 - c10) / (2 * th)
+            middle = (mean + centre) / 2
+            fits.append((slope_x, slope_y, middle - slope_x * tw / 2 - slope_y * th / 2))
+            error = max(error, float(np.max(np.abs(c00 - c10 - c01 + c11) / 4 + np.abs(mean - centre) / 2)))
+        if error <= TILE_ERROR:
+            break
+    cw, ch = card_size
+    # A tile whose four corners all map past one side of the card holds none of it.
+    corner_u = np.stack([u[:-1, :-1], u[:-1, 1:], u[1:, :-1], u[1:, 1:]])
+    corner_v = np.stack([v[:-1, :-1], v[:-1, 1:], v[1:, :-1], v[1:, 1:]])
+    misses = (
+        (corner_u < 0).all(axis=0)
+        | (corner_u > cw).all(axis=0)
+        | (corner_v < 0).all(axis=0)
+        | (corner_v > ch).all(axis=0)
     )
-    outline = Image.new("L", warped.size, 0)
-    corners = _project(perspective_coeffs(src, local), _rounded_outline(source.size))
-    ImageDraw.Draw(outline).polygon([tuple(p) for p in corners.tolist()], fill=255)
-    frame.paste(warped, (x0, y0), outline)
+    (ax, ay, ac), (dx, dy, dc) = fits
+    coeffs = np.stack([ax, ay, ac, dx, dy, dc], axis=-1).tolist()
+    xs, ys = xe.astype(int).tolist(), ye.astype(int).tolist()
+    columns = []
+    for col, rows in enumerate((~misses).T.tolist()):
+        tiles = [(ys[row], ys[row + 1], tuple(coeffs[row][col])) for row, hit in enumerate(rows) if hit]
+        if tiles:
+            columns.append(((xs[col], tiles[0][0], xs[col + 1], tiles[-1][1]), tiles))
+    return columns
+
+
+def _map(coeffs: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow-style PERSPECTIVE coefficients applied to coordinate arrays."""
+    a, b, c, d, e, f, g, k = coeffs
+    den = g * x + k * y + 1
+    return (a * x + b * y + c) / den, (d * x + e * y + f) / den
+
+
+def _corner_patches(
+    frame: Image.Image, quad: np.ndarray, to_frame: tuple[float, ...], size: tuple[int, int]
+) -> list[tuple[Image.Image, Image.Image, tuple[int, int]]]:
+    """The surface under each of the card's rounded corners (outside the arc), with its mask, before
+    the card is warped over it: the warp fills the card's whole rectangle, the card has round corners."""
+    w, h = frame.size
+    patches = []
+    for outside in _corner_regions(size):
+        points = _project(to_frame, outside)
+        x0, y0 = (int(v) - 1 for v in np.floor(points.min(axis=0)))
+        x1, y1 = (int(v) + 1 for v in np.ceil(points.max(axis=0)))
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+        ImageDraw.Draw(mask).polygon([tuple(p) for p in (points - [x0, y0]).tolist()], fill=255)
+        patches.append((frame.crop((x0, y0, x1, y1)), mask, (x0, y0)))
+    return patches
 
 
 @functools.lru_cache(maxsize=64)
-def _rounded_outline(size: tuple[int, int]) -> np.ndarray:
-    """Points along the ID-1 card's rounded-corner outline at ``size`` (8 per corner arc)."""
+def _corner_regions(size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """For an ID-1 card of ``size``: each corner's square minus its quarter disc, as a polygon (8-pt arc)."""
     w, h = size
     r = CORNER_RADIUS * w / CARD_W
     arc = np.linspace(0, np.pi / 2, 8)
-    points = []
-    for cx, cy, start in ((w - r, r, -np.pi / 2), (w - r, h - r, 0), (r, h - r, np.pi / 2), (r, r, np.pi)):
+    regions = []
+    for (px, py), (cx, cy), start in (
+        ((0, 0), (r, r), np.pi),
+        ((w, 0), (w - r, r), 1.5 * np.pi),
+        ((w, h), (w - r, h - r), 0.0),
+        ((0, h), (r, h - r), 0.5 * np.pi),
+    ):
         t = start + arc
-        points.append(np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1))
-    return np.concatenate(points)
+        ring = np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
+        regions.append(np.concatenate([[[px, py]], ring]))
+    return tuple(regions)
 
 
 def _project(coeffs: tuple[float, ...], points: np.ndarray) -> np.ndarray:
