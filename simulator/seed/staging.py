@@ -159,10 +159,17 @@ class PostgresStage:
                 conn.exec_driver_sql(
                     f'ALTER TABLE {d.table} ADD CONSTRAINT "{d.name}" {d.definition} NOT VALID'
                 )
-        self._run_parallel([f'ALTER TABLE {d.table} VALIDATE CONSTRAINT "{d.name}"' for d in foreign])
+        # Each check is an anti-join of the child's keys against accounts' or waves' key: with both
+        # indexes built, a merge join reads them in order; the planner's default, a hash of the
+        # whole parent per foreign key, costs about twice the CPU.
+        self._run_parallel(
+            [f'ALTER TABLE {d.table} VALIDATE CONSTRAINT "{d.name}"' for d in foreign],
+            settings=("enable_hashjoin = off",),
+        )
 
-    def _run_parallel(self, statements: list[str]) -> None:
-        """Run the statements on up to ``connections`` connections at once (each its own commit)."""
+    def _run_parallel(self, statements: list[str], settings: tuple[str, ...] = ()) -> None:
+        """Run the statements on up to ``connections`` connections at once (each its own commit),
+        each connection with ``settings`` (``name = value``) for its session."""
         if not statements:
             return
         pending = list(reversed(statements))  # popped from the end: the first statement first
@@ -174,6 +181,8 @@ class PostgresStage:
                 with self.engine.connect() as conn:
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                     conn.exec_driver_sql(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
+                    for setting in settings:
+                        conn.exec_driver_sql(f"SET {setting}")
                     while True:
                         with lock:
                             if errors or not pending:
