@@ -7,13 +7,16 @@ leaves the database as it was. The plain-password side file appears only once th
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
+import multiprocessing
 import os
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +45,8 @@ DEFAULT_CHUNK_ROWS = 20_000  # rows read from the population at a time
 BLOCK_ROWS = 20_000
 """Applicants per block: rows are built block by block (states drawn, timelines, hashes), blocks
 cut at fixed positions of the input, so the database does not depend on ``--chunk-rows``."""
+GENERATE_AHEAD = 2
+"""Population chunks (100,000 people each) a worker process generates ahead of the rows being loaded."""
 DEFAULT_WAVE = 11  # the morning of wave 11 (2 Nov 2020), right after the 30 Oct 2020 funnel
 
 # Tables a seed fills or empties, parents first. schema_meta is the schema's own.
@@ -107,11 +112,8 @@ class PopulationSource:
         recipients are known before anyone of that KK is selected.
         """
         if self.directory is None:
-            from simulator.generators.population import generate
-
-            index, count = self.shard
             # The generator's own chunking decides the population; re-slice it for loading.
-            for chunk in generate(self.size, self.seed, shard_index=index, shard_count=count):
+            for chunk in self._generated():
                 yield "residents", chunk.residents
                 for start in range(0, chunk.applicants.num_rows, chunk_rows):
                     yield "applicants", chunk.applicants.slice(start, chunk_rows)
@@ -121,6 +123,36 @@ class PopulationSource:
         for name in ("residents", "applicants"):
             for batch in iter_batches(self.directory, name, batch_rows=chunk_rows):
                 yield name, _as_table(batch)
+
+    def _generated(self) -> Iterator:
+        """The chunks of the population (``generate``'s, in order): the first made here, the others
+        on a worker process, up to :data:`GENERATE_AHEAD` ahead, while this process builds and loads
+        the rows of the chunks before them."""
+        from simulator.generators.population import generate_chunk, make_plan
+        from simulator.generators.regions import region_tables
+
+        plan = make_plan(self.size, self.seed)  # as generate() makes it
+        chunks = list(plan.shard_chunks(*self.shard))
+        if len(chunks) < 2:
+            yield from (generate_chunk(plan, k) for k in chunks)
+            return
+        region_tables()  # loaded once, before the fork: the worker shares them
+        # Forked, like the hash workers: the worker needs nothing but the generator.
+        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        try:
+            ahead = collections.deque(
+                executor.submit(generate_chunk, plan, k) for k in chunks[1 : 1 + GENERATE_AHEAD]
+            )
+            following = iter(chunks[1 + GENERATE_AHEAD :])
+            yield generate_chunk(plan, chunks[0])
+            while ahead:
+                chunk = ahead.popleft().result()
+                k = next(following, None)
+                if k is not None:
+                    ahead.append(executor.submit(generate_chunk, plan, k))
+                yield chunk
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _as_table(batch) -> pa.Table:  # noqa: ANN001 - a RecordBatch or a Table
