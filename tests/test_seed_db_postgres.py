@@ -171,3 +171,52 @@ def test_an_interrupted_run_drops_its_staging_schema(server, tmp_path):
                 assert not _stages(conn)
         finally:
             engine.dispose()
+
+
+def test_binary_copy_writes_every_type_as_the_api_reads_it(server):
+    from simulator.seed.loaders import PostgresCopyLoader
+
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "kinds",
+        metadata,
+        sa.Column("text", sa.String(50)),
+        sa.Column("small", sa.SmallInteger),
+        sa.Column("normal", sa.Integer),
+        sa.Column("big", sa.BigInteger),
+        sa.Column("flag", sa.Boolean),
+        sa.Column("day", sa.Date),
+        sa.Column("at", t.Timestamp),
+    )
+    texts = ["plain", "tab\there", "new\nline", 'quote"s,', "back\\slash", "", None, "Ñusa Tenggara 🙂"]
+    n = len(texts)
+    rows = pa.table(
+        {
+            "text": pa.array(texts, pa.string()),
+            "small": pa.array([0, 1, -1, 32767, -32768, None, 5, 6], pa.int16()),
+            "normal": pa.array([0, 1, -1, 2**31 - 1, -(2**31), 7, None, 8], pa.int32()),
+            "big": pa.array([0, 1, -1, 2**62, -(2**62), 9, 10, None], pa.int64()),
+            "flag": pa.array([True, False, None, True, False, True, False, True], pa.bool_()),
+            "day": pa.array(
+                [dt.date(2000, 1, 1), dt.date(1999, 12, 31), dt.date(1960, 2, 29), None]
+                + [dt.date(2038, 1, 19)] * 4,
+                pa.date32(),
+            ),
+            "at": pa.array(
+                [dt.datetime(2000, 1, 1), dt.datetime(1999, 12, 31, 23, 59, 59, 999999), None]
+                + [dt.datetime(2026, 11, 27, 22, 0, 1, 123456)] * (n - 3),
+                pa.timestamp("us"),
+            ),
+        }
+    )
+    with scratch_database(server, prefix="test_seed_pg") as db_url:
+        engine = make_engine(db_url)
+        try:
+            metadata.create_all(engine)
+            with engine.begin() as conn:
+                assert PostgresCopyLoader(conn).load(table, rows) == n
+            with engine.connect() as conn:
+                back = [tuple(r) for r in conn.execute(sa.select(table)).all()]
+        finally:
+            engine.dispose()
+    assert sorted(back, key=repr) == sorted((tuple(r.values()) for r in rows.to_pylist()), key=repr)
