@@ -155,9 +155,38 @@ def ladder_scales() -> list[float]:
 
 
 def warm_layers() -> None:
-    """Draw the static layers of every ladder scale now (see photo.warm_caches)."""
+    """Draw the static layers of every ladder scale now, and the glyphs cards set their text from
+    (see photo.warm_caches)."""
     for scale in ladder_scales():
         _static_layers(scale)
+    warm_glyphs()
+
+
+GLYPH_SET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,-/'()"
+"""Characters a card prints (its text is upper-cased); any other is rasterised when first met."""
+
+
+def warm_glyphs() -> None:
+    """Rasterise every GLYPH_SET character at every size a card sets text in, at every ladder scale,
+    and measure the kerning of every pair: text then costs only pastes."""
+    sizes = {"regular": set(), "bold": set()}
+    for scale in ladder_scales():
+        sizes["regular"].update(max(6, round(size * scale)) for size in range(13, 22))
+        sizes["bold"].add(max(6, round(30 * scale)))
+    for kind, kind_sizes in sizes.items():
+        for size in sorted(kind_sizes):
+            for char in GLYPH_SET:
+                _glyph(char, kind, size)
+            _middle(kind, size)
+        for first in GLYPH_SET:
+            for second in GLYPH_SET:
+                if second != " ":
+                    _pair_kerning(first + second, kind)
+    for scale in ladder_scales():
+        size = max(6, round(54 * scale))
+        for char in "0123456789":
+            _glyph(char, "bold", size)
+        _middle("bold", size)
 
 
 def person_rng(person: Mapping[str, Any]) -> np.random.Generator:
@@ -195,8 +224,8 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
         mask, (left, top) = rasterise(value, kind, max(6, round(size * scale)), anchor)
         ink(mask, round(xy[0] + left), round(xy[1] + top))
 
-    print_text(at(CARD_W / 2 - 60, 40), text.province, "bold", 30, "mm", True)
-    print_text(at(CARD_W / 2 - 60, 80), text.regency, "bold", 30, "mm", True)
+    print_text(at(CARD_W / 2 - 60, 40), text.province, "bold", 30, "mm", False)
+    print_text(at(CARD_W / 2 - 60, 80), text.regency, "bold", 30, "mm", False)
     print_text(at(layout.COLON_X - 96, 136), text.nik, "bold", 54, "lm", False)
 
     for (label, value), (_, y) in zip(text.rows, _row_positions(), strict=True):
@@ -218,7 +247,7 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     card.paste(SPECIMEN_RED, box_px, mark.crop(box_px))  # the portrait covers the ground: mark it again
     box_mid = (box[0] + box[2]) / 2
     place_size = _fitting_size(text.issue_place, 19, box[2] - box[0] + 20)
-    print_text(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm", True)
+    print_text(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm", False)
     print_text(at(box_mid, layout.ISSUE_TEXT_Y + 40), text.issue_date, "regular", 19, "mm", False)
     signature = _signature(card.size, rng, scale)
     bbox = signature.getbbox()
@@ -230,8 +259,6 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
 SHARED_VALUES = frozenset(
     {
         "Jenis Kelamin",
-        "Kel/Desa",
-        "Kecamatan",
         "Agama",
         "Status Perkawinan",
         "Pekerjaan",
@@ -239,7 +266,9 @@ SHARED_VALUES = frozenset(
         "Berlaku Hingga",
     }
 )
-"""Fields whose printed values repeat across many cards: drawn from a cache of rasterised text."""
+"""Fields whose printed values come from a short list: drawn from a cache of rasterised text. Place
+names (province, regency, village, district) run to thousands at each ladder scale, too many to cache
+whole: they are set from cached glyphs like the person's own fields."""
 VALUE_WIDTH = layout.VALUE_MAX_X - layout.VALUE_X
 
 

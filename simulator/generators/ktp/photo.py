@@ -572,18 +572,23 @@ def encode(image: Image.Image, fmt: str, *, quality: int = 88, exif_orientation:
 
 
 def encode_png(image: Image.Image, *, level: int = 1, strategy: int = zlib.Z_RLE) -> bytes:
-    """A PNG of an RGB or greyscale image: rows unfiltered, deflated with zlib's run-length strategy.
+    """A PNG of an RGB or greyscale image: every row with PNG's Up filter, deflated at a fast setting.
 
-    A photo's sensor noise defeats PNG's row filters, so trying all five per row (libpng's and Pillow's
-    adaptive choice) costs three times more for barely smaller files; this is how a fast exporter
-    writes it. Any PNG decoder reads it.
+    Up (each byte minus the one above it) is computed in one numpy pass, and on a photo it takes a
+    third off the file; trying all five filters per row (libpng's and Pillow's adaptive choice) costs
+    several times more for a little less. zlib's run-length strategy at level 1 is how a fast exporter
+    deflates; level 0 stores the rows as they are (an export with compression off). Any PNG decoder
+    reads it.
     """
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
     pixels = np.asarray(image)
     height, width = pixels.shape[:2]
-    rows = np.zeros((height, 1 + pixels[0].size), dtype=np.uint8)  # first byte of a row: filter 0 (none)
-    rows[:, 1:] = pixels.reshape(height, -1)
+    flat = pixels.reshape(height, -1)
+    rows = np.empty((height, 1 + flat.shape[1]), dtype=np.uint8)
+    rows[:, 0] = 2  # filter type 2, Up (the row above the first is taken as zeros)
+    rows[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # uint8: modulo 256, as the filter is defined
     deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
     idat = deflate.compress(rows.data) + deflate.flush()
     colour_type = 2 if image.mode == "RGB" else 0

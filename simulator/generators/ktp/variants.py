@@ -60,16 +60,27 @@ def _valid_photo(person: Person, rng: np.random.Generator, *, cut_off: bool = Fa
     return photo.photograph(person, shot, rng)
 
 
+PNG_SHARE = 0.06
+"""Share of valid uploads sent as PNG (an edited or exported photo rather than the camera's JPEG)."""
+PNG_PIXELS = 520_000
+"""A PNG of a noisy photo runs to ~1.7 bytes a pixel, so a phone app sends one at about half a megapixel."""
+
+
+def png_frame(size: tuple[int, int]) -> tuple[int, int]:
+    """The frame a PNG upload is sent at: the phone's frame scaled to at most PNG_PIXELS."""
+    w, h = size
+    if w * h <= PNG_PIXELS:
+        return size
+    ratio = (PNG_PIXELS / (w * h)) ** 0.5
+    return round(w * ratio), round(h * ratio)
+
+
 def _encode_under_limit(image: Image.Image, rng: np.random.Generator, fmt: str) -> tuple[bytes, str, tuple]:
     """Encode a valid photo; never over the 2 MB limit (lower quality, then a smaller frame)."""
     size = image.size
     if fmt == "png":
-        # A PNG of a noisy photo runs ~2 bytes/pixel: a phone app sends it at about half a megapixel.
-        if image.width * image.height > 520_000:
-            ratio = (520_000 / (image.width * image.height)) ** 0.5
-            image = image.resize(
-                (round(image.width * ratio), round(image.height * ratio)), Image.Resampling.BILINEAR
-            )
+        if image.width * image.height > PNG_PIXELS:
+            image = image.resize(png_frame(image.size), Image.Resampling.BILINEAR)
         data = photo.encode(image, "png")
         while len(data) > MAX_UPLOAD_BYTES:
             image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.BILINEAR)
@@ -85,9 +96,11 @@ def _encode_under_limit(image: Image.Image, rng: np.random.Generator, fmt: str) 
 
 
 def render_valid(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
-    image = _valid_photo(person, rng)
-    fmt = "png" if rng.random() < 0.06 else "jpeg"
-    return _encode_under_limit(image, rng, fmt)
+    # The format is known before the photo is taken, so a PNG is drawn at the size it is sent at.
+    fmt = "png" if rng.random() < PNG_SHARE else "jpeg"
+    size = photo.pick_resolution(rng)
+    shot = photo.plan_shot(rng, png_frame(size) if fmt == "png" else size)
+    return _encode_under_limit(photo.photograph(person, shot, rng), rng, fmt)
 
 
 def render_cropped(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
@@ -145,15 +158,11 @@ def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, s
 
 
 def render_too_large(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
-    """A lossless PNG export of a phone photo: noisy pixels barely compress, so it runs to megabytes."""
-    # Even at 1.2 MP a lossless export of a noisy photo runs to ~3 MB.
+    """A lossless PNG export of a phone photo with compression off (an editor's level 0): 3-6 MB."""
     size = ((1280, 960), (1600, 1200), (960, 1280))[int(rng.integers(3))]
     shot = photo.plan_shot(rng, size)
     image = photo.photograph(person, shot, rng)
-    data = photo.encode(image, "png")
-    if len(data) <= MAX_UPLOAD_BYTES:  # an unusually flat scene: the same export, uncompressed
-        data = photo.encode_png(image, level=0)
-    return data, "png", image.size
+    return photo.encode_png(image, level=0), "png", image.size
 
 
 def _small_photo(person: Person, rng: np.random.Generator) -> Image.Image:
@@ -227,11 +236,11 @@ def render_empty(person: Person, rng: np.random.Generator) -> tuple[bytes, str, 
 
 def render_extension_mismatch(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
     """A good photo under the wrong name: PNG bytes called .jpg, or JPEG bytes called .png."""
-    image = _valid_photo(person, rng)
     if rng.random() < 0.5:
-        data, _, size = _encode_under_limit(image, rng, "png")
+        shot = photo.plan_shot(rng, png_frame(photo.pick_resolution(rng)))
+        data, _, size = _encode_under_limit(photo.photograph(person, shot, rng), rng, "png")
         return data, "jpg", size
-    data, _, size = _encode_under_limit(image, rng, "jpeg")
+    data, _, size = _encode_under_limit(_valid_photo(person, rng), rng, "jpeg")
     return data, "png", size
 
 
