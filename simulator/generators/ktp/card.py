@@ -207,19 +207,24 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     def at(x: float, y: float) -> tuple[float, float]:
         return x * scale, y * scale
 
+    # Pillow's core calls directly: a card makes ~20 crops and pastes and ~200 glyph pastes, and the
+    # Image wrappers' checks cost more than the small pastes themselves.
+    card_core, ink_core = card.im, marked_ink.im
+
     def ink(mask: Image.Image, left: int, top: int, colour: tuple[int, int, int] = INK) -> None:
         # The ground already carries the SPECIMEN mark; ink laid on it is tinted by the mark where they
         # overlap, exactly as blending the mark over the printed card would, at the cost of the glyphs only.
         box = (left, top, left + mask.width, top + mask.height)
         if colour == INK:
-            tinted = marked_ink.crop(box)
+            tinted = ink_core.crop(box)
         else:
             tinted = Image.new("RGB", mask.size, colour)
             tinted.paste(SPECIMEN_RED, (0, 0), mark.crop(box))
-        card.paste(tinted, (left, top), mask)
+            tinted = tinted.im
+        card_core.paste(tinted, box, mask.im)
 
     def print_text(xy: tuple[float, float], value: str, kind: str, size: float, anchor: str, shared: bool):
-        # Values shared by many cards (region names, religion, status, ...) are rasterised once.
+        # Values shared by many cards (religion, status, ...) are rasterised once.
         rasterise = _text_mask if shared else _typeset
         mask, (left, top) = rasterise(value, kind, max(6, round(size * scale)), anchor)
         ink(mask, round(xy[0] + left), round(xy[1] + top))
@@ -249,10 +254,8 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     place_size = _fitting_size(text.issue_place, 19, box[2] - box[0] + 20)
     print_text(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm", False)
     print_text(at(box_mid, layout.ISSUE_TEXT_Y + 40), text.issue_date, "regular", 19, "mm", False)
-    signature = _signature(card.size, rng, scale)
-    bbox = signature.getbbox()
-    if bbox:
-        ink(signature.crop(bbox), bbox[0], bbox[1], SIGNATURE_INK)
+    signature, (left, top) = _signature(rng, scale)
+    ink(signature, left, top, SIGNATURE_INK)
     return card
 
 
@@ -290,10 +293,13 @@ _text_mask = functools.lru_cache(maxsize=8192)(_rasterise)
 
 
 @functools.lru_cache(maxsize=65536)
-def _glyph(char: str, kind: str, size: int) -> tuple[Image.Image, int, int, float]:
-    """One character's mask, its offset from the pen on the baseline, and its advance."""
+def _glyph(char: str, kind: str, size: int) -> tuple[Any, int, int, float, int, int]:
+    """One character: its mask (Pillow's core image), offset from the pen on the baseline, advance, and
+    the mask's width and height (0 x 0 for a blank such as a space)."""
     mask, (left, top) = _rasterise(char, kind, size, "ls")
-    return mask, left, top, font(kind, size).getlength(char)
+    if not mask.getbbox():
+        return None, left, top, font(kind, size).getlength(char), 0, 0
+    return mask.im, left, top, font(kind, size).getlength(char), mask.width, mask.height
 
 
 KERNING_SIZE = 200
@@ -304,10 +310,6 @@ KERNING_SIZE = 200
 def _pair_kerning(pair: str, kind: str) -> float:
     face = font(kind, KERNING_SIZE)
     return (face.getlength(pair) - face.getlength(pair[0]) - face.getlength(pair[1])) / KERNING_SIZE
-
-
-def _kerning(pair: str, kind: str, size: int) -> float:
-    return _pair_kerning(pair, kind) * size
 
 
 @functools.lru_cache(maxsize=1024)
@@ -321,25 +323,24 @@ def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image
     """Like ``_rasterise`` for text unique to one card (name, NIK, address, dates): set from cached glyph
     masks with the font's advances and kerning, as FreeType lays them out, at a fraction of the cost of
     rendering the outlines again."""
-    if not value:
+    if not value.strip():
         return _rasterise(value, kind, size, anchor)
-    pens, pen = [], 0.0
+    placed, pen = [], 0.0
     for char, following in zip(value, value[1:] + " ", strict=True):
-        pens.append(pen)
-        pen += _glyph(char, kind, size)[3]
+        mask, left, top, advance, width, height = _glyph(char, kind, size)
+        if mask is not None:
+            placed.append((mask, round(pen) + left, top, width, height))
+        pen += advance
         if following != " ":  # (a space, or the end: no pair to kern)
-            pen += _kerning(char + following, kind, size)
-    placed = []
-    for char, at in zip(value, pens, strict=True):
-        mask, left, top, _ = _glyph(char, kind, size)
-        placed.append((mask, round(at) + left, top))
-    x0 = min(x for _, x, _ in placed)
-    y0 = min(y for _, _, y in placed)
-    x1 = max(x + m.width for m, x, _ in placed)
-    y1 = max(y + m.height for m, _, y in placed)
+            pen += _pair_kerning(char + following, kind) * size
+    x0 = min(x for _, x, _, _, _ in placed)
+    y0 = min(y for _, _, y, _, _ in placed)
+    x1 = max(x + w for _, x, _, w, _ in placed)
+    y1 = max(y + h for _, _, y, _, h in placed)
     canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
-    for mask, x, y in placed:
-        canvas.paste(255, (x - x0, y - y0), mask)
+    core = canvas.im
+    for mask, x, y, w, h in placed:
+        core.paste(255, (x - x0, y - y0, x - x0 + w, y - y0 + h), mask)
     shift_x = -round(pen / 2) if anchor[0] == "m" else 0
     shift_y = _middle(kind, size) if anchor[1] == "m" else 0
     return canvas, (x0 + shift_x, y0 + shift_y)
@@ -382,13 +383,20 @@ def _fitting_size(value: str, start: int, limit: float) -> int:
     # Long names and addresses shrink (as the printer does) rather than run into the photo box;
     # measured at full scale so every ladder scale prints the same layout.
     size = start
-    while size > 13 and font("regular", size).getlength(value) > limit:
+    while size > 13 and _text_width(value, "regular", size) > limit:
         size -= 1
     return size
 
 
-def _signature(size: tuple[int, int], rng: np.random.Generator, scale: float) -> Image.Image:
-    """A handwritten-looking scribble (a smoothed random walk with loops), as a card-sized 8-bit mask."""
+def _text_width(value: str, kind: str, size: int) -> float:
+    """The advance of ``value`` as _typeset sets it (glyph advances plus kerning), from cached glyphs."""
+    width = sum(_glyph(char, kind, size)[3] for char in value)
+    pairs = (value[i : i + 2] for i in range(len(value) - 1))
+    return width + sum(_pair_kerning(pair, kind) for pair in pairs if pair[1] != " ") * size
+
+
+def _signature(rng: np.random.Generator, scale: float) -> tuple[Image.Image, tuple[int, int]]:
+    """A handwritten-looking scribble (a smoothed random walk with loops): an 8-bit mask and its place."""
     x0, y0, x1, y1 = (v * scale for v in layout.SIGNATURE_BOX)
     n = 40
     t = np.linspace(0, 1, n)
@@ -397,7 +405,11 @@ def _signature(size: tuple[int, int], rng: np.random.Generator, scale: float) ->
     wave = np.sin(t * loops * 2 * np.pi * rng.uniform(0.8, 1.3))
     ys = (y0 + y1) / 2 + (y1 - y0) * 0.38 * wave * (1 - 0.5 * t)
     ys += np.cumsum(rng.normal(0, 1.2 * scale, n))
-    points = list(zip(xs.tolist(), ys.tolist(), strict=True))
+    width = max(1, round(3 * scale))
+    # Drawn on a canvas just around the stroke (the walk may stray outside the signature box).
+    left, top = int(xs.min()) - 2 * width, int(ys.min()) - 2 * width
+    size = (int(xs.max()) + 2 * width - left + 1, int(ys.max()) + 2 * width - top + 1)
+    points = list(zip((xs - left).tolist(), (ys - top).tolist(), strict=True))
     mask = Image.new("L", size, 0)
-    ImageDraw.Draw(mask).line(points, fill=255, width=max(1, round(3 * scale)), joint="curve")
-    return mask
+    ImageDraw.Draw(mask).line(points, fill=255, width=width, joint="curve")
+    return mask, (left, top)
