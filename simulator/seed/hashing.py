@@ -138,6 +138,12 @@ class PasswordHasherPool:
             # needs; the workers share the parent's pages copy-on-write and only touch argon2.
             self._executor = ProcessPoolExecutor(max_workers=self.workers)
 
+    def start(self) -> None:
+        """Fork the workers now (rather than at the first chunk, when this process is bigger: a
+        forked worker keeps its own copy of every page the parent frees afterwards)."""
+        if self._executor is not None:
+            self._executor.submit(int).result()
+
     def submit(self, passwords: list[str], salt_keys: list[str]) -> list[Future] | list[str]:
         """Start hashing; hand the result to :meth:`collect`."""
         if self._executor is None:

@@ -45,7 +45,7 @@ DEFAULT_CHUNK_ROWS = 20_000  # rows read from the population at a time
 BLOCK_ROWS = 20_000
 """Applicants per block: rows are built block by block (states drawn, timelines, hashes), blocks
 cut at fixed positions of the input, so the database does not depend on ``--chunk-rows``."""
-GENERATE_AHEAD = 2
+GENERATE_AHEAD = 1
 """Population chunks (100,000 people each) a worker process generates ahead of the rows being loaded."""
 DEFAULT_WAVE = 11  # the morning of wave 11 (2 Nov 2020), right after the 30 Oct 2020 funnel
 
@@ -105,18 +105,22 @@ class PopulationSource:
             return applicants_in(self.directory)
         return self.size
 
-    def parts(self, chunk_rows: int) -> Iterator[tuple[str, pa.Table]]:
+    def parts(self, chunk_rows: int, chunks: ChunkPrefetch | None = None) -> Iterator[tuple[str, pa.Table]]:
         """``("residents", table)`` and ``("applicants", table)`` parts, streamed.
 
         A family card's residents always come before its applicants, so the registry's own
-        recipients are known before anyone of that KK is selected.
+        recipients are known before anyone of that KK is selected. ``chunks``: this source's
+        generated chunks, already started (see :class:`ChunkPrefetch`).
         """
         if self.directory is None:
             # The generator's own chunking decides the population; re-slice it for loading.
-            for chunk in self._generated():
-                yield "residents", chunk.residents
-                for start in range(0, chunk.applicants.num_rows, chunk_rows):
-                    yield "applicants", chunk.applicants.slice(start, chunk_rows)
+            with contextlib.ExitStack() as stack:
+                if chunks is None:
+                    chunks = stack.enter_context(ChunkPrefetch(self))
+                for chunk in chunks:
+                    yield "residents", chunk.residents
+                    for start in range(0, chunk.applicants.num_rows, chunk_rows):
+                        yield "applicants", chunk.applicants.slice(start, chunk_rows)
             return
         from simulator.io.population import iter_batches
 
@@ -124,35 +128,59 @@ class PopulationSource:
             for batch in iter_batches(self.directory, name, batch_rows=chunk_rows):
                 yield name, _as_table(batch)
 
-    def _generated(self) -> Iterator:
-        """The chunks of the population (``generate``'s, in order): the first made here, the others
-        on a worker process, up to :data:`GENERATE_AHEAD` ahead, while this process builds and loads
-        the rows of the chunks before them."""
-        from simulator.generators.population import generate_chunk, make_plan
+
+class ChunkPrefetch:
+    """The chunks of a generated population (``generate()``'s, in order): the first made in this
+    process, the others on a worker process, up to :data:`GENERATE_AHEAD` ahead, while this
+    process builds and loads the rows of the chunks before them.
+
+    The worker is forked when this is made: do that early, while this process is small (a
+    forked process keeps its own copy of every page the parent frees afterwards)."""
+
+    def __init__(self, source: PopulationSource):
+        from simulator.generators.population import make_plan
         from simulator.generators.regions import region_tables
 
-        plan = make_plan(self.size, self.seed)  # as generate() makes it
-        chunks = list(plan.shard_chunks(*self.shard))
-        if len(chunks) < 2:
-            yield from (generate_chunk(plan, k) for k in chunks)
-            return
-        region_tables()  # loaded once, before the fork: the worker shares them
-        # Forked, like the hash workers: the worker needs nothing but the generator.
-        executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-        try:
-            ahead = collections.deque(
-                executor.submit(generate_chunk, plan, k) for k in chunks[1 : 1 + GENERATE_AHEAD]
+        self.plan = make_plan(source.size, source.seed)  # as generate() makes it
+        self.chunks = list(self.plan.shard_chunks(*source.shard))
+        self._executor: ProcessPoolExecutor | None = None
+        self._ahead: collections.deque = collections.deque()
+        self._following = iter(self.chunks[1 + GENERATE_AHEAD :])
+        if len(self.chunks) > 1:
+            region_tables()  # loaded once, before the fork: the worker shares them
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork")
             )
-            following = iter(chunks[1 + GENERATE_AHEAD :])
-            yield generate_chunk(plan, chunks[0])
-            while ahead:
-                chunk = ahead.popleft().result()
-                k = next(following, None)
-                if k is not None:
-                    ahead.append(executor.submit(generate_chunk, plan, k))
-                yield chunk
-        finally:
-            executor.shutdown(wait=True, cancel_futures=True)
+            self._ahead.extend(self._submit(k) for k in self.chunks[1 : 1 + GENERATE_AHEAD])
+
+    def _submit(self, k: int):  # noqa: ANN202 - a Future
+        from simulator.generators.population import generate_chunk
+
+        return self._executor.submit(generate_chunk, self.plan, k)
+
+    def __iter__(self) -> Iterator:
+        from simulator.generators.population import generate_chunk
+
+        if not self.chunks:
+            return
+        yield generate_chunk(self.plan, self.chunks[0])
+        while self._ahead:
+            chunk = self._ahead.popleft().result()
+            k = next(self._following, None)
+            if k is not None:
+                self._ahead.append(self._submit(k))
+            yield chunk
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> ChunkPrefetch:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _as_table(batch) -> pa.Table:  # noqa: ANN001 - a RecordBatch or a Table
@@ -343,6 +371,7 @@ class _Run:
     on_chunk: Callable[[int], None] | None
     chunk_rows: int
     block_rows: int
+    chunks: ChunkPrefetch | None = None
 
 
 def _load(
@@ -368,10 +397,14 @@ def _load(
     # into place.
     with (
         _SideFile(passwords_path, append=mode == APPEND) as side_file,
-        PasswordHasherPool(cost, workers) as hasher,
+        contextlib.ExitStack() as workers_stack,
     ):
+        # Worker processes first, while this process is small: each keeps what it was forked with.
+        chunks = workers_stack.enter_context(ChunkPrefetch(source)) if source.directory is None else None
+        hasher = workers_stack.enter_context(PasswordHasherPool(cost, workers))
+        hasher.start()
         book = HashBook(hasher, source.seed)
-        run = _Run(source, mix, choice, book, side_file, advance, on_chunk, chunk_rows, block_rows)
+        run = _Run(source, mix, choice, book, side_file, advance, on_chunk, chunk_rows, block_rows, chunks)
         if target.kind == POSTGRESQL and mode == TRUNCATE:
             result, cursor = _load_staged(engine, target, run, wave, as_of, open_days)
         else:
@@ -488,7 +521,7 @@ def _fill(
         while residents_queue:
             result.residents += _load_residents(registry, residents_queue.pop(0), source.label, result)
 
-    for kind, part in _in_blocks(source.parts(chunk_rows), run.block_rows):
+    for kind, part in _in_blocks(source.parts(chunk_rows, run.chunks), run.block_rows):
         if part.num_rows == 0:
             continue
         if kind == "residents":
