@@ -39,7 +39,7 @@ from simulator.rules import eligibility
 from simulator.rules import nik as nik_rules
 from simulator.rules.reasons import ACCEPT
 
-GENERATOR_VERSION = "population/2"  # 2: Parquet columns dictionary-encoded from the generator
+GENERATOR_VERSION = "population/3"  # 2: Parquet columns dictionary-encoded from the generator; 3: REQUIRED
 DEFAULT_CHUNK_ROWS = 100_000
 MAX_SIZE = 99_999_999  # phones draw from 10^8 subscriber numbers
 DATE_RESIDUES = 16  # see _serials
@@ -741,7 +741,8 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
     reasons = np.array([DEFECT_REASONS[name].value for name in DEFECT_NAMES] + [ACCEPT], dtype=object)
     label_index = np.where(defect >= 0, defect, len(DEFECT_NAMES))
     expected = reasons[label_index]
-    eligibility_defect = np.isin(expected, [r.value for r in eligibility.ELIGIBILITY_ORDER])
+    eligibility_defect = np.isin(label_index, np.flatnonzero(np.isin(reasons, [
+        r.value for r in eligibility.ELIGIBILITY_ORDER])))  # on the small label table, not per row
     elig_typed = elig[identity_src]
     if not np.array_equal(expected[eligibility_defect], elig_typed[eligibility_defect]) or (
             elig_typed[defect < 0] != "").any():

@@ -131,6 +131,7 @@ def _encode_chunk(plan: PopulationPlan, k: int, fmt: str, header: bool) -> tuple
 
 
 _WORKER_PLAN: PopulationPlan | None = None
+_WORKER_SLOTS: dict[str, shared_memory.SharedMemory] = {}
 
 
 def _worker_init(plan: PopulationPlan) -> None:
@@ -141,42 +142,74 @@ def _worker_init(plan: PopulationPlan) -> None:
     region_tables()  # load the region lookups once per worker, before the first chunk
 
 
+# Shared-memory hand-over. A chunk's encoded tables travel from a worker to the main process in a
+# *slot*: a block the main process creates once and both sides keep mapped for the whole write,
+# so its pages are faulted in and zeroed once, not once per chunk (a fresh 50 MB block per chunk
+# cost the workers ~0.5 CPU-s per million people in page faults). A payload that does not fit
+# its slot travels in a block of its own, which the main process unlinks once read.
+_SLOT_BYTES_PER_ROW = {"parquet": 1_024, "csv": 1_536, "jsonl": 3_072}  # generous: pages are
+_ALIGN = 64                                                            # only used when written
+
+
 def _shared_name(run: str, k: int, table: str) -> str:
     return f"psim-{run}-{k}-{table}"
 
 
-def _worker_encode(args: tuple[int, str, bool, str]) -> tuple[int, dict[str, tuple[str, int]]]:
-    """Encode chunk ``k`` and hand each table's bytes over in shared memory.
+def _slot_block(name: str) -> shared_memory.SharedMemory:
+    block = _WORKER_SLOTS.get(name)
+    if block is None:
+        # Attached, not created: the main process owns the slot and unlinks it.
+        block = _WORKER_SLOTS[name] = shared_memory.SharedMemory(name=name)
+    return block
 
-    Sending ~80 MB through the pool's pipe costs the main process more CPU than making the chunk;
-    shared memory costs it one read. The main process owns (and unlinks) each block.
+
+def _ipc_size(table: pa.Table) -> int:
+    measure = pa.MockOutputStream()
+    _write_ipc(measure, table)
+    return measure.size()
+
+
+def _fill(target: memoryview, payload: object) -> None:
+    if isinstance(payload, pa.Table):
+        # Written straight into shared memory (one copy); the main process reads it in place.
+        buffer = pa.py_buffer(target)
+        sink = pa.FixedSizeBufferWriter(buffer)
+        _write_ipc(sink, payload)
+        sink.close()
+        del sink, buffer  # release the exported view
+    else:
+        view = memoryview(payload).cast("B")  # Arrow buffers export signed bytes
+        target[:len(view)] = view
+
+
+def _worker_encode(args: tuple[int, str, bool, str, str]) -> tuple[int, dict[str, tuple[str, int, int]]]:
+    """Encode chunk ``k`` and leave each table in shared memory: ``{table: (block, offset, size)}``.
+
+    Sending ~50 MB through the pool's pipe costs the main process more CPU than making the chunk;
+    shared memory costs it one read.
     """
     assert _WORKER_PLAN is not None
-    k, fmt, header, run = args
+    k, fmt, header, run, slot = args
     persons, encoded = _encode_chunk(_WORKER_PLAN, k, fmt, header)
+    block = _slot_block(slot)
+    offset = 0
     handles = {}
     for name, payload in encoded.items():
-        if isinstance(payload, pa.Table):
-            # A table goes over as an Arrow IPC stream written straight into the block (one copy);
-            # the main process reads it in place.
-            measure = pa.MockOutputStream()
-            _write_ipc(measure, payload)
-            size = measure.size()
-            block = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True, size=size)
-            target = pa.py_buffer(block.buf)
-            sink = pa.FixedSizeBufferWriter(target)
-            _write_ipc(sink, payload)
-            sink.close()
-            del sink, target  # release the exported view before closing the block
-        else:
-            view = memoryview(payload).cast("B")  # Arrow buffers export signed bytes
-            size = len(view)
-            block = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True,
-                                               size=max(size, 1))
-            block.buf[:size] = view
-        block.close()
-        resource_tracker.unregister(block._name, "shared_memory")  # noqa: SLF001 - the main process owns it
-        handles[name] = (block.name, size)
+        size = _ipc_size(payload) if isinstance(payload, pa.Table) else len(memoryview(payload).cast("B"))
+        if offset + size <= block.size:
+            target = block.buf[offset:offset + size]
+            _fill(target, payload)
+            target.release()
+            handles[name] = (slot, offset, size)
+            offset += -(-size // _ALIGN) * _ALIGN
+        else:  # bigger than the slot's room: a block of its own
+            own = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True, size=max(size, 1))
+            target = own.buf[:size]
+            _fill(target, payload)
+            target.release()
+            own.close()
+            resource_tracker.unregister(own._name, "shared_memory")  # noqa: SLF001 - the main process owns it
+            handles[name] = (own.name, 0, size)
     return persons, handles
 
 
@@ -185,30 +218,68 @@ def _write_ipc(sink: pa.NativeFile, table: pa.Table) -> None:
         stream.write_table(table)
 
 
-class _SharedBytes:
-    """Encoded bytes a worker left in shared memory: ``with`` it to get a view; then it is freed."""
+class _Slots:
+    """The main process's slots: created at the start of a parallel write, unlinked at its end."""
 
-    def __init__(self, name: str, size: int):
-        self.name, self.size = name, size
+    def __init__(self, run: str, count: int, capacity: int):
+        self.blocks: dict[str, shared_memory.SharedMemory] = {}
+        self.free: list[str] = []
+        try:
+            for i in range(count):
+                block = shared_memory.SharedMemory(name=f"psim-{run}-slot{i}", create=True, size=capacity)
+                self.blocks[block.name] = block
+                self.free.append(block.name)
+        except BaseException:
+            self.close()
+            raise
+
+    def acquire(self) -> str:
+        return self.free.pop()
+
+    def release(self, name: str) -> None:
+        self.free.append(name)
+
+    def close(self) -> None:
+        for block in self.blocks.values():
+            with contextlib.suppress(BufferError):
+                block.close()
+            with contextlib.suppress(FileNotFoundError, OSError):
+                block.unlink()
+        self.blocks.clear()
+
+
+class _SharedBytes:
+    """An encoded table a worker left in shared memory: ``with`` it to get a view of its bytes.
+
+    In a slot, the view is released on exit (the slot is reused); in a block of its own, the block
+    is unlinked too.
+    """
+
+    def __init__(self, slots: _Slots, handle: tuple[str, int, int]):
+        self.name, self.offset, self.size = handle
+        self.in_slot = self.name in slots.blocks
+        self._slots = slots
         self._block: shared_memory.SharedMemory | None = None
         self._view: memoryview | None = None
 
     def __enter__(self) -> memoryview:
-        self._block = shared_memory.SharedMemory(name=self.name)
-        self._view = self._block.buf[:self.size]
+        if self.in_slot:
+            self._block = self._slots.blocks[self.name]
+        else:
+            self._block = shared_memory.SharedMemory(name=self.name)
+        self._view = self._block.buf[self.offset:self.offset + self.size]
         return self._view
 
     def __exit__(self, *exc: object) -> None:
         assert self._block is not None and self._view is not None
-        if self.name:
-            self._block.unlink()
-            self.name = ""
-        self._view.release()
-        self._block.close()
+        self._view.release()  # BufferError if anything still points into the slot
+        if not self.in_slot:
+            self._block.close()
+            self.discard()
 
     def discard(self) -> None:
-        """Free the block if it was never read (a write abandoned half-way)."""
-        if self.name:
+        """Free a block of its own if it was never read (a write abandoned half-way)."""
+        if not self.in_slot and self.name:
             with contextlib.suppress(FileNotFoundError, OSError):
                 block = shared_memory.SharedMemory(name=self.name)
                 block.close()
@@ -222,7 +293,7 @@ class _SharedTable(_SharedBytes):
     def __enter__(self) -> pa.Table:  # type: ignore[override]
         view = super().__enter__()
         with pa.ipc.open_stream(pa.py_buffer(view)) as reader:
-            return reader.read_all()  # zero-copy: its buffers point into the block
+            return reader.read_all()  # zero-copy: its buffers point into shared memory
 
     def __exit__(self, *exc: object) -> None:
         # The caller has dropped the table; collect any reference cycle still exporting the view.
@@ -235,20 +306,29 @@ class _SharedTable(_SharedBytes):
             super().__exit__(*exc)
 
 
-def _take_shared(handle: tuple[str, int], fmt: str) -> _SharedBytes:
-    """The payload a worker left in shared memory (freed once read, or by :meth:`discard`)."""
-    name, size = handle
-    return _SharedTable(name, size) if fmt == "parquet" else _SharedBytes(name, size)
-
-
 def _free_shared(run: str, chunks: list[int]) -> None:
-    """Unlink the blocks of chunks still in flight when a write is abandoned."""
+    """Unlink the blocks of their own of chunks still in flight when a write is abandoned."""
     for k in chunks:
         for name in TABLES:
             with contextlib.suppress(FileNotFoundError, OSError):
                 block = shared_memory.SharedMemory(name=_shared_name(run, k, name))
                 block.close()
                 block.unlink()
+
+
+class _Handover(dict):
+    """One chunk's payloads from a worker, and the slot they came in (released after writing)."""
+
+    def __init__(self, payloads: dict[str, _SharedBytes], slots: _Slots, slot: str):
+        super().__init__(payloads)
+        self.slots, self.slot = slots, slot
+
+    def done(self) -> None:
+        for payload in self.values():
+            payload.discard()
+        if self.slot:
+            self.slots.release(self.slot)
+            self.slot = ""
 
 
 def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
@@ -262,23 +342,39 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
     ctx = multiprocessing.get_context("spawn")  # no fork of pyarrow's thread pools
     run = f"{os.getpid()}-{secrets.token_hex(4)}"
     pending: deque = deque()
+    # In flight: workers + 1 chunks, and the one the caller is writing.
+    slots = _Slots(run, min(workers + 2, len(chunks)), plan.options.chunk_rows * _SLOT_BYTES_PER_ROW[fmt])
+    table = fmt == "parquet"
+
+    def submit(k: int) -> None:
+        slot = slots.acquire()
+        pending.append((k, slot, pool.apply_async(_worker_encode, ((k, fmt, k == first, run, slot),))))
+
     try:
         with ctx.Pool(workers, initializer=_worker_init, initargs=(plan,)) as pool:
             todo = iter(chunks)
             for k in todo:
-                pending.append((k, pool.apply_async(_worker_encode, ((k, fmt, k == first, run),))))
+                submit(k)
                 if len(pending) > workers:
                     break
             while pending:
-                persons, handles = pending[0][1].get()
+                _, slot, result = pending[0]
+                persons, handles = result.get()
                 pending.popleft()
                 k = next(todo, None)
-                if k is not None:
-                    pending.append((k, pool.apply_async(_worker_encode, ((k, fmt, k == first, run),))))
-                yield persons, {name: _take_shared(handle, fmt) for name, handle in handles.items()}
+                payloads = {name: (_SharedTable if table else _SharedBytes)(slots, handle)
+                            for name, handle in handles.items()}
+                handover = _Handover(payloads, slots, slot)
+                try:
+                    if k is not None:
+                        submit(k)
+                    yield persons, handover
+                finally:
+                    handover.done()
     finally:
         if pending:  # abandoned (an error, or the consumer stopped): free what workers left behind
-            _free_shared(run, [k for k, _ in pending])
+            _free_shared(run, [k for k, _, _ in pending])
+        slots.close()
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -352,13 +448,19 @@ class _ParquetFile(_StreamFile):
 
     def __init__(self, target: Path, schema: pa.Schema):
         super().__init__(target)
+        # Population columns are never null: REQUIRED columns spare the writer the definition
+        # levels (~15% of its CPU); readers see the same values.
+        schema = self.schema = pa.schema([f.with_nullable(False) for f in schema])
         self.writer = pq.ParquetWriter(
             _HashingSink(self), schema, compression="snappy", store_schema=False,
             use_dictionary=[f.name for f in schema if f.name not in _HIGH_CARDINALITY],
             write_statistics=[name for name in _STATISTICS if name in schema.names])
 
     def write_table(self, table: pa.Table) -> None:
-        self.writer.write_table(table)
+        for name, column in zip(table.column_names, table.columns, strict=True):
+            if column.null_count:
+                raise ValueError(f"column {name} has nulls; population tables have none")
+        self.writer.write_table(pa.Table.from_arrays(table.columns, schema=self.schema))
 
     def commit(self) -> None:
         self.writer.close()
@@ -479,9 +581,8 @@ def write_population(
             try:
                 _write_chunk(files, encoded, persons, rows)
             finally:
-                for payload in encoded.values():
-                    if isinstance(payload, _SharedBytes):
-                        payload.discard()
+                if isinstance(encoded, _Handover):
+                    encoded.done()
             if progress is not None:
                 progress(persons)
         for name in TABLES:

@@ -176,9 +176,16 @@ def _occupation_in(occupations, values: frozenset[str]) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    value_set = pa.array(sorted(values), type=pa.string())
+    if isinstance(occupations, pa.ChunkedArray) and occupations.num_chunks == 1:
+        occupations = occupations.chunk(0)
+    if isinstance(occupations, pa.DictionaryArray):
+        # Look up the few labels of the dictionary, then index: no per-row hashing.
+        in_labels = pc.is_in(occupations.dictionary, value_set=value_set).to_numpy(zero_copy_only=False)
+        return np.asarray(in_labels, dtype=bool)[occupations.indices.to_numpy(zero_copy_only=False)]
     column = occupations if isinstance(occupations, pa.Array | pa.ChunkedArray) else pa.array(
         np.asarray(occupations, dtype=object), type=pa.string())
-    found = pc.is_in(column, value_set=pa.array(sorted(values), type=pa.string()))
+    found = pc.is_in(column, value_set=value_set)
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
