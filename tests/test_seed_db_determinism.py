@@ -110,6 +110,16 @@ def test_hash_book_hashes_each_distinct_password_once_and_keeps_row_order():
         assert verify_password(hashed, plain)
 
 
+def test_hash_book_of_a_pool_gives_the_hashes_of_one_hash_per_distinct_password():
+    pool = pa.array(["a-secret", "b-secret", "c-secret"])
+    rows = [pa.array(["b-secret", "a-secret", "b-secret"]), pa.array(["c-secret"])]
+    with PasswordHasherPool(SEED_COST, workers=2) as hasher:
+        pooled, plain = HashBook(hasher, seed=5, pool=pool), HashBook(hasher, seed=5)
+        from_pool = [pooled.collect(pooled.submit(r)).to_pylist() for r in rows]
+        one_by_one = [plain.collect(plain.submit(r)).to_pylist() for r in rows]
+    assert from_pool == one_by_one and pooled.hashed == 3
+
+
 @pytest.mark.parametrize("text", ["0", "-3", "many"])
 def test_bad_distinct_passwords_are_refused(text):
     with pytest.raises(InvalidOption, match="--distinct-passwords"):

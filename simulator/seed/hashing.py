@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from argon2.low_level import Type, hash_secret
 
 from simulator.api.passwords import COST_LEVELS, PasswordCost, cost_of
-from simulator.errors import InvalidOption
+from simulator.errors import InvalidOption, SimulatorError
 
 SEED_COST = PasswordCost(time_cost=1, memory_kib=8, parallelism=1)
 """argon2's own minimum (one pass over 8 KiB): about 20k hashes/s per core, the default for seeds.
@@ -194,15 +194,26 @@ class HashBook:
     share passwords); each chunk only hashes passwords no earlier chunk asked for.
     """
 
-    def __init__(self, hasher: PasswordHasherPool, seed: int):
+    def __init__(self, hasher: PasswordHasherPool, seed: int, pool: pa.Array | None = None):
         self.hasher = hasher
         self.seed = seed
         self.hashed = 0  # argon2 hashes computed
         self._hashes: dict[str, str] = {}
         self._asked: set[str] = set()
+        # A shared pool (``PasswordChoice.pool``): every pool password hashed once, from the start,
+        # and each chunk's hashes taken by position (no Python work per account or per chunk).
+        self._pool = pool
+        self._pool_hashes: pa.Array | None = None
+        self._pool_work = None
+        if pool is not None:
+            passwords = pool.to_pylist()
+            self._pool_work = hasher.submit(passwords, self._salt_keys(passwords))
+            self.hashed = len(passwords)
 
     def submit(self, plain: pa.Array) -> _PendingHashes:
         """Start hashing the chunk's passwords not seen before; hand the result to :meth:`collect`."""
+        if self._pool is not None:
+            return _PendingHashes([], [], [], plain)
         distinct = pc.unique(plain).to_pylist()
         asked = [p for p in distinct if p not in self._asked]
         self._asked.update(asked)
@@ -211,6 +222,14 @@ class HashBook:
 
     def collect(self, pending: _PendingHashes) -> pa.Array:
         """The hash of every account of the chunk, in row order."""
+        if self._pool is not None:
+            if self._pool_hashes is None:
+                self._pool_hashes = pa.array(self.hasher.collect(self._pool_work), pa.string())
+                self._pool_work = None
+            position = pc.index_in(pending.plain, value_set=self._pool)
+            if position.null_count:
+                raise SimulatorError("internal error: a password outside the pool reached the hash book")
+            return self._pool_hashes.take(position)
         self._hashes.update(zip(pending.asked, self.hasher.collect(pending.work), strict=True))
         lost = [p for p in pending.distinct if p not in self._hashes]
         if lost:  # asked by an earlier chunk, forgotten since the cache was emptied: hash here

@@ -403,7 +403,7 @@ def _load(
         chunks = workers_stack.enter_context(ChunkPrefetch(source)) if source.directory is None else None
         hasher = workers_stack.enter_context(PasswordHasherPool(cost, workers))
         hasher.start()
-        book = HashBook(hasher, source.seed)
+        book = HashBook(hasher, source.seed, pool=choice.pool)
         run = _Run(source, mix, choice, book, side_file, advance, on_chunk, chunk_rows, block_rows, chunks)
         if target.kind == POSTGRESQL and mode == TRUNCATE:
             result, cursor = _load_staged(engine, target, run, wave, as_of, open_days)
