@@ -47,11 +47,12 @@ _TAIL_SEPARATORS = ("", "", "", ".", "_")  # between the name part and the digit
 
 
 def _round(x: np.ndarray, key: int, half: int) -> np.ndarray:
-    mixed = (x * 0x2545F491 + key) & 0xFFFFFFFF
-    mixed ^= mixed >> 13
-    mixed = (mixed * 0x9E3779B1) & 0xFFFFFFFF
-    mixed ^= mixed >> 16
-    return mixed % half
+    # 32-bit arithmetic that wraps: the low 32 bits of the products, without masks.
+    mixed = x.astype(np.uint32) * np.uint32(0x2545F491) + np.uint32(key & 0xFFFFFFFF)
+    mixed ^= mixed >> np.uint32(13)
+    mixed *= np.uint32(0x9E3779B1)
+    mixed ^= mixed >> np.uint32(16)
+    return (mixed % np.uint32(half)).astype(np.int64)
 
 
 def feistel(index: np.ndarray, digits_: int, keys: tuple[int, ...]) -> np.ndarray:
