@@ -80,6 +80,21 @@ def test_files_are_byte_identical_whatever_the_number_of_workers(tmp_path, fmt):
         assert not [n for n in os.listdir("/dev/shm") if n.startswith("psim-")]
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_chunks_too_big_for_their_slot_travel_in_blocks_of_their_own(tmp_path, fmt, monkeypatch):
+    from simulator.io import population as io
+
+    one = write_population(tmp_path / "one", SIZE, 9, fmt=fmt, workers=1, chunk_rows=CHUNK)
+    # Slots of ~1 byte per row: every table overflows its slot and takes the fallback path.
+    monkeypatch.setitem(io._SLOT_BYTES_PER_ROW, fmt, 1)
+    two = write_population(tmp_path / "two", SIZE, 9, fmt=fmt, workers=2, chunk_rows=CHUNK)
+    assert one == two
+    for name in (f"residents.{fmt}", f"applicants.{fmt}"):
+        assert sha(tmp_path / "one" / name) == sha(tmp_path / "two" / name)
+    if os.path.isdir("/dev/shm"):
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith("psim-")]
+
+
 def test_shards_together_are_exactly_the_unsharded_population(tmp_path, reference):
     for index in range(3):
         write_population(tmp_path, SIZE, 9, fmt="parquet", shard=f"{index}/3", chunk_rows=CHUNK)
