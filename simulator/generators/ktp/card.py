@@ -175,8 +175,9 @@ def warm_glyphs() -> None:
         sizes["bold"].add(max(6, round(30 * scale)))
     for kind, kind_sizes in sizes.items():
         for size in sorted(kind_sizes):
+            table = _glyph_table(kind, size)
             for char in GLYPH_SET:
-                _glyph(char, kind, size)
+                table[char] = _glyph(char, kind, size)
             _middle(kind, size)
         for first in GLYPH_SET:
             for second in GLYPH_SET:
@@ -184,8 +185,9 @@ def warm_glyphs() -> None:
                     _pair_kerning(first + second, kind)
     for scale in ladder_scales():
         size = max(6, round(54 * scale))
+        table = _glyph_table("bold", size)
         for char in "0123456789":
-            _glyph(char, "bold", size)
+            table[char] = _glyph(char, "bold", size)
         _middle("bold", size)
 
 
@@ -306,10 +308,23 @@ KERNING_SIZE = 200
 """Kerning is measured once per letter pair at this size and scaled: a font's kerning is linear in size."""
 
 
-@functools.lru_cache(maxsize=65536)
+_KERNING: dict[str, dict[str, float]] = {"regular": {}, "bold": {}}
+"""Kerning per em of each letter pair met so far, per face (filled by _pair_kerning)."""
+
+
 def _pair_kerning(pair: str, kind: str) -> float:
-    face = font(kind, KERNING_SIZE)
-    return (face.getlength(pair) - face.getlength(pair[0]) - face.getlength(pair[1])) / KERNING_SIZE
+    table = _KERNING.setdefault(kind, {})
+    if pair not in table:
+        face = font(kind, KERNING_SIZE)
+        kerned = face.getlength(pair) - face.getlength(pair[0]) - face.getlength(pair[1])
+        table[pair] = kerned / KERNING_SIZE
+    return table[pair]
+
+
+@functools.lru_cache(maxsize=4096)
+def _glyph_table(kind: str, size: int) -> dict[str, tuple[Any, int, int, float, int, int]]:
+    """The glyphs of one face and size met so far, by character (filled from _glyph as text is set)."""
+    return {}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -325,14 +340,16 @@ def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image
     rendering the outlines again."""
     if not value.strip():
         return _rasterise(value, kind, size, anchor)
+    glyphs, kerning = _glyph_table(kind, size), _KERNING[kind]
     placed, pen = [], 0.0
     for char, following in zip(value, value[1:] + " ", strict=True):
-        mask, left, top, advance, width, height = _glyph(char, kind, size)
-        if mask is not None:
-            placed.append((mask, round(pen) + left, top, width, height))
-        pen += advance
+        glyph = glyphs.get(char) or glyphs.setdefault(char, _glyph(char, kind, size))
+        if glyph[0] is not None:
+            placed.append((glyph[0], round(pen) + glyph[1], glyph[2], glyph[4], glyph[5]))
+        pen += glyph[3]
         if following != " ":  # (a space, or the end: no pair to kern)
-            pen += _pair_kerning(char + following, kind) * size
+            pair = char + following
+            pen += (kerning[pair] if pair in kerning else _pair_kerning(pair, kind)) * size
     x0 = min(x for _, x, _, _, _ in placed)
     y0 = min(y for _, _, y, _, _ in placed)
     x1 = max(x + w for _, x, _, w, _ in placed)

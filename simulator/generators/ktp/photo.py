@@ -11,7 +11,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -184,18 +184,19 @@ def card_width_in(quad: np.ndarray) -> float:
     return float(max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3])))
 
 
-def _average(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a + b + 1) // 2 of two uint8 arrays, without widening: (a | b) - ((a ^ b) >> 1)."""
-    return np.subtract(a | b, (a ^ b) >> 1)
+def _average_into(a: np.ndarray, b: np.ndarray) -> None:
+    """a = (a + b + 1) // 2 for uint8 arrays, without widening: (a | b) - ((a ^ b) >> 1)."""
+    either = np.bitwise_or(a, b)
+    half = np.right_shift(np.bitwise_xor(a, b), 1)
+    np.subtract(either, half, out=a)
 
 
 def _soften(pixels: np.ndarray) -> np.ndarray:
-    """Slightly out of focus: a [1 2 1]/4 blur across and down (about one card pixel of blur)."""
-    out = pixels.copy()
-    out[:, 1:-1] = _average(_average(pixels[:, :-2], pixels[:, 2:]), pixels[:, 1:-1])
-    across = out.copy()
-    out[1:-1] = _average(_average(across[:-2], across[2:]), across[1:-1])
-    return out
+    """Slightly out of focus, in place: each pixel the mean of the 2x2 block it starts (the card's finest
+    detail, one card pixel, is smeared over two)."""
+    _average_into(pixels[:, :-1], pixels[:, 1:])
+    _average_into(pixels[:-1], pixels[1:])
+    return pixels
 
 
 def _light_card(pixels: np.ndarray, shot: Shot, light_dir: int, rng: np.random.Generator) -> None:
@@ -223,18 +224,24 @@ def _light_card(pixels: np.ndarray, shot: Shot, light_dir: int, rng: np.random.G
         radius = rng.uniform(9, 20)
         x, y = u * (gx - 1), v * (gy - 1)
         layer = layer + shot.glare * np.exp(-(((x - cx) ** 2 + ((y - cy) * 1.3) ** 2) / (2 * radius**2)))
-    # Nearest enlargement of a fine grid: steps of under one grey level, at a tenth of bilinear's cost.
-    # Nearest enlargement of a fine grid (steps of under one grey level), the grey layer enlarged as RGB
-    # directly: numpy then works on contiguous arrays of one shape, not broadcasting along a 3-long
-    # last axis (many times slower); scalar bounds go through np.clip, numpy's fast path for them.
+    # Darkening and glare split apart on the grid, then each enlarged (nearest: steps of under one grey
+    # level) straight to RGB: numpy then works on contiguous arrays of one shape, not broadcasting
+    # along a 3-long last axis (many times slower).
     grey = np.clip(layer, 0, 255).astype(np.uint8)
-    cells = np.repeat(grey[..., None], 3, axis=2)
-    level = np.take(np.take(cells, np.arange(w) * gx // w, axis=1), np.arange(h) * gy // h, axis=0)
-    dark = np.subtract(np.uint8(128), np.clip(level, np.uint8(0), np.uint8(128)))
-    np.subtract(pixels, np.minimum(pixels, dark), out=pixels)
-    if shot.glare > 0:
-        bright = np.subtract(np.clip(level, np.uint8(128), np.uint8(255)), np.uint8(128))
-        np.add(pixels, np.minimum(np.subtract(np.uint8(255), pixels), bright), out=pixels)
+    cols, rows = np.arange(w) * gx // w, np.arange(h) * gy // h
+    cells = np.repeat((128 - np.minimum(grey, 128))[..., None], 3, axis=2)
+    dark = np.take(np.take(cells, cols, axis=1), rows, axis=0)
+    np.subtract(pixels, np.minimum(pixels, dark, out=dark), out=pixels)
+    bright = np.maximum(grey, 128) - 128
+    lit_rows, lit_cols = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
+    if lit_rows.size:  # the glare, only over the cells it reaches
+        top, bottom = np.searchsorted(rows, [lit_rows[0], lit_rows[-1] + 1])
+        left, right = np.searchsorted(cols, [lit_cols[0], lit_cols[-1] + 1])
+        spot = pixels[top:bottom, left:right]
+        cells = np.repeat(bright[..., None], 3, axis=2)
+        glow = np.take(np.take(cells, cols[left:right], axis=1), rows[top:bottom], axis=0)
+        room = np.subtract(np.uint8(255), spot)
+        np.add(spot, np.minimum(room, glow, out=room), out=spot)
 
 
 LIGHT_GRID = (120, 76)
@@ -550,18 +557,40 @@ def add_noise(frame: Image.Image, sigma: float, rng: np.random.Generator) -> Ima
     return ImageChops.add(frame, Image.merge("RGB", bands), scale=1.0, offset=-128)
 
 
-def encode(image: Image.Image, fmt: str, *, quality: int = 88, exif_orientation: int | None = None) -> bytes:
-    """Encode as a phone app would upload it; ``exif_orientation`` stores the pixels turned, with the tag."""
+TURNS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+"""How the pixels of an upright photo are stored under each EXIF orientation tag (viewers undo it)."""
+
+
+def turn_shot(shot: Shot, orientation: int | None) -> Shot:
+    """The same shot as the sensor stores it under EXIF ``orientation``: the frame and the card's corners
+    turned as TURNS turns the pixels, so the photo can be drawn turned instead of turned afterwards."""
+    if orientation not in TURNS:
+        return shot
+    w, h = shot.size
+    x, y = shot.quad[:, 0], shot.quad[:, 1]
+    if orientation == 3:
+        return replace(shot, quad=np.stack([w - x, h - y], axis=1))
+    if orientation == 6:
+        return replace(shot, size=(h, w), quad=np.stack([y, w - x], axis=1))
+    return replace(shot, size=(h, w), quad=np.stack([h - y, x], axis=1))
+
+
+def encode(
+    image: Image.Image,
+    fmt: str,
+    *,
+    quality: int = 88,
+    exif_orientation: int | None = None,
+    turned: bool = False,
+) -> bytes:
+    """Encode as a phone app would upload it; ``exif_orientation`` stores the pixels turned, with the tag
+    (``turned``: the image is already stored turned, see turn_shot)."""
     buffer = io.BytesIO()
     if fmt == "png":
         return encode_png(image)
-    if exif_orientation in (3, 6, 8):
+    if exif_orientation in TURNS:
         # The sensor's pixels are stored as shot; the tag tells viewers how to turn them upright.
-        stored = image.transpose(
-            {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}[
-                exif_orientation
-            ]
-        )
+        stored = image if turned else image.transpose(TURNS[exif_orientation])
         exif = Image.Exif()
         exif[0x0112] = exif_orientation
         exif[0x010F] = "SyntheticPhone"

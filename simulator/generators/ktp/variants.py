@@ -48,22 +48,21 @@ CONTENT_TYPES = {
 }
 
 Person = Mapping[str, Any]
-Renderer = Callable[[Person, np.random.Generator], tuple[bytes, str, tuple[int, int] | None]]
+Rendered = tuple[bytes, str, tuple[int, int] | None]
+"""A renderer's result: the file's bytes, its extension, its picture's size as displayed (or None)."""
+Renderer = Callable[[Person, np.random.Generator], Rendered]
 
 
 def _stem(person: Person) -> str:
     return f"ktp_{person.get('nik', 'unknown')}"
 
 
-def _valid_photo(person: Person, rng: np.random.Generator, *, cut_off: bool = False) -> Image.Image:
-    shot = photo.plan_shot(rng, photo.pick_resolution(rng), cut_off=cut_off)
-    return photo.photograph(person, shot, rng)
-
-
 PNG_SHARE = 0.06
 """Share of valid uploads sent as PNG (an edited or exported photo rather than the camera's JPEG)."""
 PNG_PIXELS = 520_000
 """A PNG of a noisy photo runs to ~1.7 bytes a pixel, so a phone app sends one at about half a megapixel."""
+TURNED_SHARE = 0.15
+"""Share of JPEG uploads whose pixels are stored as the sensor shot them, with an EXIF orientation tag."""
 
 
 def png_frame(size: tuple[int, int]) -> tuple[int, int]:
@@ -75,37 +74,53 @@ def png_frame(size: tuple[int, int]) -> tuple[int, int]:
     return round(w * ratio), round(h * ratio)
 
 
-def _encode_under_limit(image: Image.Image, rng: np.random.Generator, fmt: str) -> tuple[bytes, str, tuple]:
-    """Encode a valid photo; never over the 2 MB limit (lower quality, then a smaller frame)."""
-    size = image.size
+def _phone_upload(person: Person, rng: np.random.Generator, fmt: str, *, cut_off: bool = False) -> Rendered:
+    """A phone photo of the card, encoded as the phone sends it; never over the 2 MB limit.
+
+    Everything about the file is chosen before the photo is taken: a PNG is drawn at the size it is
+    sent at, and a JPEG stored turned (EXIF orientation 3, 6 or 8) is drawn turned, as the sensor
+    stored it, rather than drawn upright and then turned (a pass over the whole frame).
+    """
+    size = photo.pick_resolution(rng)
     if fmt == "png":
-        if image.width * image.height > PNG_PIXELS:
-            image = image.resize(png_frame(image.size), Image.Resampling.BILINEAR)
-        data = photo.encode(image, "png")
-        while len(data) > MAX_UPLOAD_BYTES:
-            image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.BILINEAR)
-            data = photo.encode(image, "png")
-        return data, "png", image.size
+        shot = photo.plan_shot(rng, png_frame(size), cut_off=cut_off)
+        return _encode_png_under_limit(photo.photograph(person, shot, rng))
     quality = int(rng.integers(72, 94))
-    orientation = int(rng.choice([3, 6, 8])) if rng.random() < 0.15 else None
+    orientation = int(rng.choice([3, 6, 8])) if rng.random() < TURNED_SHARE else None
+    shot = photo.plan_shot(rng, size, cut_off=cut_off)
+    image = photo.photograph(person, photo.turn_shot(shot, orientation), rng)
+    data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=True)
+    while len(data) > MAX_UPLOAD_BYTES:
+        quality -= 10
+        data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=True)
+    return data, "jpg", size  # the size as displayed, upright
+
+
+def _encode_png_under_limit(image: Image.Image) -> Rendered:
+    data = photo.encode(image, "png")
+    while len(data) > MAX_UPLOAD_BYTES:
+        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.BILINEAR)
+        data = photo.encode(image, "png")
+    return data, "png", image.size
+
+
+def _encode_under_limit(image: Image.Image, rng: np.random.Generator) -> Rendered:
+    """Encode a photo already taken as a phone's JPEG; never over the 2 MB limit (lower quality)."""
+    quality = int(rng.integers(72, 94))
+    orientation = int(rng.choice([3, 6, 8])) if rng.random() < TURNED_SHARE else None
     data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation)
     while len(data) > MAX_UPLOAD_BYTES:
         quality -= 10
         data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation)
-    return data, "jpg", size
+    return data, "jpg", image.size
 
 
-def render_valid(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
-    # The format is known before the photo is taken, so a PNG is drawn at the size it is sent at.
-    fmt = "png" if rng.random() < PNG_SHARE else "jpeg"
-    size = photo.pick_resolution(rng)
-    shot = photo.plan_shot(rng, png_frame(size) if fmt == "png" else size)
-    return _encode_under_limit(photo.photograph(person, shot, rng), rng, fmt)
+def render_valid(person: Person, rng: np.random.Generator) -> Rendered:
+    return _phone_upload(person, rng, "png" if rng.random() < PNG_SHARE else "jpeg")
 
 
-def render_cropped(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
-    image = _valid_photo(person, rng, cut_off=True)
-    return _encode_under_limit(image, rng, "jpeg")
+def render_cropped(person: Person, rng: np.random.Generator) -> Rendered:
+    return _phone_upload(person, rng, "jpeg", cut_off=True)
 
 
 def render_blurry(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
@@ -122,7 +137,7 @@ def render_blurry(person: Person, rng: np.random.Generator) -> tuple[bytes, str,
     # The whole frame is soft too: the lens, not just the card.
     w, h = image.size
     image = image.reduce(3).resize((w, h), Image.Resampling.BILINEAR)
-    return _encode_under_limit(image, rng, "jpeg")
+    return _encode_under_limit(image, rng)
 
 
 BLUR_FACTOR = (11.0, 18.0)
@@ -226,8 +241,8 @@ def render_corrupt(person: Person, rng: np.random.Generator) -> tuple[bytes, str
     return bytes(damaged), ext, size
 
 
-def render_valid_jpeg(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
-    return _encode_under_limit(_valid_photo(person, rng), rng, "jpeg")
+def render_valid_jpeg(person: Person, rng: np.random.Generator) -> Rendered:
+    return _phone_upload(person, rng, "jpeg")
 
 
 def render_empty(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple | None]:
@@ -237,10 +252,9 @@ def render_empty(person: Person, rng: np.random.Generator) -> tuple[bytes, str, 
 def render_extension_mismatch(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
     """A good photo under the wrong name: PNG bytes called .jpg, or JPEG bytes called .png."""
     if rng.random() < 0.5:
-        shot = photo.plan_shot(rng, png_frame(photo.pick_resolution(rng)))
-        data, _, size = _encode_under_limit(photo.photograph(person, shot, rng), rng, "png")
+        data, _, size = _phone_upload(person, rng, "png")
         return data, "jpg", size
-    data, _, size = _encode_under_limit(_valid_photo(person, rng), rng, "jpeg")
+    data, _, size = _phone_upload(person, rng, "jpeg")
     return data, "png", size
 
 
