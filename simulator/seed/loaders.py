@@ -125,7 +125,6 @@ _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags 0, no head
 _COPY_TRAILER = b"\xff\xff"
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 _PG_EPOCH_DAYS = 10_957
-_NULL_FIELD = b"\xff\xff\xff\xff"
 
 
 def _binary_width(column: sa.Column) -> np.dtype | None:
@@ -177,7 +176,8 @@ def encode_binary_rows(table: sa.Table, rows: pa.Table) -> memoryview:
     """The rows in COPY's binary format (without the header and trailer), one contiguous buffer.
 
     Runs of fields that are never NULL and of fixed width are laid out together in one numpy
-    matrix (length words included); text fields are their length word joined to their bytes.
+    matrix (length words included); every other field is two parts, its length word (-1 for NULL)
+    and its bytes (nothing for NULL). One Arrow join of all the parts writes each byte once.
     """
     n = rows.num_rows
     parts: list[pa.Array] = []
@@ -195,24 +195,29 @@ def encode_binary_rows(table: sa.Table, rows: pa.Table) -> memoryview:
         width = _binary_width(table.c[name])
         if width is not None:
             values = _fixed_values(column, width).view("u1").reshape(n, width.itemsize)
-            length = np.broadcast_to(np.array([width.itemsize], ">i4").view("u1"), (n, 4))
             if column.null_count == 0:
-                block += [length, values]
+                block += [np.broadcast_to(np.array([width.itemsize], ">i4").view("u1"), (n, 4)), values]
                 continue
             close_block()
-            field = _as_binary(np.ascontiguousarray(np.concatenate([length, values], axis=1)))
-            parts.append(pc.if_else(pc.is_valid(column), field, pa.scalar(_NULL_FIELD, pa.binary())))
+            valid = pc.is_valid(column)
+            lengths = np.where(valid.to_numpy(zero_copy_only=False), width.itemsize, -1)
+            parts.append(_as_binary(lengths.astype(">i4").view("u1").reshape(n, 4)))
+            data = pa.FixedSizeBinaryArray.from_buffers(
+                pa.binary(width.itemsize), n, [valid.buffers()[1], pa.py_buffer(np.ascontiguousarray(values))]
+            )
+            parts.append(data.cast(pa.binary()))
             continue
         close_block()
         data = column.cast(pa.binary())
-        lengths = pc.fill_null(pc.binary_length(data), 0).to_numpy().astype(">i4").view("u1").reshape(n, 4)
-        field = pc.binary_join_element_wise(_as_binary(lengths), pc.fill_null(data, b""), b"")
-        if column.null_count:
-            field = pc.if_else(pc.is_valid(column), field, pa.scalar(_NULL_FIELD, pa.binary()))
-        parts.append(field)
+        lengths = pc.fill_null(pc.binary_length(data), -1).to_numpy().astype(">i4")
+        parts += [_as_binary(lengths.view("u1").reshape(n, 4)), data]
     close_block()
-    lines = (pc.binary_join_element_wise(*parts, b"") if len(parts) > 1 else parts[0]).cast(pa.large_binary())
-    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + n + 1]
+    lines = (
+        pc.binary_join_element_wise(*parts, b"", null_handling="replace", null_replacement=b"")
+        if len(parts) > 1
+        else parts[0]
+    )
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + n + 1]
     return memoryview(lines.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
 
 
