@@ -476,3 +476,29 @@ class BackgroundLoader:
         self._queue.put(None)
         self._thread.join()
         self.inner.close()
+
+
+class TableRouter:
+    """Loads each table's rows with the (background) loader that owns the table, so that tables
+    go to the server over several connections at once."""
+
+    def __init__(self, loaders: dict[str, BackgroundLoader]):
+        self._by_table = loaders
+        self._loaders = list({id(loader): loader for loader in loaders.values()}.values())
+
+    def load(self, table: sa.Table, rows: pa.Table) -> int:
+        return self._by_table[table.name].load(table, rows)
+
+    def flush(self) -> None:
+        for loader in self._loaders:
+            loader.flush()
+
+    def close(self) -> None:
+        errors = []
+        for loader in self._loaders:
+            try:
+                loader.close()
+            except BaseException as err:  # close them all, then report the first failure
+                errors.append(err)
+        if errors:
+            raise errors[0]

@@ -31,7 +31,7 @@ from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
 from simulator.progress import ProgressCallback
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 from simulator.seed.hashing import HashBook, PasswordChoice, PasswordHasherPool, parse_cost, parse_distinct
-from simulator.seed.loaders import BackgroundLoader, Loader, PostgresCopyLoader, make_loader
+from simulator.seed.loaders import BackgroundLoader, Loader, PostgresCopyLoader, TableRouter, make_loader
 from simulator.seed.rows import RESIDENT_COLUMNS, SeedCursor, build_chunk, check_columns
 from simulator.seed.staging import PostgresStage
 from simulator.seed.states import STATES, StateMix, parse_states
@@ -434,7 +434,7 @@ def _load_in_one_transaction(
                     loader.emptied(_DATA_TABLES)
                 calendar = make_calendar(wave, as_of, open_days)
                 cursor = SeedCursor()
-                _insert_waves(conn, loader, calendar, seed=run.source.seed)
+                _insert_waves(loader, calendar, seed=run.source.seed)
                 result.rows["waves"] = calendar.open_wave
             else:
                 calendar = _calendar_from_db(conn)
@@ -457,38 +457,43 @@ def _load_in_one_transaction(
     return result, cursor
 
 
+COPY_GROUPS = (("residents",), ("accounts",))
+"""Staged PostgreSQL loads: tables given a connection (a server process) of their own; the
+applicants' other tables and the waves share one more. About equal shares of the COPY work."""
+
+
 def _load_staged(
     engine: sa.Engine, target: Target, run: _Run, wave: int, as_of: dt.datetime, open_days: float
 ) -> tuple[SeedResult, SeedCursor]:
-    """PostgreSQL ``--truncate``: a staging schema loaded over two connections, its keys, indexes
+    """PostgreSQL ``--truncate``: a staging schema loaded over several connections, its keys, indexes
     and foreign keys built over several, then swapped in at one commit (see ``simulator.seed.staging``)."""
     with PostgresStage(engine, _DATA_TABLES) as stage:
+        grouped = {name for group in COPY_GROUPS for name in group}
+        groups = [[t for t in _DATA_TABLES if t.name not in grouped]] + [
+            [t for t in _DATA_TABLES if t.name in group] for group in COPY_GROUPS
+        ]
         result = SeedResult(
             target=target.label,
-            loader=f"{PostgresCopyLoader.method} into a staging schema on 2 connections, keys and "
-            f"indexes built on {stage.connections}, swapped in at one commit",
+            loader=f"{PostgresCopyLoader.method} into a staging schema on {len(groups)} connections, keys "
+            f"and indexes built on {stage.connections}, swapped in at one commit",
             notes=list(stage.notes),
         )
         result.rows = {t.name: 0 for t in _DATA_TABLES}
         calendar = make_calendar(wave, as_of, open_days)
         cursor = SeedCursor()
-        applicant_tables = [t for t in _DATA_TABLES if t.name != schema.residents.name]
-        with (
-            stage.loading(applicant_tables) as conn,
-            stage.loading([schema.residents]) as registry_conn,
-        ):
-            copy = PostgresCopyLoader(conn)
-            copy.emptied(applicant_tables)
-            registry_copy = PostgresCopyLoader(registry_conn)
-            registry_copy.emptied([schema.residents])
-            _insert_waves(conn, copy, calendar, seed=run.source.seed)
+        with contextlib.ExitStack() as connections:
+            copies = []
+            for tables in groups:
+                copy = PostgresCopyLoader(connections.enter_context(stage.loading(tables)))
+                copy.emptied(tables)
+                copies.append((tables, copy))
+            _insert_waves(copies[0][1], calendar, seed=run.source.seed)
             result.rows["waves"] = calendar.open_wave
-            loader, registry = BackgroundLoader(copy), BackgroundLoader(registry_copy)
+            loader = TableRouter({t.name: BackgroundLoader(copy) for tables, copy in copies for t in tables})
             try:
-                _fill(run, calendar, cursor, result, loader, registry)
+                _fill(run, calendar, cursor, result, loader, loader)
             finally:
                 loader.close()
-                registry.close()
         _require_accounts(cursor, run.source)
         stage.build_constraints()
         with stage.engine.begin() as conn:
@@ -508,8 +513,8 @@ def _fill(
     calendar: WaveCalendar,
     cursor: SeedCursor,
     result: SeedResult,
-    loader: BackgroundLoader,
-    registry: BackgroundLoader,
+    loader: BackgroundLoader | TableRouter,
+    registry: BackgroundLoader | TableRouter,
 ) -> None:
     """Stream the population through: residents to ``registry``, applicants' rows to ``loader``."""
     source, chunk_rows = run.source, run.chunk_rows
@@ -580,7 +585,7 @@ def _in_blocks(parts: Iterator[tuple[str, pa.Table]], block_rows: int) -> Iterat
         yield "applicants", pa.concat_tables(held) if len(held) > 1 else held[0]
 
 
-def _finish_chunk(pending, run: _Run, loader: BackgroundLoader, result: SeedResult) -> None:  # noqa: ANN001
+def _finish_chunk(pending, run: _Run, loader: BackgroundLoader | TableRouter, result: SeedResult) -> None:  # noqa: ANN001
     rows, hashing, size, chunk_index = pending
     tick = time.perf_counter()
     hashes = run.book.collect(hashing)
@@ -654,7 +659,7 @@ def _load_residents(loader: Loader, residents: pa.Table, source: str, result: Se
 # --- waves ----------------------------------------------------------------------------------------
 
 
-def _insert_waves(conn: sa.Connection, loader: Loader, calendar: WaveCalendar, *, seed: int) -> None:
+def _insert_waves(loader: Loader, calendar: WaveCalendar, *, seed: int) -> None:
     n = calendar.open_wave
     closed = np.arange(1, n + 1) < n
     created = calendar.opens_at - np.timedelta64(1, "D")
