@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image, ImageChops, ImageDraw
 
 from simulator.generators.ktp.card import render_card, warm_layers
@@ -146,21 +147,42 @@ def photograph(
 
     The card is drawn at about the size it has in the frame, and blur, light, glare and noise are
     applied to it there (the surface has its own baked in), in numpy on 8-bit pixels; then it is
-    warped straight into the frame.
+    warped straight into the frame. The photo is an RGBX image (Pillow's layout of RGB, padding byte
+    and all): JPEG takes it as is; ``.convert("RGB")`` for anything else.
     """
     light_dir = int(rng.integers(len(_LIGHT_DIRECTIONS)))
     frame = surface(shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light)
     card = render_card(person, card_width_in(shot.quad) / CARD_W)
     if card_filter is not None:
         card = card_filter(card)
-    # Held inside [NOISE_CLIP, 255 - NOISE_CLIP] (the print's white and black barely move), so the
-    # sensor noise below can be added with uint8 wrap-around arithmetic that never wraps.
-    pixels = np.clip(np.asarray(card), np.uint8(NOISE_CLIP), np.uint8(255 - NOISE_CLIP))
+    pixels = card_pixels(card)
     if card_filter is None and shot.card_blur > 0:
         pixels = _soften(pixels)
     _light_card(pixels, shot, light_dir, rng)
-    paste_card(frame, Image.fromarray(pixels, "RGB"), shot.quad)
+    # The pixels as an RGBX image without a copy (RGBX is Pillow's own layout of RGB, so it maps them).
+    source = Image.frombuffer("RGBX", card.size, pixels, "raw", "RGBX", 0, 1)
+    paste_card(frame, source, shot.quad)
     return frame
+
+
+def card_pixels(card: Image.Image) -> np.ndarray:
+    """The card's pixels as a writable (h, w, 4) uint8 array in Pillow's own RGBX layout (the 4th byte is
+    padding), held inside [NOISE_CLIP, 255 - NOISE_CLIP] so that sensor noise can be added with
+    wrap-around arithmetic that never wraps (the print's white and black barely move).
+
+    Read through Pillow's Arrow export, a view of the image's memory: the clip is the only copy.
+    """
+    return np.clip(card_pixels_view(card), np.uint8(NOISE_CLIP), np.uint8(255 - NOISE_CLIP))
+
+
+def card_pixels_view(image: Image.Image) -> np.ndarray:
+    """A read-only (h, w, 4) uint8 view of an RGB or RGBX image's memory, through Pillow's Arrow export
+    (a copy where that export is not available)."""
+    w, h = image.size
+    try:
+        return pa.array(image).flatten().to_numpy(zero_copy_only=True).reshape(h, w, 4)
+    except (TypeError, ValueError, AttributeError, pa.ArrowException):
+        return np.asarray(image.convert("RGBX"))
 
 
 def warm_caches() -> None:
@@ -225,11 +247,11 @@ def _light_card(pixels: np.ndarray, shot: Shot, light_dir: int, rng: np.random.G
         x, y = u * (gx - 1), v * (gy - 1)
         layer = layer + shot.glare * np.exp(-(((x - cx) ** 2 + ((y - cy) * 1.3) ** 2) / (2 * radius**2)))
     # Darkening and glare split apart on the grid, then each enlarged (nearest: steps of under one grey
-    # level) straight to RGB: numpy then works on contiguous arrays of one shape, not broadcasting
-    # along a 3-long last axis (many times slower).
+    # level) straight to RGBX: numpy then works on contiguous arrays of one shape, not broadcasting
+    # along a 4-long last axis (many times slower).
     grey = np.clip(layer, 0, 255).astype(np.uint8)
     cols, rows = np.arange(w) * gx // w, np.arange(h) * gy // h
-    cells = np.repeat((128 - np.minimum(grey, 128))[..., None], 3, axis=2)
+    cells = np.repeat((128 - np.minimum(grey, 128))[..., None], 4, axis=2)
     dark = np.take(np.take(cells, cols, axis=1), rows, axis=0)
     np.subtract(pixels, np.minimum(pixels, dark, out=dark), out=pixels)
     bright = np.maximum(grey, 128) - 128
@@ -238,7 +260,7 @@ def _light_card(pixels: np.ndarray, shot: Shot, light_dir: int, rng: np.random.G
         top, bottom = np.searchsorted(rows, [lit_rows[0], lit_rows[-1] + 1])
         left, right = np.searchsorted(cols, [lit_cols[0], lit_cols[-1] + 1])
         spot = pixels[top:bottom, left:right]
-        cells = np.repeat(bright[..., None], 3, axis=2)
+        cells = np.repeat(bright[..., None], 4, axis=2)
         glow = np.take(np.take(cells, cols[left:right], axis=1), rows[top:bottom], axis=0)
         room = np.subtract(np.uint8(255), spot)
         np.add(spot, np.minimum(room, glow, out=room), out=spot)
@@ -293,9 +315,11 @@ CARD_NOISE_SHAPE = (1344, 2112)
 
 @functools.lru_cache(maxsize=3)
 def _card_noise(level: int) -> np.ndarray:
-    """The noise block tiled to CARD_NOISE_SHAPE as signed uint8 (-3 stored as 253), for wrap-around adds."""
+    """The noise block tiled to CARD_NOISE_SHAPE as signed uint8 RGBX (-3 stored as 253), for wrap-around
+    adds."""
     rows, cols = CARD_NOISE_SHAPE
     block = _noise_block(level) - np.uint8(128)  # wraps: 125 - 128 = 253 = -3
+    block = np.concatenate([block, block[..., :1]], axis=2)  # RGBX, as card_pixels
     return np.ascontiguousarray(np.tile(block, (-(-rows // 704), -(-cols // 704), 1))[:rows, :cols])
 
 
@@ -463,7 +487,7 @@ MASTERS_PER_KIND = 1
 def surface(
     kind: str, size: tuple[int, int], rng: np.random.Generator, *, light_dir: int = 0, light: float = 0.0
 ) -> Image.Image:
-    """A table, cloth, paper or desk surface with light falloff and sensor noise, ``size`` pixels.
+    """A table, cloth, paper or desk surface with light falloff and sensor noise, ``size`` pixels, RGBX.
 
     Frames up to MASTER_SIDE are a random window of one of a few large surfaces drawn once per process
     (a crop costs a copy); bigger frames are drawn on the spot.
@@ -473,14 +497,15 @@ def surface(
         master = _surface_master(kind, int(rng.integers(MASTERS_PER_KIND)))
         ox, oy = int(rng.integers(0, MASTER_SIDE - w + 1)), int(rng.integers(0, MASTER_SIDE - h + 1))
         return master.crop((ox, oy, ox + w, oy + h))
-    return draw_surface(kind, size, rng, light_dir=light_dir, light=light)
+    return draw_surface(kind, size, rng, light_dir=light_dir, light=light).convert("RGBX")
 
 
 @functools.lru_cache(maxsize=len(SURFACES) * MASTERS_PER_KIND)
 def _surface_master(kind: str, index: int) -> Image.Image:
     # Seeded from its key, so every worker process draws the same master.
     rng = np.random.default_rng(zlib.crc32(f"{kind}|{index}".encode()))
-    return draw_surface(kind, (MASTER_SIDE, MASTER_SIDE), rng, light_dir=int(rng.integers(8)), light=0.25)
+    master = draw_surface(kind, (MASTER_SIDE, MASTER_SIDE), rng, light_dir=int(rng.integers(8)), light=0.25)
+    return master.convert("RGBX")  # the mode photographs are taken in (see photograph)
 
 
 def draw_surface(
@@ -601,28 +626,58 @@ def encode(
 
 
 def encode_png(image: Image.Image, *, level: int = 1, strategy: int = zlib.Z_RLE) -> bytes:
-    """A PNG of an RGB or greyscale image: every row with PNG's Up filter, deflated at a fast setting.
+    """A PNG of an RGB(X) or greyscale image: every row with PNG's Up filter, deflated at a fast setting.
 
     Up (each byte minus the one above it) is computed in one numpy pass, and on a photo it takes a
     third off the file; trying all five filters per row (libpng's and Pillow's adaptive choice) costs
     several times more for a little less. zlib's run-length strategy at level 1 is how a fast exporter
-    deflates; level 0 stores the rows as they are (an export with compression off). Any PNG decoder
-    reads it.
+    deflates; level 0 stores the rows as they are (an export with compression off, rows unfiltered).
+    Any PNG decoder reads it.
     """
-    if image.mode not in ("RGB", "L"):
+    if image.mode not in ("RGB", "RGBX", "L"):
         image = image.convert("RGB")
-    pixels = np.asarray(image)
-    height, width = pixels.shape[:2]
-    flat = pixels.reshape(height, -1)
-    rows = np.empty((height, 1 + flat.shape[1]), dtype=np.uint8)
-    rows[:, 0] = 2  # filter type 2, Up (the row above the first is taken as zeros)
-    rows[0, 1:] = flat[0]
-    np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # uint8: modulo 256, as the filter is defined
-    deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
-    idat = deflate.compress(rows.data) + deflate.flush()
-    colour_type = 2 if image.mode == "RGB" else 0
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + b"".join(
-        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        for kind, body in ((b"IHDR", header), (b"IDAT", idat), (b"IEND", b""))
-    )
+    width, height = image.size
+    channels = 1 if image.mode == "L" else 3
+    packed = image.tobytes("raw", "L" if channels == 1 else "RGB")
+    header = struct.pack(">IIBBBBB", width, height, 8, 2 if channels == 3 else 0, 0, 0, 0)
+    if level == 0:
+        idat = _stored_rows(memoryview(packed), width * channels)
+    else:
+        flat = np.frombuffer(packed, np.uint8).reshape(height, width * channels)
+        rows = np.empty((height, 1 + width * channels), dtype=np.uint8)
+        rows[:, 0] = 2  # filter type 2, Up (the row above the first is taken as zeros)
+        rows[0, 1:] = flat[0]
+        np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # uint8: modulo 256, as the filter is defined
+        deflate = zlib.compressobj(level, zlib.DEFLATED, 15, 9, strategy)
+        idat = [deflate.compress(rows.data), deflate.flush()]
+    # One join at the end: the IDAT data is never copied into an intermediate chunk.
+    parts = [b"\x89PNG\r\n\x1a\n"]
+    for kind, data in ((b"IHDR", [header]), (b"IDAT", idat), (b"IEND", [])):
+        crc = zlib.crc32(kind)
+        for piece in data:
+            crc = zlib.crc32(piece, crc)
+        parts += [struct.pack(">I", sum(len(piece) for piece in data)), kind, *data, struct.pack(">I", crc)]
+    return b"".join(parts)
+
+
+def _stored_rows(packed: memoryview, row_bytes: int) -> list:
+    """The zlib stream of PNG rows with filter 0 (None) in stored deflate blocks, as pieces to join: a
+    filter byte and a view of each row, a block header before every run of rows that fits in a block.
+    What zlib's level 0 writes, without its copies of the data."""
+    per_block = max(1, 65535 // (row_bytes + 1))
+    height = len(packed) // row_bytes if row_bytes else 0
+    pieces: list = [b"\x78\x01"]
+    adler = 1
+    zero = b"\x00"
+    for first in range(0, height, per_block):
+        last = min(height, first + per_block)
+        size = (last - first) * (row_bytes + 1)
+        pieces.append(struct.pack("<BHH", last == height, size, 0xFFFF ^ size))
+        for row in range(first, last):
+            line = packed[row * row_bytes : (row + 1) * row_bytes]
+            adler = zlib.adler32(line, zlib.adler32(zero, adler))
+            pieces += [zero, line]
+    if height == 0:
+        pieces.append(struct.pack("<BHH", 1, 0, 0xFFFF))
+    pieces.append(struct.pack(">I", adler))
+    return pieces

@@ -182,7 +182,7 @@ def render_too_large(person: Person, rng: np.random.Generator) -> tuple[bytes, s
 
 def _small_photo(person: Person, rng: np.random.Generator) -> Image.Image:
     shot = photo.plan_shot(rng, (800, 600))
-    return photo.photograph(person, shot, rng)
+    return photo.photograph(person, shot, rng).convert("RGB")  # for encoders that take no RGBX
 
 
 def _other_format(fmt: str, ext: str) -> Renderer:
