@@ -44,7 +44,11 @@ from simulator.seed.states import PROFILES
     "training_bought, finished, incentive_paid, revoked).",
 )
 @click.option(
-    "--truncate", "truncate", is_flag=True, help="Empty the schema's tables first (same transaction)."
+    "--truncate",
+    "truncate",
+    is_flag=True,
+    help="Replace what the schema's tables hold (all or nothing: emptied in the load's transaction, "
+    "or on PostgreSQL loaded aside and swapped in at one commit).",
 )
 @click.option("--append", "append", is_flag=True, help="Add to a database seeded before.")
 @click.option("--wave", type=int, default=DEFAULT_WAVE, show_default=True, help="The wave that is open (K).")
