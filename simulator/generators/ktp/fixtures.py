@@ -11,7 +11,7 @@ import hashlib
 import io
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -173,9 +173,22 @@ def _init_worker(people: Sequence[Mapping[str, Any]]) -> None:
     _PEOPLE = people
 
 
-def _render_chunk(task: tuple[Path, int, list[tuple[int, str]]]) -> list[ManifestRow]:
+Task = tuple[Path, int, list[tuple[int, str]]]
+"""One chunk of work: the output directory, the set's seed, and (index, variant) of each fixture."""
+
+
+def render_chunk(task: Task) -> list[ManifestRow]:
+    """Render one chunk of fixtures (in a worker: the people are the worker's, see FixtureWorkers)."""
     out_dir, seed, items = task
     return [_render_one(out_dir, seed, index, variant, _PEOPLE) for index, variant in items]
+
+
+def plan_tasks(
+    out_dir: Path, variants: Sequence[str], seed: int, start: int = 0, chunk: int = CHUNK
+) -> list[Task]:
+    """Tasks of ``chunk`` fixtures for ``variants`` (the variants of fixtures ``start``, ``start + 1``...)."""
+    items = list(enumerate(variants, start))
+    return [(out_dir, seed, items[i : i + chunk]) for i in range(0, len(items), chunk)]
 
 
 def _render_one(
@@ -231,30 +244,54 @@ def render_fixtures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / FILES_DIR).mkdir(exist_ok=True)
-    variants = assign_variants(count, parse_mix(mix), seed)
-    items = list(enumerate(variants))
-    tasks = [(out, seed, items[i : i + CHUNK]) for i in range(0, count, CHUNK)]
+    tasks = plan_tasks(out, assign_variants(count, parse_mix(mix), seed), seed)
     rows: list[ManifestRow] = []
-    for chunk_rows in _run(tasks, people, workers):
-        rows.extend(chunk_rows)
-        if progress:
-            progress(len(chunk_rows))
+    with FixtureWorkers(people, workers if len(tasks) > 1 else 1) as pool:
+        for chunk_rows in pool.imap(tasks):
+            rows.extend(chunk_rows)
+            if progress:
+                progress(len(chunk_rows))
     write_manifest(out, rows)
     return rows
 
 
-def _run(tasks: list, people: Sequence[Mapping[str, Any]], workers: int) -> Iterator[list[ManifestRow]]:
-    if workers == 1 or len(tasks) == 1:
-        _init_worker(people)
-        for task in tasks:
-            yield _render_chunk(task)
-        return
-    fork = "fork" in multiprocessing.get_all_start_methods()
-    if fork:
-        photo.warm_caches()  # once here, shared by every forked worker
-    context = multiprocessing.get_context("fork" if fork else None)
-    with context.Pool(workers, initializer=_init_worker, initargs=(people,)) as pool:
-        yield from pool.imap(_render_chunk, tasks)  # in order: the manifest lists fixtures by index
+class FixtureWorkers:
+    """The processes fixtures are rendered in: ``workers`` forked processes sharing the parent's warmed
+    caches (copy-on-write), or this process when ``workers`` is 1. Kept open, they serve several task
+    lists (the benchmark times them warm); ``render_fixtures`` opens one per set.
+    """
+
+    def __init__(self, people: Sequence[Mapping[str, Any]], workers: int) -> None:
+        self._pool = None
+        if workers == 1:
+            _init_worker(people)
+            return
+        fork = "fork" in multiprocessing.get_all_start_methods()
+        if fork:
+            photo.warm_caches()  # once here, shared by every forked worker
+        context = multiprocessing.get_context("fork" if fork else None)
+        self._pool = context.Pool(workers, initializer=_init_worker, initargs=(people,))
+
+    def imap(self, tasks: Iterable[Task], render: Callable[[Task], Any] = render_chunk) -> Iterator[Any]:
+        """``render`` (render_chunk, or a wrapper of it) of each task, in order: the manifest lists
+        fixtures by index."""
+        if self._pool is None:
+            yield from map(render, tasks)
+        else:
+            yield from self._pool.imap(render, tasks)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()  # reaped: their CPU shows in the parent's RUSAGE_CHILDREN
+
+    def __enter__(self) -> FixtureWorkers:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None and self._pool is not None:
+            self._pool.terminate()
+        self.close()
 
 
 def write_manifest(out_dir: Path, rows: Iterable[ManifestRow]) -> None:
