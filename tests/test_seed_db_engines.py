@@ -32,7 +32,6 @@ MIX = (
 )
 
 
-
 @pytest.fixture(scope="module", params=ENGINES)
 def seeded(request, tmp_path_factory):
     """One database per engine, seeded once with a 3000-person population in three chunks."""
