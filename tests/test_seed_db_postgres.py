@@ -220,3 +220,22 @@ def test_binary_copy_writes_every_type_as_the_api_reads_it(server):
         finally:
             engine.dispose()
     assert sorted(back, key=repr) == sorted((tuple(r.values()) for r in rows.to_pylist()), key=repr)
+
+
+def test_a_second_seed_of_the_same_database_is_refused_while_one_runs(server, tmp_path):
+    from simulator.seed.staging import _LOCK_KEY
+
+    with scratch_database(server, prefix="test_seed_pg") as db_url:
+        engine = make_engine(db_url)
+        try:
+            with engine.connect() as holder:  # stands for a seed-db run in progress
+                holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+                with pytest.raises(SimulatorError, match="another seed-db run"):
+                    _seed(db_url, tmp_path, size=1200)
+                holder.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                with engine.connect() as conn:
+                    assert not _stages(conn)
+                    assert sa.inspect(conn).get_table_names() == []  # as it was: empty
+            assert _seed(db_url, tmp_path, size=1200).accounts > 0
+        finally:
+            engine.dispose()
