@@ -348,16 +348,16 @@ def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
     resample = Image.Resampling.BILINEAR if enlarge else Image.Resampling.NEAREST
     corners = _corner_patches(frame, quad, perspective_coeffs(src, quad), source.size)
     source.load()
-    for (left, top, right, bottom), tiles in _affine_tiles(
-        perspective_coeffs(quad, src), quad, frame.size, source.size
-    ):
+    frame_core, source_core = frame.im, source.im
+    for box, tiles in _affine_tiles(perspective_coeffs(quad, src), quad, frame.size, source.size):
         # One column of tiles at a time, warped into a copy of that column of the frame and copied back:
         # Pillow's fixed-point affine warp ignores the left edge of the box it is given (it writes from
         # column 0), so each tile's box must start at column 0 of the image it writes into.
-        column = frame.crop((left, top, right, bottom))
+        left, top, right, _ = box
+        column = frame_core.crop(box)
         for y0, y1, coeffs in tiles:
-            column.im.transform((0, y0 - top, right - left, y1 - top), source.im, AFFINE, coeffs, resample, 0)
-        frame.paste(column, (left, top))
+            column.transform((0, y0 - top, right - left, y1 - top), source_core, AFFINE, coeffs, resample, 0)
+        frame_core.paste(column, box)
     for patch, mask, at in corners:
         frame.paste(patch, at, mask)
 
