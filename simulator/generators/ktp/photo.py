@@ -251,8 +251,7 @@ def _light_card(pixels: np.ndarray, shot: Shot, light_dir: int, rng: np.random.G
     # along a 4-long last axis (many times slower).
     grey = np.clip(layer, 0, 255).astype(np.uint8)
     cols, rows = np.arange(w) * gx // w, np.arange(h) * gy // h
-    cells = np.repeat((128 - np.minimum(grey, 128))[..., None], 4, axis=2)
-    dark = np.take(np.take(cells, cols, axis=1), rows, axis=0)
+    dark = _enlarge(128 - np.minimum(grey, 128), rows, cols)
     np.subtract(pixels, np.minimum(pixels, dark, out=dark), out=pixels)
     bright = np.maximum(grey, 128) - 128
     lit_rows, lit_cols = np.flatnonzero(bright.any(axis=1)), np.flatnonzero(bright.any(axis=0))
@@ -260,10 +259,17 @@ def _light_card(pixels: np.ndarray, shot: Shot, light_dir: int, rng: np.random.G
         top, bottom = np.searchsorted(rows, [lit_rows[0], lit_rows[-1] + 1])
         left, right = np.searchsorted(cols, [lit_cols[0], lit_cols[-1] + 1])
         spot = pixels[top:bottom, left:right]
-        cells = np.repeat(bright[..., None], 4, axis=2)
-        glow = np.take(np.take(cells, cols[left:right], axis=1), rows[top:bottom], axis=0)
+        glow = _enlarge(bright, rows[top:bottom], cols[left:right])
         room = np.subtract(np.uint8(255), spot)
         np.add(spot, np.minimum(room, glow, out=room), out=spot)
+
+
+def _enlarge(cells: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """A uint8 grid enlarged (nearest: cell ``rows[i]``, ``cols[j]`` at pixel i, j) to RGBX pixels: the
+    grey value in all four bytes of a uint32, so numpy gathers whole pixels."""
+    packed = cells.astype(np.uint32) * np.uint32(0x01010101)
+    pixels = np.take(np.take(packed, cols, axis=1), rows, axis=0)
+    return pixels.view(np.uint8).reshape(len(rows), len(cols), 4)
 
 
 LIGHT_GRID = (120, 76)
