@@ -33,7 +33,6 @@ AGREEMENT_COUNT = 180
 OCR_SAMPLE = 36
 
 
-
 @pytest.fixture(scope="module")
 def people() -> list[dict]:
     return fixtures.generated_people(120, FRESH_SEED)
@@ -196,6 +195,15 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path, people: list[
     ).read_bytes()
     other = fixtures.render_fixtures(people, tmp_path / "other", count=12, seed=6, mix=mix, workers=1)
     assert [r.sha256 for r in one] != [r.sha256 for r in other]
+
+
+def test_pdf_bytes_do_not_depend_on_the_clock(people: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    first = render_upload(people[0], 5, "pdf")[0]
+    later = time.struct_time((2031, 1, 2, 3, 4, 5, 3, 2, 0))
+    monkeypatch.setattr(time, "gmtime", lambda *_: later)  # what Pillow dates a PDF with by default
+    assert render_upload(people[0], 5, "pdf")[0] == first
 
 
 def test_render_upload_gives_a_post_body(people: list[dict]) -> None:

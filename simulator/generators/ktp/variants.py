@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import struct
 import zlib
@@ -185,6 +186,10 @@ def _small_photo(person: Person, rng: np.random.Generator) -> Image.Image:
     return photo.photograph(person, shot, rng).convert("RGB")  # for encoders that take no RGBX
 
 
+PDF_EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+"""PDFs carry a creation date; theirs fall in 2020, the year of the first waves."""
+
+
 def _other_format(fmt: str, ext: str) -> Renderer:
     def render(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
         image = _small_photo(person, rng)
@@ -196,7 +201,9 @@ def _other_format(fmt: str, ext: str) -> Renderer:
         elif fmt == "TIFF":
             image.save(buffer, "TIFF", compression="jpeg")
         elif fmt == "PDF":
-            image.save(buffer, "PDF", resolution=150.0)
+            # Dated from the seed's draws, not the clock: the same seed gives the same bytes.
+            made = (PDF_EPOCH + dt.timedelta(seconds=int(rng.integers(0, 365 * 86400)))).timetuple()
+            image.save(buffer, "PDF", resolution=150.0, creationDate=made, modDate=made)
         else:
             image.save(buffer, fmt)
         return buffer.getvalue(), ext, image.size
