@@ -148,10 +148,12 @@ def photograph(
     The card is drawn at about the size it has in the frame, and blur, light, glare and noise are
     applied to it there (the surface has its own baked in), in numpy on 8-bit pixels; then it is
     warped straight into the frame. The photo is an RGBX image (Pillow's layout of RGB, padding byte
-    and all): JPEG takes it as is; ``.convert("RGB")`` for anything else.
+    and all) over a numpy array (read-only to Pillow's API): JPEG takes it as is; ``.convert("RGB")``
+    for anything else.
     """
     light_dir = int(rng.integers(len(_LIGHT_DIRECTIONS)))
-    frame = surface(shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light)
+    backing = surface_pixels(shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light)
+    frame = Image.frombuffer("RGBX", shot.size, backing, "raw", "RGBX", 0, 1)
     card = render_card(person, card_width_in(shot.quad) / CARD_W)
     if card_filter is not None:
         card = card_filter(card)
@@ -161,7 +163,7 @@ def photograph(
     _light_card(pixels, shot, light_dir, rng)
     # The pixels as an RGBX image without a copy (RGBX is Pillow's own layout of RGB, so it maps them).
     source = Image.frombuffer("RGBX", card.size, pixels, "raw", "RGBX", 0, 1)
-    paste_card(frame, source, shot.quad)
+    paste_card(frame, source, shot.quad, backing=backing)
     return frame
 
 
@@ -194,7 +196,7 @@ def warm_caches() -> None:
     warm_layers()
     for kind in SURFACES:
         for index in range(MASTERS_PER_KIND):
-            _surface_master(kind, index)
+            _master_pixels(kind, index)
     _noise_frame(1)
     for level in range(len(NOISE_SIGMAS)):
         _card_noise(level)
@@ -336,7 +338,9 @@ TILE_ERROR = 0.2
 """Largest distance, in card pixels, between a tile's affine map and the true perspective map."""
 
 
-def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
+def paste_card(
+    frame: Image.Image, card: Image.Image, quad: np.ndarray, *, backing: np.ndarray | None = None
+) -> None:
     """Warp the card straight into ``frame`` onto ``quad`` (its four corners in the frame).
 
     The perspective map is applied piecewise: small tiles of the frame, each with the affine map that
@@ -344,6 +348,12 @@ def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
     nearest-neighbour warp in fixed point, several times faster than its perspective warp, and writes
     into the frame, leaving every pixel that maps outside the card untouched: the surface shows around
     it without a mask. The four rounded corners then get their bit of surface back.
+
+    Pillow's fixed-point affine warp ignores the left edge of the box it is given (it writes from
+    column 0), so the tiles are warped a column at a time into an image whose column 0 is the tile
+    column's: with ``backing`` (the (h + 1, w, 4) array ``frame`` is mapped over, see surface_pixels),
+    an image mapped over that column of the array itself, written in place; otherwise a copy of the
+    column, copied back.
     """
     source = card if card.mode == frame.mode else card.convert(frame.mode)
     src = np.array(
@@ -355,17 +365,23 @@ def paste_card(frame: Image.Image, card: Image.Image, quad: np.ndarray) -> None:
     corners = _corner_patches(frame, quad, perspective_coeffs(src, quad), source.size)
     source.load()
     frame_core, source_core = frame.im, source.im
+    width = frame.width
+    memory = None if backing is None else memoryview(backing.reshape(-1))
     for box, tiles in _affine_tiles(perspective_coeffs(quad, src), quad, frame.size, source.size):
-        # One column of tiles at a time, warped into a copy of that column of the frame and copied back:
-        # Pillow's fixed-point affine warp ignores the left edge of the box it is given (it writes from
-        # column 0), so each tile's box must start at column 0 of the image it writes into.
-        left, top, right, _ = box
-        column = frame_core.crop(box)
+        left, top, right, bottom = box
+        if memory is None:
+            column = frame_core.crop(box)
+        else:  # rows of the frame's own memory from (left, top), a frame row apart
+            start = (top * width + left) * 4
+            column = Image.frombuffer(
+                "RGBX", (right - left, bottom - top), memory[start:], "raw", "RGBX", width * 4, 1
+            ).im
         for y0, y1, coeffs in tiles:
             column.transform((0, y0 - top, right - left, y1 - top), source_core, AFFINE, coeffs, resample, 0)
-        frame_core.paste(column, box)
-    for patch, mask, at in corners:
-        frame.paste(patch, at, mask)
+        if memory is None:
+            frame_core.paste(column, box)
+    for patch, mask, (x, y) in corners:
+        frame_core.paste(patch.im, (x, y, x + patch.width, y + patch.height), mask.im)
 
 
 def _affine_tiles(
@@ -504,6 +520,31 @@ def surface(
         ox, oy = int(rng.integers(0, MASTER_SIDE - w + 1)), int(rng.integers(0, MASTER_SIDE - h + 1))
         return master.crop((ox, oy, ox + w, oy + h))
     return draw_surface(kind, size, rng, light_dir=light_dir, light=light).convert("RGBX")
+
+
+def surface_pixels(
+    kind: str, size: tuple[int, int], rng: np.random.Generator, *, light_dir: int = 0, light: float = 0.0
+) -> np.ndarray:
+    """``surface`` (the same draws, the same pixels) copied into a fresh (h + 1, w, 4) uint8 array: a
+    frame's RGBX pixels plus one spare row, so that an image mapped over any column of it, rows a frame
+    row apart, stays inside the array (see paste_card)."""
+    w, h = size
+    backing = np.empty((h + 1, w, 4), dtype=np.uint8)
+    if w <= MASTER_SIDE and h <= MASTER_SIDE:
+        master = _master_pixels(kind, int(rng.integers(MASTERS_PER_KIND)))
+        ox, oy = int(rng.integers(0, MASTER_SIDE - w + 1)), int(rng.integers(0, MASTER_SIDE - h + 1))
+        np.copyto(backing[:h], master[oy : oy + h, ox : ox + w])
+    else:
+        drawn = draw_surface(kind, size, rng, light_dir=light_dir, light=light).convert("RGBX")
+        np.copyto(backing[:h], card_pixels_view(drawn))
+    backing[h] = 0
+    return backing
+
+
+@functools.lru_cache(maxsize=len(SURFACES) * MASTERS_PER_KIND)
+def _master_pixels(kind: str, index: int) -> np.ndarray:
+    """A read-only (side, side, 4) view of a surface master's memory (the view keeps the master alive)."""
+    return card_pixels_view(_surface_master(kind, index))
 
 
 @functools.lru_cache(maxsize=len(SURFACES) * MASTERS_PER_KIND)
