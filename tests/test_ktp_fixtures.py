@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from simulator.cli import main
 from simulator.errors import InvalidInputFile, InvalidOption
-from simulator.generators.ktp import fixtures
+from simulator.generators.ktp import fixtures, photo
 from simulator.generators.ktp.card import render_card
 from simulator.generators.ktp.layout import card_text
 from simulator.generators.ktp.variants import VARIANTS, render_upload, render_variant
@@ -195,6 +195,21 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path, people: list[
     ).read_bytes()
     other = fixtures.render_fixtures(people, tmp_path / "other", count=12, seed=6, mix=mix, workers=1)
     assert [r.sha256 for r in one] != [r.sha256 for r in other]
+
+
+def test_the_warp_writes_a_numpy_backed_frame_in_place_as_it_writes_a_plain_one() -> None:
+    # paste_card writes through images mapped over the frame's own array (Pillow's fixed-point affine
+    # warp cannot start at a column other than 0): pinned against the copying path.
+    rng = np.random.default_rng(3)
+    shot = photo.plan_shot(rng, (640, 480))
+    card = Image.fromarray(rng.integers(0, 256, (290, 460, 3), dtype=np.uint8)).convert("RGBX")
+    backing = np.full((481, 640, 4), 90, dtype=np.uint8)
+    mapped = Image.frombuffer("RGBX", (640, 480), backing, "raw", "RGBX", 0, 1)
+    plain = Image.new("RGBX", (640, 480), (90, 90, 90))
+    photo.paste_card(mapped, card, shot.quad, backing=backing)
+    photo.paste_card(plain, card, shot.quad)
+    assert np.array_equal(backing[:480, :, :3], np.asarray(plain.convert("RGB")))
+    assert (backing[:480] != 90).any(axis=-1).mean() > 0.2  # the card is there
 
 
 def test_pdf_bytes_do_not_depend_on_the_clock(people: list[dict], monkeypatch: pytest.MonkeyPatch) -> None:
