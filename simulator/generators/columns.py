@@ -6,6 +6,8 @@ column of a million rows costs a few milliseconds.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -83,14 +85,39 @@ def choice(rng: np.random.Generator, n: int, weights: dict[str, float] | tuple[f
     return bucket(np.cumsum(p / p.sum()), rng.random(n)).clip(0, len(p) - 1)
 
 
+_CELLS = 4096  # a power of two: u * _CELLS is exact, so each u falls in exactly one cell
+
+
+@functools.lru_cache(maxsize=512)
+def _cell_table(edges_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the ascending ``edges`` (float64 bytes): per cell [c/_CELLS, (c+1)/_CELLS) of [0, 1), the
+    answer for its first value and whether an edge falls inside it (then the answer varies)."""
+    edges = np.frombuffer(edges_bytes, dtype=np.float64)
+    starts = np.arange(_CELLS + 1, dtype=np.float64) / _CELLS
+    first = np.searchsorted(edges, starts[:-1], side="right")
+    last = np.searchsorted(edges, starts[1:], side="left")  # edges below the next cell's start
+    return edges, first.astype(np.int32), first != last
+
+
 def bucket(edges: np.ndarray, u: np.ndarray) -> np.ndarray:
     """``np.searchsorted(edges, u, side="right")``: how many of the ascending ``edges`` are <= each u."""
-    if len(edges) > 16:
+    edges = np.ascontiguousarray(edges, dtype=np.float64)
+    if len(edges) <= 4:
+        # Very few edges: counting them is faster than any lookup.
+        index = np.zeros(len(u), dtype=np.int64)
+        for edge in edges:
+            index += u >= edge
+        return index
+    if len(edges) > 1024 or len(u) == 0 or u.min() < 0.0 or u.max() >= 1.0:
         return np.searchsorted(edges, u, side="right")
-    # Few edges: counting them is several times faster than numpy's binary search.
-    index = np.zeros(len(u), dtype=np.int64)
-    for edge in edges:
-        index += u >= edge
+    # Uniform draws in [0, 1): a table of cells answers at once for all but the few values whose
+    # cell holds an edge, which take the binary search. Same answers, a fraction of the cost.
+    edges, first, mixed = _cell_table(edges.tobytes())
+    cell = (u * _CELLS).astype(np.intp)
+    index = first[cell].astype(np.int64)
+    hard = np.flatnonzero(mixed[cell])
+    if len(hard):
+        index[hard] = np.searchsorted(edges, u[hard], side="right")
     return index
 
 
