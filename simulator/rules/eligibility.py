@@ -128,15 +128,23 @@ def _last_birth_days(on: dt.date) -> np.ndarray:
     return np.array(last, dtype=np.int64)
 
 
+@functools.cache
+def _age_by_day(on: dt.date) -> np.ndarray:
+    # The number of birthdays (ages 0..150) on or before ``on``, for each day after the first.
+    last = _last_birth_days(on)
+    days = np.arange(int(last[0]) + 1, int(last[-1]) + 1, dtype=np.int64)
+    return (len(last) - 1 - np.searchsorted(last, days, side="left")).astype(np.int64)
+
+
 def ages_on(birth_dates: np.ndarray, on: dt.date = REFERENCE_DATE) -> np.ndarray:
     """Vectorised :func:`age_on` for ``datetime64[D]`` birth dates."""
     days = np.asarray(birth_dates).astype("datetime64[D]")
     numbers = days.astype(np.int64)
     last = _last_birth_days(on)
     if len(numbers) and last[0] < numbers.min() and numbers.max() <= last[-1]:
-        # One binary search per person instead of calendar arithmetic: the number of birthdays
-        # (ages 0..150) that fall on or before ``on``.
-        return len(last) - 1 - np.searchsorted(last, numbers, side="left")
+        # One table lookup per person instead of calendar arithmetic: the age of every birth day
+        # in the 150 years before ``on``.
+        return _age_by_day(on)[numbers - (int(last[0]) + 1)]
     years = days.astype("datetime64[Y]")
     month_day = (days.astype("datetime64[M]") - years).astype(np.int64) * 100 + (
         days - days.astype("datetime64[M]")).astype(np.int64) + 101
