@@ -752,9 +752,12 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
         raise AssertionError("generated facts disagree with the eligibility rules")
 
     f = opts.funnel
-    steps = np.cumprod(rng.random((n, 5)) < np.array(
-        [f.email_verified, f.identity_submitted, f.phone_verified, f.test_finished, f.joins_wave]), axis=1
-    ).astype(bool)
+    # Step j is taken if every step up to j is: a running AND, one step (a contiguous row) at a time.
+    steps = (rng.random((n, 5)) < np.array(
+        [f.email_verified, f.identity_submitted, f.phone_verified, f.test_finished, f.joins_wave])).T.copy()
+    for j in range(1, 5):
+        steps[j] &= steps[j - 1]
+    steps = steps.T
     drop = steps.sum(axis=1)  # index of the first step not taken; 5 = reached the end
     retries = choice(rng, n, f.retry_shares).astype(np.int8)
 
