@@ -506,7 +506,11 @@ def generate_chunk(plan: PopulationPlan, k: int, *, dictionary: bool = False) ->
     # Religion by family card and province; the naming style follows both.
     rel_table = np.array([RELIGION_BY_PROVINCE.get(str(c), RELIGION_DEFAULT) for c in regions.province_codes])
     rel_cum = np.cumsum(rel_table / rel_table.sum(axis=1, keepdims=True), axis=1)
-    hh_religion = (rng.random(n_hh)[:, None] > rel_cum[hh_province]).sum(axis=1).clip(0, len(RELIGIONS) - 1)
+    u = rng.random(n_hh)
+    hh_religion = np.zeros(n_hh, dtype=np.int64)
+    for edge in np.ascontiguousarray(rel_cum.T):  # religions passed: one table column at a time
+        hh_religion += u > edge[hh_province]
+    hh_religion = hh_religion.clip(0, len(RELIGIONS) - 1)
     religion = hh_religion[household]
     style = names.style_table(tuple(str(c) for c in regions.province_codes), RELIGIONS)[province, religion]
     person_names = names.draw_names(rng, style, female, household, regions.province_codes)
