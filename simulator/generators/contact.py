@@ -132,7 +132,13 @@ def draw_phones(rng: np.random.Generator, global_index: np.ndarray, keys: tuple[
         lengths == 13, (prefix * 10 + extra) * 10**8 + subscriber,
         np.where(lengths == 12, prefix * 10**8 + subscriber, prefix * 10**7 + subscriber),
     )
-    return join(["0", pa.array(national).cast(pa.string())])  # national numbers start with 8
+    # "0" + the national number (which starts with 8): spelled as the number with a 9 in front
+    # (lengths - 1 is the national number's digit count), then each row's first byte set to "0".
+    text = pa.array(national + 9 * 10 ** (lengths - 1)).cast(pa.string())
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=n + 1, offset=text.offset * 4)
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[:offsets[-1]].copy()
+    data[offsets[:-1]] = ord("0")
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.copy()), pa.py_buffer(data))
 
 
 def invalid_phones(rng: np.random.Generator, n: int) -> pa.Array:
