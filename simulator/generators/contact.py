@@ -100,17 +100,40 @@ def draw_emails(rng: np.random.Generator, global_index: np.ndarray, size: int, k
     # Patterns as (head word, separator, tail word): first.last, firstlast, first_last, first,
     # flast (initial + last), last.first.
     head = np.select([pattern == 4, pattern == 5], [initials + given_word, family_word], default=given_word)
-    tail_word = np.select([pattern == 3, pattern == 5], [-1, given_word], default=family_word)
-    middle = take(pa.array([".", "", "_", "", "", "."]), pattern)
+    tail_word = np.select([pattern == 3, pattern == 5], [0, given_word], default=family_word)  # 0: ""
     # The name part never ends in a digit and the tail is the person's own number: unique.
     number = feistel(global_index, email_tail_digits(size), keys)
-    separator = take(pa.array(list(_TAIL_SEPARATORS)), rng.integers(0, len(_TAIL_SEPARATORS), n))
-    provider = take(pa.array(list(EMAIL_PROVIDERS)), choice(rng, n, EMAIL_PROVIDERS))
+    separator = rng.integers(0, len(_TAIL_SEPARATORS), n)
+    provider = take(_at_domains(tuple(EMAIL_PROVIDERS)), choice(rng, n, EMAIL_PROVIDERS))
     if typo is not None and typo.any():
-        typo_domain = take(pa.array(list(TYPO_DOMAINS)), rng.integers(0, len(TYPO_DOMAINS), n))
+        typo_domain = take(_at_domains(TYPO_DOMAINS), rng.integers(0, len(TYPO_DOMAINS), n))
         provider = pc.if_else(pa.array(typo), typo_domain, provider)
-    return join([take(words, head), middle, take(words, tail_word), separator,
-                 pa.array(number).cast(pa.string()), "@", provider])
+    # middle + tail word + separator come from one table (fewer parts to join, same text).
+    middles, separators, table = _middle_tail_separator(tuple(email_forms))
+    rest = (separators[separator] * len(_MIDDLE_TEXTS) + middles[pattern]) * len(words) + tail_word
+    return join([take(words, head), take(table, rest), pa.array(number).cast(pa.string()), provider])
+
+
+# Between the head and tail words, by pattern: first.last, firstlast, first_last, first, flast, last.first.
+_MIDDLES = (".", "", "_", "", "", ".")
+_MIDDLE_TEXTS = tuple(dict.fromkeys(_MIDDLES))
+
+
+@functools.cache
+def _at_domains(domains: tuple[str, ...]) -> pa.Array:
+    return pa.array(["@" + d for d in domains], type=pa.string())
+
+
+@functools.cache
+def _middle_tail_separator(email_forms: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Every (separator, middle, tail word) text, and the codes of the pattern's middle and the tail
+    separator: entry ``(sep * len(middles) + middle) * len(words) + word`` is middle + word + sep."""
+    words = _word_tables(email_forms)[0].to_pylist()
+    separators_text = tuple(dict.fromkeys(_TAIL_SEPARATORS))
+    table = [m + w + s for s in separators_text for m in _MIDDLE_TEXTS for w in words]
+    middles = np.array([_MIDDLE_TEXTS.index(m) for m in _MIDDLES], dtype=np.int64)
+    separators = np.array([separators_text.index(s) for s in _TAIL_SEPARATORS], dtype=np.int64)
+    return middles, separators, pa.array(table, type=pa.string())
 
 
 def draw_phones(rng: np.random.Generator, global_index: np.ndarray, keys: tuple[int, ...]) -> pa.Array:
