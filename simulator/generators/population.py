@@ -615,6 +615,17 @@ HAMLET_WORD_BY_PROVINCE = {"32": "KP.", "36": "KP.", "51": "BANJAR"}
 _ADDRESS_WORDS = ("JL.", "GG.", "PERUM", "DUSUN", "KP.", "BANJAR")
 
 
+@functools.cache
+def _block_labels() -> pa.Array:
+    # Entry letter * 30 + k is "BLOK <letter><k>" (k from 1 to 29).
+    return pa.array([f"BLOK {letter}{k}" for letter in BLOCK_LETTERS for k in range(30)], type=pa.string())
+
+
+@functools.cache
+def _house_numbers() -> pa.Array:
+    return pa.array([f"NO. {k}" for k in range(120)], type=pa.string())
+
+
 def _addresses(rng: np.random.Generator, regions: RegionTables,
                village: np.ndarray) -> tuple[pa.Array, pa.Array]:
     """Street address and RT/RW of each family card, shaped by city or rural regency.
@@ -638,14 +649,14 @@ def _addresses(rng: np.random.Generator, regions: RegionTables,
     name = pc.if_else(pa.array(form == 3), pc.take(regions.arrow["village_names"], pa.array(village)),
                       take(names_table, name_index))
     estate = form == 2
-    block_word = take(pa.array(["BLOK"]), np.where(estate, 0, -1))
-    block = pc.binary_join_element_wise(  # "A12" on estates, null (left out) elsewhere
-        take(pa.array(BLOCK_LETTERS), np.where(estate, rng.integers(0, len(BLOCK_LETTERS), n), -1)),
-        pa.array(rng.integers(1, 30, n)).cast(pa.string()), "", null_handling="emit_null")
+    # "BLOK A12" on estates, "NO. 7" on streets and estates; left out (null) elsewhere. Both come
+    # from small per-process tables (one entry per letter and number), not joins and casts per row.
+    letter = rng.integers(0, len(BLOCK_LETTERS), n)
+    block_number = rng.integers(1, 30, n)
+    block = take(_block_labels(), np.where(estate, letter * 30 + block_number, -1))
     has_number = form < 3
-    number_word = take(pa.array(["NO."]), np.where(has_number, 0, -1))
-    number = pa.array(rng.integers(1, 120, n), mask=~has_number).cast(pa.string())
-    address = join([prefix, name, block_word, block, number_word, number], " ")
+    number = take(_house_numbers(), np.where(has_number, rng.integers(1, 120, n), -1))
+    address = join([prefix, name, block, number], " ")
     rt = np.minimum(1 + rng.geometric(0.15, n), 30)
     rw = np.minimum(1 + rng.geometric(0.2, n), 25)
     rt_rw = join([digits(rt, 3), "/", digits(rw, 3)])
