@@ -185,6 +185,18 @@ def draw_passwords(rng: np.random.Generator, given_word: np.ndarray, email_forms
     n = len(given_word)
     name = take(_word_tables(tuple(email_forms))[1], given_word)
     number = np.where(rng.random(n) < 0.6, birth_year, rng.integers(0, 10_000, n))
-    symbol = take(pa.array(["", "!", "@", "#", ".", "*"]), rng.integers(0, 6, n))
-    password = join([name, digits(number, 4), symbol])
+    symbol = rng.integers(0, len(_SYMBOLS), n)
+    if len(number) and 0 <= number.min() and number.max() < 10_000:
+        # Four digits and a symbol from one per-process table of their 60,000 combinations.
+        password = join([name, take(_digits_and_symbols(), number * len(_SYMBOLS) + symbol)])
+    else:
+        password = join([name, digits(number, 4), take(pa.array(list(_SYMBOLS)), symbol)])
     return pc.utf8_rpad(password, width=8, padding="7")
+
+
+_SYMBOLS = ("", "!", "@", "#", ".", "*")
+
+
+@functools.cache
+def _digits_and_symbols() -> pa.Array:
+    return pa.array([f"{k:04d}{s}" for k in range(10_000) for s in _SYMBOLS], type=pa.string())

@@ -615,6 +615,25 @@ HAMLET_WORD_BY_PROVINCE = {"32": "KP.", "36": "KP.", "51": "BANJAR"}
 _ADDRESS_WORDS = ("JL.", "GG.", "PERUM", "DUSUN", "KP.", "BANJAR")
 
 
+_YEAR_TABLE_FIRST = _day(dt.date(1900, 1, 1))
+
+
+@functools.cache
+def _year_by_day() -> np.ndarray:
+    # Calendar year of every day from 1900-01-01 to 2099-12-31 (days since 1970 - _YEAR_TABLE_FIRST).
+    days = np.arange(_YEAR_TABLE_FIRST, _day(dt.date(2100, 1, 1)), dtype=np.int64)
+    return days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+
+
+def _calendar_years(days: np.ndarray) -> np.ndarray:
+    """Calendar year of each day number (days since 1970-01-01): one lookup, not datetime casts."""
+    table = _year_by_day()
+    offset = days - _YEAR_TABLE_FIRST
+    if len(offset) and 0 <= offset.min() and offset.max() < len(table):
+        return table[offset]
+    return days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+
+
 @functools.cache
 def _block_labels() -> pa.Array:
     # Entry letter * 30 + k is "BLOK <letter><k>" (k from 1 to 29).
@@ -735,7 +754,7 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
     rows, src = dup_targets["duplicate_phone"]
     if len(rows):
         phones = _scatter(phones, rows, pc.take(phones, pa.array(src)))
-    birth_year = typed_birth.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+    birth_year = _calendar_years(typed_birth)
     passwords = contact.draw_passwords(rng, given_word, person_names.email_forms, birth_year)
 
     # Domicile: where they live now, if not at the KTP address.
