@@ -767,10 +767,7 @@ def _applicants(rng, plan, gidx, residents, person_names, defect, is_defect, dup
     away = dom_village != village_idx
 
     # Labels: identity defects by their reason; eligibility from the rules, on the registry's facts.
-    # Other recipients on each person's KK (eligibility.kk_recipient_counts, with the grouping known:
-    # one KK per household, so no sort of the KK numbers is needed).
-    recipient = is_recipient.astype(np.int64)
-    kk_recipients = np.bincount(household, weights=recipient).astype(np.int64)[household] - recipient
+    kk_recipients = eligibility.kk_recipient_counts(kk_int, is_recipient)
     elig = eligibility.eligibility_reasons(
         birth_day.astype("datetime64[D]"), residents["occupation"],
         is_recipient, residents["receives_other_aid"].to_numpy(zero_copy_only=False), kk_recipients,

@@ -147,8 +147,9 @@ def _worker_init(plan: PopulationPlan) -> None:
 # so its pages are faulted in and zeroed once, not once per chunk (a fresh 50 MB block per chunk
 # cost the workers ~0.5 CPU-s per million people in page faults). A payload that does not fit
 # its slot travels in a block of its own, which the main process unlinks once read.
-_SLOT_BYTES_PER_ROW = {"parquet": 1_024, "csv": 1_536, "jsonl": 3_072}  # generous: pages are
-_ALIGN = 64                                                            # only used when written
+_SLOT_BYTES_PER_ROW = {"parquet": 1_024, "csv": 1_536, "jsonl": 3_072}  # generous: a page costs
+# nothing until it is written
+_ALIGN = 64
 
 
 def _shared_name(run: str, k: int, table: str) -> str:
@@ -316,21 +317,6 @@ def _free_shared(run: str, chunks: list[int]) -> None:
                 block.unlink()
 
 
-class _Handover(dict):
-    """One chunk's payloads from a worker, and the slot they came in (released after writing)."""
-
-    def __init__(self, payloads: dict[str, _SharedBytes], slots: _Slots, slot: str):
-        super().__init__(payloads)
-        self.slots, self.slot = slots, slot
-
-    def done(self) -> None:
-        for payload in self.values():
-            payload.discard()
-        if self.slot:
-            self.slots.release(self.slot)
-            self.slot = ""
-
-
 def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
                     workers: int) -> Iterator[tuple[int, dict]]:
     """Encoded chunks in order; with workers > 1 at most workers + 1 are in flight (bounded memory)."""
@@ -364,13 +350,14 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
                 k = next(todo, None)
                 payloads = {name: (_SharedTable if table else _SharedBytes)(slots, handle)
                             for name, handle in handles.items()}
-                handover = _Handover(payloads, slots, slot)
                 try:
                     if k is not None:
                         submit(k)
-                    yield persons, handover
-                finally:
-                    handover.done()
+                    yield persons, payloads
+                finally:  # written, or abandoned: free the chunk's blocks of their own and its slot
+                    for payload in payloads.values():
+                        payload.discard()
+                    slots.release(slot)
     finally:
         if pending:  # abandoned (an error, or the consumer stopped): free what workers left behind
             _free_shared(run, [k for k, _, _ in pending])
@@ -577,14 +564,12 @@ def write_population(
             target = out / names[name]
             files[name] = (_ParquetFile(target, ENCODED_SCHEMAS[name]) if fmt == "parquet"
                            else _StreamFile(target))
-        for persons, encoded in _encoded_chunks(plan, chunks, fmt, workers):
-            try:
+        # Closed on the way out, error or not: the generator frees its slots, pool and blocks then.
+        with contextlib.closing(_encoded_chunks(plan, chunks, fmt, workers)) as encoded_chunks:
+            for persons, encoded in encoded_chunks:
                 _write_chunk(files, encoded, persons, rows)
-            finally:
-                if isinstance(encoded, _Handover):
-                    encoded.done()
-            if progress is not None:
-                progress(persons)
+                if progress is not None:
+                    progress(persons)
         for name in TABLES:
             files[name].commit()
     except BaseException:

@@ -199,8 +199,11 @@ def _occupation_in(occupations, values: frozenset[str]) -> np.ndarray:
 
 def kk_recipient_counts(kk: np.ndarray, is_recipient: np.ndarray) -> np.ndarray:
     """For each person, how many *other* members of their KK are already recipients."""
-    kk = np.asarray(kk)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     rec = np.asarray(is_recipient, dtype=np.int64)
-    _, inverse = np.unique(kk, return_inverse=True)
-    per_kk = np.bincount(inverse, weights=rec).astype(np.int64)
-    return per_kk[inverse] - rec
+    # Each KK's code by hashing (first seen, first code): a third of the cost of sorting them.
+    codes = pc.dictionary_encode(pa.array(np.asarray(kk))).indices.to_numpy(zero_copy_only=False)
+    per_kk = np.bincount(codes, weights=rec).astype(np.int64)
+    return per_kk[codes] - rec
