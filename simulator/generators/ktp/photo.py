@@ -485,10 +485,7 @@ def _corner_regions(size: tuple[int, int]) -> tuple[np.ndarray, ...]:
 
 def _project(coeffs: tuple[float, ...], points: np.ndarray) -> np.ndarray:
     """Apply Pillow-style PERSPECTIVE coefficients to points (x, y) -> (x', y')."""
-    a, b, c, d, e, f, g, hh = coeffs
-    x, y = points[:, 0], points[:, 1]
-    scale = g * x + hh * y + 1
-    return np.stack([(a * x + b * y + c) / scale, (d * x + e * y + f) / scale], axis=1)
+    return np.stack(_map(coeffs, points[:, 0], points[:, 1]), axis=1)
 
 
 def perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
@@ -506,28 +503,16 @@ MASTER_SIDE = 2112
 MASTERS_PER_KIND = 1
 
 
-def surface(
-    kind: str, size: tuple[int, int], rng: np.random.Generator, *, light_dir: int = 0, light: float = 0.0
-) -> Image.Image:
-    """A table, cloth, paper or desk surface with light falloff and sensor noise, ``size`` pixels, RGBX.
-
-    Frames up to MASTER_SIDE are a random window of one of a few large surfaces drawn once per process
-    (a crop costs a copy); bigger frames are drawn on the spot.
-    """
-    w, h = size
-    if w <= MASTER_SIDE and h <= MASTER_SIDE:
-        master = _surface_master(kind, int(rng.integers(MASTERS_PER_KIND)))
-        ox, oy = int(rng.integers(0, MASTER_SIDE - w + 1)), int(rng.integers(0, MASTER_SIDE - h + 1))
-        return master.crop((ox, oy, ox + w, oy + h))
-    return draw_surface(kind, size, rng, light_dir=light_dir, light=light).convert("RGBX")
-
-
 def surface_pixels(
     kind: str, size: tuple[int, int], rng: np.random.Generator, *, light_dir: int = 0, light: float = 0.0
 ) -> np.ndarray:
-    """``surface`` (the same draws, the same pixels) copied into a fresh (h + 1, w, 4) uint8 array: a
-    frame's RGBX pixels plus one spare row, so that an image mapped over any column of it, rows a frame
-    row apart, stays inside the array (see paste_card)."""
+    """A table, cloth, paper or desk surface with light falloff and sensor noise, as a fresh (h + 1, w, 4)
+    uint8 array: a frame's RGBX pixels plus one spare row, so that an image mapped over any column of
+    it, rows a frame row apart, stays inside the array (see paste_card).
+
+    Frames up to MASTER_SIDE are a random window of one of a few large surfaces drawn once per process
+    (a copy of the window); bigger frames are drawn on the spot.
+    """
     w, h = size
     backing = np.empty((h + 1, w, 4), dtype=np.uint8)
     if w <= MASTER_SIDE and h <= MASTER_SIDE:
