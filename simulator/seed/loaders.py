@@ -116,6 +116,12 @@ def _quoted_table(conn: sa.Connection, table: sa.Table) -> str:
     return conn.dialect.identifier_preparer.format_table(table)
 
 
+def _insert_statement(conn: sa.Connection, table: sa.Table, rows: pa.Table, marker: str) -> str:
+    """``INSERT INTO table (columns) VALUES (marker, ...)`` for an ``executemany`` of ``rows``."""
+    placeholders = ", ".join([marker] * rows.num_columns)
+    return f"INSERT INTO {_quoted_table(conn, table)} ({_quoted_columns(conn, rows)}) VALUES ({placeholders})"
+
+
 # --- PostgreSQL -------------------------------------------------------------------------------------
 
 # COPY's binary format: a header, then per row a 16-bit field count and each field as a 32-bit
@@ -326,12 +332,8 @@ class MariaDbInsertLoader:
     def load(self, table: sa.Table, rows: pa.Table) -> int:
         if rows.num_rows == 0:
             return 0
-        placeholders = ", ".join(["%s"] * rows.num_columns)
         # pymysql's executemany rewrites "INSERT ... VALUES (...)" into multi-row statements.
-        statement = (
-            f"INSERT INTO {_quoted_table(self._conn, table)} ({_quoted_columns(self._conn, rows)}) "
-            f"VALUES ({placeholders})"
-        )
+        statement = _insert_statement(self._conn, table, rows, "%s")
         with self._raw.cursor() as cursor:
             for start in range(0, rows.num_rows, self._batch_rows):
                 cursor.executemany(
@@ -371,8 +373,7 @@ class SqliteLoader:
         self._raw = conn.connection.driver_connection
         self._batch_rows = batch_rows
         # Bulk-load settings for this connection only; the journal keeps the load atomic.
-        for pragma in ("cache_size = -262144",):
-            self._raw.execute(f"PRAGMA {pragma}")
+        self._raw.execute("PRAGMA cache_size = -262144")
         self._deferred: list[sa.Index] = []
 
     def defer_constraints(self, tables: list[sa.Table]) -> None:
@@ -393,11 +394,7 @@ class SqliteLoader:
     def load(self, table: sa.Table, rows: pa.Table) -> int:
         if rows.num_rows == 0:
             return 0
-        placeholders = ", ".join(["?"] * rows.num_columns)
-        statement = (
-            f"INSERT INTO {_quoted_table(self._conn, table)} ({_quoted_columns(self._conn, rows)}) "
-            f"VALUES ({placeholders})"
-        )
+        statement = _insert_statement(self._conn, table, rows, "?")
         for start in range(0, rows.num_rows, self._batch_rows):
             self._raw.executemany(statement, python_rows(rows.slice(start, self._batch_rows), fractions=True))
         return rows.num_rows
