@@ -226,7 +226,7 @@ def run_season(
 
 
 def run_backtest(
-    season_path: str | Path | None = None,
+    season_path: Season | str | Path | None = None,
     *,
     runs: int = 200,
     seed: int = 0,
@@ -234,8 +234,11 @@ def run_backtest(
     params_path: str | Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> SeasonResult:
-    """Simulate the season wave by wave and compare with every published figure it holds."""
-    season = load_season(season_path)
+    """Simulate the season wave by wave and compare with every published figure it holds.
+
+    ``season_path`` is a season file, None for the shipped 2020 one, or a :class:`Season` already loaded.
+    """
+    season = season_path if isinstance(season_path, Season) else load_season(season_path)
     base, wave_runs = run_season(
         season, runs=runs, seed=seed, workers=workers, params_path=params_path, progress=progress
     )

@@ -171,9 +171,9 @@ def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | Non
 
     if out_dir is not None:
         _writable_directory(out_dir, "--out")
-    waves = len(load_season(season_file).waves)
-    with progress_bar(waves, "waves") as advance:
-        result = run_backtest(season_file, runs=runs, seed=seed, workers=workers, progress=advance)
+    spec = load_season(season_file)
+    with progress_bar(len(spec.waves), "waves") as advance:
+        result = run_backtest(spec, runs=runs, seed=seed, workers=workers, progress=advance)
     click.echo(backtest_table(result))
     if out_dir is not None:
         json_path, html_path = write_backtest(out_dir, result)
