@@ -90,11 +90,7 @@ def _phone_upload(person: Person, rng: np.random.Generator, fmt: str, *, cut_off
     orientation = int(rng.choice([3, 6, 8])) if rng.random() < TURNED_SHARE else None
     shot = photo.plan_shot(rng, size, cut_off=cut_off)
     image = photo.photograph(person, photo.turn_shot(shot, orientation), rng)
-    data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=True)
-    while len(data) > MAX_UPLOAD_BYTES:
-        quality -= 10
-        data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=True)
-    return data, "jpg", size  # the size as displayed, upright
+    return _jpeg_under_limit(image, quality, orientation, turned=True), "jpg", size  # size upright
 
 
 def _encode_png_under_limit(image: Image.Image) -> Rendered:
@@ -109,11 +105,18 @@ def _encode_under_limit(image: Image.Image, rng: np.random.Generator) -> Rendere
     """Encode a photo already taken as a phone's JPEG; never over the 2 MB limit (lower quality)."""
     quality = int(rng.integers(72, 94))
     orientation = int(rng.choice([3, 6, 8])) if rng.random() < TURNED_SHARE else None
-    data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation)
+    return _jpeg_under_limit(image, quality, orientation), "jpg", image.size
+
+
+def _jpeg_under_limit(
+    image: Image.Image, quality: int, orientation: int | None, *, turned: bool = False
+) -> bytes:
+    """The photo as a JPEG at ``quality``, lowered 10 at a time until it fits under the 2 MB limit."""
+    data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=turned)
     while len(data) > MAX_UPLOAD_BYTES:
         quality -= 10
-        data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation)
-    return data, "jpg", image.size
+        data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=turned)
+    return data
 
 
 def render_valid(person: Person, rng: np.random.Generator) -> Rendered:
