@@ -302,12 +302,12 @@ def write_report(
     json_path = directory / json_name
     html_path = directory / html_name
     payload = json_bytes(dict(data))  # fails before anything is written if data cannot be JSON
-    for path, write in (
-        (json_path, lambda: atomic_write_bytes(json_path, payload)),
-        (html_path, lambda: atomic_write_text(html_path, html)),
+    for path, write, content in (
+        (json_path, atomic_write_bytes, payload),
+        (html_path, atomic_write_text, html),
     ):
         try:
-            write()
+            write(path, content)
         except OSError as err:
             raise SimulatorError(f"cannot write {path}: {err.strerror or err}") from err
     return json_path, html_path
