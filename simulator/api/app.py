@@ -34,7 +34,7 @@ from simulator.api.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
 from simulator.api.schema import SCHEMA_VERSION, create_schema
 from simulator.api.settings import Settings
-from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup
+from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup, replaying
 from simulator.api.store import (
     ApiError,
     IdempotencyScope,
@@ -266,7 +266,7 @@ class IdempotencyMiddleware:
             size += len(chunks[-1])
             more = message.get("more_body", False)
         if more:  # too large to be a valid request of this API: no idempotency, the route refuses it
-            return await self.app(scope, _replaying(chunks, receive, more=True), send)
+            return await self.app(scope, replaying(chunks, receive, more=True), send)
         auth = headers.get(b"authorization", b"")
         fingerprint = hashlib.sha256(
             b"\0".join(
@@ -297,7 +297,7 @@ class IdempotencyMiddleware:
 
         token = current_idempotency.set(holder)
         try:
-            await self.app(scope, _replaying(chunks, receive, more=False), capture)
+            await self.app(scope, replaying(chunks, receive, more=False), capture)
         finally:
             current_idempotency.reset(token)
         status = start.get("status", 500)
@@ -310,20 +310,6 @@ class IdempotencyMiddleware:
                 return await _send_stored(send, status_stored, stored)
         await send(start)
         await send({"type": "http.response.body", "body": body})
-
-
-def _replaying(chunks: list[bytes], receive, more: bool):  # noqa: ANN001, ANN202
-    pending = list(chunks)
-
-    async def replay():
-        if pending:
-            body = pending.pop(0)
-            return {"type": "http.request", "body": body, "more_body": bool(pending) or more}
-        if more:
-            return await receive()
-        return await receive()  # http.disconnect when the client goes away
-
-    return replay
 
 
 async def _send_stored(send, status: int, body: bytes) -> None:  # noqa: ANN001

@@ -180,7 +180,7 @@ class LeanSignupMiddleware:
                 break
         fields = None if more else plain_signup(b"".join(chunks))
         if fields is None:
-            return await self.app(scope, _replaying(chunks, receive, more), send)
+            return await self.app(scope, replaying(chunks, receive, more), send)
 
         scope["route"] = self.route
         try:
@@ -211,7 +211,8 @@ def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
     return False
 
 
-def _replaying(chunks: list[bytes], receive, more: bool):  # noqa: ANN001, ANN202
+def replaying(chunks: list[bytes], receive, more: bool):  # noqa: ANN001, ANN202
+    """An ASGI receive that hands back the body chunks already read, then reads on."""
     pending = list(chunks)
 
     async def replay():
