@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from simulator.errors import InvalidInputFile
+from simulator.rules.eligibility import ELIGIBILITY_ORDER
 from simulator.rules.reasons import ACCEPT, Reason
 from simulator.surge.scenario import KTP_DEFECT_CODES, STEPS, Scenario
 from simulator.surge.schedule import STREAM_APPLICANTS, STREAM_JOURNEY, Schedule
@@ -88,12 +89,7 @@ REFUSAL_STEP: dict[str, str] = {
             Reason.NIK_BIRTHDATE_MISMATCH,
             Reason.NIK_KK_MISMATCH,
             Reason.NIK_ALREADY_REGISTERED,
-            Reason.UNDERAGE,
-            Reason.STILL_STUDENT,
-            Reason.EXCLUDED_OCCUPATION,
-            Reason.ALREADY_RECIPIENT,
-            Reason.RECEIVES_OTHER_AID,
-            Reason.KK_RECIPIENT_LIMIT,
+            *ELIGIBILITY_ORDER,  # the eligibility rules, checked at identity submission
         )
     },
     **{r: "phone" for r in (Reason.PHONE_TAKEN, Reason.PHONE_INVALID)},
