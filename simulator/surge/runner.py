@@ -197,15 +197,16 @@ def locustfile_path() -> Path:
     return path
 
 
+def _locust() -> list[str]:
+    """Locust run by this interpreter on the installed locustfile."""
+    return [sys.executable, "-m", "locust", "-f", str(locustfile_path())]
+
+
 def locust_command(
     options: SurgeOptions, host: str, population: str | None, out: Path, scenario_arg: str
 ) -> list[str]:
     cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(locustfile_path()),
+        *_locust(),
         "--headless",
         "--host",
         host,
@@ -239,11 +240,7 @@ def locust_command(
 def worker_command(master_host: str, master_port: int | None = None, processes: int = 0) -> list[str]:
     """A Locust worker for a master started by ``surge --master`` (it receives everything else)."""
     cmd = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(locustfile_path()),
+        *_locust(),
         "--worker",
         "--master-host",
         master_host,
