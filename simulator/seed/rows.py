@@ -63,8 +63,10 @@ _SELECTED, _BOUGHT, _FINISHED, _PAID, _REVOKED = (
     STATE_CODE[FunnelState.REVOKED],
 )
 _JOINED = STATE_CODE[FunnelState.JOINED]
-# Recipients of the oldest waves have gone furthest: paid, finished, revoked (30 days passed),
-# in training, and the newest are still choosing a training.
+# The states with a ``recipients`` row. Recipients of the oldest waves have gone furthest: paid,
+# finished, revoked (30 days passed), in training, and the newest are still choosing a training.
+# Revoked places count towards the 2-per-KK limit too: erring on the safe side keeps the limit
+# true whichever way the API reads it.
 _RECIPIENT_ORDER = (_PAID, _FINISHED, _REVOKED, _BOUGHT, _SELECTED)
 # recipients.state of each funnel state (paid people have finished: months paid tell them apart)
 _RECIPIENT_STATE_NAMES = np.full(len(STATES), None, dtype=object)

@@ -39,15 +39,6 @@ STATE_CODE: dict[FunnelState, int] = {state: code for code, state in enumerate(S
 # people were selected first, so they need as much as selected ones.
 DEPTH = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 6], dtype=np.int8)
 
-RECIPIENT_STATES: tuple[FunnelState, ...] = (
-    FunnelState.SELECTED,
-    FunnelState.TRAINING_BOUGHT,
-    FunnelState.FINISHED,
-    FunnelState.INCENTIVE_PAID,
-    FunnelState.REVOKED,
-)
-"""States with a ``recipients`` row. Revoked places count towards the 2-per-KK limit too:
-erring on the safe side keeps the limit true whichever way the API reads it."""
 
 _ALIASES = {
     "email": FunnelState.EMAIL_VERIFIED,
