@@ -445,7 +445,7 @@ def _load_in_one_transaction(
                 loader.defer_constraints([t for t in _DATA_TABLES if t.name != "waves"])
             # From here the connection belongs to the loader's thread until flush().
             loader = BackgroundLoader(loader)
-            _fill(run, calendar, cursor, result, loader, loader)
+            _fill(run, calendar, cursor, result, loader)
             if deferred:
                 loader.restore_constraints()  # checks every key over all rows at once
             _require_accounts(cursor, run.source)
@@ -491,7 +491,7 @@ def _load_staged(
             result.rows["waves"] = calendar.open_wave
             loader = TableRouter({t.name: BackgroundLoader(copy) for tables, copy in copies for t in tables})
             try:
-                _fill(run, calendar, cursor, result, loader, loader)
+                _fill(run, calendar, cursor, result, loader)
             finally:
                 loader.close()
         _require_accounts(cursor, run.source)
@@ -514,9 +514,8 @@ def _fill(
     cursor: SeedCursor,
     result: SeedResult,
     loader: BackgroundLoader | TableRouter,
-    registry: BackgroundLoader | TableRouter,
 ) -> None:
-    """Stream the population through: residents to ``registry``, applicants' rows to ``loader``."""
+    """Stream the population through ``loader``: residents, and the applicants' rows."""
     source, chunk_rows = run.source, run.chunk_rows
     pending = None
     chunk_index = 0
@@ -524,7 +523,7 @@ def _fill(
 
     def load_queued_residents() -> None:
         while residents_queue:
-            result.residents += _load_residents(registry, residents_queue.pop(0), source.label, result)
+            result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
 
     for kind, part in _in_blocks(source.parts(chunk_rows, run.chunks), run.block_rows):
         if part.num_rows == 0:
@@ -552,7 +551,6 @@ def _fill(
     if pending is not None:
         _finish_chunk(pending, run, loader, result)
     loader.flush()
-    registry.flush()
 
 
 def _with_warnings_noted(make: Callable[[], Loader]) -> tuple[Loader, list[str]]:
@@ -613,7 +611,7 @@ def _note_registry_recipients(cursor: SeedCursor, residents: pa.Table) -> None:
 
 
 def _load_residents(loader: Loader, residents: pa.Table, source: str, result: SeedResult) -> int:
-    check_columns(residents, RESIDENT_COLUMNS, source + " residents")
+    # The columns were checked as the part arrived (_fill).
     n = residents.num_rows
 
     def flag(*names: str) -> pa.Array:
