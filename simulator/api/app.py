@@ -34,7 +34,7 @@ from simulator.api.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
 from simulator.api.schema import SCHEMA_VERSION, create_schema
 from simulator.api.settings import Settings
-from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup, replaying
+from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup, replaying, send_json
 from simulator.api.store import (
     ApiError,
     IdempotencyScope,
@@ -82,15 +82,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _dump(body: Any) -> bytes:
-    return orjson.dumps(body)
-
-
 class JsonResponse(JSONResponse):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return content if isinstance(content, bytes) else _dump(content)
+        return content if isinstance(content, bytes) else orjson.dumps(content)
 
 
 def error_response(
@@ -313,18 +309,7 @@ class IdempotencyMiddleware:
 
 
 async def _send_stored(send, status: int, body: bytes) -> None:  # noqa: ANN001
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"idempotent-replayed", b"true"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, status, body, {"Idempotent-Replayed": "true"})
 
 
 # --- the app -----------------------------------------------------------------------------------------

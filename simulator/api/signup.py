@@ -193,14 +193,14 @@ class LeanSignupMiddleware:
         except ApiError as err:
             scope.setdefault("state", {})["error_code"] = str(err.reason)
             body = {"error": {"code": str(err.reason), "message": err.message}}
-            return await _send_json(send, err.status, orjson.dumps(body), err.headers)
+            return await send_json(send, err.status, orjson.dumps(body), err.headers)
         except Exception as err:
             error_logger.exception("unhandled error on POST /v1/accounts")
             scope.setdefault("state", {})["error_code"] = str(Reason.INTERNAL_ERROR)
             message = f"internal error ({type(err).__name__}); this is a bug"
             body = {"error": {"code": str(Reason.INTERNAL_ERROR), "message": message}}
-            return await _send_json(send, 500, orjson.dumps(body), None)
-        await _send_json(send, reply.status, orjson.dumps(reply.body), reply.headers)
+            return await send_json(send, 500, orjson.dumps(body), None)
+        await send_json(send, reply.status, orjson.dumps(reply.body), reply.headers)
 
 
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -224,7 +224,7 @@ def replaying(chunks: list[bytes], receive, more: bool):  # noqa: ANN001, ANN202
     return replay
 
 
-async def _send_json(send, status: int, body: bytes, headers: dict[str, str] | None) -> None:  # noqa: ANN001
+async def send_json(send, status: int, body: bytes, headers: dict[str, str] | None) -> None:  # noqa: ANN001
     raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
     if headers:
         raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
