@@ -10,13 +10,18 @@ from simulator.surge.harness import JourneyOver, JourneyUser
 TEST_ANSWERS = "ABCD"
 
 
+def _password(applicant: dict) -> str:
+    """The population's password, or one made from the applicant id (sign-up and login agree)."""
+    return applicant.get("password") or f"Prakerja-{applicant['applicant_id']}"
+
+
 class ApplicantJourney(JourneyUser):
     """Create an account, confirm the email, log in, pass the identity check, fill the profile,
     upload the KTP, confirm the phone, take the test and join the wave."""
 
     def create_account(self, intended: float) -> None:
         a = self.applicant
-        password = a.get("password") or f"Prakerja-{a['applicant_id']}"
+        password = _password(a)
         answer = self.call(
             "create_account",
             "POST",
@@ -50,7 +55,7 @@ class ApplicantJourney(JourneyUser):
             intended,
             json={
                 "email": a["email"],
-                "password": a.get("password") or f"Prakerja-{a['applicant_id']}",
+                "password": _password(a),
             },
         )
         self.auth = {"Authorization": f"Bearer {answer.body['token']}"}
