@@ -45,6 +45,7 @@ from simulator.rules.reasons import Reason
 from simulator.surge.applicants import (
     DUPLICATE_REASONS,
     KTP_CHOICES,
+    MAX_RETRIES,
     REFUSAL_STEP,
     JourneyPlans,
     build_plans,
@@ -254,7 +255,7 @@ class JourneyUser(FastHttpUser):
                 self.retries_left -= 1
                 # A person pauses before trying again; a server that says how long (Retry-After,
                 # in real seconds: server policies are not compressed) is listened to.
-                pause = float(self.generator.plans.backoff_s[self.row, self.retries_used % 8])
+                pause = float(self.generator.plans.backoff_s[self.row, self.retries_used % MAX_RETRIES])
                 intended = end + max(pause, answer.retry_after or 0.0)
                 self.retries_used += 1
                 self.sleep_until(intended)
