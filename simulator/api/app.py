@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from typing import Annotated, Any
@@ -140,17 +141,21 @@ class OutcomeCounter:
         self.store = store
         self.worker = worker_name()
         self.counts: Counter[tuple[str, str]] = Counter()
+        # One flush at a time: a flush (GET /v1/admin/stats) that starts while the periodic one is
+        # still writing waits for it, so the stats it reads include every count taken so far.
+        self._flushing = threading.Lock()
 
     def add(self, step: str, outcome: str) -> None:
         self.counts[(step, outcome)] += 1
 
     def flush(self) -> None:
-        counts, self.counts = self.counts, Counter()
-        try:
-            self.store.flush_outcomes(self.worker, dict(counts))
-        except Exception:  # the database is busy or gone: keep the counts for the next flush
-            self.counts.update(counts)
-            raise
+        with self._flushing:
+            counts, self.counts = self.counts, Counter()
+            try:
+                self.store.flush_outcomes(self.worker, dict(counts))
+            except Exception:  # the database is busy or gone: keep the counts for the next flush
+                self.counts.update(counts)
+                raise
 
 
 class AccessLogBuffer:
