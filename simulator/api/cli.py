@@ -5,7 +5,6 @@ Creates the schema and seeds the registry once in this process, then starts the 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 
@@ -14,15 +13,7 @@ import click
 from simulator.api.passwords import COST_LEVELS
 from simulator.api.settings import ENV_VAR, Delay, Settings
 from simulator.errors import InvalidOption, TargetUnavailable, UnsafeTarget
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from simulator.net import is_loopback
 
 
 def _delay(option: str):
@@ -251,7 +242,7 @@ def serve(
     no_access_log,
 ) -> None:  # noqa: ANN001
     """Run the reference registration API (the embedded default target)."""
-    if not _is_loopback(host) and not allow_remote:
+    if not is_loopback(host) and not allow_remote:
         raise UnsafeTarget(
             f"--host {host} is not a loopback address; pass --allow-remote to serve on it "
             "(the admin routes and the sandbox outbox have no authentication)"
@@ -281,7 +272,7 @@ def serve(
             probe.bind((host, port))
         except OSError as err:
             raise InvalidOption(f"--host/--port: cannot listen on {host}:{port} ({err.strerror})") from None
-    if not _is_loopback(host):
+    if not is_loopback(host):
         click.echo(f"warning: serving on {host}:{port}, reachable from other machines", err=True)
     click.echo(
         f"serving http://{host}:{port} (db {settings.db_url}, {workers} worker(s)); OpenAPI at /openapi.json",

@@ -6,8 +6,6 @@ non-loopback host unless the caller opts in, and says clearly when a server cann
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from sqlalchemy.engine import URL, make_url
 
 from simulator.api.db import make_engine
 from simulator.errors import InvalidOption, TargetUnavailable, UnsafeTarget
+from simulator.net import is_loopback
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -76,25 +75,11 @@ def parse_target(db: str, *, allow_remote: bool = False) -> Target:
         return Target(kind, url.set(database=str(Path(url.database).expanduser().resolve())))
     if not url.database:
         raise InvalidOption(f"--db {url.render_as_string(hide_password=True)!r} names no database")
-    if not allow_remote and not _is_loopback(url.host or "127.0.0.1"):
+    if not allow_remote and not is_loopback(url.host or "127.0.0.1"):
         raise UnsafeTarget(
             f"--db points at {url.host!r}, which is not this machine; pass --allow-remote to seed it anyway"
         )
     return Target(kind, url)
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError:
-        return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
 def create_engine(target: Target) -> sa.Engine:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import ipaddress
 import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
+from simulator.net import is_loopback
 from simulator.progress import progress_bar
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
 from simulator.surge.reconcile import Reconciliation, reconcile
@@ -82,20 +81,6 @@ def check_target(host: str, allow_remote: bool) -> str:
             "Pass --allow-remote if you mean it (and have the owner's permission)."
         )
     return host.rstrip("/")
-
-
-def is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        pass
-    try:  # a name: loopback only if every address it resolves to is
-        infos = socket.getaddrinfo(hostname, None)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
 def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
