@@ -124,3 +124,29 @@ def test_hash_book_of_a_pool_gives_the_hashes_of_one_hash_per_distinct_password(
 def test_bad_distinct_passwords_are_refused(text):
     with pytest.raises(InvalidOption, match="--distinct-passwords"):
         parse_distinct(text)
+
+
+def test_prefetched_chunks_are_the_generators_own_and_leave_no_files(tmp_path, monkeypatch):
+    # The worker hands each chunk over as Arrow files it writes and this process maps: what
+    # arrives must be exactly what generate() makes, and nothing may stay behind, read to the end
+    # or abandoned half way.
+    from simulator.generators.population import generate, make_plan
+    from simulator.seed import runner
+
+    monkeypatch.setattr(runner, "_handover_dir", lambda: str(tmp_path))
+    plan = make_plan(3500, 5, chunk_rows=1000)
+    source = runner.PopulationSource(size=3500, seed=5)
+    expected = list(generate(3500, 5, chunk_rows=1000))
+    with runner.ChunkPrefetch(source, plan) as chunks:
+        got = list(chunks)
+    assert [c.index for c in got] == [c.index for c in expected] == [0, 1, 2, 3]
+    for mine, theirs in zip(got, expected, strict=True):
+        assert (mine.start, mine.stop) == (theirs.start, theirs.stop)
+        assert mine.residents.equals(theirs.residents)
+        assert mine.applicants.equals(theirs.applicants)
+    assert list(tmp_path.iterdir()) == []
+
+    with runner.ChunkPrefetch(source, plan) as chunks:
+        first_two = [c.index for _, c in zip(range(2), chunks, strict=False)]
+    assert first_two == [0, 1]
+    assert list(tmp_path.iterdir()) == []

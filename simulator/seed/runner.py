@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -24,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.ipc  # noqa: F401 - pa.ipc
 import sqlalchemy as sa
 
 from simulator.api import schema
@@ -134,29 +136,33 @@ class ChunkPrefetch:
     process, the others on a worker process, up to :data:`GENERATE_AHEAD` ahead, while this
     process builds and loads the rows of the chunks before them.
 
+    A chunk comes back as Arrow IPC files (see :func:`_generate_to_files`), which this process
+    maps without copying: pickled through a pipe, a chunk of 100,000 people (about 75 MB) cost
+    both processes more CPU than generating it.
+
     The worker is forked when this is made: do that early, while this process is small (a
     forked process keeps its own copy of every page the parent frees afterwards)."""
 
-    def __init__(self, source: PopulationSource):
+    def __init__(self, source: PopulationSource, plan=None):  # noqa: ANN001 - a PopulationPlan
         from simulator.generators.population import make_plan
         from simulator.generators.regions import region_tables
 
-        self.plan = make_plan(source.size, source.seed)  # as generate() makes it
+        self.plan = plan or make_plan(source.size, source.seed)  # as generate() makes it
         self.chunks = list(self.plan.shard_chunks(*source.shard))
         self._executor: ProcessPoolExecutor | None = None
+        self._directory: str | None = None
         self._ahead: collections.deque = collections.deque()
         self._following = iter(self.chunks[1 + GENERATE_AHEAD :])
         if len(self.chunks) > 1:
             region_tables()  # loaded once, before the fork: the worker shares them
+            self._directory = tempfile.mkdtemp(prefix="prakerja-seed-chunks-", dir=_handover_dir())
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork")
             )
             self._ahead.extend(self._submit(k) for k in self.chunks[1 : 1 + GENERATE_AHEAD])
 
     def _submit(self, k: int):  # noqa: ANN202 - a Future
-        from simulator.generators.population import generate_chunk
-
-        return self._executor.submit(generate_chunk, self.plan, k)
+        return self._executor.submit(_generate_to_files, self.plan, k, self._directory)
 
     def __iter__(self) -> Iterator:
         from simulator.generators.population import generate_chunk
@@ -165,7 +171,7 @@ class ChunkPrefetch:
             return
         yield generate_chunk(self.plan, self.chunks[0])
         while self._ahead:
-            chunk = self._ahead.popleft().result()
+            chunk = _read_files(self._ahead.popleft().result())
             k = next(self._following, None)
             if k is not None:
                 self._ahead.append(self._submit(k))
@@ -175,12 +181,62 @@ class ChunkPrefetch:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory = None
 
     def __enter__(self) -> ChunkPrefetch:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+_HANDOVER_BYTES = 1 << 30
+"""Free space a RAM-backed /dev/shm needs before chunks are handed over there (two or three
+chunks of about 75 MB each live at once; containers often mount only 64 MB)."""
+
+
+def _handover_dir() -> str:
+    """Where the worker leaves its chunks: /dev/shm (memory) when it has room, else the temp dir."""
+    try:
+        stat = os.statvfs("/dev/shm")
+        if stat.f_bavail * stat.f_frsize >= _HANDOVER_BYTES and os.access("/dev/shm", os.W_OK):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def _generate_to_files(plan, k: int, directory: str) -> tuple[int, int, int, str, str]:  # noqa: ANN001
+    """On the worker: chunk ``k`` of ``plan``, each table written to an Arrow IPC file in ``directory``.
+
+    Writing is one copy of each buffer; the parent maps the files (:func:`_read_files`).
+    """
+    from simulator.generators.population import generate_chunk
+
+    chunk = generate_chunk(plan, k)
+    paths = []
+    for name in ("residents", "applicants"):
+        table = getattr(chunk, name)
+        path = os.path.join(directory, f"chunk-{k}-{name}.arrow")
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        paths.append(path)
+    return chunk.index, chunk.start, chunk.stop, *paths
+
+
+def _read_files(handed: tuple[int, int, int, str, str]):  # noqa: ANN202 - a PopulationChunk
+    """A chunk from :func:`_generate_to_files`' files: mapped, not read, and unlinked at once (the
+    mapping keeps the pages until the last table using them is gone)."""
+    from simulator.generators.population import PopulationChunk
+
+    index, start, stop, *paths = handed
+    tables = []
+    for path in paths:
+        tables.append(pa.ipc.open_file(pa.memory_map(path)).read_all())
+        os.unlink(path)
+    return PopulationChunk(index=index, start=start, stop=stop, residents=tables[0], applicants=tables[1])
 
 
 def _as_table(batch) -> pa.Table:  # noqa: ANN001 - a RecordBatch or a Table
