@@ -132,9 +132,9 @@ class PopulationSource:
 
 
 class ChunkPrefetch:
-    """The chunks of a generated population (``generate()``'s, in order): the first made in this
-    process, the others on a worker process, up to :data:`GENERATE_AHEAD` ahead, while this
-    process builds and loads the rows of the chunks before them.
+    """The chunks of a generated population (``generate()``'s, in order), made on a worker process
+    up to :data:`GENERATE_AHEAD` ahead while this process builds and loads the rows of the chunks
+    before them (a population of one chunk is made in this process).
 
     A chunk comes back as Arrow IPC files (see :func:`_generate_to_files`), which this process
     maps without copying: pickled through a pipe, a chunk of 100,000 people (about 75 MB) cost
@@ -159,7 +159,8 @@ class ChunkPrefetch:
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork")
             )
-            self._ahead.extend(self._submit(k) for k in self.chunks[1 : 1 + GENERATE_AHEAD])
+            # The first chunk too: it is made while this process sets the database up.
+            self._ahead.extend(self._submit(k) for k in self.chunks[: 1 + GENERATE_AHEAD])
 
     def _submit(self, k: int):  # noqa: ANN202 - a Future
         return self._executor.submit(_generate_to_files, self.plan, k, self._directory)
@@ -167,9 +168,9 @@ class ChunkPrefetch:
     def __iter__(self) -> Iterator:
         from simulator.generators.population import generate_chunk
 
-        if not self.chunks:
+        if self._executor is None:  # one chunk (or none): made here
+            yield from (generate_chunk(self.plan, k) for k in self.chunks)
             return
-        yield generate_chunk(self.plan, self.chunks[0])
         while self._ahead:
             chunk = _read_files(self._ahead.popleft().result())
             k = next(self._following, None)
