@@ -1,17 +1,19 @@
 """seed-db speed: rows per second into PostgreSQL against ``pgbench -i`` on the same server, same run.
 
 Baseline: ``pgbench -i -s SCALE`` (client-side generated rows, COPY, vacuum, primary keys after)
-into a scratch database. Ours: ``prakerja-sim seed-db --size N`` (population generated, argon2
-hashed once per distinct password, binary COPY into a staging schema, keys / indexes / foreign keys
-built after, swapped in) into another. Both count every row written. Each pair runs ``--repeat``
-times, back to back; prints both rates, the ratio (goal >= 0.5) and its median, the CPU seconds
-each side used (client process tree, and the PostgreSQL server's processes when the server runs
-on this machine: on a shared machine the wall-clock ratio moves with the load, CPU time much
-less), the same seed with one hash per account (``--distinct-passwords all``: what the password
-pool saves), and, with ``--million``, the time and peak memory (the whole process tree) of seeding
-1,000,000 applicants.
+into a scratch database, at the scale whose row count is nearest the seed's (pgbench writes 100,000
+rows per unit and gets faster per row as it grows, so a smaller baseline would flatter the ratio of
+a big seed); ``--scale`` fixes it instead. Ours: ``prakerja-sim seed-db --size N`` (population
+generated, argon2 hashed once per distinct password, binary COPY into a staging schema, keys /
+indexes / foreign keys built after, swapped in) into another. Both count every row written. Each
+pair runs ``--repeat`` times, back to back; prints both rates, the ratio (goal >= 0.5) and its
+median, the CPU seconds each side used (client process tree, and the PostgreSQL server's processes
+when the server runs on this machine: on a shared machine the wall-clock ratio moves with the load,
+CPU time much less), the same seed with one hash per account (``--distinct-passwords all``: what the
+password pool saves), and, with ``--million``, the time and peak memory (the whole process tree) of
+seeding 1,000,000 applicants.
 
-    python benchmarks/bench_seed_db.py [--pg URL] [--size 200000] [--scale 10] [--repeat 3] [--million]
+    python benchmarks/bench_seed_db.py [--pg URL] [--size 200000] [--scale N] [--repeat 3] [--million]
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ def pgbench_init(db_url: str, scale: int) -> tuple[int, float, float, float | No
     client = children_cpu() - client
     rows = 100_000 * scale + 10 * scale + scale  # accounts, tellers, branches
     return rows, seconds, client, server_cpu_since(server)
+
+
+def matching_scale(rows: int) -> int:
+    """The pgbench scale whose ``-i`` writes about ``rows`` rows (100,011 per unit)."""
+    return max(1, round(rows / 100_011))
 
 
 def database_bytes(db_url: str) -> int:
@@ -210,7 +217,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default=os.environ.get("PRAKERJA_TEST_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--size", type=int, default=200_000, help="applicants for the ratio run")
-    parser.add_argument("--scale", type=int, default=10, help="pgbench scale (100,000 accounts per unit)")
+    parser.add_argument(
+        "--scale", type=int, default=None,
+        help="pgbench scale (100,000 accounts per unit; default: the seed's row count)",
+    )  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3, help="pgbench / seed-db pairs for the ratio")
     parser.add_argument("--million", action="store_true", help="also seed 1,000,000 applicants")
     args = parser.parse_args()
@@ -220,16 +230,17 @@ def main() -> None:
     ratios, cpu_ratios = [], []
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
         for _ in range(args.repeat):
-            with scratch_database(args.pg, prefix="bench_pgbench") as db:
-                base_rows, base_s, base_client, base_server = pgbench_init(db, args.scale)
-                base_bytes = database_bytes(db)
             with scratch_database(args.pg, prefix="bench_seed") as db:
                 run = seed(db, args.size, os.path.join(tmp, "pw.csv"))
                 seed_bytes = database_bytes(db)
+            scale = args.scale or matching_scale(run.rows)
+            with scratch_database(args.pg, prefix="bench_pgbench") as db:
+                base_rows, base_s, base_client, base_server = pgbench_init(db, scale)
+                base_bytes = database_bytes(db)
             base_rate, rate = base_rows / base_s, run.rows / run.seconds
             ratios.append(rate / base_rate)
             print(
-                f"pgbench -i -s {args.scale}: {base_rows:,} rows in {base_s:.2f} s = {base_rate:,.0f} rows/s "
+                f"pgbench -i -s {scale}: {base_rows:,} rows in {base_s:.2f} s = {base_rate:,.0f} rows/s "
                 f"({_cpu(base_client, base_server)})"
             )
             print(
@@ -265,17 +276,19 @@ def main() -> None:
         )
         print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
         if args.million:
-            with scratch_database(args.pg, prefix="bench_pgbench") as db:
-                base_rows, base_s, base_client, base_server = pgbench_init(db, args.scale)
             with scratch_database(args.pg, prefix="bench_seed_1m") as db:
                 run = seed(db, 1_000_000, os.path.join(tmp, "pw1m.csv"), sample_memory=True)
+            scale = args.scale or matching_scale(run.rows)
+            with scratch_database(args.pg, prefix="bench_pgbench") as db:
+                base_rows, base_s, base_client, base_server = pgbench_init(db, scale)
             rate, base_rate = run.rows / run.seconds, base_rows / base_s
             print(
                 f"1,000,000 applicants: {run.rows:,} rows in {run.seconds:.1f} s = {rate:,.0f} rows/s, "
                 f"peak memory {run.peak / 2**20:,.0f} MiB ({_cpu(run.client_cpu, run.server_cpu)})"
             )
             print(
-                f"  pgbench -i -s {args.scale} just before: {base_rate:,.0f} rows/s; "
+                f"  pgbench -i -s {scale} right after: {base_rows:,} rows in {base_s:.1f} s = "
+                f"{base_rate:,.0f} rows/s ({_cpu(base_client, base_server)}); "
                 f"ratio {rate / base_rate:.2f} (goal >= 0.50)"
             )
             print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
