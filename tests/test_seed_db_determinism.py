@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import os
 
 import pyarrow as pa
 import pytest
@@ -150,3 +151,27 @@ def test_prefetched_chunks_are_the_generators_own_and_leave_no_files(tmp_path, m
         first_two = [c.index for _, c in zip(range(2), chunks, strict=False)]
     assert first_two == [0, 1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_chunk_files_left_by_a_killed_run_are_removed_and_a_live_runs_kept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from simulator.generators.population import make_plan
+    from simulator.seed import runner
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead = tmp_path / f"prakerja-seed-chunks-{int(gone.stdout)}-abc"
+    alive = tmp_path / f"prakerja-seed-chunks-{os.getppid()}-def"
+    unrelated = tmp_path / "prakerja-seed-chunks-notapid"
+    for directory in (dead, alive, unrelated):
+        directory.mkdir()
+        (directory / "chunk-1-residents.arrow").write_bytes(b"x")
+    monkeypatch.setattr(runner, "_handover_dir", lambda: str(tmp_path))
+    source = runner.PopulationSource(size=2500, seed=5)
+    with runner.ChunkPrefetch(source, make_plan(2500, 5, chunk_rows=1000)) as chunks:
+        assert sum(1 for _ in chunks) == 3
+    assert not dead.exists()
+    assert alive.exists() and unrelated.exists()

@@ -155,7 +155,9 @@ class ChunkPrefetch:
         self._following = iter(self.chunks[1 + GENERATE_AHEAD :])
         if len(self.chunks) > 1:
             region_tables()  # loaded once, before the fork: the worker shares them
-            self._directory = tempfile.mkdtemp(prefix="prakerja-seed-chunks-", dir=_handover_dir())
+            base = _handover_dir()
+            _remove_orphaned_handovers(base)
+            self._directory = tempfile.mkdtemp(prefix=f"{_HANDOVER_PREFIX}{os.getpid()}-", dir=base)
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork")
             )
@@ -196,6 +198,25 @@ class ChunkPrefetch:
 _HANDOVER_BYTES = 1 << 30
 """Free space a RAM-backed /dev/shm needs before chunks are handed over there (two or three
 chunks of about 75 MB each live at once; containers often mount only 64 MB)."""
+
+
+_HANDOVER_PREFIX = "prakerja-seed-chunks-"
+
+
+def _remove_orphaned_handovers(base: str) -> None:
+    """Remove the chunk directories of seed runs killed outright (their process is gone)."""
+    for entry in os.scandir(base):
+        if not entry.name.startswith(_HANDOVER_PREFIX):
+            continue
+        pid = entry.name[len(_HANDOVER_PREFIX) :].partition("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass  # alive, but another user's
 
 
 def _handover_dir() -> str:
