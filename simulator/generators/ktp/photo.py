@@ -596,22 +596,19 @@ def _weave_tile(size: tuple[int, int]) -> Image.Image:
     return Image.merge("RGB", (layer, layer, layer))
 
 
-@functools.lru_cache(maxsize=1)
-def _unit_noise() -> np.ndarray:
-    """A 256x256 tile of standard normal noise, made once per process and shifted per photo."""
-    return np.random.default_rng(20201111).standard_normal((256, 256)).astype(np.float32)
-
-
-def add_noise(frame: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Image:
-    """Sensor noise: a shifted normal tile per channel, added around mid-grey (ImageChops.add offset)."""
-    w, h = frame.size
-    tile = np.clip(128 + _unit_noise() * sigma, 0, 255).astype(np.uint8)
-    reps = (h // 256 + 1, w // 256 + 1)
-    bands = []
-    for _ in range(3):
-        shifted = np.roll(tile, (int(rng.integers(256)), int(rng.integers(256))), axis=(0, 1))
-        bands.append(Image.fromarray(np.tile(shifted, reps)[:h, :w], "L"))
-    return ImageChops.add(frame, Image.merge("RGB", bands), scale=1.0, offset=-128)
+def add_sensor_noise(pixels: np.ndarray, sigma: float, rng: np.random.Generator) -> None:
+    """Sensor noise of about ``sigma`` grey levels (the nearest of NOISE_SIGMAS), in place on (h, w, 4)
+    uint8 RGBX pixels held inside [NOISE_CLIP, 255 - NOISE_CLIP]: the card's noise field at a random
+    offset, added with wrap-around as on the card (see _light_card), repeated over frames larger than it."""
+    level = int(np.argmin([abs(s - sigma) for s in NOISE_SIGMAS]))
+    noise = _card_noise(level)
+    rows, cols = (side - 64 for side in CARD_NOISE_SHAPE)
+    oy, ox = int(rng.integers(0, 64)), int(rng.integers(0, 64))
+    h, w = pixels.shape[:2]
+    for top in range(0, h, rows):
+        for left in range(0, w, cols):
+            part = pixels[top : top + rows, left : left + cols]
+            np.add(part, noise[oy : oy + part.shape[0], ox : ox + part.shape[1]], out=part)
 
 
 TURNS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}

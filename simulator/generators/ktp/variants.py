@@ -10,7 +10,7 @@ import io
 import struct
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -137,11 +137,19 @@ def render_blurry(person: Person, rng: np.random.Generator) -> tuple[bytes, str,
         small = card.resize((max(4, int(w / factor)), max(4, int(h / factor))), Image.Resampling.BOX)
         return small.resize((w, h), Image.Resampling.BICUBIC)
 
-    image = photo.photograph(person, shot, rng, card_filter=defocus)
-    # The whole frame is soft too: the lens, not just the card.
-    w, h = image.size
-    image = image.reduce(3).resize((w, h), Image.Resampling.BILINEAR)
+    # The whole frame is soft too (the lens, not just the card): nothing finer than BLURRY_LENS frame
+    # pixels survives, so the photo is taken at 1/BLURRY_LENS of the frame and enlarged - the same soft
+    # picture as a full-size photo reduced and enlarged, without drawing the detail that is then lost.
+    w, h = shot.size
+    small = (-(-w // BLURRY_LENS), -(-h // BLURRY_LENS))
+    small_shot = replace(shot, size=small, quad=shot.quad * (np.array(small) / np.array(shot.size)))
+    image = photo.photograph(person, small_shot, rng, card_filter=defocus)
+    image = image.resize((w, h), Image.Resampling.BILINEAR)
     return _encode_under_limit(image, rng)
+
+
+BLURRY_LENS = 3
+"""The blurry photo's frame is soft over this many pixels (it is drawn at 1/3 size and enlarged)."""
 
 
 BLUR_FACTOR = (15.0, 22.0)
@@ -152,29 +160,44 @@ about 1 in 300 kept a legible NIK and measured just above MIN_SHARPNESS)."""
 def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
     """A greyscale photocopy on paper, scanned or shot square-on: toner specks, streaks, hard contrast."""
     size = photo.pick_resolution(rng)
+    w, h = size
     page = Image.new("L", size, int(rng.integers(226, 246)))
     shot = photo.plan_shot(rng, size)
     card = render_card(person, photo.card_width_in(shot.quad) / CARD_W)
     card = ImageOps.autocontrast(card.convert("L"), cutoff=2)
     card = card.point(lambda v: 0 if v < 90 else min(255, int(v * 1.15)))
-    rgb_page = Image.merge("RGB", (page, page, page))
-    photo.paste_card(rgb_page, Image.merge("RGB", (card, card, card)), shot.quad)
-    grey = rgb_page.convert("L")
-    specks = (rng.random((size[1] // 2, size[0] // 2)) < 0.004).astype(np.uint8) * 150
-    speck_layer = Image.fromarray(specks, "L").resize(size, Image.Resampling.NEAREST)
-    grey = ImageChops.subtract(grey, speck_layer)
-    streak = np.zeros((1, size[0] // 4), dtype=np.float32)
-    streak[0, rng.integers(0, size[0] // 4, 3)] = rng.uniform(20, 50, 3)
-    streak_layer = Image.fromarray(streak.astype(np.uint8), "L").resize(size, Image.Resampling.BILINEAR)
-    grey = ImageChops.subtract(grey, streak_layer)
+    photo.paste_card(page, card, shot.quad)  # grey onto grey: the copy never had colour
+    # Toner: specks two pixels square and a few faint streaks down the page, taken off the page at once
+    # (a speck is 150 and a streak at most 50 darker, so their sum never passes 255).
+    specks = (rng.random((h // 2, w // 2)) < 0.004).astype(np.uint8) * np.uint8(150)
+    toner = np.repeat(np.repeat(specks, 2, axis=0), 2, axis=1)
+    streak = np.zeros(w // 4, dtype=np.float32)
+    streak[rng.integers(0, w // 4, 3)] = rng.uniform(20, 50, 3)
+    # The streak row enlarged 4x along the page (linear between the row's pixel centres).
+    line = np.interp((np.arange(w) + 0.5) / 4 - 0.5, np.arange(w // 4), streak.astype(np.uint8))
+    toner += line.astype(np.uint8)
+    grey = ImageChops.subtract(page, Image.fromarray(toner, "L"))
     if rng.random() < 0.5:
         # Photographed in room light: a faint warm cast and sensor noise, far below a colour photo's chroma.
-        image = ImageChops.multiply(grey.convert("RGB"), Image.new("RGB", size, (255, 252, 246)))
-        image = photo.add_noise(image, float(rng.uniform(2, 4)), rng)
+        pixels = _ROOM_LIGHT[np.asarray(grey)].view(np.uint8).reshape(h, w, 4)
+        photo.add_sensor_noise(pixels, float(rng.uniform(2, 4)), rng)
+        image = Image.frombuffer("RGBX", size, pixels, "raw", "RGBX", 0, 1)
     else:  # scanned: a greyscale file
         image = grey
     data = photo.encode(image, "jpeg", quality=int(rng.integers(70, 90)))
     return data, "jpg", size
+
+
+def _room_light_table() -> np.ndarray:
+    """Grey level -> the RGBX pixel (one little-endian uint32) a photo in warm room light records: the
+    grey times (255, 252, 246)/255, held inside the sensor-noise margin (see photo.add_sensor_noise)."""
+    grey = np.arange(256, dtype=np.float64)[:, None]
+    rgb = np.rint(grey * np.array([255, 252, 246]) / 255)
+    rgb = np.clip(rgb, photo.NOISE_CLIP, 255 - photo.NOISE_CLIP).astype(np.uint32)
+    return (rgb[:, 0] | rgb[:, 1] << 8 | rgb[:, 2] << 16).astype("<u4")
+
+
+_ROOM_LIGHT = _room_light_table()
 
 
 def render_too_large(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
@@ -347,8 +370,9 @@ def render_wrong_document(person: Person, rng: np.random.Generator) -> tuple[byt
     )
     buffer = io.BytesIO()
     if rng.random() < 0.6:
-        # A screenshot's flat colours compress well even with rows unfiltered.
-        return photo.encode_png(image, level=6, strategy=zlib.Z_DEFAULT_STRATEGY), "png", size
+        # A screenshot's flat colours deflate to ~90 KB at zlib's fastest level with string matching
+        # (level 6 takes three times as long to save another ~25 KB).
+        return photo.encode_png(image, level=1, strategy=zlib.Z_DEFAULT_STRATEGY), "png", size
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue(), "jpg", size
 
