@@ -178,21 +178,42 @@ def _as_binary(matrix: np.ndarray) -> pa.Array:
     return fixed.cast(pa.binary())
 
 
+def _fixed_width_text(data: pa.Array) -> np.ndarray | None:
+    """A binary column with no NULLs whose values all have one length, as an (n, length) uint8
+    view of its data buffer (no copy); None otherwise."""
+    n = len(data)
+    if data.null_count or n == 0:
+        return None
+    offsets = np.frombuffer(data.buffers()[1], dtype=np.int32)[data.offset : data.offset + n + 1]
+    width = int(offsets[1] - offsets[0])
+    if int(offsets[-1] - offsets[0]) != n * width or (np.diff(offsets) != width).any():
+        return None
+    raw = np.frombuffer(data.buffers()[2], dtype=np.uint8) if width else np.empty(0, dtype=np.uint8)
+    return raw[int(offsets[0]) : int(offsets[-1])].reshape(n, width)
+
+
 def encode_binary_rows(table: sa.Table, rows: pa.Table) -> memoryview:
     """The rows in COPY's binary format (without the header and trailer), one contiguous buffer.
 
-    Runs of fields that are never NULL and of fixed width are laid out together in one numpy
-    matrix (length words included); every other field is two parts, its length word (-1 for NULL)
-    and its bytes (nothing for NULL). One Arrow join of all the parts writes each byte once.
+    Every field of fixed width and never NULL (numbers, times, and text whose values all have one
+    length: keys, NIKs, region codes, hashes), and every length word, goes into numpy matrices of
+    one row per record, one per run of such fields; the bytes of the other fields (text of varying
+    length, NULLable values) are Arrow arrays between them. One Arrow join of the parts writes
+    each byte once; rows with no such field at all are one matrix, which is the payload as it is.
     """
     n = rows.num_rows
-    parts: list[pa.Array] = []
+    parts: list[np.ndarray | pa.Array] = []
     block: list[np.ndarray] = [np.broadcast_to(np.array([rows.num_columns], ">i2").view("u1"), (n, 2))]
 
+    def length_words(width: int) -> np.ndarray:
+        return np.broadcast_to(np.array([width], ">i4").view("u1"), (n, 4))
+
     def close_block() -> None:
-        if block:
-            parts.append(_as_binary(np.ascontiguousarray(np.concatenate(block, axis=1))))
-            block.clear()
+        # Into a row-major matrix: left to itself, numpy may lay out a concatenation of broadcast
+        # columns column-major.
+        matrix = np.empty((n, sum(part.shape[1] for part in block)), dtype=np.uint8)
+        parts.append(np.concatenate(block, axis=1, out=matrix))
+        block.clear()
 
     for name in rows.column_names:
         column = rows.column(name)
@@ -202,27 +223,32 @@ def encode_binary_rows(table: sa.Table, rows: pa.Table) -> memoryview:
         if width is not None:
             values = _fixed_values(column, width).view("u1").reshape(n, width.itemsize)
             if column.null_count == 0:
-                block += [np.broadcast_to(np.array([width.itemsize], ">i4").view("u1"), (n, 4)), values]
+                block += [length_words(width.itemsize), values]
                 continue
-            close_block()
             valid = pc.is_valid(column)
             lengths = np.where(valid.to_numpy(zero_copy_only=False), width.itemsize, -1)
-            parts.append(_as_binary(lengths.astype(">i4").view("u1").reshape(n, 4)))
+            block.append(lengths.astype(">i4").view("u1").reshape(n, 4))
+            close_block()
             data = pa.FixedSizeBinaryArray.from_buffers(
                 pa.binary(width.itemsize), n, [valid.buffers()[1], pa.py_buffer(np.ascontiguousarray(values))]
             )
             parts.append(data.cast(pa.binary()))
             continue
-        close_block()
         data = column.cast(pa.binary())
+        same_length = _fixed_width_text(data)
+        if same_length is not None:
+            block += [length_words(same_length.shape[1]), same_length]
+            continue
         lengths = pc.fill_null(pc.binary_length(data), -1).to_numpy().astype(">i4")
-        parts += [_as_binary(lengths.view("u1").reshape(n, 4)), data]
-    close_block()
-    lines = (
-        pc.binary_join_element_wise(*parts, b"", null_handling="replace", null_replacement=b"")
-        if len(parts) > 1
-        else parts[0]
-    )
+        block.append(lengths.view("u1").reshape(n, 4))
+        close_block()
+        parts.append(data)
+    if block:
+        close_block()
+    if len(parts) == 1:
+        return memoryview(parts[0].reshape(-1))
+    arrays = [_as_binary(part) if isinstance(part, np.ndarray) else part for part in parts]
+    lines = pc.binary_join_element_wise(*arrays, b"", null_handling="replace", null_replacement=b"")
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + n + 1]
     return memoryview(lines.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
 
