@@ -213,22 +213,27 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     # Image wrappers' checks cost more than the small pastes themselves.
     card_core, ink_core = card.im, marked_ink.im
 
-    def ink(mask: Image.Image, left: int, top: int, colour: tuple[int, int, int] = INK) -> None:
-        # The ground already carries the SPECIMEN mark; ink laid on it is tinted by the mark where they
-        # overlap, exactly as blending the mark over the printed card would, at the cost of the glyphs only.
-        box = (left, top, left + mask.width, top + mask.height)
+    def ink(mask: Any, left: int, top: int, colour: tuple[int, int, int] = INK) -> None:
+        # ``mask`` is a core image. The ground already carries the SPECIMEN mark; ink laid on it is tinted
+        # by the mark where they overlap, exactly as blending the mark over the printed card would, at
+        # the cost of the glyphs only.
+        width, height = mask.size
+        box = (left, top, left + width, top + height)
         if colour == INK:
             tinted = ink_core.crop(box)
         else:
-            tinted = Image.new("RGB", mask.size, colour)
+            tinted = Image.new("RGB", (width, height), colour)
             tinted.paste(SPECIMEN_RED, (0, 0), mark.crop(box))
             tinted = tinted.im
-        card_core.paste(tinted, box, mask.im)
+        card_core.paste(tinted, box, mask)
 
     def print_text(xy: tuple[float, float], value: str, kind: str, size: float, anchor: str, shared: bool):
-        # Values shared by many cards (religion, status, ...) are rasterised once.
-        rasterise = _text_mask if shared else _typeset
-        mask, (left, top) = rasterise(value, kind, max(6, round(size * scale)), anchor)
+        size = max(6, round(size * scale))
+        if shared:  # values shared by many cards (religion, status, ...) are rasterised once
+            mask, (left, top) = _text_mask(value, kind, size, anchor)
+            mask = mask.im
+        else:
+            mask, (left, top) = _typeset(value, kind, size, anchor)
         ink(mask, round(xy[0] + left), round(xy[1] + top))
 
     print_text(at(CARD_W / 2 - 60, 40), text.province, "bold", 30, "mm", False)
@@ -257,7 +262,7 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     print_text(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm", False)
     print_text(at(box_mid, layout.ISSUE_TEXT_Y + 40), text.issue_date, "regular", 19, "mm", False)
     signature, (left, top) = _signature(rng, scale)
-    ink(signature, left, top, SIGNATURE_INK)
+    ink(signature.im, left, top, SIGNATURE_INK)
     return card
 
 
@@ -334,30 +339,33 @@ def _middle(kind: str, size: int) -> int:
     return face.getbbox("x", anchor="lm")[1] - face.getbbox("x", anchor="ls")[1]
 
 
-def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Image.Image, tuple[int, int]]:
-    """Like ``_rasterise`` for text unique to one card (name, NIK, address, dates): set from cached glyph
-    masks with the font's advances and kerning, as FreeType lays them out, at a fraction of the cost of
-    rendering the outlines again."""
+def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Any, tuple[int, int]]:
+    """Like ``_rasterise`` for text unique to one card (name, NIK, address, dates), as a core image: set
+    from cached glyph masks with the font's advances and kerning, as FreeType lays them out, at a
+    fraction of the cost of rendering the outlines again."""
     if not value.strip():
-        return _rasterise(value, kind, size, anchor)
+        mask, offset = _rasterise(value, kind, size, anchor)
+        return mask.im, offset
     glyphs, kerning = _glyph_table(kind, size), _KERNING[kind]
     placed, pen = [], 0.0
+    x0 = y0 = 1 << 30
+    x1 = y1 = -(1 << 30)
     for char, following in zip(value, value[1:] + " ", strict=True):
         glyph = glyphs.get(char) or glyphs.setdefault(char, _glyph(char, kind, size))
-        if glyph[0] is not None:
-            placed.append((glyph[0], round(pen) + glyph[1], glyph[2], glyph[4], glyph[5]))
-        pen += glyph[3]
+        mask, left, top, advance, width, height = glyph
+        if mask is not None:
+            x, y = round(pen) + left, top
+            placed.append((mask, x, y, x + width, y + height))
+            # The ink's bounding box, as it grows.
+            x0, y0 = min(x0, x), min(y0, y)
+            x1, y1 = max(x1, x + width), max(y1, y + height)
+        pen += advance
         if following != " ":  # (a space, or the end: no pair to kern)
             pair = char + following
             pen += (kerning[pair] if pair in kerning else _pair_kerning(pair, kind)) * size
-    x0 = min(x for _, x, _, _, _ in placed)
-    y0 = min(y for _, _, y, _, _ in placed)
-    x1 = max(x + w for _, x, _, w, _ in placed)
-    y1 = max(y + h for _, _, y, _, h in placed)
-    canvas = Image.new("L", (x1 - x0, y1 - y0), 0)
-    core = canvas.im
-    for mask, x, y, w, h in placed:
-        core.paste(255, (x - x0, y - y0, x - x0 + w, y - y0 + h), mask)
+    canvas = Image.core.fill("L", (x1 - x0, y1 - y0), 0)
+    for mask, left, top, right, bottom in placed:
+        canvas.paste(255, (left - x0, top - y0, right - x0, bottom - y0), mask)
     shift_x = -round(pen / 2) if anchor[0] == "m" else 0
     shift_y = _middle(kind, size) if anchor[1] == "m" else 0
     return canvas, (x0 + shift_x, y0 + shift_y)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops
 
 from simulator.generators.ktp.card import render_card, warm_layers
 from simulator.generators.ktp.layout import CARD_H, CARD_W, CORNER_RADIUS
@@ -367,21 +367,21 @@ def paste_card(
     frame_core, source_core = frame.im, source.im
     width = frame.width
     memory = None if backing is None else memoryview(backing.reshape(-1))
+    map_buffer, raw_args = Image.core.map_buffer, ("RGBX", width * 4, 1)
     for box, tiles in _affine_tiles(perspective_coeffs(quad, src), quad, frame.size, source.size):
         left, top, right, bottom = box
         if memory is None:
             column = frame_core.crop(box)
         else:  # rows of the frame's own memory from (left, top), a frame row apart
             start = (top * width + left) * 4
-            column = Image.frombuffer(
-                "RGBX", (right - left, bottom - top), memory[start:], "raw", "RGBX", width * 4, 1
-            ).im
+            # Pillow's core mapping, as Image.frombuffer makes it without the wrapper's checks.
+            column = map_buffer(memory[start:], (right - left, bottom - top), "raw", 0, raw_args)
         for y0, y1, coeffs in tiles:
             column.transform((0, y0 - top, right - left, y1 - top), source_core, AFFINE, coeffs, resample, 0)
         if memory is None:
             frame_core.paste(column, box)
-    for patch, mask, (x, y) in corners:
-        frame_core.paste(patch.im, (x, y, x + patch.width, y + patch.height), mask.im)
+    for patch, mask, box in corners:
+        frame_core.paste(patch, box, mask)
 
 
 def _affine_tiles(
@@ -446,10 +446,13 @@ def _map(coeffs: tuple[float, ...], x: np.ndarray, y: np.ndarray) -> tuple[np.nd
 
 def _corner_patches(
     frame: Image.Image, quad: np.ndarray, to_frame: tuple[float, ...], size: tuple[int, int]
-) -> list[tuple[Image.Image, Image.Image, tuple[int, int]]]:
-    """The surface under each of the card's rounded corners (outside the arc), with its mask, before
-    the card is warped over it: the warp fills the card's whole rectangle, the card has round corners."""
+) -> list[tuple[Any, Any, tuple[int, int, int, int]]]:
+    """The surface under each of the card's rounded corners (outside the arc), with its mask and box in
+    the frame, before the card is warped over it: the warp fills the card's whole rectangle, the card
+    has round corners. Pillow's core images (a photo's four small crops and polygons, without the
+    Image wrappers' checks)."""
     w, h = frame.size
+    frame_core = frame.im
     patches = []
     for outside in _corner_regions(size):
         points = _project(to_frame, outside)
@@ -458,9 +461,9 @@ def _corner_patches(
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if x1 <= x0 or y1 <= y0:
             continue
-        mask = Image.new("L", (x1 - x0, y1 - y0), 0)
-        ImageDraw.Draw(mask).polygon([tuple(p) for p in (points - [x0, y0]).tolist()], fill=255)
-        patches.append((frame.crop((x0, y0, x1, y1)), mask, (x0, y0)))
+        mask = Image.core.fill("L", (x1 - x0, y1 - y0), 0)
+        Image.core.draw(mask, 0).draw_polygon((points - [x0, y0]).ravel().tolist(), 255, 1)
+        patches.append((frame_core.crop((x0, y0, x1, y1)), mask, (x0, y0, x1, y1)))
     return patches
 
 
