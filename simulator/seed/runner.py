@@ -450,6 +450,9 @@ class _Run:
     chunk_rows: int
     block_rows: int
     chunks: ChunkPrefetch | None = None
+    residents_in_key_order: bool = True
+    """Sort each part of the registry by NIK before loading it: worth it only where the keys are
+    live during the load (a staged load builds them afterwards, from the whole table)."""
 
 
 def _load(
@@ -484,6 +487,7 @@ def _load(
         book = HashBook(hasher, source.seed, pool=choice.pool)
         run = _Run(source, mix, choice, book, side_file, advance, on_chunk, chunk_rows, block_rows, chunks)
         if target.kind == POSTGRESQL and mode == TRUNCATE:
+            run.residents_in_key_order = False
             result, cursor = _load_staged(engine, target, run, wave, as_of, open_days)
         else:
             result, cursor = _load_in_one_transaction(engine, target, run, mode, wave, as_of, open_days)
@@ -601,7 +605,9 @@ def _fill(
 
     def load_queued_residents() -> None:
         while residents_queue:
-            result.residents += _load_residents(loader, residents_queue.pop(0), source.label, result)
+            result.residents += _load_residents(
+                loader, residents_queue.pop(0), source.label, result, in_key_order=run.residents_in_key_order
+            )
 
     for kind, part in _in_blocks(source.parts(chunk_rows, run.chunks), run.block_rows):
         if part.num_rows == 0:
@@ -688,7 +694,9 @@ def _note_registry_recipients(cursor: SeedCursor, residents: pa.Table) -> None:
 # --- residents ------------------------------------------------------------------------------------
 
 
-def _load_residents(loader: Loader, residents: pa.Table, source: str, result: SeedResult) -> int:
+def _load_residents(
+    loader: Loader, residents: pa.Table, source: str, result: SeedResult, *, in_key_order: bool = True
+) -> int:
     # The columns were checked as the part arrived (_fill).
     n = residents.num_rows
 
@@ -727,7 +735,7 @@ def _load_residents(loader: Loader, residents: pa.Table, source: str, result: Se
         }
     )
     # In key order: each B-tree insert lands next to the previous one.
-    loaded = loader.load(schema.residents, rows.sort_by("nik"))
+    loaded = loader.load(schema.residents, rows.sort_by("nik") if in_key_order else rows)
     result.rows["residents"] += loaded
     return loaded
 
