@@ -142,6 +142,7 @@ def photograph(
     rng: np.random.Generator,
     *,
     card_filter: Callable[[Image.Image], Image.Image] | None = None,
+    surface_reduce: int = 1,
 ) -> Image.Image:
     """Lay the person's card on a surface and take the photo described by ``shot``.
 
@@ -152,7 +153,9 @@ def photograph(
     for anything else.
     """
     light_dir = int(rng.integers(len(_LIGHT_DIRECTIONS)))
-    backing = surface_pixels(shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light)
+    backing = surface_pixels(
+        shot.surface, shot.size, rng, light_dir=light_dir, light=shot.light, reduce=surface_reduce
+    )
     frame = Image.frombuffer("RGBX", shot.size, backing, "raw", "RGBX", 0, 1)
     card = render_card(person, card_width_in(shot.quad) / CARD_W)
     if card_filter is not None:
@@ -507,24 +510,38 @@ MASTERS_PER_KIND = 1
 
 
 def surface_pixels(
-    kind: str, size: tuple[int, int], rng: np.random.Generator, *, light_dir: int = 0, light: float = 0.0
+    kind: str,
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    *,
+    light_dir: int = 0,
+    light: float = 0.0,
+    reduce: int = 1,
 ) -> np.ndarray:
     """A table, cloth, paper or desk surface with light falloff and sensor noise, as a fresh (h + 1, w, 4)
     uint8 array: a frame's RGBX pixels plus one spare row, so that an image mapped over any column of
     it, rows a frame row apart, stays inside the array (see paste_card).
 
     Frames up to MASTER_SIDE are a random window of one of a few large surfaces drawn once per process
-    (a copy of the window); bigger frames are drawn on the spot.
+    (a copy of the window); bigger frames are drawn on the spot. With ``reduce``, the surface as a
+    frame ``reduce`` times larger would show it, averaged down (its weave and grain as a photo taken
+    larger and reduced has them, not enlarged).
     """
     w, h = size
+    big_w, big_h = w * reduce, h * reduce
     backing = np.empty((h + 1, w, 4), dtype=np.uint8)
-    if w <= MASTER_SIDE and h <= MASTER_SIDE:
+    if big_w <= MASTER_SIDE and big_h <= MASTER_SIDE:
         master = _master_pixels(kind, int(rng.integers(MASTERS_PER_KIND)))
-        ox, oy = int(rng.integers(0, MASTER_SIDE - w + 1)), int(rng.integers(0, MASTER_SIDE - h + 1))
-        np.copyto(backing[:h], master[oy : oy + h, ox : ox + w])
+        ox, oy = int(rng.integers(0, MASTER_SIDE - big_w + 1)), int(rng.integers(0, MASTER_SIDE - big_h + 1))
+        window = master[oy : oy + big_h, ox : ox + big_w]
+        if reduce == 1:
+            np.copyto(backing[:h], window)
+            backing[h] = 0
+            return backing
+        surface = Image.frombuffer("RGBX", (big_w, big_h), np.ascontiguousarray(window), "raw", "RGBX", 0, 1)
     else:
-        drawn = draw_surface(kind, size, rng, light_dir=light_dir, light=light).convert("RGBX")
-        np.copyto(backing[:h], card_pixels_view(drawn))
+        surface = draw_surface(kind, (big_w, big_h), rng, light_dir=light_dir, light=light).convert("RGBX")
+    np.copyto(backing[:h], card_pixels_view(surface.reduce(reduce) if reduce > 1 else surface))
     backing[h] = 0
     return backing
 

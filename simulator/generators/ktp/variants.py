@@ -140,10 +140,17 @@ def render_blurry(person: Person, rng: np.random.Generator) -> tuple[bytes, str,
     # The whole frame is soft too (the lens, not just the card): nothing finer than BLURRY_LENS frame
     # pixels survives, so the photo is taken at 1/BLURRY_LENS of the frame and enlarged - the same soft
     # picture as a full-size photo reduced and enlarged, without drawing the detail that is then lost.
+    # The surface is reduced from a full-size window and the card's noise is a third as strong, as
+    # averaging a full-size photo down would leave them.
     w, h = shot.size
     small = (-(-w // BLURRY_LENS), -(-h // BLURRY_LENS))
-    small_shot = replace(shot, size=small, quad=shot.quad * (np.array(small) / np.array(shot.size)))
-    image = photo.photograph(person, small_shot, rng, card_filter=defocus)
+    small_shot = replace(
+        shot,
+        size=small,
+        quad=shot.quad * (np.array(small) / np.array(shot.size)),
+        noise=shot.noise / BLURRY_LENS,
+    )
+    image = photo.photograph(person, small_shot, rng, card_filter=defocus, surface_reduce=BLURRY_LENS)
     image = image.resize((w, h), Image.Resampling.BILINEAR)
     return _encode_under_limit(image, rng)
 
