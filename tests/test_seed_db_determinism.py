@@ -175,3 +175,23 @@ def test_chunk_files_left_by_a_killed_run_are_removed_and_a_live_runs_kept(tmp_p
         assert sum(1 for _ in chunks) == 3
     assert not dead.exists()
     assert alive.exists() and unrelated.exists()
+
+
+def _disk_full(plan, k, directory):  # noqa: ANN001 - on the worker, in place of _generate_to_files
+    raise OSError(28, "No space left on device", directory)
+
+
+def test_a_chunk_that_cannot_be_handed_over_fails_with_a_clear_error(tmp_path, monkeypatch):
+    from simulator.errors import SimulatorError
+    from simulator.generators.population import make_plan
+    from simulator.seed import runner
+
+    monkeypatch.setattr(runner, "_handover_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(runner, "_generate_to_files", _disk_full)
+    source = runner.PopulationSource(size=2500, seed=5)
+    with (
+        runner.ChunkPrefetch(source, make_plan(2500, 5, chunk_rows=1000)) as chunks,
+        pytest.raises(SimulatorError, match="could not hand a generated population chunk.*No space left"),
+    ):
+        list(chunks)
+    assert list(tmp_path.iterdir()) == []

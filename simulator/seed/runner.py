@@ -174,7 +174,12 @@ class ChunkPrefetch:
             yield from (generate_chunk(self.plan, k) for k in self.chunks)
             return
         while self._ahead:
-            chunk = _read_files(self._ahead.popleft().result())
+            try:
+                chunk = _read_files(self._ahead.popleft().result())
+            except OSError as err:  # e.g. the hand-over directory's disk is full
+                raise SimulatorError(
+                    f"could not hand a generated population chunk over through {self._directory}: {err}"
+                ) from err
             k = next(self._following, None)
             if k is not None:
                 self._ahead.append(self._submit(k))
