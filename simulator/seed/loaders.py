@@ -133,21 +133,23 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-0
 _PG_EPOCH_DAYS = 10_957
 
 
+_BINARY_TYPES: tuple[tuple[type, str], ...] = (
+    (sa.Boolean, "u1"),
+    (sa.BigInteger, ">i8"),  # before Integer: BigInteger and SmallInteger are Integers too
+    (sa.SmallInteger, ">i2"),
+    (sa.Integer, ">i4"),
+    (sa.DateTime, ">i8"),
+    (sa.Date, ">i4"),
+)
+"""Column types with a fixed-width binary COPY value, and its big-endian numpy type."""
+
+
 def _binary_width(column: sa.Column) -> np.dtype | None:
     """The big-endian numpy type of a column's binary COPY value; None for text."""
     kind = column.type
-    if isinstance(kind, sa.Boolean):
-        return np.dtype("u1")
-    if isinstance(kind, sa.BigInteger):
-        return np.dtype(">i8")
-    if isinstance(kind, sa.SmallInteger):
-        return np.dtype(">i2")
-    if isinstance(kind, sa.Integer):
-        return np.dtype(">i4")
-    if isinstance(kind, sa.DateTime):
-        return np.dtype(">i8")
-    if isinstance(kind, sa.Date):
-        return np.dtype(">i4")
+    for base, dtype in _BINARY_TYPES:
+        if isinstance(kind, base):
+            return np.dtype(dtype)
     if isinstance(kind, sa.String):
         return None
     raise SimulatorError(f"cannot bulk-load a column of type {kind} in binary")

@@ -203,9 +203,7 @@ class ChunkPrefetch:
 _HANDOVER_BYTES = 1 << 30
 """Free space a RAM-backed /dev/shm needs before chunks are handed over there (two or three
 chunks of about 75 MB each live at once; containers often mount only 64 MB)."""
-
-
-_HANDOVER_PREFIX = "prakerja-seed-chunks-"
+_HANDOVER_PREFIX = "prakerja-seed-chunks-"  # then the pid of the run that made the directory
 
 
 def _remove_orphaned_handovers(base: str) -> None:
@@ -490,9 +488,12 @@ def _load(
         hasher = workers_stack.enter_context(PasswordHasherPool(cost, workers))
         hasher.start()
         book = HashBook(hasher, source.seed, pool=choice.pool)
-        run = _Run(source, mix, choice, book, side_file, advance, on_chunk, chunk_rows, block_rows, chunks)
-        if target.kind == POSTGRESQL and mode == TRUNCATE:
-            run.residents_in_key_order = False
+        staged = target.kind == POSTGRESQL and mode == TRUNCATE
+        run = _Run(
+            source, mix, choice, book, side_file, advance, on_chunk, chunk_rows, block_rows, chunks,
+            residents_in_key_order=not staged,
+        )  # fmt: skip
+        if staged:
             result, cursor = _load_staged(engine, target, run, wave, as_of, open_days)
         else:
             result, cursor = _load_in_one_transaction(engine, target, run, mode, wave, as_of, open_days)
