@@ -9,7 +9,8 @@ indexes / foreign keys built after, swapped in) into another. Both count every r
 pair runs ``--repeat`` times, back to back; prints both rates, the ratio (goal >= 0.5) and its
 median, the CPU seconds each side used (client process tree, and the PostgreSQL server's processes
 when the server runs on this machine: on a shared machine the wall-clock ratio moves with the load,
-CPU time much less), the same seed with one hash per account (``--distinct-passwords all``: what the
+CPU time much less) against the CPU the goal leaves the seed on this machine (all CPUs busy for
+twice pgbench's time per row), the same seed with one hash per account (``--distinct-passwords all``: what the
 password pool saves), and, with ``--million``, the time and peak memory (the whole process tree) of
 seeding 1,000,000 applicants.
 
@@ -195,6 +196,22 @@ def _per_cpu_second(rows: int, client: float, server: float | None) -> float | N
     return rows / (client + server) if server is not None and client + server > 0 else None
 
 
+def cpu_budget_line(rows: int, base_rows: int, base_s: float, client: float, server: float | None) -> str:
+    """What the goal leaves the seed to spend: at ratio 0.5 the seed may take twice pgbench's time per
+    row, so with every CPU of this machine busy all that time it could use ``CPUs x that`` CPU-seconds.
+    A seed that needs more than that cannot reach the goal here, however well it keeps the CPUs busy."""
+    cpus = os.cpu_count() or 1
+    allowed = 2 * base_s * rows / base_rows  # seconds the seed may take at ratio 0.5
+    used = client + (server or 0.0)
+    line = (
+        f"  CPU budget at the goal: {cpus} CPUs x {allowed:.1f} s = {cpus * allowed:.1f} CPU-s; "
+        f"seed-db used {used:.1f}"
+    )
+    if server is not None:
+        line += f" (server alone {server:.1f})"
+    return line + ("" if server is not None else ", client only: the server is not on this machine")
+
+
 def hash_rates(count: int = 20_000) -> tuple[float, float, int]:
     """argon2id at seed-db's default cost: hashes/s on one process, and on the worker pool."""
     from simulator.seed.hashing import SEED_COST, PasswordHasherPool, hash_many
@@ -261,6 +278,7 @@ def main() -> None:
                     f"  by CPU time (rows per CPU-second, client + server): pgbench {base_cpu:,.0f}, "
                     f"seed-db {seed_cpu:,.0f}, ratio {seed_cpu / base_cpu:.2f}"
                 )
+            print(cpu_budget_line(run.rows, base_rows, base_s, run.client_cpu, run.server_cpu))
             print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
         print(
             f"median ratio over {len(ratios)} pair(s): {statistics.median(ratios):.2f} (goal >= 0.50)"
@@ -291,6 +309,7 @@ def main() -> None:
                 f"{base_rate:,.0f} rows/s ({_cpu(base_client, base_server)}); "
                 f"ratio {rate / base_rate:.2f} (goal >= 0.50)"
             )
+            print(cpu_budget_line(run.rows, base_rows, base_s, run.client_cpu, run.server_cpu))
             print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
             print(run.summary)
 
