@@ -175,20 +175,20 @@ def warm_glyphs() -> None:
         sizes["bold"].add(max(6, round(30 * scale)))
     for kind, kind_sizes in sizes.items():
         for size in sorted(kind_sizes):
-            table = _glyph_table(kind, size)
-            for char in GLYPH_SET:
-                table[char] = _glyph(char, kind, size)
-            _middle(kind, size)
+            _warm_face(kind, size, GLYPH_SET)
         for first in GLYPH_SET:
             for second in GLYPH_SET:
                 if second != " ":
                     _pair_kerning(first + second, kind)
     for scale in ladder_scales():
-        size = max(6, round(54 * scale))
-        table = _glyph_table("bold", size)
-        for char in "0123456789":
-            table[char] = _glyph(char, "bold", size)
-        _middle("bold", size)
+        _warm_face("bold", max(6, round(54 * scale)), "0123456789")  # the NIK
+
+
+def _warm_face(kind: str, size: int, chars: str) -> None:
+    table = _glyph_table(kind, size)
+    for char in chars:
+        table[char] = _glyph(char, kind, size)
+    _middle(kind, size)
 
 
 def person_rng(person: Mapping[str, Any]) -> np.random.Generator:

@@ -200,7 +200,7 @@ def warm_caches() -> None:
     for kind in SURFACES:
         for index in range(MASTERS_PER_KIND):
             _master_pixels(kind, index)
-    _noise_frame(1)
+    _noise_frame()
     for level in range(len(NOISE_SIGMAS)):
         _card_noise(level)
     _light_grid()
@@ -313,10 +313,10 @@ def _noise_block(level: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=1)
-def _noise_frame(level: int) -> Image.Image:
-    """Mid-grey RGB sensor noise as big as any surface, made once per process (the block tiled)."""
+def _noise_frame() -> Image.Image:
+    """Mid-grey RGB sensor noise at NOISE_SIGMAS[1], as big as any surface, made once per process."""
     reps = -(-MASTER_SIDE // 704)
-    tiled = np.tile(_noise_block(level), (reps, reps, 1))[:MASTER_SIDE, :MASTER_SIDE]
+    tiled = np.tile(_noise_block(1), (reps, reps, 1))[:MASTER_SIDE, :MASTER_SIDE]
     return Image.fromarray(np.ascontiguousarray(tiled), "RGB")
 
 
@@ -590,7 +590,7 @@ def draw_surface(
     frame = small_image.resize(size, Image.Resampling.BILINEAR)
     if kind == "cloth":  # a weave is finer than 1/8 scale: tile a tiny woven pattern on top
         frame = ImageChops.multiply(frame, _weave_tile(size))
-    noise = _noise_frame(1)
+    noise = _noise_frame()
     if w <= noise.width and h <= noise.height:
         ox, oy = int(rng.integers(0, noise.width - w + 1)), int(rng.integers(0, noise.height - h + 1))
         frame = ImageChops.add(frame, noise.crop((ox, oy, ox + w, oy + h)), scale=1.0, offset=-128)

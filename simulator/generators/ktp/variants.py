@@ -86,8 +86,7 @@ def _phone_upload(person: Person, rng: np.random.Generator, fmt: str, *, cut_off
     if fmt == "png":
         shot = photo.plan_shot(rng, png_frame(size), cut_off=cut_off)
         return _encode_png_under_limit(photo.photograph(person, shot, rng))
-    quality = int(rng.integers(72, 94))
-    orientation = int(rng.choice([3, 6, 8])) if rng.random() < TURNED_SHARE else None
+    quality, orientation = _jpeg_settings(rng)
     shot = photo.plan_shot(rng, size, cut_off=cut_off)
     image = photo.photograph(person, photo.turn_shot(shot, orientation), rng)
     return _jpeg_under_limit(image, quality, orientation, turned=True), "jpg", size  # size upright
@@ -103,9 +102,15 @@ def _encode_png_under_limit(image: Image.Image) -> Rendered:
 
 def _encode_under_limit(image: Image.Image, rng: np.random.Generator) -> Rendered:
     """Encode a photo already taken as a phone's JPEG; never over the 2 MB limit (lower quality)."""
+    quality, orientation = _jpeg_settings(rng)
+    return _jpeg_under_limit(image, quality, orientation), "jpg", image.size
+
+
+def _jpeg_settings(rng: np.random.Generator) -> tuple[int, int | None]:
+    """The phone's JPEG quality and, for TURNED_SHARE of photos, the EXIF orientation it stores them under."""
     quality = int(rng.integers(72, 94))
     orientation = int(rng.choice([3, 6, 8])) if rng.random() < TURNED_SHARE else None
-    return _jpeg_under_limit(image, quality, orientation), "jpg", image.size
+    return quality, orientation
 
 
 def _jpeg_under_limit(
