@@ -242,7 +242,8 @@ def serve(
     no_access_log,
 ) -> None:  # noqa: ANN001
     """Run the reference registration API (the embedded default target)."""
-    if not is_loopback(host) and not allow_remote:
+    loopback = is_loopback(host)  # a name is resolved: once
+    if not loopback and not allow_remote:
         raise UnsafeTarget(
             f"--host {host} is not a loopback address; pass --allow-remote to serve on it "
             "(the admin routes and the sandbox outbox have no authentication)"
@@ -272,7 +273,7 @@ def serve(
             probe.bind((host, port))
         except OSError as err:
             raise InvalidOption(f"--host/--port: cannot listen on {host}:{port} ({err.strerror})") from None
-    if not is_loopback(host):
+    if not loopback:
         click.echo(f"warning: serving on {host}:{port}, reachable from other machines", err=True)
     click.echo(
         f"serving http://{host}:{port} (db {settings.db_url}, {workers} worker(s)); OpenAPI at /openapi.json",

@@ -330,7 +330,7 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
     pending: deque = deque()
     # In flight: workers + 1 chunks, and the one the caller is writing.
     slots = _Slots(run, min(workers + 2, len(chunks)), plan.options.chunk_rows * _SLOT_BYTES_PER_ROW[fmt])
-    table = fmt == "parquet"
+    shared = _SharedTable if fmt == "parquet" else _SharedBytes
 
     def submit(k: int) -> None:
         slot = slots.acquire()
@@ -348,8 +348,7 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
                 persons, handles = result.get()
                 pending.popleft()
                 k = next(todo, None)
-                payloads = {name: (_SharedTable if table else _SharedBytes)(slots, handle)
-                            for name, handle in handles.items()}
+                payloads = {name: shared(slots, handle) for name, handle in handles.items()}
                 try:
                     if k is not None:
                         submit(k)
