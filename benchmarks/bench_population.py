@@ -19,10 +19,10 @@ import resource
 import shutil
 import sys
 import tempfile
-import threading
 import time
 
 import psutil
+from _measure import PeakMemory  # benchmarks/, first on the path of a script run from it
 
 
 def faker_baseline(count: int, seed: int) -> float:
@@ -99,45 +99,6 @@ def generator_rate(count: int, seed: int, dictionary: bool = True) -> float:
         # reason codes...) dictionary-encoded, every value the same as the plain form's.
         generate_chunk(plan, k, dictionary=dictionary)
     return count / (time.process_time() - start)
-
-
-class PeakMemory:
-    """Samples the memory of this process plus its children; ``peak`` (PSS) and ``peak_rss`` in bytes.
-
-    PSS (proportional set size) is the honest sum: the shared-memory blocks that carry chunks from
-    the workers are mapped by several processes, and a sum of RSS counts each of their pages once
-    per process. Reading PSS costs more, hence the 0.5 s interval.
-    """
-
-    def __init__(self, interval: float = 0.5):
-        self.interval = interval
-        self.peak = 0
-        self.peak_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            pss = rss = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    info = process.memory_full_info()
-                except psutil.Error:
-                    continue
-                pss += getattr(info, "pss", info.rss)
-                rss += info.rss
-            self.peak = max(self.peak, pss)
-            self.peak_rss = max(self.peak_rss, rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _cpu_seconds() -> tuple[float, float]:

@@ -10,9 +10,9 @@ pair runs ``--repeat`` times, back to back; prints both rates, the ratio (goal >
 median, the CPU seconds each side used (client process tree, and the PostgreSQL server's processes
 when the server runs on this machine: on a shared machine the wall-clock ratio moves with the load,
 CPU time much less) against the CPU the goal leaves the seed on this machine (all CPUs busy for
-twice pgbench's time per row), the same seed with one hash per account (``--distinct-passwords all``: what the
-password pool saves), and, with ``--million``, the time and peak memory (the whole process tree) of
-seeding 1,000,000 applicants.
+twice pgbench's time per row), the same seed with one hash per account (``--distinct-passwords
+all``: what the password pool saves), and, with ``--million``, the time and peak memory (the whole
+process tree) of seeding 1,000,000 applicants.
 
     python benchmarks/bench_seed_db.py [--pg URL] [--size 200000] [--scale N] [--repeat 3] [--million]
 """
@@ -28,11 +28,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 
 import psutil
+from _measure import PeakMemory  # benchmarks/, first on the path of a script run from it
 from sqlalchemy.engine import make_url
 
 from simulator.api.testing import scratch_database
@@ -124,35 +124,6 @@ def database_bytes(db_url: str) -> int:
             return int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
     finally:
         engine.dispose()
-
-
-class PeakMemory:
-    """Samples the memory of a process and all its children (hash workers) every 0.5 s (reading every
-    process's page tables costs CPU the seed would otherwise have).
-
-    PSS (proportional set size), not RSS: forked workers share the parent's pages, and RSS would
-    count each shared page once per process."""
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.5)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 @dataclass
