@@ -7,6 +7,7 @@ Each subcommand lives beside the library it wraps and is imported only when it i
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
