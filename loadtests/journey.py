@@ -1,4 +1,4 @@
-"""One applicant's registration, step by step, as the reference API (architecture.md 3.2) expects it.
+"""One applicant's registration, step by step, as the reference API (docs/architecture.md 3.2) expects it.
 
 Each method is one step of simulator.surge.scenario.STEPS; the harness calls them in order with think times.
 """

@@ -1,4 +1,4 @@
-"""The reference registration API (architecture.md 3.2): routes, errors, auth, idempotency, access log.
+"""The reference registration API (docs/architecture.md 3.2): routes, errors, auth, idempotency, access log.
 
 `create_app(settings)` builds the ASGI app; `prakerja-sim serve` runs it under uvicorn.
 """
@@ -71,7 +71,7 @@ TEST_ANSWER_KEY = "BCADDBACBDCABDACBD"
 """Which answer scores each of the 18 questions (the test ranks, it never refuses anyone)."""
 
 PHONE_RE = re.compile(r"^08[1-9][0-9]{7,10}$")
-"""Indonesian mobile: 08xx, 10-13 digits with the leading 0 (domain.md)."""
+"""Indonesian mobile: 08xx, 10-13 digits with the leading 0 (docs/domain.md)."""
 
 AccountIdPath = Annotated[str, Path(min_length=1, max_length=36, pattern=r"^[\x21-\x7e]+$")]
 

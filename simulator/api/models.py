@@ -90,7 +90,7 @@ class PhoneBody(_Body):
 
 
 TEST_QUESTIONS = 18
-"""The 2020 basic-skills / motivation test: 18 questions, one at a time (domain.md)."""
+"""The 2020 basic-skills / motivation test: 18 questions, one at a time (docs/domain.md)."""
 
 
 class TestAnswers(_Body):

@@ -106,7 +106,7 @@ def exponential_bin_mass(grid: TimeGrid, time_constant_minutes: np.ndarray) -> n
 def solve_decay_minutes(params: Params) -> float:
     """The decay time constant that makes the first 24 h hold ``arrivals.first_24h_share``.
 
-    Calibrated on wave 9 (3.5M of 5.8M joined in the first 24 h; domain.md), re-solved for the
+    Calibrated on wave 9 (3.5M of 5.8M joined in the first 24 h; docs/domain.md), re-solved for the
     wave's own duration so the published share holds whatever the length of the wave.
     """
     arrivals = params["arrivals"]

@@ -18,7 +18,7 @@ from simulator.rules.email import TYPO_DOMAINS  # the rule lives with the other 
 
 # Operators' share of Indonesian mobile subscriptions, 2020 (operators' annual reports:
 # Telkomsel ~170M, Indosat ~60M, XL Axiata ~58M, Hutchison Tri ~40M, Smartfren ~30M; rounded),
-# and their 08xx prefixes (libphonenumber's carrier table, see shared/domain.md).
+# and their 08xx prefixes (libphonenumber's carrier table, see docs/domain.md).
 OPERATOR_SHARES: dict[str, float] = {
     "Telkomsel": 0.47, "Indosat": 0.17, "XL": 0.16, "Tri": 0.11, "Smartfren": 0.09,
 }

@@ -32,7 +32,7 @@ DEFECT_REASONS: dict[str, Reason] = {
 DEFECT_NAMES: tuple[str, ...] = tuple(DEFECT_REASONS)
 
 # "realistic": the most common failures were a NIK not (yet) in the central registry and typing
-# mistakes (shared/domain.md); 20M of 26M email-verified registrants passed the NIK+KK check.
+# mistakes (docs/domain.md); 20M of 26M email-verified registrants passed the NIK+KK check.
 PROFILES: dict[str, dict[str, float]] = {
     "none": {},
     "realistic": {

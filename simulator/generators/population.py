@@ -46,7 +46,7 @@ DATE_RESIDUES = 16  # see _serials
 NOT_FOUND_SERIAL = 9000  # serials 9000-9999 are never issued: a typed NIK there is absent
 
 # --- published shapes (cited) and stated assumptions ----------------------------------------------
-# Age of Kartu Prakerja recipients, West Java, waves 1-22 (shared/domain.md): 18-25 34%, 26-35 39%,
+# Age of Kartu Prakerja recipients, West Java, waves 1-22 (docs/domain.md): 18-25 34%, 26-35 39%,
 # 36-45 15%, 46-55 8%, over 55 4% (capped at 64, the program's working-age population).
 AGE_BRACKETS: tuple[tuple[int, int, float], ...] = (
     (18, 25, 0.34), (26, 35, 0.39), (36, 45, 0.15), (46, 55, 0.08), (56, 64, 0.04),
@@ -79,7 +79,7 @@ MARITAL_BY_AGE: tuple[tuple[int, tuple[float, ...]], ...] = (  # (up to age, sha
 BLOOD_TYPES = ("O", "A", "B", "AB", "-")
 BLOOD_SHARES = (0.24, 0.17, 0.19, 0.05, 0.35)  # O 37%, A 26%, B 29%, AB 8% of the known; "-" unknown
 # Occupation as written on the KTP (Permendagri list); eligible values only. 88% of registrants
-# were not working (shared/domain.md), though a KTP often still shows an old job.
+# were not working (docs/domain.md), though a KTP often still shows an old job.
 OCCUPATIONS_MALE: dict[str, float] = {
     "BELUM/TIDAK BEKERJA": 0.40, "KARYAWAN SWASTA": 0.22, "WIRASWASTA": 0.14, "BURUH HARIAN LEPAS": 0.09,
     "PETANI/PEKEBUN": 0.05, "PEDAGANG": 0.03, "SOPIR": 0.02, "KARYAWAN HONORER": 0.015,
@@ -101,11 +101,11 @@ EXCLUDED_DRAW: dict[str, float] = {  # how an excluded occupation is drawn for t
 # Every occupation a KTP here can show, once: the occupation column indexes into it.
 OCCUPATIONS: tuple[str, ...] = tuple(dict.fromkeys(
     [*OCCUPATIONS_MALE, *OCCUPATIONS_FEMALE, STUDENT, *EXCLUDED_DRAW]))
-# 87% finished high school or more (shared/domain.md).
+# 87% finished high school or more (docs/domain.md).
 EDUCATION: dict[str, float] = {
     "SD": 0.04, "SMP": 0.09, "SMA/SMK": 0.60, "D1-D3": 0.07, "D4/S1": 0.19, "S2": 0.01,
 }
-# 88% not working (shared/domain.md); how the not-working split is an assumption.
+# 88% not working (docs/domain.md); how the not-working split is an assumption.
 EMPLOYMENT: dict[str, float] = {
     "TIDAK BEKERJA": 0.50, "KORBAN PHK": 0.24, "DIRUMAHKAN": 0.14, "BEKERJA": 0.07, "WIRAUSAHA": 0.05,
 }

@@ -16,10 +16,10 @@ from PIL import Image, ImageOps
 from simulator.rules.reasons import ACCEPT, Reason
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
-"""The program's limit: "at most 2 MB (larger files are rejected)" (domain.md, tirto.id 2020)."""
+"""The program's limit: "at most 2 MB (larger files are rejected)" (docs/domain.md, tirto.id 2020)."""
 
 ACCEPTED_FORMATS = ("jpeg", "png")
-"""JPG/JPEG or PNG only (domain.md)."""
+"""JPG/JPEG or PNG only (docs/domain.md)."""
 
 MIN_SIDE = 320
 """Below this a phone photo of a card cannot be read; also refuses thumbnails and icons."""

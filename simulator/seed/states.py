@@ -54,7 +54,7 @@ _ALIASES = {
 
 # --- named profiles -------------------------------------------------------------------------------
 # Shares of all accounts, from the cumulative funnels published by the program office
-# (okezone, 3 Nov 2020; tirto.id; see /shared/domain.md "Funnel"). Each share is one stage minus
+# (okezone, 3 Nov 2020; tirto.id; see docs/domain.md "Funnel"). Each share is one stage minus
 # the next. Two stages are not published: accounts that verified their phone but did not take the
 # test, and those who took it but never joined a wave; we assume 2.5% of accounts each.
 

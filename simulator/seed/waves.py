@@ -29,7 +29,7 @@ def _wib(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=WIB)
 
 
-# /shared/domain.md "Waves" (tribun-bali, indonesiapos, kumparan, liputan6, cnnindonesia,
+# docs/domain.md "Waves" (tribun-bali, indonesiapos, kumparan, liputan6, cnnindonesia,
 # bisnis.com, okezone). Times the sources leave out are assumed: a wave opens at 12:00 WIB and
 # closes 4 days later at 12:00 (wave 3: 26 -> 30 Apr 16:00; wave 6 opened 26 Aug).
 PUBLISHED_WAVES: tuple[PublishedWave, ...] = (

@@ -134,7 +134,7 @@ STEPS: tuple[str, ...] = (
     "test",
     "join",
 )
-"""The registration flow, in order (domain.md, 'The registration flow (2020)')."""
+"""The registration flow, in order (docs/domain.md, 'The registration flow (2020)')."""
 
 SELECTION_MODES = ("lottery", "fcfs")
 FUNNEL_SOURCES = ("population", "scenario")
@@ -151,7 +151,7 @@ KTP_DEFECT_CODES: tuple[str, ...] = tuple(str(r) for r in UPLOAD_REASONS)
 """Ways a KTP upload can be wrong (the reason codes the upload rules answer with)."""
 
 # Mean think time before each step, wave seconds. The test is ~15 minutes of 18 questions
-# (domain.md, step 6); the rest are form-filling guesses, overridable per scenario.
+# (docs/domain.md, step 6); the rest are form-filling guesses, overridable per scenario.
 DEFAULT_THINK_S: dict[str, float] = {
     "create_account": 90.0,
     "verify_email": 120.0,

@@ -98,7 +98,7 @@ def _strip_prefix(name: str, prefixes: tuple[str, ...]) -> str:
 
 
 def card_text(person: Mapping[str, Any], issue_date: dt.date) -> CardText:
-    """Format a resident row (architecture.md 3.1 columns) into the card's printed fields."""
+    """Format a resident row (docs/architecture.md 3.1 columns) into the card's printed fields."""
     missing = [key for key in REQUIRED_FIELDS if not person.get(key)]
     if missing:
         raise InvalidInputFile(f"resident row {person.get('nik', '?')}: missing {', '.join(missing)}")
