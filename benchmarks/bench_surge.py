@@ -30,7 +30,8 @@ from simulator.surge.scenario import STEPS
 CHEAP_JOURNEY = textwrap.dedent(
     '''
     """Benchmark: the full journey machinery, every step on the API's cheapest endpoint."""
-    from simulator.surge.harness import JourneyUser, register
+    from simulator.surge.controller import register
+    from simulator.surge.harness import JourneyUser
     from loadtests.shape import WaveOpening
 
     PATH = "{path}"

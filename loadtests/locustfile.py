@@ -9,7 +9,7 @@ through ApplicantJourney once. `prakerja-sim surge` runs this file and writes th
 
 from loadtests.journey import ApplicantJourney
 from loadtests.shape import WaveOpening
-from simulator.surge.harness import register
+from simulator.surge.controller import register
 
 register(lambda: ApplicantJourney)
 

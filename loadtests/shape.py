@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
-from simulator.surge.harness import controller_of
+from simulator.surge.controller import controller_of
 
 
 class WaveOpening(LoadTestShape):

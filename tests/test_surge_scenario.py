@@ -173,7 +173,5 @@ def test_the_planner_and_a_scenario_solve_the_same_wave_to_the_same_decay():
     )
     tau_s = arrivals.tail_time_constant_s(96 * 3600)
     assert solve_decay_minutes(params) * 60 == pytest.approx(tau_s, rel=1e-9)
-    share = first_day_share(
-        tau_s, 96 * 3600, crowd_share=0.08, crowd_release_s=600.0, baseline_share=0.15
-    )
+    share = first_day_share(tau_s, 96 * 3600, crowd_share=0.08, crowd_release_s=600.0, baseline_share=0.15)
     assert share == pytest.approx(0.603, abs=1e-9)

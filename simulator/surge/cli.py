@@ -5,7 +5,6 @@ The work is in simulator.surge.runner.run_surge and simulator.surge.demo.run_dem
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import click
@@ -101,12 +100,13 @@ def surge(
     progress_s,
 ) -> int:
     """Replay a wave opening against a registration API (open model, headless) and report it."""
-    from simulator.surge.runner import SurgeOptions, run_surge, worker_command
+    from simulator.surge.runner import SurgeOptions, run_surge, run_worker
 
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
     if worker:
         if not master_host:
             raise InvalidOption("--worker needs --master-host (the machine running `surge --master`)")
-        return subprocess.call(worker_command(master_host, master_port, max(processes, 0)))
+        return run_worker(master_host, master_port, max(processes, 0), say)
     if not scenario:
         raise InvalidOption("--scenario is required (a file, or a built-in such as smoke or wave-11)")
     if master and processes:
@@ -126,7 +126,7 @@ def surge(
         allow_remote=allow_remote,
         progress_s=progress_s,
     )
-    result = run_surge(options, say=lambda line: click.echo(line, err=True))
+    result = run_surge(options, say=say)
     click.echo(result.summary)
     return result.exit_code
 
@@ -135,9 +135,9 @@ def surge(
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("prakerja-demo"),
-    show_default=True,
-    help="Directory for the report (the rest is temporary and removed).",
+    default=None,
+    help="Directory for the report and KTP samples. Default: a new directory in the system's "
+    "temporary directory, printed at the start and the end (the rest is temporary and removed).",
 )
 @click.option(
     "--scenario",
