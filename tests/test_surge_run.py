@@ -271,17 +271,17 @@ def test_faults_become_reference_api_settings():
 
 
 def test_locustfile_runs_from_locusts_web_ui(tmp_path, population):
+    # The Locust-native path as a user takes it: nothing done beforehand (the wave is not open),
+    # "start" pressed with the form as it comes (users and ramp-up at 0), the report at the end.
     import time
     import urllib.parse
     import urllib.request
 
-    from simulator.surge.runner import locustfile_path, open_wave
-    from simulator.surge.scenario import load_scenario
+    from simulator.surge.runner import locustfile_path
 
     web_port = free_port()
     out = tmp_path / "webui"
     with running_server(registry_dir=population, password_cost=0) as host:
-        open_wave(host, load_scenario(scenario_file(tmp_path)))  # what `surge` does before Locust
         locust = subprocess.Popen(
             [
                 sys.executable,
@@ -312,24 +312,92 @@ def test_locustfile_runs_from_locusts_web_ui(tmp_path, population):
             deadline = time.monotonic() + 60
             while True:  # wait for the web UI, then press "start" as a user would
                 try:
-                    form = urllib.parse.urlencode({"user_count": 1, "spawn_rate": 1, "host": host}).encode()
-                    with urllib.request.urlopen(
-                        f"http://127.0.0.1:{web_port}/swarm", data=form, timeout=5
-                    ) as r:
-                        assert json.load(r)["success"]
+                    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=5) as r:
+                        page = r.read().decode()
                     break
                 except OSError:
                     assert time.monotonic() < deadline, "Locust's web UI did not come up"
                     time.sleep(0.5)
-            raw = out / "surge-raw.json"
-            while not raw.is_file():
-                assert time.monotonic() < deadline + 60, "the web UI run never finished"
+            # The form explains itself: the surge's options are there, users/ramp-up greyed out at 0.
+            assert '"hide_common_options": true' in page and "surge_scenario" in page
+            form = urllib.parse.urlencode({"user_count": 0, "spawn_rate": 0, "host": host}).encode()
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/swarm", data=form, timeout=5) as r:
+                assert json.load(r)["success"]
+            while not (out / "report.json").is_file():
+                assert time.monotonic() < deadline + 90, "the web UI run never wrote its report"
                 time.sleep(0.5)
         finally:
             locust.terminate()
             _, stderr = locust.communicate(timeout=30)
-    results = json.loads(raw.read_text(encoding="utf-8"))
-    assert results["status"] == "complete", stderr[-2000:]
-    journeys = results["metrics"]["journeys"]
-    assert sum(journeys.values()) == results["schedule"]["count"] and journeys.get("completed", 0) > 5
-    assert results["metrics"]["acknowledged"].get("join", 0) >= 1  # people got into the wave
+    data = report_of(out)
+    assert data["status"] == "complete", stderr[-2000:]
+    assert "opened wave 3 (fcfs, quota 5)" in stderr  # as `surge` does before the first arrival
+    check_consistent(data)
+    assert data["journeys"]["funnel"]["join"] >= 1  # people got into the wave
+    assert data["summary"]["unexpected_errors"] == 0, data["errors"]
+    assert (out / "report.html").is_file()
+
+
+def test_plain_headless_locust_opens_the_wave_reports_and_exits_like_surge(tmp_path, population):
+    from simulator.surge.runner import locustfile_path
+
+    out = tmp_path / "headless"
+    with running_server(registry_dir=population, password_cost=0) as host:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(locustfile_path()),
+                "--headless",
+                "--host",
+                host,
+                "--surge-scenario",
+                str(scenario_file(tmp_path, IMPOSSIBLE)),
+                "--surge-population",
+                str(population),
+                "--surge-out",
+                str(out),
+                "--surge-progress",
+                "0",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+    assert "opened wave 3 (fcfs, quota 5)" in run.stderr
+    data = report_of(out)
+    assert run.returncode == data["exit_code"] == 1, run.stderr[-3000:]  # the impossible threshold
+    check_consistent(data)
+    assert "SLO FAIL    answers in a microsecond" in run.stderr  # the same summary as `surge`
+
+
+def test_plain_locust_refuses_a_non_loopback_host(tmp_path):
+    from simulator.surge.runner import locustfile_path
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile_path()),
+            "--headless",
+            "--host",
+            "http://registration.invalid:8000",
+            "--surge-scenario",
+            str(scenario_file(tmp_path)),
+            "--surge-out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "surge: error: --host http://registration.invalid:8000 is not a loopback address" in run.stderr
+    assert "Pass --surge-allow-remote if you mean it" in run.stderr
+    assert not (tmp_path / "o" / "report.json").exists()
+    raw = json.loads((tmp_path / "o" / "surge-raw.json").read_text(encoding="utf-8"))
+    assert raw["status"] == "failed" and raw["error"].startswith("--host http://registration.invalid:8000")

@@ -126,7 +126,7 @@ class SurgeController:
             raise InvalidOption(
                 "no --host (or Host in the web UI): the API to load, e.g. http://127.0.0.1:8000"
             )
-        host = check_target(self.environment.host, options.surge_allow_remote)
+        host = check_target(self.environment.host, options.surge_allow_remote, "--surge-allow-remote")
         self.skip = fresh_skip(host, self.scenario, options.surge_population or None, self.skip, say)
         self.before = prepare_target(host, self.scenario, say)
 
@@ -186,6 +186,7 @@ class SurgeController:
         self.state = "failed"
         say(f"surge: error: {error}")
         self._write_results()
+        self.environment.process_exit_code = 2  # bad input, as `prakerja-sim surge` exits
 
     def _send_all(self, msg_type: str, data: dict[str, Any]) -> None:
         runner = self.environment.runner

@@ -41,28 +41,40 @@ DEFAULT_OUT = "surge-report"  # the same as `prakerja-sim surge --out`
 
 
 def add_arguments(parser: Any) -> None:
-    """Locust command-line options of the surge (also shown in Locust's web UI)."""
-    group = parser.add_argument_group("surge", "open-model replay of a wave opening (prakerja-sim)")
-    group.add_argument(
-        "--surge-scenario",
-        default="smoke",
-        help="scenario file or built-in name (smoke, wave-11, ...). Default: smoke",
+    """Locust command-line options of the surge; the scenario, population and report directory
+    also show in the web UI's form (its "Number of users" and "Ramp up" stay 0: see below)."""
+    group = parser.add_argument_group(
+        "surge",
+        "open-model replay of a wave opening (prakerja-sim). The scenario's arrival schedule starts "
+        "one user per applicant: Locust's --users / --spawn-rate (the web UI's 'Number of users' "
+        "and 'Ramp up', greyed out at 0) are not used.",
     )
-    group.add_argument(
-        "--surge-population",
-        default="",
-        help="population directory (prakerja-sim population); empty: generate one in memory",
-    )
+    shown = [
+        group.add_argument(
+            "--surge-scenario",
+            default="smoke",
+            help="Surge scenario: a file or a built-in (smoke, wave-11, wave-1-opening, dukcapil-slow, "
+            "ktp-upload-storm, soak). It decides who arrives when; Number of users / Ramp up stay 0.",
+        ),
+        group.add_argument(
+            "--surge-population",
+            default="",
+            help="Population directory (prakerja-sim population) whose residents the target's registry "
+            "holds; empty: each load generator makes one from the scenario's seed",
+        ),
+        group.add_argument(
+            "--surge-out",
+            default=DEFAULT_OUT,
+            help=f"Where report.json and report.html go (at the end of the run). Default: {DEFAULT_OUT}",
+        ),
+    ]
+    for action in shown:
+        action.include_in_web_ui = True  # Locust's own flag; a group's add_argument does not take it
     group.add_argument(
         "--surge-skip",
         type=int,
         default=0,
-        help="leave out the first N applicants (used by an earlier run on the same server)",
-    )
-    group.add_argument(
-        "--surge-out",
-        default=DEFAULT_OUT,
-        help=f"directory for report.json, report.html and surge-raw.json. Default: {DEFAULT_OUT}",
+        help="leave out the first N applicants (the run also moves past those the target already holds)",
     )
     group.add_argument(
         "--surge-progress",

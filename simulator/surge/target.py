@@ -27,15 +27,18 @@ REGISTERED_PROBES = 3
 """Applicants whose log-in is tried to tell whether the target already holds a run's applicants."""
 
 
-def check_target(host: str, allow_remote: bool) -> str:
-    """The base URL without a trailing slash; raises UnsafeTarget for a non-loopback host."""
+def check_target(host: str, allow_remote: bool, flag: str = "--allow-remote") -> str:
+    """The base URL without a trailing slash; raises UnsafeTarget for a non-loopback host.
+
+    ``flag`` is the option that allows one, as the user's command spells it.
+    """
     parsed = urllib.parse.urlparse(host)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise InvalidOption(f"--host: expected a URL like http://127.0.0.1:8000, got {host!r}")
     if not allow_remote and not is_loopback(parsed.hostname):
         raise UnsafeTarget(
             f"--host {host} is not a loopback address; a surge there is real load on a real system. "
-            "Pass --allow-remote if you mean it (and have the owner's permission)."
+            f"Pass {flag} if you mean it (and have the owner's permission)."
         )
     return host.rstrip("/")
 
