@@ -33,9 +33,16 @@ CONNECTION_ERROR = "CONNECTION_ERROR"
 
 
 def failure_code(error: BaseException | None) -> str:
-    """The label of a request that got no HTTP answer: a timeout, or a connection that failed."""
-    if isinstance(error, TimeoutError | gevent.Timeout):  # socket.timeout is TimeoutError
-        return TIMEOUT
+    """The label of a request that got no HTTP answer: a timeout, or a connection that failed.
+
+    geventhttpclient wraps the socket's timeout (``RetriesExceeded(original=...)``): look inside.
+    """
+    for _ in range(5):
+        if error is None:
+            break
+        if isinstance(error, TimeoutError | gevent.Timeout):  # socket.timeout is TimeoutError
+            return TIMEOUT
+        error = getattr(error, "original", None) or error.__cause__ or error.__context__
     return CONNECTION_ERROR
 
 
