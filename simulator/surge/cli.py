@@ -15,6 +15,7 @@ from simulator.errors import InvalidOption
 @click.command(
     epilog="""\b
 Examples:
+  prakerja-sim surge --plan                     (what each built-in scenario costs on this machine)
   prakerja-sim surge --scenario smoke --host http://127.0.0.1:8000 --population pop --out report
   prakerja-sim surge --scenario wave-11 --host http://127.0.0.1:8000 --population pop --processes 2
   prakerja-sim surge --scenario wave-11 --host URL --master --expect-workers 4 --out wave11
@@ -76,6 +77,12 @@ Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 targe
     help="Leave out the first N applicants (already registered by an earlier run on this server).",
 )
 @click.option(
+    "--plan",
+    is_flag=True,
+    help="Only say what the scenario costs (run length, arrivals, requests, cores at its peak) and "
+    "whether this machine carries it; without --scenario, for every built-in. Sends nothing.",
+)
+@click.option(
     "--progress",
     "progress_s",
     type=click.FloatRange(min=0),
@@ -97,12 +104,18 @@ def surge(
     master_port,
     allow_remote,
     skip_applicants,
+    plan,
     progress_s,
 ) -> int:
     """Replay a wave opening against a registration API (open model, headless) and report it."""
     from simulator.surge.runner import SurgeOptions, run_surge, run_worker
 
     say = lambda line: click.echo(line, err=True)  # noqa: E731
+    if plan:
+        from simulator.surge.cost import plan_text
+
+        click.echo(plan_text(scenario))
+        return 0
     if worker:
         if not master_host:
             raise InvalidOption("--worker needs --master-host (the machine running `surge --master`)")

@@ -198,6 +198,7 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
     if not host:
         raise InvalidOption("--host is required (the scenario file names no [target] host)")
     host = check_target(host, options.allow_remote)
+    say_cost(scenario, host, options, say)
     if options.processes < 0:
         raise InvalidOption(f"--processes must be >= 1, got {options.processes}")
     out = Path(options.out).resolve()
@@ -243,6 +244,30 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         "interrupted_by": None if stops.received is None else signal_name(stops.received),
     }
     return finish_run(scenario, raw, before, out, params, say, signum=stops.received)
+
+
+def say_cost(scenario: Scenario, host: str, options: SurgeOptions, say: Callable[[str], None]) -> None:
+    """One line on what the run costs, and a warning when this machine cannot carry it."""
+    import urllib.parse
+
+    from simulator.net import is_loopback
+    from simulator.surge.cost import scenario_cost
+
+    cost = scenario_cost(scenario)
+    say(f"surge: {cost.line()}")
+    if options.master:
+        return  # the load runs on other machines
+    if is_loopback(urllib.parse.urlparse(host).hostname or ""):
+        why = cost.fits()
+    else:
+        cpus = os.cpu_count() or 1
+        why = (
+            None
+            if cost.cores_load_generator <= cpus
+            else f"the load generator alone needs more than {cpus} CPU(s)"
+        )
+    if why:
+        say(f"surge: warning: {why}")
 
 
 def run_worker(master_host: str, master_port: int | None, processes: int, say: Callable[[str], None]) -> int:
