@@ -1,6 +1,6 @@
 """The load shape of a wave opening: Locust asks it every second; the surge harness answers.
 
-No looping users: the harness starts one journey per scheduled arrival (see simulator/surge/harness.py).
+No looping users: each load generator starts one journey per scheduled arrival (simulator/surge/generator.py).
 """
 
 from __future__ import annotations

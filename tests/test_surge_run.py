@@ -320,6 +320,14 @@ def test_faults_become_reference_api_settings():
     assert options == ["--sms-loss-rate", "0.1", "--email-delay", "lognormal:2000,0.5"]
 
 
+def plain_locust(host: str, scenario: Path, out: Path, *extra: str) -> list[str]:
+    """`locust -f loadtests/locustfile.py` as a user types it, on the installed locustfile."""
+    from simulator.surge.runner import locustfile_path
+
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile_path()), "--host", host]
+    return cmd + ["--surge-scenario", str(scenario), "--surge-out", str(out), "--surge-progress", "0", *extra]
+
+
 def test_locustfile_runs_from_locusts_web_ui(tmp_path, population):
     # The Locust-native path as a user takes it: nothing done beforehand (the wave is not open),
     # "start" pressed with the form as it comes (users and ramp-up at 0), the report at the end.
@@ -327,33 +335,12 @@ def test_locustfile_runs_from_locusts_web_ui(tmp_path, population):
     import urllib.parse
     import urllib.request
 
-    from simulator.surge.runner import locustfile_path
-
     web_port = free_port()
     out = tmp_path / "webui"
     with running_server(registry_dir=population, password_cost=0) as host:
         locust = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(locustfile_path()),
-                "--host",
-                host,
-                "--web-host",
-                "127.0.0.1",
-                "--web-port",
-                str(web_port),
-                "--surge-scenario",
-                str(scenario_file(tmp_path)),
-                "--surge-population",
-                str(population),
-                "--surge-out",
-                str(out),
-                "--surge-progress",
-                "0",
-            ],
+            plain_locust(host, scenario_file(tmp_path), out, "--surge-population", str(population))
+            + ["--web-host", "127.0.0.1", "--web-port", str(web_port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -389,29 +376,11 @@ def test_locustfile_runs_from_locusts_web_ui(tmp_path, population):
 
 
 def test_plain_headless_locust_opens_the_wave_reports_and_exits_like_surge(tmp_path, population):
-    from simulator.surge.runner import locustfile_path
-
     out = tmp_path / "headless"
     with running_server(registry_dir=population, password_cost=0) as host:
         run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(locustfile_path()),
-                "--headless",
-                "--host",
-                host,
-                "--surge-scenario",
-                str(scenario_file(tmp_path, IMPOSSIBLE)),
-                "--surge-population",
-                str(population),
-                "--surge-out",
-                str(out),
-                "--surge-progress",
-                "0",
-            ],
+            plain_locust(host, scenario_file(tmp_path, IMPOSSIBLE), out, "--headless")
+            + ["--surge-population", str(population)],
             capture_output=True,
             text=True,
             timeout=150,
@@ -424,23 +393,10 @@ def test_plain_headless_locust_opens_the_wave_reports_and_exits_like_surge(tmp_p
 
 
 def test_plain_locust_refuses_a_non_loopback_host(tmp_path):
-    from simulator.surge.runner import locustfile_path
-
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(locustfile_path()),
-            "--headless",
-            "--host",
-            "http://registration.invalid:8000",
-            "--surge-scenario",
-            str(scenario_file(tmp_path)),
-            "--surge-out",
-            str(tmp_path / "o"),
-        ],
+        plain_locust(
+            "http://registration.invalid:8000", scenario_file(tmp_path), tmp_path / "o", "--headless"
+        ),
         capture_output=True,
         text=True,
         timeout=120,
