@@ -21,7 +21,9 @@ Examples:
   prakerja-sim surge --scenario wave-11 --host URL --master --expect-workers 4 --out wave11
   prakerja-sim surge --worker --master-host 10.0.0.5          (on each load-generator machine)
 \b
-Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 target unreachable."""
+Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 target unreachable,
+128+N stopped by signal N (Ctrl-C 130, SIGTERM 143, SIGHUP 129: the report of what was measured
+is written, and every process the run started is stopped)."""
 )
 @click.option(
     "--scenario",
@@ -74,7 +76,8 @@ Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 targe
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Leave out the first N applicants (already registered by an earlier run on this server).",
+    help="Leave out the first N applicants. A run finds those an earlier run registered on this "
+    "server by itself (it tries their log-in) and moves past them, saying how many.",
 )
 @click.option(
     "--plan",
