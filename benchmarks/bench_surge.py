@@ -30,7 +30,8 @@ from simulator.surge.scenario import STEPS
 CHEAP_JOURNEY = textwrap.dedent(
     '''
     """Benchmark: the full journey machinery, every step on the API's cheapest endpoint."""
-    from simulator.surge.harness import JourneyUser, register
+    from simulator.surge.controller import register
+    from simulator.surge.harness import JourneyUser
     from loadtests.shape import WaveOpening
 
     PATH = "{path}"
@@ -129,11 +130,12 @@ def cheapest_path(host: str) -> str:
 
 
 def run_locust(args: list[str]) -> None:
-    subprocess.run(
+    run = subprocess.run(
         [sys.executable, "-m", "locust", "--headless", "--only-summary", "--loglevel", "WARNING", *args],
-        check=True,
         stdout=subprocess.DEVNULL,
     )
+    if run.returncode not in (0, 1):  # 1: a scenario threshold failed, the measurement stands
+        raise SystemExit(f"locust exited with code {run.returncode}")
 
 
 def steady_median(per_second: np.ndarray) -> float:
@@ -234,13 +236,74 @@ def arrival_accuracy(work: Path, host: str, path: str, seconds: float) -> tuple[
     return worst, list(zip(scheduled.tolist(), started.tolist(), strict=True))
 
 
+def journey_cpu(work: Path, arrivals: float) -> tuple[float, float, int]:
+    """(load-generator CPU s, reference-API CPU s, requests) of one headless run of the smoke
+    journey mix stretched to 60 s, with ``arrivals`` expected (the API on SQLite, cost 0)."""
+    import resource
+
+    import psutil
+
+    from simulator.io.population import write_population
+    from simulator.surge.runner import locustfile_path
+
+    scenario = work / f"cost-{arrivals:g}.toml"
+    text = (Path(__file__).parent.parent / "scenarios" / "smoke.toml").read_text(encoding="utf-8")
+    text = text.replace("expected_total = 200.0", f"expected_total = {arrivals:g}")
+    text = text.replace("pre_open_crowd = 20.0", f"pre_open_crowd = {arrivals / 10:g}")
+    text = text.replace("baseline_per_s = 0.03", f"baseline_per_s = {arrivals * 0.03 / 200:g}")
+    scenario.write_text(text.replace("time_scale = 30.0", "time_scale = 10.0"), encoding="utf-8")
+    population = work / "cost-pop"
+    if not population.exists():
+        write_population(population, 2000, 3, fmt="parquet")
+    out = work / f"cost-out-{arrivals:g}"
+    with running_server(str(work / f"cost-{arrivals:g}.db"), population, password_cost=0) as host:
+        server = psutil.Process(host.process.pid)
+        tree = lambda: [server, *server.children(recursive=True)]  # noqa: E731
+        server_before = sum(sum(p.cpu_times()[:2]) for p in tree())
+        client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        run_locust(
+            ["-f", str(locustfile_path()), "--host", host, "--surge-scenario", str(scenario)]
+            + ["--surge-population", str(population), "--surge-out", str(out), "--surge-progress", "0"]
+        )
+        client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_cpu = sum(sum(p.cpu_times()[:2]) for p in tree()) - server_before
+    client_cpu = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
+    metrics = SurgeMetrics.from_wire(json.loads((out / RAW_RESULTS).read_text())["metrics"])
+    return client_cpu, server_cpu, sum(metrics.requests.values())
+
+
+def cost(work: Path) -> None:
+    """CPU per journey request: two runs, a near-empty one and a busy one; their difference
+    cancels what every run costs whatever its size (imports, preparing, the report)."""
+    idle = journey_cpu(work, 20.0)
+    busy = journey_cpu(work, 900.0)
+    requests = busy[2] - idle[2]
+    print(
+        f"scenario cost: smoke journey mix over 60 s, {idle[2]:,} then {busy[2]:,} requests "
+        "(OTP polls included)"
+    )
+    print(f"  load generator  {1000 * (busy[0] - idle[0]) / requests:6.2f} CPU ms per request")
+    print(
+        f"  reference API   {1000 * (busy[1] - idle[1]) / requests:6.2f} CPU ms per request (SQLite, cost 0)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured run")
     parser.add_argument("--concurrency", type=int, default=20, help="bare users = journeys in flight")
+    parser.add_argument(
+        "--cost", action="store_true", help="only measure CPU per journey request (simulator/surge/cost.py)"
+    )
     args = parser.parse_args()
+    if args.cost:
+        with tempfile.TemporaryDirectory(prefix="bench-surge-") as tmp:
+            cost(Path(tmp))
+        return
     with (
         tempfile.TemporaryDirectory(prefix="bench-surge-") as tmp,
         running_server(password_cost=0, access_log=False, workers=1) as host,

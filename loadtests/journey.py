@@ -5,14 +5,10 @@ Each method is one step of simulator.surge.scenario.STEPS; the harness calls the
 
 from __future__ import annotations
 
+from simulator.surge.applicants import applicant_password
 from simulator.surge.harness import JourneyOver, JourneyUser
 
 TEST_ANSWERS = "ABCD"
-
-
-def _password(applicant: dict) -> str:
-    """The population's password, or one made from the applicant id (sign-up and login agree)."""
-    return applicant.get("password") or f"Prakerja-{applicant['applicant_id']}"
 
 
 class ApplicantJourney(JourneyUser):
@@ -21,7 +17,7 @@ class ApplicantJourney(JourneyUser):
 
     def create_account(self, intended: float) -> None:
         a = self.applicant
-        password = _password(a)
+        password = applicant_password(a)
         answer = self.call(
             "create_account",
             "POST",
@@ -55,7 +51,7 @@ class ApplicantJourney(JourneyUser):
             intended,
             json={
                 "email": a["email"],
-                "password": _password(a),
+                "password": applicant_password(a),
             },
         )
         self.auth = {"Authorization": f"Bearer {answer.body['token']}"}

@@ -3,13 +3,15 @@
     locust -f loadtests/locustfile.py --host http://127.0.0.1:8000 --surge-scenario smoke
     locust -f loadtests/locustfile.py --headless --processes 2 --host ... --surge-scenario wave-11
 
-The scenario's arrival schedule decides when each applicant arrives (WaveOpening); each one goes
-through ApplicantJourney once. `prakerja-sim surge` runs this file and writes the full report.
+The scenario's arrival schedule decides when each applicant arrives (WaveOpening), so the web UI's
+"Number of users" and "Ramp up" stay at 0; each applicant goes through ApplicantJourney once.
+Like `prakerja-sim surge`, a run opens the scenario's wave first and writes report.json and
+report.html into --surge-out (default surge-report) at the end; the exit code is the SLO verdict.
 """
 
 from loadtests.journey import ApplicantJourney
 from loadtests.shape import WaveOpening
-from simulator.surge.harness import register
+from simulator.surge.controller import register
 
 register(lambda: ApplicantJourney)
 

@@ -1,13 +1,13 @@
 """The load shape of a wave opening: Locust asks it every second; the surge harness answers.
 
-No looping users: the harness starts one journey per scheduled arrival (see simulator/surge/harness.py).
+No looping users: each load generator starts one journey per scheduled arrival (simulator/surge/generator.py).
 """
 
 from __future__ import annotations
 
 from locust import LoadTestShape
 
-from simulator.surge.harness import controller_of
+from simulator.surge.controller import controller_of
 
 
 class WaveOpening(LoadTestShape):

@@ -153,3 +153,25 @@ def test_scaled_quota_follows_population_scale():
     replay = dataclasses.replace(scenario.replay, population_scale=0.001)
     shrunk = dataclasses.replace(scenario, replay=replay)
     assert shrunk.scaled_quota == max(1, round(scenario.wave.quota * 0.001))
+
+
+def test_the_planner_and_a_scenario_solve_the_same_wave_to_the_same_decay():
+    # One rule (simulator/rules/arrivals.py): demand's shares and a scenario's counts of the same
+    # wave (96 h, 60.3% in the first day, 8% waiting crowd, 15% baseline) give one time constant.
+    from simulator.demand.model import solve_decay_minutes
+    from simulator.demand.params import load_params
+    from simulator.rules.arrivals import first_day_share
+
+    params = load_params()
+    total = 1e6
+    arrivals = Arrivals(
+        expected_total=total,
+        pre_open_crowd=0.08 * total,
+        crowd_release_s=600.0,
+        baseline_per_s=0.15 * total / (96 * 3600),
+        first_24h_share=0.603,
+    )
+    tau_s = arrivals.tail_time_constant_s(96 * 3600)
+    assert solve_decay_minutes(params) * 60 == pytest.approx(tau_s, rel=1e-9)
+    share = first_day_share(tau_s, 96 * 3600, crowd_share=0.08, crowd_release_s=600.0, baseline_share=0.15)
+    assert share == pytest.approx(0.603, abs=1e-9)

@@ -20,6 +20,7 @@ import numpy as np
 from simulator.demand.params import Params, opening_time, per_person_budget_idr
 from simulator.errors import InvalidOption
 from simulator.progress import ProgressCallback
+from simulator.rules.arrivals import UnreachableShare, decay_for_first_day_share
 
 BLOCK_RUNS = 50  # runs per seeded block; fixed so results do not depend on the worker count
 
@@ -119,33 +120,25 @@ def solve_decay_minutes(params: Params) -> float:
             "arrivals.first_24h_share cannot set the decay of a wave of 24 h or less: "
             "give arrivals.decay_hours (hours, > 0) instead"
         )
-    crowd, base = arrivals["crowd_share"], arrivals["baseline_share"]
-    decay_share = 1.0 - crowd - base
-    crowd_tau = arrivals["crowd_release_minutes"]
-    crowd_in_day = (1 - math.exp(-day / crowd_tau)) / (1 - math.exp(-duration / crowd_tau))
-    target = arrivals["first_24h_share"] - crowd * crowd_in_day - base * day / duration
-    lowest, highest = day / duration, 1.0  # a decaying part spreads from uniform to all-in-a-day
-    if decay_share <= 0 or not lowest * decay_share < target < highest * decay_share:
-        reachable_low = crowd * crowd_in_day + base * day / duration + decay_share * lowest
-        reachable_high = crowd * crowd_in_day + base * day / duration + decay_share * highest
-        raise InvalidOption(
-            f"arrivals.first_24h_share: expected a share between {reachable_low:.3f} and "
-            f"{reachable_high:.3f} for a {duration / 60:g} h wave with these crowd/baseline shares, "
-            f"got {arrivals['first_24h_share']}"
+    try:
+        decay_s = decay_for_first_day_share(
+            arrivals["first_24h_share"],
+            duration * 60.0,
+            crowd_share=arrivals["crowd_share"],
+            crowd_release_s=arrivals["crowd_release_minutes"] * 60.0,
+            baseline_share=arrivals["baseline_share"],
         )
-    share = target / decay_share
-
-    def in_first_day(tau: float) -> float:
-        return (1 - math.exp(-day / tau)) / (1 - math.exp(-duration / tau))
-
-    low, high = math.log(1.0), math.log(1e7)  # bisection on log(tau): in_first_day falls with tau
-    for _ in range(200):
-        mid = (low + high) / 2
-        if in_first_day(math.exp(mid)) > share:
-            low = mid
-        else:
-            high = mid
-    return math.exp((low + high) / 2)
+    except UnreachableShare as err:
+        raise InvalidOption(
+            f"arrivals.first_24h_share: expected a share between {err.low:.3f} and {err.high:.3f} for a "
+            f"{duration / 60:g} h wave with these crowd/baseline shares, got {arrivals['first_24h_share']}"
+        ) from err
+    if math.isinf(decay_s):
+        raise InvalidOption(
+            "arrivals.first_24h_share: the crowd and baseline shares leave no rush to decay; "
+            "lower arrivals.crowd_share or arrivals.baseline_share"
+        )
+    return decay_s / 60.0
 
 
 def arrival_shape(grid: TimeGrid, params: Params, decay_minutes: np.ndarray) -> np.ndarray:

@@ -121,6 +121,11 @@ class JourneyPlans:
         return len(self.arrivals)
 
 
+def applicant_password(applicant: dict[str, Any]) -> str:
+    """The population's password, or one made from the applicant id (sign-up and log-in agree)."""
+    return applicant.get("password") or f"Prakerja-{applicant['applicant_id']}"
+
+
 def load_applicants(population: str | os.PathLike | None, size: int, seed: int) -> tuple[pa.Table, str]:
     """The applicants table from a population directory, or a fresh one of ``size`` rows.
 

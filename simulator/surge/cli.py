@@ -5,7 +5,6 @@ The work is in simulator.surge.runner.run_surge and simulator.surge.demo.run_dem
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import click
@@ -16,12 +15,15 @@ from simulator.errors import InvalidOption
 @click.command(
     epilog="""\b
 Examples:
+  prakerja-sim surge --plan                     (what each built-in scenario costs on this machine)
   prakerja-sim surge --scenario smoke --host http://127.0.0.1:8000 --population pop --out report
   prakerja-sim surge --scenario wave-11 --host http://127.0.0.1:8000 --population pop --processes 2
   prakerja-sim surge --scenario wave-11 --host URL --master --expect-workers 4 --out wave11
   prakerja-sim surge --worker --master-host 10.0.0.5          (on each load-generator machine)
 \b
-Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 target unreachable."""
+Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 target unreachable,
+128+N stopped by signal N (Ctrl-C 130, SIGTERM 143, SIGHUP 129: the report of what was measured
+is written, and every process the run started is stopped)."""
 )
 @click.option(
     "--scenario",
@@ -74,7 +76,14 @@ Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 targe
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Leave out the first N applicants (already registered by an earlier run on this server).",
+    help="Leave out the first N applicants. A run finds those an earlier run registered on this "
+    "server by itself (it tries their log-in) and moves past them, saying how many.",
+)
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Only say what the scenario costs (run length, arrivals, requests, cores at its peak) and "
+    "whether this machine carries it; without --scenario, for every built-in. Sends nothing.",
 )
 @click.option(
     "--progress",
@@ -98,15 +107,22 @@ def surge(
     master_port,
     allow_remote,
     skip_applicants,
+    plan,
     progress_s,
 ) -> int:
     """Replay a wave opening against a registration API (open model, headless) and report it."""
-    from simulator.surge.runner import SurgeOptions, run_surge, worker_command
+    from simulator.surge.runner import SurgeOptions, run_surge, run_worker
 
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    if plan:
+        from simulator.surge.cost import plan_text
+
+        click.echo(plan_text(scenario))
+        return 0
     if worker:
         if not master_host:
             raise InvalidOption("--worker needs --master-host (the machine running `surge --master`)")
-        return subprocess.call(worker_command(master_host, master_port, max(processes, 0)))
+        return run_worker(master_host, master_port, max(processes, 0), say)
     if not scenario:
         raise InvalidOption("--scenario is required (a file, or a built-in such as smoke or wave-11)")
     if master and processes:
@@ -126,7 +142,7 @@ def surge(
         allow_remote=allow_remote,
         progress_s=progress_s,
     )
-    result = run_surge(options, say=lambda line: click.echo(line, err=True))
+    result = run_surge(options, say=say)
     click.echo(result.summary)
     return result.exit_code
 
@@ -135,9 +151,9 @@ def surge(
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("prakerja-demo"),
-    show_default=True,
-    help="Directory for the report (the rest is temporary and removed).",
+    default=None,
+    help="Directory for the report and KTP samples. Default: a new directory in the system's "
+    "temporary directory, printed at the start and the end (the rest is temporary and removed).",
 )
 @click.option(
     "--scenario",

@@ -18,19 +18,24 @@ KTP_SAMPLES = ("valid", "blurry", "cropped", "photocopy")
 
 
 def run_demo(
-    out: str | Path = "prakerja-demo",
+    out: str | Path | None = None,
     *,
     scenario: str = "smoke",
     processes: int = 0,
     keep: bool = False,
     say: Callable[[str], None] = print,
 ) -> SurgeResult:
-    """Generate a population, start the API seeded with it, run the scenario, write the report in ``out``."""
+    """Generate a population, start the API seeded with it, run the scenario, write the report in ``out``.
+
+    Without ``out`` the report goes to a new directory under the system's temporary directory
+    (said at the start and in the summary), so a demo leaves nothing where it is run.
+    """
     from simulator.api.testing import running_server
     from simulator.io.population import read_table, write_population
 
     chosen = load_scenario(scenario)
-    out = Path(out).resolve()
+    out = Path(out).resolve() if out is not None else Path(tempfile.mkdtemp(prefix="prakerja-demo-report-"))
+    say(f"demo: the report goes to {out}")
     work = Path(tempfile.mkdtemp(prefix="prakerja-demo-"))
     try:
         size = len(build_schedule(chosen)) + 10

@@ -39,7 +39,16 @@ JOURNEY_OUTCOMES = ("completed", "refused", "failed", "unfinished", "dropped")
 predicted (a defect); failed: gave up after unexpected errors; unfinished: still going when the
 run stopped; dropped: never started (load-generator cap)."""
 
-_COUNTERS = ("requests", "unexpected", "acknowledged", "unknown", "journeys", "stopped_at", "mismatches")
+_COUNTERS = (
+    "requests",
+    "unexpected",
+    "acknowledged",
+    "unknown",
+    "timeouts",
+    "journeys",
+    "stopped_at",
+    "mismatches",
+)
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 
 
@@ -119,6 +128,7 @@ class SurgeMetrics:
         self.outcomes: dict[str, Counter[str]] = {name: Counter() for name in REQUEST_NAMES}
         self.acknowledged: Counter[str] = Counter()  # journeys the API told "done" at each step
         self.unknown: Counter[str] = Counter()  # requests whose fate the client never learnt
+        self.timeouts: Counter[str] = Counter()  # attempts with no answer within the client timeout
         self.journeys: Counter[str] = Counter()
         self.stopped_at: Counter[str] = Counter()  # the last step a journey reached, by outcome
         self.mismatches: Counter[str] = Counter()  # the API answered other than the data predicts
@@ -200,6 +210,7 @@ class SurgeMetrics:
             "outcomes": {k: dict(v) for k, v in self.outcomes.items() if v},
             "acknowledged": dict(self.acknowledged),
             "unknown": dict(self.unknown),
+            "timeouts": dict(self.timeouts),
             "journeys": dict(self.journeys),
             "stopped_at": dict(self.stopped_at),
             "mismatches": dict(self.mismatches),

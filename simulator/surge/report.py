@@ -37,7 +37,7 @@ def build_data(
     expected_rate = curve.harness_rate(np.minimum(seconds + 0.5, length))
     expected_rate[seconds >= length] = 0.0
     last = _last_active_second(metrics)
-    counts = arrival_counts(metrics, raw.get("not_started", 0))
+    counts = arrival_counts(metrics, raw.get("not_started", 0), raw.get("interrupted", 0))
     steps = metrics.step_table()
     journeys = dict(metrics.journeys)
     started_journeys = sum(n for outcome, n in journeys.items() if outcome != "dropped")
@@ -74,8 +74,11 @@ def build_data(
             if metrics.step_requests()
             else None,
             "latency_ms": overall,
+            "timeouts": sum(metrics.timeouts.values()),
+            "answers_contradicting_data": sum(metrics.mismatches.values()),
             "reconciliation_ok": reconciliation.ok if reconciliation.available else None,
             "thresholds_failed": sum(t.status == "fail" for t in thresholds),
+            "interrupted_by": params.get("interrupted_by"),
         },
         "arrivals": {
             **counts,
@@ -130,34 +133,78 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value:,}{unit}"
 
 
-def summary_text(data: dict[str, Any], report_path: Path | None = None) -> str:
-    """A few lines for the terminal: what happened, and whether the run passed."""
+def summary_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """The verdict as (label, text) lines: the terminal prints them, the HTML report shows them.
+
+    Read from the report's own data only, so the console and report.json / report.html can never
+    tell different stories (e.g. reconciliation OK beside mismatches listed in the report).
+    """
     s = data["summary"]
     a = data["arrivals"]
     lat = s["latency_ms"]
     j = s["journeys"]
+    never = [f"late {a['late']:,}", f"dropped {a['dropped']:,}"]
+    if a["not_started"]:
+        never.append(f"not started {a['not_started']:,}")
+    if a.get("interrupted"):
+        never.append(f"not started (interrupted) {a['interrupted']:,}")
     lines = [
-        f"surge {s['scenario']} against {s['host']} ({s['workers']} load generator(s)): {data['status']}",
-        f"  arrivals  {a['started']:,} of {a['scheduled']:,} started (late {a['late']:,}, dropped "
-        f"{a['dropped'] + a['not_started']:,}); start lag p99 {_fmt(a['lag_ms']['p99'], ' ms')}",
-        f"  journeys  completed {j.get('completed', 0):,}, refused as predicted {j.get('refused', 0):,}, "
-        f"failed {j.get('failed', 0):,}, unfinished {j.get('unfinished', 0):,}",
-        f"  requests  {s['requests']:,}, unexpected errors {s['unexpected_errors']:,}"
-        + (f" ({s['error_rate']:.2%})" if s["error_rate"] is not None else ""),
-        f"  latency   p50 {_fmt(lat['p50'], ' ms')}  p90 {_fmt(lat['p90'], ' ms')}"
-        f"  p99 {_fmt(lat['p99'], ' ms')}"
-        f"  p99.9 {_fmt(lat['p99.9'], ' ms')}  max {_fmt(lat['max'], ' ms')}",
+        (
+            "arrivals",
+            f"{a['started']:,} of {a['scheduled']:,} started ({', '.join(never)}); "
+            f"start lag p99 {_fmt(a['lag_ms']['p99'], ' ms')}",
+        ),
+        (
+            "journeys",
+            f"completed {j.get('completed', 0):,}, refused as predicted {j.get('refused', 0):,}, "
+            f"failed {j.get('failed', 0):,}, unfinished {j.get('unfinished', 0):,}",
+        ),
+        (
+            "requests",
+            f"{s['requests']:,}, unexpected errors {s['unexpected_errors']:,}"
+            + (f" ({s['error_rate']:.2%})" if s["error_rate"] is not None else "")
+            + (f", timeouts {s['timeouts']:,}" if s.get("timeouts") else ""),
+        ),
+        (
+            "latency",
+            f"p50 {_fmt(lat['p50'], ' ms')}  p90 {_fmt(lat['p90'], ' ms')}  p99 {_fmt(lat['p99'], ' ms')}"
+            f"  p99.9 {_fmt(lat['p99.9'], ' ms')}  max {_fmt(lat['max'], ' ms')}",
+        ),
     ]
+    mismatches = data["mismatches"]
+    if mismatches:
+        worst = ", ".join(
+            f"{what} {n:,}" for what, n in sorted(mismatches.items(), key=lambda kv: -kv[1])[:3]
+        )
+        lines.append(("answers", f"{sum(mismatches.values()):,} contradicted the applicants' data ({worst})"))
+    else:
+        lines.append(("answers", "every answer agreed with the applicants' data"))
     rec = data["reconciliation"]
     if rec["available"]:
         lines.append(
-            f"  server    reconciliation {'OK' if rec['ok'] else 'MISMATCH'} "
-            f"({rec['mismatches']} mismatch(es) against /v1/admin/stats)"
+            (
+                "server",
+                f"reconciliation {'OK' if rec['ok'] else 'MISMATCH'} "
+                f"({rec['mismatches']} mismatch(es) against /v1/admin/stats)",
+            )
         )
     else:
-        lines.append(f"  server    not reconciled: {rec['reason']}")
+        lines.append(("server", f"not reconciled: {rec['reason']}"))
     for t in data["thresholds"]:
-        lines.append(f"  SLO {t['status'].upper():7s} {t['label']} (measured {_fmt(t['value'])})")
+        lines.append(("SLO", f"{t['status'].upper():7s} {t['label']} (measured {_fmt(t['value'])})"))
+    return lines
+
+
+def summary_text(data: dict[str, Any], report_path: Path | None = None) -> str:
+    """A few lines for the terminal: what happened, and whether the run passed."""
+    s = data["summary"]
+    status = data["status"]
+    if s.get("interrupted_by"):
+        status += f" ({s['interrupted_by']})"
+    lines = [f"surge {s['scenario']} against {s['host']} ({s['workers']} load generator(s)): {status}"]
+    lines += [
+        f"  {label:9s} {text}" if label != "SLO" else f"  SLO {text}" for label, text in summary_lines(data)
+    ]
     if report_path is not None:
         lines.append(f"  report    {report_path}")
     return "\n".join(lines)
@@ -188,6 +235,12 @@ def _verdict_section(data: dict[str, Any]) -> report_lib.Section:
         f"{s['journeys_started']:,} applicants arrived and made {s['requests']:,} requests; "
         f"{s['unexpected_errors']:,} of them ended in an error their data did not predict. "
         "Latency is measured from each request's intended start (no coordinated omission).</p>"
+        + "<dl>"
+        + "".join(
+            f"<dt>{html_lib.escape(label)}</dt><dd>{html_lib.escape(line)}</dd>"
+            for label, line in summary_lines(data)
+        )
+        + "</dl>"
     )
     rows = [
         {
@@ -245,7 +298,8 @@ def _arrivals_section(data: dict[str, Any]) -> report_lib.Section:
     text = (
         f"<p>Open model: each applicant arrives at a time drawn from the scenario's curve, whatever the "
         f"server does. {a['started']:,} of {a['scheduled']:,} arrivals started; {a['late']:,} started more "
-        f"than {a['late_after_s']:g} s late, {a['dropped'] + a['not_started']:,} never started. Start lag "
+        f"than {a['late_after_s']:g} s late, {a['dropped'] + a['not_started']:,} never started although "
+        f"due, {a.get('interrupted', 0):,} were not yet due when the run was stopped. Start lag "
         f"p50 {_fmt(a['lag_ms']['p50'], ' ms')}, p99 {_fmt(a['lag_ms']['p99'], ' ms')}.</p>"
     )
     return report_lib.Section(

@@ -2,10 +2,11 @@
 
 Owns the library behind ``prakerja-sim surge``: tests and the demo call :func:`run_surge` directly.
 
-Locust runs in its own process (``python -m locust -f loadtests/locustfile.py``): it monkey-patches
-everything for gevent, which must not leak into this process (the demo also hosts the API's
-supervisor here). Locust's own ``--processes N`` and ``--master`` / ``--worker`` modes do the
-distribution; the locustfile's master writes ``surge-raw.json``, read back here.
+Locust runs in its own process (``python -m locust -f loadtests/locustfile.py``, see
+locust_process.py): it monkey-patches everything for gevent, which must not leak into this process
+(the demo also hosts the API's supervisor here). Locust's own ``--processes N`` and ``--master`` /
+``--worker`` modes do the distribution; the locustfile's master writes ``surge-raw.json``, read
+back here. A plain ``locust -f`` run does the same before and after steps itself (harness.py).
 """
 
 from __future__ import annotations
@@ -13,30 +14,43 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import json
-import math
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
-from simulator.net import is_loopback
+from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable
 from simulator.progress import progress_bar
+from simulator.surge.locust_process import RunInterrupted, StopSignals, run_locust, signal_name
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
 from simulator.surge.reconcile import Reconciliation, reconcile
-from simulator.surge.scenario import Faults, Scenario, load_scenario
+from simulator.surge.scenario import Scenario, load_scenario
 from simulator.surge.schedule import build_schedule
+from simulator.surge.target import (
+    check_target,
+    fault_serve_options,
+    fault_settings,
+    fetch_stats,
+    fresh_skip,
+    http_json,
+    prepare_target,
+)
 from simulator.surge.thresholds import evaluate, exit_code
 
-LOCAL_WORKERS_ENV = "PRAKERJA_SURGE_LOCAL_WORKERS"  # same name as in harness.py (which imports Locust)
+__all__ = [  # what the demo, the tests and the CLI use from here (target.py owns the HTTP side)
+    "SurgeOptions",
+    "SurgeResult",
+    "check_target",
+    "fault_serve_options",
+    "fault_settings",
+    "finish_run",
+    "locustfile_path",
+    "run_surge",
+    "run_worker",
+]
 
 
 @dataclass
@@ -67,111 +81,7 @@ class SurgeResult:
 
 
 # ------------------------------------------------------------------------------------------------
-# Safety and plumbing
-
-
-def check_target(host: str, allow_remote: bool) -> str:
-    """The base URL without a trailing slash; raises UnsafeTarget for a non-loopback host."""
-    parsed = urllib.parse.urlparse(host)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InvalidOption(f"--host: expected a URL like http://127.0.0.1:8000, got {host!r}")
-    if not allow_remote and not is_loopback(parsed.hostname):
-        raise UnsafeTarget(
-            f"--host {host} is not a loopback address; a surge there is real load on a real system. "
-            "Pass --allow-remote if you mean it (and have the owner's permission)."
-        )
-    return host.rstrip("/")
-
-
-def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """One JSON request with the standard library (this process stays free of gevent)."""
-    data = None if body is None else json.dumps(body, default=str).encode()
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, _json_or_none(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, _json_or_none(err.read())
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise TargetUnavailable(f"{url}: cannot connect ({getattr(err, 'reason', err)})") from err
-
-
-def _json_or_none(raw: bytes) -> Any:
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        return None
-
-
-def fetch_stats(host: str) -> dict[str, Any] | None:
-    status, body = http_json("GET", f"{host}/v1/admin/stats", timeout=30.0)
-    return body if status == 200 and isinstance(body, dict) else None
-
-
-def open_wave(host: str, scenario: Scenario) -> str:
-    """Open the scenario's wave on the target; a wave that is already open is used as it is."""
-    wave = scenario.wave
-    body = {
-        "number": wave.number,
-        "quota": scenario.scaled_quota,
-        "mode": wave.selection,
-        "duration_s": max(scenario.replay.harness_length_s + scenario.replay.drain_s + 3600.0, 60.0),
-        "selection_seed": scenario.seed % (2**31),
-    }
-    status, answer = http_json("POST", f"{host}/v1/admin/waves", body)
-    if status == 201:
-        return f"opened wave {wave.number} ({wave.selection}, quota {scenario.scaled_quota:,})"
-    code = ((answer or {}).get("error") or {}).get("code") if isinstance(answer, dict) else None
-    if status == 409 and code == "WAVE_EXISTS":
-        status, current = http_json("GET", f"{host}/v1/waves/{wave.number}")
-        if status == 200 and isinstance(current, dict) and current.get("state") == "open":
-            return f"wave {wave.number} was already open ({current.get('joined')} joined): joining it"
-        raise InvalidOption(
-            f"wave {wave.number} exists on {host} and is not open (state "
-            f"{(current or {}).get('state')}); use another wave number or a fresh database"
-        )
-    if status == 404:
-        return f"the target has no /v1/admin/waves: wave {wave.number} must already be open"
-    raise TargetUnavailable(f"{host}/v1/admin/waves answered {status} {code or ''}".strip())
-
-
-def fault_serve_options(faults: Faults) -> list[str]:
-    """The ``prakerja-sim serve`` options that inject these faults into the reference API."""
-    options = []
-    for name, value in fault_settings(faults).items():
-        options += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float) else value]
-    return options
-
-
-def fault_settings(faults: Faults) -> dict[str, Any]:
-    """The same faults as ``running_server(**settings)`` keywords (reference API ``Settings`` names)."""
-    settings: dict[str, Any] = {}
-    if faults.dukcapil_latency_ms or faults.dukcapil_latency_p99_ms:
-        settings["registry_latency"] = registry_latency(faults)
-    if faults.dukcapil_error_rate:
-        settings["registry_error_rate"] = float(faults.dukcapil_error_rate)
-    if faults.sms_delay_s:
-        settings["sms_delay"] = f"lognormal:{faults.sms_delay_s * 1000:g},0.5"
-    if faults.sms_loss_rate:
-        settings["sms_loss_rate"] = float(faults.sms_loss_rate)
-    if faults.email_delay_s:
-        settings["email_delay"] = f"lognormal:{faults.email_delay_s * 1000:g},0.5"
-    return settings
-
-
-def registry_latency(faults: Faults) -> str:
-    """Median and p99 -> a log-normal: sigma = ln(p99 / median) / z(0.99)."""
-    median = faults.dukcapil_latency_ms
-    p99 = faults.dukcapil_latency_p99_ms
-    if p99 is None or median <= 0:
-        return f"fixed:{max(median, p99 or 0):g}"
-    sigma = 0.0 if p99 <= median else math.log(p99 / median) / 2.3263  # z of the 99th percentile
-    return f"lognormal:{median:g},{sigma:.4f}"
+# Locust's command line
 
 
 def locustfile_path() -> Path:
@@ -188,7 +98,7 @@ def _locust() -> list[str]:
 
 
 def locust_command(
-    options: SurgeOptions, host: str, population: str | None, out: Path, scenario_arg: str
+    options: SurgeOptions, host: str, population: str | None, out: Path, scenario_arg: str, skip: int
 ) -> list[str]:
     cmd = [
         *_locust(),
@@ -199,8 +109,9 @@ def locust_command(
         scenario_arg,
         "--surge-out",
         str(out),
+        "--surge-managed",  # the wave, the target's counts and the report are done here
         "--surge-skip",
-        str(options.skip_applicants),
+        str(skip),
         "--surge-progress",
         f"{options.progress_s:g}",
         "--only-summary",
@@ -239,28 +150,18 @@ def worker_command(master_host: str, master_port: int | None = None, processes: 
     return cmd
 
 
-def _run_locust(cmd: list[str], local_workers: bool = False) -> int:
-    """Run Locust in the foreground; Ctrl-C reaches it too, and it gets time to write its results."""
-    env = dict(os.environ)
-    if local_workers:
-        env[LOCAL_WORKERS_ENV] = "1"  # its forked workers leave Ctrl-C to their master
-    process = subprocess.Popen(cmd, env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            return process.wait(timeout=30)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        raise
-
-
 # ------------------------------------------------------------------------------------------------
 # The run
 
 
-def prepare_population(scenario: Scenario, options: SurgeOptions, out: Path) -> tuple[str, bool]:
-    """The population directory to use; generates one in ``out/population`` when none is given."""
+def prepare_population(
+    scenario: Scenario, options: SurgeOptions, out: Path, host: str, say: Callable[[str], None]
+) -> tuple[str, bool, int]:
+    """(population directory, whether it was generated, applicants to skip) for this run.
+
+    A given directory is checked; without one, ``count + skip`` applicants are generated into
+    ``out/population``. Either way the skip is moved past applicants the target already holds.
+    """
     if options.population:
         path = Path(options.population)
         if not (path / "manifest.json").is_file():
@@ -268,27 +169,36 @@ def prepare_population(scenario: Scenario, options: SurgeOptions, out: Path) -> 
                 f"{path}: not a population directory (no manifest.json); "
                 "make one with `prakerja-sim population`"
             )
-        return str(path.resolve()), False
+        population = str(path.resolve())
+        return population, False, fresh_skip(host, scenario, population, options.skip_applicants, say)
     from simulator.io.population import write_population
 
-    size = len(build_schedule(scenario)) + options.skip_applicants
+    skip = fresh_skip(host, scenario, None, options.skip_applicants, say)
+    size = len(build_schedule(scenario)) + skip
     target = out / "population"
     with progress_bar(size, "population") as advance:
         write_population(target, size, scenario.seed, fmt="parquet", progress=advance)
-    return str(target.resolve()), True
+    return str(target.resolve()), True, skip
 
 
 def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> SurgeResult:
     """Run the scenario against the host and write ``report.json`` / ``report.html`` into ``out``.
 
-    Returns the result with the exit code the thresholds decide (0 pass, 1 breached). User errors
-    raise :class:`SimulatorError` subclasses.
+    Returns the result with the exit code the thresholds decide (0 pass, 1 breached), or 128 + the
+    signal's number when Ctrl-C, SIGTERM or SIGHUP stopped the run (the report of what was
+    measured is written all the same). User errors raise :class:`SimulatorError` subclasses.
     """
+    with StopSignals(say) as stops:
+        return _run_surge(options, stops, say)
+
+
+def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], None]) -> SurgeResult:
     scenario = load_scenario(options.scenario)
     host = options.host or scenario.target.host
     if not host:
         raise InvalidOption("--host is required (the scenario file names no [target] host)")
     host = check_target(host, options.allow_remote)
+    say_cost(scenario, host, options, say)
     if options.processes < 0:
         raise InvalidOption(f"--processes must be >= 1, got {options.processes}")
     out = Path(options.out).resolve()
@@ -298,67 +208,91 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
         raw_path.unlink()  # never report an older run's numbers
 
     http_json("GET", f"{host}/", timeout=10.0)  # TargetUnavailable now rather than mid-run
-    population, generated = prepare_population(scenario, options, out)
+    population, generated, skip = prepare_population(scenario, options, out, host, say)
     if generated:
         say(
-            f"generated a population of {len(build_schedule(scenario)):,} applicants in {population}; "
-            "the target's registry must hold its residents (prakerja-sim serve --registry DIR)"
+            f"generated a population of {len(build_schedule(scenario)) + skip:,} applicants in "
+            f"{population}; the target's registry must hold its residents (prakerja-sim serve --registry DIR)"
         )
-    if scenario.faults.any and scenario.target.apply_faults:
-        say(
-            "this scenario injects upstream faults; the reference API takes them at start: "
-            "prakerja-sim serve " + " ".join(fault_serve_options(scenario.faults))
-        )
-    before = fetch_stats(host)
-    if scenario.target.open_wave:
-        say(open_wave(host, scenario))
+    before = prepare_target(host, scenario, say)
 
     scenario_arg = (
         str(Path(options.scenario).resolve()) if Path(options.scenario).is_file() else str(options.scenario)
     )
-    cmd = locust_command(options, host, population, out, scenario_arg)
+    cmd = locust_command(options, host, population, out, scenario_arg, skip)
     started = time.time()
-    interrupted = False
-    try:
-        code = _run_locust(cmd, local_workers=bool(options.processes))
-    except KeyboardInterrupt:
-        interrupted, code = True, 130
+    code = run_locust(cmd, stops)
+    stops.after_load = f"while writing the report (the raw measurements are in {raw_path})"
     if not raw_path.is_file():
-        if interrupted:
-            raise KeyboardInterrupt
+        if stops.received is not None:
+            raise RunInterrupted(stops.received, "before Locust had measured anything")
         raise SimulatorError(
             f"Locust stopped (exit code {code}) without writing {raw_path}; see its output above"
         )
     raw = json.loads(raw_path.read_text(encoding="utf-8"))
     if raw["status"] == "failed":
         raise SimulatorError(f"the surge could not run: {raw['error']}")
+    params = {
+        "host": host,
+        "population": population,
+        "population_generated": generated,
+        "skip_applicants": skip,
+        "processes": options.processes,
+        "master": options.master,
+        "locust_exit_code": code,
+        "wall_time_s": round(time.time() - started, 1),
+        "interrupted_by": None if stops.received is None else signal_name(stops.received),
+    }
+    return finish_run(scenario, raw, before, out, params, say, signum=stops.received)
+
+
+def say_cost(scenario: Scenario, host: str, options: SurgeOptions, say: Callable[[str], None]) -> None:
+    """One line on what the run costs, and a warning when this machine cannot carry it."""
+    import urllib.parse
+
+    from simulator.net import is_loopback
+    from simulator.surge.cost import scenario_cost
+
+    cost = scenario_cost(scenario)
+    say(f"surge: {cost.line()}")
+    if options.master:
+        return  # the load runs on other machines
+    if is_loopback(urllib.parse.urlparse(host).hostname or ""):
+        why = cost.fits()
+    else:
+        cpus = os.cpu_count() or 1
+        why = (
+            None
+            if cost.cores_load_generator <= cpus
+            else f"the load generator alone needs more than {cpus} CPU(s)"
+        )
+    if why:
+        say(f"surge: warning: {why}")
+
+
+def run_worker(master_host: str, master_port: int | None, processes: int, say: Callable[[str], None]) -> int:
+    """Be a Locust worker of a ``surge --master`` until it ends (stopped like a run: nothing left)."""
+    with StopSignals(say, whole_group=True) as stops:
+        code = run_locust(worker_command(master_host, master_port, processes), stops)
+    return stops.exit_code or code
+
+
+def finish_run(
+    scenario: Scenario,
+    raw: dict[str, Any],
+    before: dict[str, Any] | None,
+    out: Path,
+    params: dict[str, Any],
+    say: Callable[[str], None],
+    signum: int | None = None,
+) -> SurgeResult:
+    """After the load: read the target's counts again, reconcile, judge, write the report."""
     try:
-        after = fetch_stats(host)
+        after = fetch_stats(params["host"])
     except TargetUnavailable as err:  # the surge may have brought it down: still report the run
         say(f"after the run: {err}")
         after = None
-    result = assemble(
-        scenario,
-        raw,
-        before,
-        after,
-        out,
-        params={
-            "host": host,
-            "population": population,
-            "population_generated": generated,
-            "skip_applicants": options.skip_applicants,
-            "processes": options.processes,
-            "master": options.master,
-            "locust_exit_code": code,
-            "wall_time_s": round(time.time() - started, 1),
-            "interrupted": interrupted,
-        },
-    )
-    if interrupted:
-        say(result.summary)
-        raise KeyboardInterrupt
-    return result
+    return assemble(scenario, raw, before, after, out, params, signum=signum)
 
 
 def assemble(
@@ -368,8 +302,12 @@ def assemble(
     after: dict[str, Any] | None,
     out: Path,
     params: dict[str, Any],
+    signum: int | None = None,
 ) -> SurgeResult:
-    """Reconcile, check thresholds and write the report from Locust's raw results."""
+    """Reconcile, check thresholds and write the report from Locust's raw results.
+
+    ``signum``: the signal that stopped the run; the exit code is then 128 + its number.
+    """
     from simulator import report as report_lib
     from simulator.surge import report
 
@@ -390,10 +328,19 @@ def assemble(
             False, f"only {reported} of {workers} load generators reported their measurements"
         )
     run_length = raw["schedule"]["length_s"] if raw.get("schedule") else scenario.replay.harness_length_s
-    thresholds = evaluate(scenario.slo, metrics, reconciliation, run_length, raw.get("not_started", 0))
+    thresholds = evaluate(
+        scenario.slo,
+        metrics,
+        reconciliation,
+        run_length,
+        raw.get("not_started", 0),
+        raw.get("interrupted", 0),
+    )
     code = exit_code(thresholds)
     if raw["status"] != "complete" and code == 0:
         code = 1  # a partial run cannot pass its thresholds
+    if signum is not None:
+        code = 128 + signum
     data = report.build_data(scenario, raw, metrics, reconciliation, thresholds, code, params)
     json_path, html_path = report_lib.write_report(out, data, report.render(data))
     return SurgeResult(code, json_path, html_path, report.summary_text(data, html_path), data)

@@ -120,6 +120,7 @@ from typing import Any
 import tomli_w
 
 from simulator.errors import InvalidInputFile
+from simulator.rules.arrivals import UnreachableShare, decay_for_first_day_share
 from simulator.rules.reasons import UPLOAD_REASONS
 
 STEPS: tuple[str, ...] = (
@@ -221,43 +222,20 @@ class Arrivals:
         """
         if self.decay_half_life_h is not None:
             return self.decay_half_life_h * 3600.0 / math.log(2.0)
-        share = self.first_24h_share
-        day = 86_400.0
-        if duration_s <= day:
-            raise ValueError(
-                "the wave lasts at most 24 hours, so every arrival is in its first day; "
-                "give decay_half_life_h instead"
-            )
-        tail = self.tail_total(duration_s)
-        if tail <= 0:
+        if self.tail_total(duration_s) <= 0:
             return math.inf
-
-        def first_day_share(tau: float) -> float:
-            crowd = self.pre_open_crowd * _truncated_exp_cdf(day, self.crowd_release_s, duration_s)
-            return (
-                crowd + tail * _truncated_exp_cdf(day, tau, duration_s) + self.baseline_per_s * day
-            ) / self.expected_total
-
-        fastest, slowest = first_day_share(1.0), first_day_share(1e12)
-        if not slowest < share < fastest:
-            raise ValueError(
-                f"with this crowd, baseline and duration the share can only lie between "
-                f"{slowest:.3f} (no decay) and {fastest:.3f}"
+        try:
+            return decay_for_first_day_share(
+                self.first_24h_share,
+                duration_s,
+                crowd_share=self.pre_open_crowd / self.expected_total,
+                crowd_release_s=self.crowd_release_s,
+                baseline_share=self.baseline_per_s * duration_s / self.expected_total,
             )
-        low, high = math.log(1.0), math.log(1e12)
-        for _ in range(200):  # bisection on log(tau): the share falls as tau grows
-            mid = (low + high) / 2
-            if first_day_share(math.exp(mid)) > share:
-                low = mid
-            else:
-                high = mid
-        return math.exp((low + high) / 2)
-
-
-def _truncated_exp_cdf(t: float, tau: float, horizon: float) -> float:
-    """P(T <= t) for an exponential with time constant ``tau`` cut off at ``horizon``."""
-    t = min(t, horizon)
-    return -math.expm1(-t / tau) / -math.expm1(-horizon / tau)
+        except UnreachableShare:
+            raise
+        except ValueError as err:
+            raise ValueError(f"{err}; give decay_half_life_h instead") from err
 
 
 @dataclass(frozen=True)

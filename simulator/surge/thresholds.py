@@ -30,7 +30,9 @@ class ThresholdResult:
         return asdict(self)
 
 
-def arrival_counts(metrics: SurgeMetrics, not_started: int = 0) -> dict[str, int]:
+def arrival_counts(metrics: SurgeMetrics, not_started: int = 0, interrupted: int = 0) -> dict[str, int]:
+    """Scheduled arrivals by what became of them: started (on time or late), dropped at the cap,
+    not started although due, or ``interrupted``: not yet due when the run was stopped."""
     scheduled = int(metrics.series["scheduled"].sum())
     started = int(metrics.series["started"].sum())
     late = int(metrics.series["late"].sum())
@@ -42,6 +44,8 @@ def arrival_counts(metrics: SurgeMetrics, not_started: int = 0) -> dict[str, int
         "late": late,
         "dropped": dropped,
         "not_started": not_started,
+        "interrupted": interrupted,
+        "due": scheduled - interrupted,
     }
 
 
@@ -51,6 +55,7 @@ def measure(
     reconciliation: Reconciliation,
     run_length_s: float,
     not_started: int = 0,
+    interrupted: int = 0,
 ) -> float | None:
     """The value of a threshold's metric in this run (None when it cannot be measured)."""
     step = threshold.step
@@ -65,10 +70,11 @@ def measure(
         requests = metrics.step_requests() if step == "all" else metrics.requests[step]
         return requests / run_length_s if run_length_s > 0 else None
     if threshold.metric == "dropped_arrivals":
-        counts = arrival_counts(metrics, not_started)
-        if not counts["scheduled"]:
+        # Kept up with the arrivals that were due: those a stop came before are no one's failure.
+        counts = arrival_counts(metrics, not_started, interrupted)
+        if not counts["due"]:
             return None
-        return (counts["late"] + counts["dropped"] + counts["not_started"]) / counts["scheduled"]
+        return (counts["late"] + counts["dropped"] + counts["not_started"]) / counts["due"]
     if threshold.metric == "completion_rate":
         started = sum(n for outcome, n in metrics.journeys.items() if outcome != "dropped")
         done = metrics.journeys["completed"] + metrics.journeys["refused"]
@@ -84,10 +90,11 @@ def evaluate(
     reconciliation: Reconciliation,
     run_length_s: float,
     not_started: int = 0,
+    interrupted: int = 0,
 ) -> list[ThresholdResult]:
     results = []
     for threshold in thresholds:
-        value = measure(threshold, metrics, reconciliation, run_length_s, not_started)
+        value = measure(threshold, metrics, reconciliation, run_length_s, not_started, interrupted)
         if value is None:
             status = "skipped"
         else:

@@ -1,0 +1,222 @@
+"""The target of a surge before and after the load: safety, its wave, its counts, who it already knows.
+
+Owns what ``surge`` and a plain ``locust -f loadtests/locustfile.py`` both do around the load itself.
+
+Standard-library HTTP only: the runner stays free of gevent, and inside Locust (monkey-patched)
+the same calls simply yield to the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from simulator.errors import InvalidInputFile, InvalidOption, TargetUnavailable, UnsafeTarget
+from simulator.net import is_loopback
+from simulator.rules.reasons import ACCEPT, Reason
+from simulator.surge.applicants import applicant_password, load_applicants, select_applicants
+from simulator.surge.scenario import Faults, Scenario
+from simulator.surge.schedule import build_schedule
+
+REGISTERED_PROBES = 3
+"""Applicants whose log-in is tried to tell whether the target already holds a run's applicants."""
+
+
+def check_target(host: str, allow_remote: bool, flag: str = "--allow-remote") -> str:
+    """The base URL without a trailing slash; raises UnsafeTarget for a non-loopback host.
+
+    ``flag`` is the option that allows one, as the user's command spells it.
+    """
+    parsed = urllib.parse.urlparse(host)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise InvalidOption(f"--host: expected a URL like http://127.0.0.1:8000, got {host!r}")
+    if not allow_remote and not is_loopback(parsed.hostname):
+        raise UnsafeTarget(
+            f"--host {host} is not a loopback address; a surge there is real load on a real system. "
+            f"Pass {flag} if you mean it (and have the owner's permission)."
+        )
+    return host.rstrip("/")
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One JSON request with the standard library; (status, parsed body or None)."""
+    data = None if body is None else json.dumps(body, default=str).encode()
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, _json_or_none(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, _json_or_none(err.read())
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise TargetUnavailable(f"{url}: cannot connect ({getattr(err, 'reason', err)})") from err
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _error_code(body: Any) -> str | None:
+    return ((body or {}).get("error") or {}).get("code") if isinstance(body, dict) else None
+
+
+def fetch_stats(host: str) -> dict[str, Any] | None:
+    status, body = http_json("GET", f"{host}/v1/admin/stats", timeout=30.0)
+    return body if status == 200 and isinstance(body, dict) else None
+
+
+def open_wave(host: str, scenario: Scenario) -> str:
+    """Open the scenario's wave on the target; a wave that is already open is used as it is."""
+    wave = scenario.wave
+    body = {
+        "number": wave.number,
+        "quota": scenario.scaled_quota,
+        "mode": wave.selection,
+        "duration_s": max(scenario.replay.harness_length_s + scenario.replay.drain_s + 3600.0, 60.0),
+        "selection_seed": scenario.seed % (2**31),
+    }
+    status, answer = http_json("POST", f"{host}/v1/admin/waves", body)
+    if status == 201:
+        return f"opened wave {wave.number} ({wave.selection}, quota {scenario.scaled_quota:,})"
+    code = _error_code(answer)
+    if status == 409 and code == "WAVE_EXISTS":
+        status, current = http_json("GET", f"{host}/v1/waves/{wave.number}")
+        if status == 200 and isinstance(current, dict) and current.get("state") == "open":
+            return f"wave {wave.number} was already open ({current.get('joined')} joined): joining it"
+        raise InvalidOption(
+            f"wave {wave.number} exists on {host} and is not open (state "
+            f"{(current or {}).get('state')}); use another wave number or a fresh database"
+        )
+    if status == 404:
+        return f"the target has no /v1/admin/waves: wave {wave.number} must already be open"
+    raise TargetUnavailable(f"{host}/v1/admin/waves answered {status} {code or ''}".strip())
+
+
+def fault_serve_options(faults: Faults) -> list[str]:
+    """The ``prakerja-sim serve`` options that inject these faults into the reference API."""
+    options = []
+    for name, value in fault_settings(faults).items():
+        options += ["--" + name.replace("_", "-"), f"{value:g}" if isinstance(value, float) else value]
+    return options
+
+
+def fault_settings(faults: Faults) -> dict[str, Any]:
+    """The same faults as ``running_server(**settings)`` keywords (reference API ``Settings`` names)."""
+    settings: dict[str, Any] = {}
+    if faults.dukcapil_latency_ms or faults.dukcapil_latency_p99_ms:
+        settings["registry_latency"] = registry_latency(faults)
+    if faults.dukcapil_error_rate:
+        settings["registry_error_rate"] = float(faults.dukcapil_error_rate)
+    if faults.sms_delay_s:
+        settings["sms_delay"] = f"lognormal:{faults.sms_delay_s * 1000:g},0.5"
+    if faults.sms_loss_rate:
+        settings["sms_loss_rate"] = float(faults.sms_loss_rate)
+    if faults.email_delay_s:
+        settings["email_delay"] = f"lognormal:{faults.email_delay_s * 1000:g},0.5"
+    return settings
+
+
+def registry_latency(faults: Faults) -> str:
+    """Median and p99 -> a log-normal: sigma = ln(p99 / median) / z(0.99)."""
+    median = faults.dukcapil_latency_ms
+    p99 = faults.dukcapil_latency_p99_ms
+    if p99 is None or median <= 0:
+        return f"fixed:{max(median, p99 or 0):g}"
+    sigma = 0.0 if p99 <= median else math.log(p99 / median) / 2.3263  # z of the 99th percentile
+    return f"lognormal:{median:g},{sigma:.4f}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Who the target already knows
+
+
+def is_registered(host: str, applicant: dict[str, Any]) -> bool | None:
+    """Whether the target has an account for this applicant: a log-in attempt, which writes nothing.
+
+    None when the target's answer does not tell (no such route, another API's error shape).
+    """
+    status, body = http_json(
+        "POST",
+        f"{host}/v1/sessions",
+        {"email": applicant["email"], "password": applicant_password(applicant)},
+    )
+    code = _error_code(body)
+    if status == 201 or code == Reason.STEP_INCOMPLETE:  # logged in, or known but email unconfirmed
+        return True
+    if code == Reason.BAD_CREDENTIALS:
+        return False
+    return None
+
+
+def fresh_skip(
+    host: str,
+    scenario: Scenario,
+    population: str | None,
+    skip: int,
+    say: Callable[[str], None],
+) -> int:
+    """The ``--skip-applicants`` value from which none of this run's applicants is on the target yet.
+
+    A second run against the same server with the same population would sign the same people up
+    again (every sign-up an unexpected EMAIL_TAKEN). The first few applicants this run would use
+    are tried; while the target knows them, the run moves past every applicant those runs used.
+    Raises InvalidInputFile, in one line saying what to do, when the population runs out. Without
+    a population directory (each load generator makes ``count + skip`` applicants from the seed),
+    a new skip means new people: they are made again and tried.
+    """
+    stats = fetch_stats(host)
+    if stats is not None and stats.get("steps", {}).get("accounts_created") == 0:
+        return skip  # a fresh server knows nobody
+    count = len(build_schedule(scenario))
+    start, applicants = skip, None
+    while True:
+        if applicants is None or population is None:
+            applicants, label = load_applicants(population, count + skip, scenario.seed)
+        try:
+            rows = select_applicants(applicants, count, scenario, skip, source=label)
+        except InvalidInputFile as err:
+            raise InvalidInputFile(
+                f"{host} already holds the applicants of {label} up to #{skip - 1:,} (earlier runs), and "
+                f"the rest are too few for this run's {count:,} arrivals: make a bigger population "
+                f"(prakerja-sim population --size {count + skip:,}) or restart the server on a fresh database"
+            ) from err
+        outcomes = applicants.column("expected_outcome").take(rows).to_pylist()
+        probes = [int(rows[i]) for i, outcome in enumerate(outcomes) if outcome == ACCEPT][:REGISTERED_PROBES]
+        known = [is_registered(host, row) for row in applicants.take(probes).to_pylist()]
+        if not any(known):
+            break
+        skip = int(rows.max()) + 1
+    if skip != start:
+        say(
+            f"surge: {host} already holds applicants of {label} that earlier runs signed up: this run "
+            f"starts at applicant #{skip:,} (as with --skip-applicants {skip})"
+        )
+    return skip
+
+
+def prepare_target(host: str, scenario: Scenario, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """Before the first arrival: say which faults to start the server with, read its counts, open the wave.
+
+    Returns ``GET /v1/admin/stats`` as it was before the run (None when the target has none).
+    """
+    if scenario.faults.any and scenario.target.apply_faults:
+        say(
+            "this scenario injects upstream faults; the reference API takes them at start: "
+            "prakerja-sim serve " + " ".join(fault_serve_options(scenario.faults))
+        )
+    before = fetch_stats(host)
+    if scenario.target.open_wave:
+        say(open_wave(host, scenario))
+    return before
