@@ -67,7 +67,7 @@ def test_bad_options_end_in_one_clear_line(capsys, tmp_path, args, fragment):
 @pytest.mark.parametrize(
     ("db", "fragment", "code"),
     [
-        ("postgresql://postgres@10.1.2.3:5432/qa", "--allow-remote", 2),
+        ("postgresql://postgres@db.invalid:5432/qa", "--allow-remote", 2),
         ("oracle://scott@127.0.0.1/qa", "unsupported scheme", 2),
         ("postgresql://postgres@127.0.0.1:1/qa", "cannot reach the database", 3),
     ],
@@ -76,6 +76,14 @@ def test_bad_targets_are_refused_before_anything_is_written(capsys, db, fragment
     exit_code, _, err = run(capsys, "--db", db, "--size", "10")
     assert exit_code == code
     assert fragment in err and "Traceback" not in err
+
+
+def test_a_sqlite_file_in_a_missing_directory_is_refused(capsys, tmp_path):
+    missing = tmp_path / "no-such-dir"
+    for db in (str(missing / "qa.db"), f"sqlite:///{missing}/qa.db"):
+        code, _, err = run(capsys, "--db", db, "--size", "10")
+        assert code == 2 and "does not exist" in err and "Traceback" not in err
+        assert not missing.exists()  # nothing created, as whoever ran it
 
 
 def test_the_command_is_on_the_front_door():

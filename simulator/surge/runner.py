@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
-from simulator.net import is_loopback
+from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable
+from simulator.net import http_endpoint, require_local
 from simulator.progress import progress_bar
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
 from simulator.surge.reconcile import Reconciliation, reconcile
@@ -72,14 +72,9 @@ class SurgeResult:
 
 def check_target(host: str, allow_remote: bool) -> str:
     """The base URL without a trailing slash; raises UnsafeTarget for a non-loopback host."""
-    parsed = urllib.parse.urlparse(host)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InvalidOption(f"--host: expected a URL like http://127.0.0.1:8000, got {host!r}")
-    if not allow_remote and not is_loopback(parsed.hostname):
-        raise UnsafeTarget(
-            f"--host {host} is not a loopback address; a surge there is real load on a real system. "
-            "Pass --allow-remote if you mean it (and have the owner's permission)."
-        )
+    require_local([http_endpoint(host)], allow_remote=allow_remote,
+                  what="--host (a surge is real load on a real system)",
+                  flag="--allow-remote (and have the owner's permission)")
     return host.rstrip("/")
 
 
