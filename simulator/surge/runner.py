@@ -257,11 +257,21 @@ def _run_locust(cmd: list[str], local_workers: bool = False) -> int:
 def prepare_population(scenario: Scenario, options: SurgeOptions, out: Path) -> tuple[str, bool]:
     """The population directory to use; generates one in ``out/population`` when none is given."""
     if options.population:
+        from simulator.io.population import check_population
+
         path = Path(options.population)
-        if not (path / "manifest.json").is_file():
+        if not path.is_dir():
             raise InvalidInputFile(
-                f"{path}: not a population directory (no manifest.json); "
-                "make one with `prakerja-sim population`"
+                f"{path}: no such population directory (make one with `prakerja-sim population`)"
+            )
+        # As the Locust workers will read it (manifest, size, sha256), before the target is contacted.
+        manifests = check_population(path, ("applicants",))
+        have = sum(m["files"]["applicants"]["rows"] for m in manifests)
+        need, skip = len(build_schedule(scenario)), options.skip_applicants
+        if scenario.defects.applicant_share is None and have - skip < need:
+            raise InvalidInputFile(
+                f"{path}: {have:,} applicants (skipping {skip:,}) but the scenario schedules "
+                f"{need:,} arrivals; make a bigger population"
             )
         return str(path.resolve()), False
     from simulator.io.population import write_population
@@ -292,8 +302,8 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
     with contextlib.suppress(FileNotFoundError):
         raw_path.unlink()  # never report an older run's numbers
 
+    population, generated = prepare_population(scenario, options, out)  # before any request
     http_json("GET", f"{host}/", timeout=10.0)  # TargetUnavailable now rather than mid-run
-    population, generated = prepare_population(scenario, options, out)
     if generated:
         say(
             f"generated a population of {len(build_schedule(scenario)):,} applicants in {population}; "
