@@ -24,6 +24,7 @@ from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.generators.ktp import photo
 from simulator.generators.ktp.variants import VARIANTS, render_variant
 from simulator.io.atomic import atomic_write_bytes, atomic_write_text
+from simulator.io.leftovers import sweep
 from simulator.progress import ProgressCallback
 
 DEFAULT_VALID_SHARE = 0.8
@@ -213,15 +214,9 @@ def _render_one(
 
 
 def _write_fixture(path: Path, data: bytes) -> None:
-    # Temp file + rename, like atomic_write, but without an fsync per file: at hundreds of files a
-    # second that would dominate. The manifest (fsynced, written last) is what marks a set complete.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Atomic, but without an fsync per file: at hundreds of files a second that would dominate.
+    # The manifest (fsynced, written last) is what marks a set complete.
+    atomic_write_bytes(path, data, fsync=False)
 
 
 def render_fixtures(
@@ -244,6 +239,8 @@ def render_fixtures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / FILES_DIR).mkdir(exist_ok=True)
+    for directory in (out, out / FILES_DIR):
+        sweep(directory)  # temporary files of a killed run
     tasks = plan_tasks(out, assign_variants(count, parse_mix(mix), seed), seed)
     rows: list[ManifestRow] = []
     with FixtureWorkers(people, workers if len(tasks) > 1 else 1) as pool:
