@@ -7,6 +7,8 @@ import collections
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -305,3 +307,26 @@ def test_a_failed_parallel_write_leaves_no_files_and_no_shared_memory(tmp_path, 
 def _own_segments() -> list[str]:
     """Shared-memory segments of writers run by this test process (others may run beside it)."""
     return [n for n in os.listdir("/dev/shm") if n.startswith(f"psim-{os.getpid()}-")]
+
+
+def test_a_segment_made_for_another_process_outlives_its_maker():
+    """The adapter over multiprocessing's resource tracker (simulator/io/segments.py): if a new
+    Python unlinks such a segment when its maker exits, the parallel writer loses chunks."""
+    from multiprocessing import shared_memory
+
+    name = f"psim-{os.getpid()}-adapter-test"
+    code = (
+        "from simulator.io.segments import create_for_owner\n"
+        f"block = create_for_owner({name!r}, 4096)\n"
+        "block.buf[:5] = b'chunk'\n"
+        "block.close()\n"
+    )
+    made = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert "leaked" not in made.stderr  # the tracker was told the segment is not its maker's
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        assert bytes(block.buf[:5]) == b"chunk"
+    finally:
+        block.close()
+        block.unlink()

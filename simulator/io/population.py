@@ -16,7 +16,7 @@ import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from simulator.generators.population import (
 )
 from simulator.io.atomic import AtomicFile, atomic_write_text, fsync_directory
 from simulator.io.leftovers import SEGMENT_PREFIX, sweep
+from simulator.io.segments import create_for_owner
 
 FORMATS: dict[str, str] = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
 TABLES = ("residents", "applicants")
@@ -204,12 +205,11 @@ def _worker_encode(args: tuple[int, str, bool, str, str]) -> tuple[int, dict[str
             handles[name] = (slot, offset, size)
             offset += -(-size // _ALIGN) * _ALIGN
         else:  # bigger than the slot's room: a block of its own
-            own = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True, size=max(size, 1))
+            own = create_for_owner(_shared_name(run, k, name), max(size, 1))  # the main process unlinks it
             target = own.buf[:size]
             _fill(target, payload)
             target.release()
             own.close()
-            resource_tracker.unregister(own._name, "shared_memory")  # noqa: SLF001 - the main process owns it
             handles[name] = (own.name, 0, size)
     return persons, handles
 
