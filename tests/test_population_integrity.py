@@ -45,7 +45,7 @@ def _edit_manifest(directory: Path, change) -> None:  # noqa: ANN001
 def _readers():
     """Every command's way into a population directory."""
     from simulator.api.registry import load_residents
-    from simulator.generators.ktp.fixtures import load_people
+    from simulator.generators.ktp.cli import load_people
     from simulator.seed import seed_database
     from simulator.surge.applicants import load_applicants
 

@@ -137,25 +137,6 @@ def people_from_tables(residents: pa.Table, applicants: pa.Table | None = None) 
     return joined.to_pylist()
 
 
-def load_people(pop_dir: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
-    """Read a population directory (``prakerja-sim population`` output) into printable card rows."""
-    from simulator.io.population import read_table  # the I/O stack loads only when a file is read
-
-    path = Path(pop_dir)
-    if not path.is_dir():
-        raise InvalidInputFile(f"{path}: not a population directory (expected residents/applicants files)")
-    residents = read_table(path, "residents")
-    # A registry-only directory renders every resident; a broken applicants file is an error, not a fallback.
-    has_applicants = any(path.glob("applicants.*")) or any(path.glob("applicants.shard-*"))
-    applicants = read_table(path, "applicants") if has_applicants else None
-    people = people_from_tables(residents, applicants)
-    if not people:
-        raise InvalidInputFile(
-            f"{path}: no applicant matches a resident by NIK, so there is no card to print"
-        )
-    return people[:limit] if limit else people
-
-
 def generated_people(count: int, seed: int) -> list[dict[str, Any]]:
     """A fresh population of ``count`` applicants (embedded default when no --population is given)."""
     from simulator.generators.population import generate_tables
