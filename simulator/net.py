@@ -121,7 +121,7 @@ def resolve_database(db: str, *, option: str = "--db",
     scheme = text.partition("://")[0].partition("+")[0].lower()
     kind = DATABASE_SCHEMES.get(scheme)
     if kind is None:
-        raise InvalidOption(f"{option} {_hide_password(text)!r}: unsupported scheme {scheme!r}; "
+        raise InvalidOption(f"{option} {_hide_password(text)!r}: unsupported database URL scheme {scheme!r}; "
                             "use a SQLite path, postgresql://, mysql:// or mariadb://")
     if kind == SQLITE:
         path = text.partition("://")[2].partition("?")[0][1:] or ":memory:"

@@ -68,7 +68,7 @@ def test_bad_options_end_in_one_clear_line(capsys, tmp_path, args, fragment):
     ("db", "fragment", "code"),
     [
         ("postgresql://postgres@db.invalid:5432/qa", "--allow-remote", 2),
-        ("oracle://scott@127.0.0.1/qa", "unsupported scheme", 2),
+        ("oracle://scott@127.0.0.1/qa", "unsupported database URL scheme", 2),
         ("postgresql://postgres@127.0.0.1:1/qa", "cannot reach the database", 3),
     ],
 )
