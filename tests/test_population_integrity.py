@@ -25,11 +25,6 @@ from simulator.io.population import load_manifests, read_table, write_population
 SIZE, CHUNK = 1500, 1000
 
 
-@pytest.fixture(autouse=True)
-def _sweep_again(monkeypatch):
-    monkeypatch.setattr(leftovers, "_SWEPT", set())  # each test is "the next run"
-
-
 def _population(directory: Path, seed: int = 1, fmt: str = "csv") -> Path:
     write_population(directory, SIZE, seed, fmt=fmt, chunk_rows=CHUNK)
     return directory
@@ -105,19 +100,17 @@ def test_a_rewrite_killed_half_way_leaves_no_readable_population(tmp_path, monke
     assert read_table(population, "applicants").num_rows == SIZE
 
 
-def test_a_failed_rewrite_keeps_the_old_population(tmp_path, monkeypatch):
+def test_a_failed_rewrite_keeps_the_old_population(tmp_path):
     population = _population(tmp_path / "pop", seed=1)
-    import simulator.io.population as population_module
 
-    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+    def disk_full(_persons: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(population_module, "_write_chunk", broken)
     with pytest.raises(OSError):
-        write_population(population, SIZE, 2, chunk_rows=CHUNK)
-    monkeypatch.undo()
+        write_population(population, SIZE, 2, chunk_rows=CHUNK, progress=disk_full)
     assert load_manifests(population)[0]["seed"] == 1  # nothing was replaced, nothing withdrawn
     assert read_table(population, "residents").num_rows > 0
+    assert not [p for p in population.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize(
@@ -230,7 +223,7 @@ def test_the_next_population_run_removes_what_a_killed_one_left(tmp_path):
 
     write_population(out, SIZE, 1, chunk_rows=CHUNK)
     assert _segments(process.pid) == [] and _temp_files(out, process.pid) == []
-    mapped = leftovers._mapped_shared_memory() or set()  # noqa: SLF001
+    mapped = leftovers.mapped_shared_memory() or set()
     assert all(f"/dev/shm/{name}" in mapped or not os.path.exists(f"/dev/shm/{name}") for name in semaphores)
 
 
@@ -238,7 +231,7 @@ def test_seed_db_removes_its_own_and_the_generators_leftovers(tmp_path):
     from simulator.seed import seed_database
 
     dead, alive = _dead_pid(), os.getpid()
-    host = leftovers._HOST  # noqa: SLF001
+    host = leftovers.HOST
     dead_side = tmp_path / f".qa.db.passwords.csv.{dead}@{host}.0badf00d.tmp"
     live_side = tmp_path / f".qa.db.passwords.csv.{alive}@{host}.0badf00d.tmp"
     other_host = tmp_path / f".qa.db.passwords.csv.{dead}@elsewhere-invalid.0badf00d.tmp"

@@ -24,32 +24,25 @@ HANDOVER_PREFIX = "prakerja-seed-chunks-"
 SEMAPHORE_GRACE_S = 60.0
 """A semaphore file no process maps is a leak once it is this old (one just made is mapped at once)."""
 
-_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+"""This machine's short name as temporary file names carry it."""
 _TEMP_FILE = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[0-9a-f]+\.tmp$")
-_SWEPT: set[str] = set()
 
 
 def temp_prefix(target_name: str) -> str:
     """The start of a temporary file's name for ``target_name``: ``.<name>.<pid>@<host>.``."""
-    return f".{target_name}.{os.getpid()}@{_HOST}."
+    return f".{target_name}.{os.getpid()}@{HOST}."
 
 
 def sweep(directory: str | os.PathLike[str] | None = None) -> int:
-    """Remove what dead runs left in ``directory``, in /dev/shm and in the temporary directory.
-
-    Each place is swept once per process; returns how many entries were removed.
-    """
-    places = [str(SHARED_MEMORY), tempfile.gettempdir()]
+    """Remove what dead runs left in ``directory``, in /dev/shm and in the temporary directory;
+    returns how many entries were removed. Costs a directory listing of each (and /proc's maps
+    only when an old semaphore file is found): commands call it once, as they start."""
+    places = {str(SHARED_MEMORY), tempfile.gettempdir()}
     if directory is not None:
-        places.append(str(Path(directory).resolve()))
-    removed = 0
-    for place in places:
-        if place not in _SWEPT:
-            _SWEPT.add(place)
-            removed += remove_dead_entries(place)
-            if place == str(SHARED_MEMORY):
-                removed += remove_leaked_semaphores()
-    return removed
+        places.add(str(Path(directory).resolve()))
+    removed = sum(remove_dead_entries(place) for place in places)
+    return removed + remove_leaked_semaphores()
 
 
 def is_dead(pid: int) -> bool:
@@ -68,7 +61,7 @@ def dead_owner(name: str) -> bool:
     owner process is gone."""
     match = _TEMP_FILE.match(name)
     if match:
-        return match["host"] == _HOST and is_dead(int(match["pid"]))
+        return match["host"] == HOST and is_dead(int(match["pid"]))
     for prefix in (SEGMENT_PREFIX, HANDOVER_PREFIX):
         pid = name[len(prefix):].partition("-")[0]
         if name.startswith(prefix) and pid.isdigit():
@@ -109,7 +102,7 @@ def remove_leaked_semaphores(now: float | None = None) -> int:
     old = [e for e in candidates if now - e.stat(follow_symlinks=False).st_mtime > SEMAPHORE_GRACE_S]
     if not old:
         return 0
-    mapped = _mapped_shared_memory()
+    mapped = mapped_shared_memory()
     if mapped is None:
         return 0  # cannot tell which are in use: leave them
     removed = 0
@@ -121,7 +114,7 @@ def remove_leaked_semaphores(now: float | None = None) -> int:
     return removed
 
 
-def _mapped_shared_memory() -> set[str] | None:
+def mapped_shared_memory() -> set[str] | None:
     """Every /dev/shm file some process of this user maps, from /proc (None without /proc)."""
     proc = Path("/proc")
     if not (proc / "self" / "maps").exists():
