@@ -198,6 +198,11 @@ def pairs(server: str, size: int, repeat: int, tmp: str, *, j1: bool, sample_mem
         if single is not None:
             print(f"  pg_restore -j 1: {single.seconds:.2f} s (ratio {run.seconds / single.seconds:.2f})")
         print(f"  ratio seed-db / pg_restore -j 2: {run.seconds / anchor.seconds:.2f}")
+        if run.server_cpu is not None and anchor.server_cpu is not None:
+            # On a shared machine the wall-clock ratio moves with the load; CPU time much less.
+            seed_cpu, restore_cpu = run.client_cpu + run.server_cpu, anchor.client_cpu + anchor.server_cpu
+            print(f"  by CPU time (client + server): {seed_cpu:.1f} s / {restore_cpu:.1f} s = "
+                  f"{seed_cpu / restore_cpu:.2f}")
         print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{size:,} applicants: median ratio over {len(ratios)} pair(s): {statistics.median(ratios):.2f}")
 
