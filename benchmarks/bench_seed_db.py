@@ -1,20 +1,21 @@
-"""seed-db speed: rows per second into PostgreSQL against ``pgbench -i`` on the same server, same run.
+"""seed-db speed against PostgreSQL's own floor: ``pg_restore -j 2`` of a dump of the very database
+seeded, into an empty database created for it, in the same run.
 
-Baseline: ``pgbench -i -s SCALE`` (client-side generated rows, COPY, vacuum, primary keys after)
-into a scratch database, at the scale whose row count is nearest the seed's (pgbench writes 100,000
-rows per unit and gets faster per row as it grows, so a smaller baseline would flatter the ratio of
-a big seed); ``--scale`` fixes it instead. Ours: ``prakerja-sim seed-db --size N`` (population
+Each pair: ``prakerja-sim seed-db --size N --truncate`` into a scratch database (population
 generated, argon2 hashed once per distinct password, binary COPY into a staging schema, keys /
-indexes / foreign keys built after, swapped in) into another. Both count every row written. Each
-pair runs ``--repeat`` times, back to back; prints both rates, the ratio (goal >= 0.5) and its
-median, the CPU seconds each side used (client process tree, and the PostgreSQL server's processes
-when the server runs on this machine: on a shared machine the wall-clock ratio moves with the load,
-CPU time much less) against the CPU the goal leaves the seed on this machine (all CPUs busy for
-twice pgbench's time per row), the same seed with one hash per account (``--distinct-passwords
-all``: what the password pool saves), and, with ``--million``, the time and peak memory (the whole
-process tree) of seeding 1,000,000 applicants.
+indexes / foreign keys built after, swapped in), ``pg_dump -Fc`` of it, then ``pg_restore -j 2``
+of that dump into a fresh empty database, timed. The ratio is seed-db's time over pg_restore's
+(1.0: as fast as restoring the same rows, keys and indexes; below 1 is not expected). Pairs run
+``--repeat`` times at ``--size`` and, with ``--million``, at 1,000,000 applicants (time and peak
+memory of the whole process tree too). CPU seconds of each side are printed (client process tree,
+and the PostgreSQL server's processes when it runs on this machine: on a shared machine the
+wall-clock ratio moves with the load, CPU time much less).
 
-    python benchmarks/bench_seed_db.py [--pg URL] [--size 200000] [--scale N] [--repeat 3] [--million]
+What the checks of issue #14 cost, same run: the remote guard's resolution of ``--db``, and the
+manifest + size + sha256 verification every reader makes, timed on the population written for a
+``seed-db --from`` run of the same size, against that run's time (goal: under 5%).
+
+    python benchmarks/bench_seed_db.py [--pg URL] [--size 200000] [--repeat 3] [--million] [--j1]
 """
 
 from __future__ import annotations
@@ -23,17 +24,16 @@ import argparse
 import os
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from _measure import PeakMemory  # benchmarks/, first on the path of a script run from it
-from sqlalchemy.engine import make_url
 
 from simulator.api.testing import scratch_database
 
@@ -79,53 +79,6 @@ def server_cpu_since(before: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
-def pgbench_init(db_url: str, scale: int) -> tuple[int, float, float, float | None]:
-    """(rows, seconds, client CPU, server CPU) of ``pgbench -i -s scale`` into ``db_url``."""
-    if shutil.which("pgbench") is None:
-        sys.exit("pgbench is not installed (apt-get install postgresql-client)")
-    url = make_url(db_url)
-    cmd = [
-        "pgbench",
-        "-i",
-        "-q",
-        "-s",
-        str(scale),
-        "-h",
-        url.host or "127.0.0.1",
-        "-p",
-        str(url.port or 5432),
-    ]
-    if url.username:
-        cmd += ["-U", url.username]
-    env = dict(os.environ, PGPASSWORD=url.password or "")
-    server, client = server_cpu(), children_cpu()
-    started = time.perf_counter()
-    subprocess.run([*cmd, url.database], check=True, capture_output=True, env=env)
-    seconds = time.perf_counter() - started
-    client = children_cpu() - client
-    rows = 100_000 * scale + 10 * scale + scale  # accounts, tellers, branches
-    return rows, seconds, client, server_cpu_since(server)
-
-
-def matching_scale(rows: int) -> int:
-    """The pgbench scale whose ``-i`` writes about ``rows`` rows (100,011 per unit)."""
-    return max(1, round(rows / 100_011))
-
-
-def database_bytes(db_url: str) -> int:
-    """Size on disk of a database (tables, indexes, TOAST): the work a load leaves behind."""
-    import sqlalchemy as sa
-
-    from simulator.api.db import make_engine
-
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
-    finally:
-        engine.dispose()
-
-
 @dataclass
 class SeedRun:
     rows: int
@@ -136,12 +89,15 @@ class SeedRun:
     server_cpu: float | None
 
 
-def seed(db_url: str, size: int, passwords: str, *extra: str, sample_memory: bool = False) -> SeedRun:
-    """``prakerja-sim seed-db --size`` in a subprocess: rows, time, CPU and (if asked) peak memory.
+def seed(db_url: str, size: int, passwords: str, *extra: str, sample_memory: bool = False,
+         population: str | None = None) -> SeedRun:
+    """``prakerja-sim seed-db --size`` (or ``--from population``) in a subprocess: rows, time, CPU
+    and (if asked) peak memory.
 
     Memory is sampled only when asked: reading every process's page tables costs the run CPU."""
+    source = ["--from", population] if population else ["--size", str(size)]
     cmd = [
-        sys.executable, "-m", "simulator.cli", "seed-db", "--db", db_url, "--size", str(size), "--seed", "1",
+        sys.executable, "-m", "simulator.cli", "seed-db", "--db", db_url, *source, "--seed", "1",
         "--truncate", "--passwords-out", passwords, *extra,
     ]  # fmt: skip
     server, client = server_cpu(), children_cpu()
@@ -163,126 +119,108 @@ def _cpu(client: float, server: float | None) -> str:
     return f"CPU {client:.1f} s client" + (f" + {server:.1f} s server" if server is not None else "")
 
 
-def _per_cpu_second(rows: int, client: float, server: float | None) -> float | None:
-    return rows / (client + server) if server is not None and client + server > 0 else None
+def pg_tool(*args: str) -> None:
+    """Run a PostgreSQL client tool (pg_dump, pg_restore); exit with its message if it fails."""
+    result = subprocess.run(list(args), capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{args[0]} failed ({result.returncode}): {result.stderr.strip()}")
 
 
-def cpu_budget_line(rows: int, base_rows: int, base_s: float, client: float, server: float | None) -> str:
-    """What the goal leaves the seed to spend: at ratio 0.5 the seed may take twice pgbench's time per
-    row, so with every CPU of this machine busy all that time it could use ``CPUs x that`` CPU-seconds.
-    A seed that needs more than that cannot reach the goal here, however well it keeps the CPUs busy."""
-    cpus = os.cpu_count() or 1
-    allowed = 2 * base_s * rows / base_rows  # seconds the seed may take at ratio 0.5
-    used = client + (server or 0.0)
-    line = (
-        f"  CPU budget at the goal: {cpus} CPUs x {allowed:.1f} s = {cpus * allowed:.1f} CPU-s; "
-        f"seed-db used {used:.1f}"
-    )
-    if server is not None:
-        line += f" (server alone {server:.1f})"
-    return line + ("" if server is not None else ", client only: the server is not on this machine")
+@dataclass
+class RestoreRun:
+    seconds: float
+    client_cpu: float
+    server_cpu: float | None
+    dump_bytes: int
 
 
-def hash_rates(count: int = 20_000) -> tuple[float, float, int]:
-    """argon2id at seed-db's default cost: hashes/s on one process, and on the worker pool."""
-    from simulator.seed.hashing import SEED_COST, PasswordHasherPool, hash_many
-
-    passwords = [f"Sandi{i:06d}!" for i in range(count)]
-    keys = [f"bench:{i}" for i in range(count)]
-    started = time.perf_counter()
-    hash_many(passwords, keys, SEED_COST)
-    one = count / (time.perf_counter() - started)
-    with PasswordHasherPool(SEED_COST) as pool:
-        pool.collect(pool.submit(passwords[:100], keys[:100]))  # workers started
+def restore_anchor(seeded: str, server: str, dump: str, jobs: int) -> RestoreRun:
+    """``pg_dump -Fc`` of ``seeded``, then ``pg_restore -j jobs`` of it into a new empty database, timed."""
+    pg_tool("pg_dump", "-Fc", "-f", dump, libpq_url(seeded))
+    with scratch_database(server, prefix="bench_restore") as empty:
+        before_server, before_client = server_cpu(), children_cpu()
         started = time.perf_counter()
-        pool.collect(pool.submit(passwords, keys))
-        many = count / (time.perf_counter() - started)
-        workers = pool.workers
-    return one, many, workers
+        pg_tool("pg_restore", "-j", str(jobs), "--no-owner", "-d", libpq_url(empty), dump)
+        seconds = time.perf_counter() - started
+        client = children_cpu() - before_client
+        return RestoreRun(seconds, client, server_cpu_since(before_server), os.path.getsize(dump))
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq reads it (no SQLAlchemy ``+driver`` in the scheme)."""
+    scheme, _, rest = url.partition("://")
+    return "postgresql://" + rest if scheme.startswith("postgres") else url
+
+
+def check_costs(server: str, size: int, tmp: str) -> str:
+    """The guard's resolution and the readers' verification, against a ``seed-db --from`` of ``size``."""
+    from simulator.io.population import check_population, write_population
+    from simulator.seed.target import parse_target
+
+    started = time.perf_counter()
+    for _ in range(100):
+        parse_target(server)
+    guard_s = (time.perf_counter() - started) / 100
+    population = Path(tmp) / f"population-{size}"
+    write_population(population, size, 1, workers=os.cpu_count() or 1)
+    started = time.perf_counter()
+    check_population(population)
+    verify_s = time.perf_counter() - started
+    with scratch_database(server, prefix="bench_seed_from") as db:
+        run = seed(db, size, os.path.join(tmp, "pw-from.csv"), population=str(population))
+    written = sum(f.stat().st_size for f in population.iterdir())
+    return (
+        f"  checks: guard {guard_s * 1000:.2f} ms; verifying {written / 2**20:,.0f} MiB of population "
+        f"(manifest, size, sha256) {verify_s:.2f} s = {verify_s / run.seconds:.1%} of seed-db --from's "
+        f"{run.seconds:.1f} s (goal < 5%)"
+    )
+
+
+def pairs(server: str, size: int, repeat: int, tmp: str, *, j1: bool, sample_memory: bool) -> None:
+    """``repeat`` seed / dump / restore pairs of ``size`` applicants; prints each and the median ratio."""
+    ratios = []
+    for _ in range(repeat):
+        with scratch_database(server, prefix="bench_seed") as db:
+            run = seed(db, size, os.path.join(tmp, "pw.csv"), sample_memory=sample_memory)
+            dump = os.path.join(tmp, "seed.dump")
+            anchor = restore_anchor(db, server, dump, 2)
+            single = restore_anchor(db, server, dump, 1) if j1 else None
+        ratios.append(run.seconds / anchor.seconds)
+        memory = f", peak memory {run.peak / 2**20:,.0f} MiB" if run.peak else ""
+        print(
+            f"seed-db --size {size:,}: {run.rows:,} rows in {run.seconds:.2f} s = "
+            f"{run.rows / run.seconds:,.0f} rows/s ({_cpu(run.client_cpu, run.server_cpu)}){memory}"
+        )
+        print(
+            f"  pg_restore -j 2 of its dump ({anchor.dump_bytes / 2**20:,.0f} MiB, -Fc) into an empty "
+            f"database: {anchor.seconds:.2f} s ({_cpu(anchor.client_cpu, anchor.server_cpu)})"
+        )
+        if single is not None:
+            print(f"  pg_restore -j 1: {single.seconds:.2f} s (ratio {run.seconds / single.seconds:.2f})")
+        print(f"  ratio seed-db / pg_restore -j 2: {run.seconds / anchor.seconds:.2f}")
+        if run.server_cpu is not None and anchor.server_cpu is not None:
+            # On a shared machine the wall-clock ratio moves with the load; CPU time much less.
+            seed_cpu, restore_cpu = run.client_cpu + run.server_cpu, anchor.client_cpu + anchor.server_cpu
+            print(f"  by CPU time (client + server): {seed_cpu:.1f} s / {restore_cpu:.1f} s = "
+                  f"{seed_cpu / restore_cpu:.2f}")
+        print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(f"{size:,} applicants: median ratio over {len(ratios)} pair(s): {statistics.median(ratios):.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default=os.environ.get("PRAKERJA_TEST_POSTGRES_URL", DEFAULT_PG))
     parser.add_argument("--size", type=int, default=200_000, help="applicants for the ratio run")
-    parser.add_argument(
-        "--scale", type=int, default=None,
-        help="pgbench scale (100,000 accounts per unit; default: the seed's row count)",
-    )  # fmt: skip
-    parser.add_argument("--repeat", type=int, default=3, help="pgbench / seed-db pairs for the ratio")
-    parser.add_argument("--million", action="store_true", help="also seed 1,000,000 applicants")
+    parser.add_argument("--repeat", type=int, default=3, help="seed / restore pairs per size")
+    parser.add_argument("--million", action="store_true", help="also pairs at 1,000,000 applicants")
+    parser.add_argument("--j1", action="store_true", help="also time pg_restore -j 1 of each dump")
     args = parser.parse_args()
-
-    one, many, workers = hash_rates()
-    print(f"argon2id t=1 m=8KiB: {one:,.0f} hashes/s on 1 process, {many:,.0f}/s on {workers} processes")
-    ratios, cpu_ratios = [], []
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
-        for _ in range(args.repeat):
-            with scratch_database(args.pg, prefix="bench_seed") as db:
-                run = seed(db, args.size, os.path.join(tmp, "pw.csv"))
-                seed_bytes = database_bytes(db)
-            scale = args.scale or matching_scale(run.rows)
-            with scratch_database(args.pg, prefix="bench_pgbench") as db:
-                base_rows, base_s, base_client, base_server = pgbench_init(db, scale)
-                base_bytes = database_bytes(db)
-            base_rate, rate = base_rows / base_s, run.rows / run.seconds
-            ratios.append(rate / base_rate)
-            print(
-                f"pgbench -i -s {scale}: {base_rows:,} rows in {base_s:.2f} s = {base_rate:,.0f} rows/s "
-                f"({_cpu(base_client, base_server)})"
-            )
-            print(
-                f"seed-db --size {args.size:,}: {run.rows:,} rows in {run.seconds:.2f} s = "
-                f"{rate:,.0f} rows/s ({_cpu(run.client_cpu, run.server_cpu)})"
-            )
-            print(f"  ratio seed-db / pgbench -i: {rate / base_rate:.2f} (goal >= 0.50)")
-            base_mbs, seed_mbs = base_bytes / base_s / 2**20, seed_bytes / run.seconds / 2**20
-            print(
-                f"  by bytes on disk (wider rows, more keys): pgbench {base_mbs:.1f} MiB/s, seed-db "
-                f"{seed_mbs:.1f} MiB/s, ratio {seed_mbs / base_mbs:.2f}"
-            )
-            base_cpu = _per_cpu_second(base_rows, base_client, base_server)
-            seed_cpu = _per_cpu_second(run.rows, run.client_cpu, run.server_cpu)
-            if base_cpu and seed_cpu:
-                cpu_ratios.append(seed_cpu / base_cpu)
-                print(
-                    f"  by CPU time (rows per CPU-second, client + server): pgbench {base_cpu:,.0f}, "
-                    f"seed-db {seed_cpu:,.0f}, ratio {seed_cpu / base_cpu:.2f}"
-                )
-            print(cpu_budget_line(run.rows, base_rows, base_s, run.client_cpu, run.server_cpu))
-            print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-        print(
-            f"median ratio over {len(ratios)} pair(s): {statistics.median(ratios):.2f} (goal >= 0.50)"
-            + (f"; by CPU time {statistics.median(cpu_ratios):.2f}" if cpu_ratios else "")
-        )
-        with scratch_database(args.pg, prefix="bench_seed_allpw") as db:
-            every = seed(db, args.size, os.path.join(tmp, "pw0.csv"), "--distinct-passwords", "all")
-        all_rate = every.rows / every.seconds
-        print(
-            f"  same seed, one argon2 hash per account (--distinct-passwords all): {all_rate:,.0f} rows/s, "
-            f"ratio {all_rate / base_rate:.2f} against the last pgbench "
-            f"({_cpu(every.client_cpu, every.server_cpu)})"
-        )
-        print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+        pairs(args.pg, args.size, args.repeat, tmp, j1=args.j1, sample_memory=False)
+        print(check_costs(args.pg, args.size, tmp))
         if args.million:
-            with scratch_database(args.pg, prefix="bench_seed_1m") as db:
-                run = seed(db, 1_000_000, os.path.join(tmp, "pw1m.csv"), sample_memory=True)
-            scale = args.scale or matching_scale(run.rows)
-            with scratch_database(args.pg, prefix="bench_pgbench") as db:
-                base_rows, base_s, base_client, base_server = pgbench_init(db, scale)
-            rate, base_rate = run.rows / run.seconds, base_rows / base_s
-            print(
-                f"1,000,000 applicants: {run.rows:,} rows in {run.seconds:.1f} s = {rate:,.0f} rows/s, "
-                f"peak memory {run.peak / 2**20:,.0f} MiB ({_cpu(run.client_cpu, run.server_cpu)})"
-            )
-            print(
-                f"  pgbench -i -s {scale} right after: {base_rows:,} rows in {base_s:.1f} s = "
-                f"{base_rate:,.0f} rows/s ({_cpu(base_client, base_server)}); "
-                f"ratio {rate / base_rate:.2f} (goal >= 0.50)"
-            )
-            print(cpu_budget_line(run.rows, base_rows, base_s, run.client_cpu, run.server_cpu))
-            print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
-            print(run.summary)
+            pairs(args.pg, 1_000_000, args.repeat, tmp, j1=args.j1, sample_memory=True)
+            print(check_costs(args.pg, 1_000_000, tmp))
 
 
 if __name__ == "__main__":

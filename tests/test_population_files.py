@@ -7,6 +7,8 @@ import collections
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -77,7 +79,7 @@ def test_files_are_byte_identical_whatever_the_number_of_workers(tmp_path, fmt):
         assert sha(tmp_path / "one" / name) == sha(tmp_path / "two" / name)
     # Workers hand chunks over in shared memory; nothing is left behind.
     if os.path.isdir("/dev/shm"):
-        assert not [n for n in os.listdir("/dev/shm") if n.startswith("psim-")]
+        assert not _own_segments()
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
@@ -92,7 +94,7 @@ def test_chunks_too_big_for_their_slot_travel_in_blocks_of_their_own(tmp_path, f
     for name in (f"residents.{fmt}", f"applicants.{fmt}"):
         assert sha(tmp_path / "one" / name) == sha(tmp_path / "two" / name)
     if os.path.isdir("/dev/shm"):
-        assert not [n for n in os.listdir("/dev/shm") if n.startswith("psim-")]
+        assert not _own_segments()
 
 
 def test_shards_together_are_exactly_the_unsharded_population(tmp_path, reference):
@@ -299,4 +301,32 @@ def test_a_failed_parallel_write_leaves_no_files_and_no_shared_memory(tmp_path, 
         write_population(tmp_path, 6_000, 1, fmt="csv", workers=2, chunk_rows=CHUNK)
     assert os.listdir(tmp_path) == []
     if os.path.isdir("/dev/shm"):
-        assert not [n for n in os.listdir("/dev/shm") if n.startswith("psim-")]
+        assert not _own_segments()
+
+
+def _own_segments() -> list[str]:
+    """Shared-memory segments of writers run by this test process (others may run beside it)."""
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"psim-{os.getpid()}-")]
+
+
+def test_a_segment_made_for_another_process_outlives_its_maker():
+    """The adapter over multiprocessing's resource tracker (simulator/io/segments.py): if a new
+    Python unlinks such a segment when its maker exits, the parallel writer loses chunks."""
+    from multiprocessing import shared_memory
+
+    name = f"psim-{os.getpid()}-adapter-test"
+    code = (
+        "from simulator.io.segments import create_for_owner\n"
+        f"block = create_for_owner({name!r}, 4096)\n"
+        "block.buf[:5] = b'chunk'\n"
+        "block.close()\n"
+    )
+    made = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert "leaked" not in made.stderr  # the tracker was told the segment is not its maker's
+    block = shared_memory.SharedMemory(name=name)
+    try:
+        assert bytes(block.buf[:5]) == b"chunk"
+    finally:
+        block.close()
+        block.unlink()

@@ -67,8 +67,8 @@ def test_bad_options_end_in_one_clear_line(capsys, tmp_path, args, fragment):
 @pytest.mark.parametrize(
     ("db", "fragment", "code"),
     [
-        ("postgresql://postgres@10.1.2.3:5432/qa", "--allow-remote", 2),
-        ("oracle://scott@127.0.0.1/qa", "unsupported scheme", 2),
+        ("postgresql://postgres@db.invalid:5432/qa", "--allow-remote", 2),
+        ("oracle://scott@127.0.0.1/qa", "unsupported database URL scheme", 2),
         ("postgresql://postgres@127.0.0.1:1/qa", "cannot reach the database", 3),
     ],
 )
@@ -76,6 +76,14 @@ def test_bad_targets_are_refused_before_anything_is_written(capsys, db, fragment
     exit_code, _, err = run(capsys, "--db", db, "--size", "10")
     assert exit_code == code
     assert fragment in err and "Traceback" not in err
+
+
+def test_a_sqlite_file_in_a_missing_directory_is_refused(capsys, tmp_path):
+    missing = tmp_path / "no-such-dir"
+    for db in (str(missing / "qa.db"), f"sqlite:///{missing}/qa.db"):
+        code, _, err = run(capsys, "--db", db, "--size", "10")
+        assert code == 2 and "does not exist" in err and "Traceback" not in err
+        assert not missing.exists()  # nothing created, as whoever ran it
 
 
 def test_the_command_is_on_the_front_door():
@@ -88,3 +96,38 @@ def test_the_command_is_on_the_front_door():
     assert result.returncode == 0
     for option in ("--db", "--size", "--from", "--states", "--truncate", "--append", "--password-cost"):
         assert option in result.stdout
+
+
+def test_passwords_of_a_server_database_never_land_in_the_current_directory(tmp_path, monkeypatch):
+    from simulator.seed.runner import PASSWORDS_DIR_ENV, passwords_file
+    from simulator.seed.target import parse_target
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(PASSWORDS_DIR_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    target = parse_target("postgresql://postgres@127.0.0.1:5432/qa", environ={})
+    path = passwords_file(target, None)
+    assert path == tmp_path / "data" / "prakerja-sim" / "passwords" / "seed-qa.passwords.csv"
+    assert (path.parent.stat().st_mode & 0o077) == 0  # the directory is the user's alone
+    monkeypatch.setenv(PASSWORDS_DIR_ENV, str(tmp_path / "vault"))
+    assert passwords_file(target, None) == tmp_path / "vault" / "seed-qa.passwords.csv"
+    assert passwords_file(target, "mine.csv") == tmp_path / "mine.csv"  # --passwords-out wins
+
+
+def test_passwords_out_in_a_missing_directory_is_refused(capsys, tmp_path):
+    code, _, err = run(capsys, "--db", str(tmp_path / "qa.db"), "--size", "10",
+                       "--passwords-out", str(tmp_path / "nowhere" / "pw.csv"))
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "qa.db").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_passwords_inside_a_git_work_tree_are_announced(capsys, tmp_path):
+    repo = tmp_path / "checkout"
+    (repo / ".git").mkdir(parents=True)
+    code, out, err = run(capsys, "--db", str(repo / "qa.db"), "--size", "300", "--workers", "1")
+    assert code == 0, err
+    side_file = repo / "qa.db.passwords.csv"
+    assert f"plain passwords of the test users: {side_file}" in out
+    assert f"warning: the plain passwords are in {side_file}, inside the git work tree {repo}" in err
+    code, out, err = run(capsys, "--db", str(tmp_path / "qa.db"), "--size", "300", "--workers", "1")
+    assert code == 0 and "warning" not in err

@@ -13,7 +13,7 @@ import click
 from simulator.api.passwords import COST_LEVELS
 from simulator.api.settings import ENV_VAR, Delay, Settings
 from simulator.errors import InvalidOption, TargetUnavailable, UnsafeTarget
-from simulator.net import is_loopback
+from simulator.net import check_database, is_loopback
 
 
 def _delay(option: str):
@@ -161,7 +161,9 @@ def prefork(host: str, port: int, workers: int) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option(
-    "--allow-remote", is_flag=True, help="Allow a non-loopback --host (your choice: it exposes admin routes)."
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a non-loopback --host (your choice: it exposes admin routes) or a --db on another machine.",
 )
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option(
@@ -248,6 +250,8 @@ def serve(
             f"--host {host} is not a loopback address; pass --allow-remote to serve on it "
             "(the admin routes and the sandbox outbox have no authentication)"
         )
+    # Every host the driver would use (URL, service/option file, PG* variables), pinned.
+    db_url = check_database(db_url, allow_remote=allow_remote).url
     settings = Settings(
         db_url=db_url,
         registry_dir=registry_dir,

@@ -223,7 +223,12 @@ class PreparedStatement:
         self.sql = str(compiled)
         self.names = list(compiled.binds)
         self.positions = compiled.positiontup
-        self.processors = dict(compiled._bind_processors)
+        # Each bind's type processor, through the public TypeEngine API (what SQLAlchemy applies).
+        self.processors = {}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+            if processor is not None:
+                self.processors[name] = processor
 
     def params(self, values: dict):
         processed = {}

@@ -48,9 +48,9 @@ def population(size: int, seed: int, out_dir: str, fmt: str, workers: int, shard
       prakerja-sim population --size 100000 --seed 7 --out pop --format parquet --workers 2
     """
     from simulator.generators.population import make_plan
-    from simulator.io.population import _parse_shard, write_population
+    from simulator.io.population import parse_shard, write_population
 
-    index, count = _parse_shard(shard)
+    index, count = parse_shard(shard)
     plan = make_plan(size, seed, chunk_rows=chunk_rows)
     chunks = plan.shard_chunks(index, count) if count <= plan.chunk_count else range(0)
     total = sum(plan.chunk_bounds(k)[1] - plan.chunk_bounds(k)[0] for k in chunks) or None

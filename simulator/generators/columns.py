@@ -121,11 +121,6 @@ def bucket(edges: np.ndarray, u: np.ndarray) -> np.ndarray:
     return index
 
 
-def categories(labels: tuple[str, ...] | list[str], index: np.ndarray) -> pa.Array:
-    """Labels looked up by index, as a plain string column."""
-    return take(pa.array(list(labels), type=pa.string()), index)
-
-
 DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 
 

@@ -61,9 +61,6 @@ class DefectRates:
     def total(self) -> float:
         return sum(rate for _, rate in self.rates)
 
-    def describe(self) -> str:
-        return ",".join(f"{name}={rate:g}" for name, rate in self.rates) or "none"
-
 
 def parse_defects(spec: str | dict[str, float] | DefectRates | None) -> DefectRates:
     """A :class:`DefectRates` from a profile name, a rate list, a dict or ``None`` (the default)."""

@@ -14,10 +14,9 @@ import multiprocessing
 import os
 import re
 import secrets
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,9 @@ from simulator.generators.population import (
     generate_chunk,
     make_plan,
 )
-from simulator.io.atomic import atomic_write_text
+from simulator.io.atomic import AtomicFile, atomic_write_text, fsync_directory
+from simulator.io.leftovers import SEGMENT_PREFIX, sweep
+from simulator.io.segments import create_for_owner
 
 FORMATS: dict[str, str] = {"csv": "csv", "jsonl": "jsonl", "parquet": "parquet"}
 TABLES = ("residents", "applicants")
@@ -153,7 +154,7 @@ _ALIGN = 64
 
 
 def _shared_name(run: str, k: int, table: str) -> str:
-    return f"psim-{run}-{k}-{table}"
+    return f"{SEGMENT_PREFIX}{run}-{k}-{table}"
 
 
 def _slot_block(name: str) -> shared_memory.SharedMemory:
@@ -204,12 +205,11 @@ def _worker_encode(args: tuple[int, str, bool, str, str]) -> tuple[int, dict[str
             handles[name] = (slot, offset, size)
             offset += -(-size // _ALIGN) * _ALIGN
         else:  # bigger than the slot's room: a block of its own
-            own = shared_memory.SharedMemory(name=_shared_name(run, k, name), create=True, size=max(size, 1))
+            own = create_for_owner(_shared_name(run, k, name), max(size, 1))  # the main process unlinks it
             target = own.buf[:size]
             _fill(target, payload)
             target.release()
             own.close()
-            resource_tracker.unregister(own._name, "shared_memory")  # noqa: SLF001 - the main process owns it
             handles[name] = (own.name, 0, size)
     return persons, handles
 
@@ -227,7 +227,8 @@ class _Slots:
         self.free: list[str] = []
         try:
             for i in range(count):
-                block = shared_memory.SharedMemory(name=f"psim-{run}-slot{i}", create=True, size=capacity)
+                block = shared_memory.SharedMemory(name=f"{SEGMENT_PREFIX}{run}-slot{i}", create=True,
+                                                   size=capacity)
                 self.blocks[block.name] = block
                 self.free.append(block.name)
         except BaseException:
@@ -326,7 +327,7 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
             yield _encode_chunk(plan, k, fmt, k == first)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of pyarrow's thread pools
-    run = f"{os.getpid()}-{secrets.token_hex(4)}"
+    run = f"{os.getpid()}-{secrets.token_hex(4)}"  # the pid lets a later run remove a killed one's
     pending: deque = deque()
     # In flight: workers + 1 chunks, and the one the caller is writing.
     slots = _Slots(run, min(workers + 2, len(chunks)), plan.options.chunk_rows * _SLOT_BYTES_PER_ROW[fmt])
@@ -366,33 +367,19 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
 # --- writing ----------------------------------------------------------------------------------------
 
 
-class _StreamFile:
-    """A file written through a temporary name and renamed on commit; hashes what it writes."""
+class _StreamFile(AtomicFile):
+    """A population file written through a temporary name and renamed on commit; hashes what it writes."""
 
     def __init__(self, target: Path):
-        self.target = target
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        self.tmp = Path(name)
-        self.handle = os.fdopen(fd, "wb")
+        super().__init__(target)
         self.sha256 = hashlib.sha256()
         self.bytes = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> int:
         self.handle.write(data)
         self.sha256.update(data)
         self.bytes += len(data)
-
-    def commit(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        os.replace(self.tmp, self.target)
-
-    def abort(self) -> None:
-        with contextlib.suppress(OSError):
-            self.handle.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
+        return len(data)
 
 
 # Columns with many distinct values gain nothing from Parquet's dictionary pages, and statistics
@@ -504,7 +491,14 @@ def _refuse_other_populations(out: Path, own_manifest: str, seed: int, size: int
                                 "use another directory or remove its files first")
 
 
-def _parse_shard(shard: tuple[int, int] | str) -> tuple[int, int]:
+def _withdraw(manifest: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        manifest.unlink()
+        fsync_directory(manifest.parent)  # gone on disk before any file it lists is replaced
+
+
+def parse_shard(shard: tuple[int, int] | str) -> tuple[int, int]:
+    """``"I/N"`` or ``(I, N)`` as a checked pair; InvalidOption for anything else."""
     if isinstance(shard, str):
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
         if not match:
@@ -539,7 +533,7 @@ def write_population(
         raise InvalidOption(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not isinstance(workers, int) or workers < 1:
         raise InvalidOption(f"--workers must be a positive integer, got {workers!r}")
-    shard = _parse_shard(shard)
+    shard = parse_shard(shard)
     plan = make_plan(size, seed, defects=defects, province=province, chunk_rows=chunk_rows, **options)
     if shard[1] > plan.chunk_count:
         raise InvalidOption(
@@ -553,6 +547,7 @@ def write_population(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InvalidOption(f"--out {out}: cannot create the directory ({err.strerror})") from None
+    sweep(out)  # a killed run's temporary files and shared memory
     names = file_names(fmt, shard)
     _refuse_other_populations(out, names["manifest"], seed, size, shard[1], fmt, plan.options.chunk_rows)
     chunks = plan.shard_chunks(*shard)
@@ -569,6 +564,9 @@ def write_population(
                 _write_chunk(files, encoded, persons, rows)
                 if progress is not None:
                     progress(persons)
+        # The files of a shard are replaced one by one: withdraw its old manifest first, so a run
+        # killed half-way leaves a shard without a manifest (unreadable), never a mix of two.
+        _withdraw(out / names["manifest"])
         for name in TABLES:
             files[name].commit()
     except BaseException:
@@ -607,42 +605,118 @@ def write_population(
 # --- reading ------------------------------------------------------------------------------------------
 
 
+_MANIFEST_FIELDS = {"manifest_version": int, "seed": int, "size": int, "format": str, "shard": dict,
+                    "chunks": dict, "files": dict}
+_SHARD_FIELDS = {"index": int, "count": int}
+_CHUNK_FIELDS = {"start": int, "stop": int, "rows": int}
+_FILE_FIELDS = {"path": str, "rows": int, "bytes": int, "sha256": str}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _fields(value: object, spec: dict[str, type], where: str, path: Path) -> dict:
+    """``value`` as a dict holding every key of ``spec`` with a value of its type (no bool for int)."""
+    if not isinstance(value, dict):
+        raise InvalidInputFile(f"{path}: manifest {where or 'root'} must be a JSON object")
+    for key, kind in spec.items():
+        if key not in value:
+            raise InvalidInputFile(f"{path}: manifest has no '{where}{key}' key")
+        item = value[key]
+        if type(item) is not kind:
+            expected = {int: "an integer", str: "a string", dict: "an object"}[kind]
+            raise InvalidInputFile(f"{path}: manifest '{where}{key}' must be {expected}, got {item!r}")
+    return value
+
+
+def check_manifest(raw: object, path: Path) -> dict:
+    """The one schema of a population manifest; InvalidInputFile naming the key that breaks it.
+
+    File paths must be plain names of files in the manifest's own directory (a symlink leading out
+    of it is refused too): a manifest cannot make a reader open anything else.
+    """
+    manifest = _fields(raw, _MANIFEST_FIELDS, "", path)
+    if manifest["manifest_version"] != MANIFEST_VERSION:
+        raise InvalidInputFile(f"{path}: manifest_version {manifest['manifest_version']} is not "
+                               f"{MANIFEST_VERSION} (written by another version of the generator)")
+    if manifest["format"] not in FORMATS:
+        raise InvalidInputFile(f"{path}: manifest 'format' must be one of {', '.join(FORMATS)}, "
+                               f"got {manifest['format']!r}")
+    if manifest["size"] < 0:
+        raise InvalidInputFile(f"{path}: manifest 'size' must be at least 0, got {manifest['size']}")
+    shard = _fields(manifest["shard"], _SHARD_FIELDS, "shard.", path)
+    if not 0 <= shard["index"] < shard["count"]:
+        raise InvalidInputFile(f"{path}: manifest shard {shard['index']}/{shard['count']} needs "
+                               "0 <= index < count")
+    _fields(manifest["chunks"], _CHUNK_FIELDS, "chunks.", path)
+    root = path.parent.resolve()
+    for name in TABLES:
+        if name not in manifest["files"]:
+            raise InvalidInputFile(f"{path}: manifest lists no {name!r} file")
+        entry = _fields(manifest["files"][name], _FILE_FIELDS, f"files.{name}.", path)
+        if entry["rows"] < 0 or entry["bytes"] < 0:
+            raise InvalidInputFile(f"{path}: manifest files.{name} has a negative row or byte count")
+        if not _SHA256.fullmatch(entry["sha256"]):
+            raise InvalidInputFile(f"{path}: manifest files.{name}.sha256 is not 64 hex digits")
+        file_name = entry["path"]
+        if (file_name in ("", ".", "..") or "/" in file_name or "\\" in file_name or "\0" in file_name
+                or (root / file_name).resolve().parent != root):
+            raise InvalidInputFile(f"{path}: manifest files.{name}.path {file_name!r} is not a file of "
+                                   f"{path.parent} (paths outside the population are refused)")
+    return manifest
+
+
 def load_manifests(pop_dir: str | os.PathLike[str]) -> list[dict]:
-    """The manifests of a population directory, in shard order; checks they belong together."""
+    """The manifests of a population directory, checked and in shard order; checks they belong together."""
     root = Path(pop_dir)
     if not root.is_dir():
         raise InvalidInputFile(f"{root}: not a directory (expected a population written by `population`)")
     paths = sorted(root.glob("manifest*.json"))
     if not paths:
-        raise InvalidInputFile(f"{root}: no manifest.json (expected a population written by `population`)")
+        raise InvalidInputFile(f"{root}: no manifest.json (expected a population written by `population`; "
+                               "a rewrite that was stopped half-way leaves none)")
     manifests = []
     for path in paths:
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise InvalidInputFile(f"{path}: not a readable JSON manifest ({err})") from None
-        for key in ("seed", "size", "shard", "format", "files"):
-            if key not in manifest:
-                raise InvalidInputFile(f"{path}: manifest has no {key!r} key")
+        manifest = check_manifest(raw, path)
         manifest["_path"] = str(path)
         manifests.append(manifest)
     manifests.sort(key=lambda m: m["shard"]["index"])
     first = manifests[0]
-    for m in manifests[1:]:
-        if (m["seed"], m["size"], m["shard"]["count"], m["format"]) != (
-                first["seed"], first["size"], first["shard"]["count"], first["format"]):
+
+    def population(m: dict) -> tuple:
+        return m["seed"], m["size"], m["shard"]["count"], m["format"], m["chunks"]["rows"]
+
+    for previous, m in zip(manifests, manifests[1:], strict=False):
+        if population(m) != population(first):
             raise InvalidInputFile(f"{m['_path']}: belongs to another population than {first['_path']} "
-                                   "(seed, size, shard count or format differ)")
+                                   "(seed, size, shard count, format or chunk size differ)")
+        if m["shard"]["index"] == previous["shard"]["index"]:
+            raise InvalidInputFile(f"{m['_path']} and {previous['_path']} both claim shard "
+                                   f"{m['shard']['index']}/{m['shard']['count']}")
     return manifests
 
 
+def check_population(pop_dir: str | os.PathLike[str], tables: tuple[str, ...] = TABLES) -> list[dict]:
+    """Check a population directory as every reader does before loading it (manifests, then each
+    file's size and sha256); returns its manifests. Nothing is parsed."""
+    for name in tables:
+        _files(pop_dir, name, verify=True)
+    return load_manifests(pop_dir)
+
+
 def _verify_file(path: Path, entry: dict, manifest_path: str) -> None:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidInputFile(f"{path}: missing (listed in {manifest_path})") from None
     if not path.is_file():
-        raise InvalidInputFile(f"{path}: missing (listed in {manifest_path})")
-    if path.stat().st_size != entry.get("bytes", path.stat().st_size):
-        raise InvalidInputFile(f"{path}: {path.stat().st_size} bytes, the manifest says {entry['bytes']}: "
+        raise InvalidInputFile(f"{path}: not a file (listed in {manifest_path})")
+    if size != entry["bytes"]:
+        raise InvalidInputFile(f"{path}: {size} bytes, the manifest says {entry['bytes']}: "
                                "truncated or changed")
-    if "sha256" in entry and _hash_file(path).hexdigest() != entry["sha256"]:
+    if _hash_file(path).hexdigest() != entry["sha256"]:
         raise InvalidInputFile(f"{path}: sha256 differs from {manifest_path}: the file was changed")
 
 
@@ -650,7 +724,7 @@ def _files(pop_dir: str | os.PathLike[str], name: str, verify: bool) -> list[tup
     if name not in SCHEMAS:
         raise InvalidOption(f"table must be one of {', '.join(SCHEMAS)}, got {name!r}")
     path = Path(pop_dir)
-    if path.is_file():  # a single file given directly: format from its extension
+    if path.is_file():  # a single file given directly (library use): format from its extension
         fmt = path.suffix.lstrip(".")
         if fmt not in FORMATS:
             raise InvalidInputFile(
@@ -658,9 +732,7 @@ def _files(pop_dir: str | os.PathLike[str], name: str, verify: bool) -> list[tup
         return [(path, fmt)]
     out = []
     for manifest in load_manifests(path):
-        entry = manifest["files"].get(name)
-        if entry is None:
-            raise InvalidInputFile(f"{manifest['_path']}: lists no {name!r} file")
+        entry = manifest["files"][name]
         file_path = path / entry["path"]
         if verify:
             _verify_file(file_path, entry, manifest["_path"])
@@ -776,11 +848,13 @@ def _first_bad_cast(column: pa.Array, type_: pa.DataType) -> int:
 
 
 def iter_batches(pop_dir: str | os.PathLike[str], name: str, *, batch_rows: int = 65_536,
-                 verify: bool = False) -> Iterator[pa.RecordBatch]:
+                 verify: bool = True) -> Iterator[pa.RecordBatch]:
     """Stream ``residents`` or ``applicants`` of a population (all its shards, in order) as batches.
 
+    The one reader every command goes through: each file's size and sha256 are checked against
+    the manifest before its first row is read (``verify=False`` is for tests of the row checks).
     Every batch has the contract's schema; rows are numbered from 1 (after the CSV header) in
-    error messages. ``verify`` also checks each file's size and sha256 against the manifest.
+    error messages.
     """
     schema = SCHEMAS[name] if name in SCHEMAS else None
     files = _files(pop_dir, name, verify)

@@ -14,7 +14,3 @@ TYPO_DOMAINS: tuple[str, ...] = (
 TYPO_DOMAIN_SET: frozenset[str] = frozenset(TYPO_DOMAINS)
 """The same domains for membership tests."""
 
-
-def is_typo_domain(domain: str) -> bool:
-    """True when ``domain`` (lower-case) is a known misspelling of a big webmail domain."""
-    return domain in TYPO_DOMAIN_SET

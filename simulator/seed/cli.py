@@ -11,6 +11,7 @@ import sys
 import click
 
 from simulator.errors import InvalidOption
+from simulator.io.population import parse_shard
 from simulator.progress import progress_bar
 from simulator.seed.hashing import DEFAULT_DISTINCT_PASSWORDS
 from simulator.seed.runner import (
@@ -78,7 +79,10 @@ from simulator.seed.states import PROFILES
     help="Rows read at a time (the database does not depend on it).",
 )
 @click.option(
-    "--passwords-out", default=None, help="CSV of plain passwords (default: beside the SQLite file)."
+    "--passwords-out",
+    default=None,
+    help="CSV of plain passwords (0600). Default: beside a SQLite file; for a server, "
+    "$PRAKERJA_PASSWORDS_DIR or ~/.local/share/prakerja-sim/passwords/.",
 )
 @click.option("--allow-remote", is_flag=True, help="Allow a database that is not on this machine.")
 def seed_db(
@@ -105,7 +109,7 @@ def seed_db(
         raise InvalidOption("--truncate and --append exclude each other")
     mode = TRUNCATE if truncate else APPEND if append else None
     as_of_time = _parse_as_of(as_of)
-    shard_pair = _parse_shard(shard)
+    shard_pair = parse_shard(shard)
     if size is not None:
         total = size // max(1, shard_pair[1])
     else:
@@ -123,14 +127,6 @@ def seed_db(
         return 130
     _print_summary(result)
     return 0
-
-
-def _parse_shard(text: str) -> tuple[int, int]:
-    index, sep, count = text.partition("/")
-    try:
-        return int(index), int(count)
-    except ValueError:
-        raise InvalidOption(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
 
 
 def _parse_as_of(text: str | None) -> dt.datetime | None:
@@ -177,3 +173,5 @@ def _print_summary(result: SeedResult) -> None:
         file=out,
     )
     click.echo(f"plain passwords of the test users: {result.passwords_file}", file=out)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)

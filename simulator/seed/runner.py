@@ -30,6 +30,8 @@ import sqlalchemy as sa
 
 from simulator.api import schema
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
+from simulator.io.atomic import AtomicFile
+from simulator.io.leftovers import HANDOVER_PREFIX, sweep
 from simulator.progress import ProgressCallback
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 from simulator.seed.hashing import HashBook, PasswordChoice, PasswordHasherPool, parse_cost, parse_distinct
@@ -74,6 +76,7 @@ class SeedResult:
     passwords_hashed: int = 0
     passwords: str = ""  # how passwords were chosen, for the summary
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # for the user's attention (stderr)
 
     @property
     def total_rows(self) -> int:
@@ -156,8 +159,9 @@ class ChunkPrefetch:
         if len(self.chunks) > 1:
             region_tables()  # loaded once, before the fork: the worker shares them
             base = _handover_dir()
-            _remove_orphaned_handovers(base)
-            self._directory = tempfile.mkdtemp(prefix=f"{_HANDOVER_PREFIX}{os.getpid()}-", dir=base)
+            sweep(base)  # what killed runs left: hand-over directories, shared memory
+            # Named after this process, so a later run can tell when it was killed.
+            self._directory = tempfile.mkdtemp(prefix=f"{HANDOVER_PREFIX}{os.getpid()}-", dir=base)
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork")
             )
@@ -203,25 +207,6 @@ class ChunkPrefetch:
 _HANDOVER_BYTES = 1 << 30
 """Free space a RAM-backed /dev/shm needs before chunks are handed over there (two or three
 chunks of about 75 MB each live at once; containers often mount only 64 MB)."""
-_HANDOVER_PREFIX = "prakerja-seed-chunks-"  # then the pid of the run that made the directory
-
-
-def _remove_orphaned_handovers(base: str) -> None:
-    """Remove the chunk directories of seed runs killed outright (their process is gone)."""
-    for entry in os.scandir(base):
-        if not entry.name.startswith(_HANDOVER_PREFIX):
-            continue
-        pid = entry.name[len(_HANDOVER_PREFIX) :].partition("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry.path, ignore_errors=True)
-        except OSError:
-            pass  # alive, but another user's
-
-
 def _handover_dir() -> str:
     """Where the worker leaves its chunks: /dev/shm (memory) when it has room, else the temp dir."""
     try:
@@ -318,7 +303,7 @@ def seed_database(
     if workers is not None and workers < 1:
         raise InvalidOption(f"--workers must be at least 1, got {workers}")
     as_of = _as_of(as_of)
-    passwords_path = Path(passwords_out) if passwords_out else _default_passwords_path(target)
+    passwords_path = passwords_file(target, passwords_out)
 
     engine = create_engine(target)
     started = time.perf_counter()
@@ -413,11 +398,47 @@ def _as_of(as_of: dt.datetime | None) -> dt.datetime:
     return as_of.replace(microsecond=0)
 
 
-def _default_passwords_path(target: Target) -> Path:
+PASSWORDS_DIR_ENV = "PRAKERJA_PASSWORDS_DIR"
+"""Where the side files of server databases go when ``--passwords-out`` is not given."""
+
+
+def passwords_file(target: Target, passwords_out: str | os.PathLike[str] | None) -> Path:
+    """Where the plain passwords go: ``--passwords-out``; else beside a SQLite file; else, for a
+    server, ``$PRAKERJA_PASSWORDS_DIR`` or the user's own data directory (never the current one).
+
+    Its directory must exist (a typo must not become a tree of directories); InvalidOption if not.
+    """
+    if passwords_out is not None:
+        path = Path(passwords_out).expanduser().absolute()
+        if path.is_dir():
+            raise InvalidOption(f"--passwords-out {passwords_out}: is a directory; give a file name")
+        if not path.parent.is_dir():
+            raise InvalidOption(
+                f"--passwords-out {passwords_out}: the directory {path.parent} does not exist"
+            )
+        return path
     if target.kind == SQLITE:
         database = Path(target.url.database)
         return database.with_name(database.name + ".passwords.csv")
-    return Path.cwd() / f"seed-{target.url.database}.passwords.csv"
+    directory = Path(os.environ.get(PASSWORDS_DIR_ENV) or _user_data_dir() / "passwords").expanduser()
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise InvalidOption(f"cannot create {directory} for the passwords file ({err.strerror}); "
+                            "give --passwords-out FILE") from None
+    return directory / f"seed-{target.url.database}.passwords.csv"
+
+
+def _user_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "prakerja-sim"
+
+
+def git_work_tree(path: Path) -> Path | None:
+    """The git work tree ``path`` lies in (a ``.git`` entry in it or a parent), or None."""
+    for directory in path.absolute().parents:
+        if (directory / ".git").exists():
+            return directory
+    return None
 
 
 def _existing_tables(engine: sa.Engine, target: Target) -> set[str]:
@@ -504,6 +525,12 @@ def _load(
         result.passwords_hashed = book.hashed
         result.states = {s.value: int(c) for s, c in zip(STATES, cursor.states, strict=True)}
         result.passwords_file = str(passwords_path)
+        tree = git_work_tree(passwords_path)
+        if tree is not None:
+            result.warnings.append(
+                f"the plain passwords are in {passwords_path}, inside the git work tree {tree}: "
+                "keep them out of commits (.gitignore) or choose --passwords-out elsewhere"
+            )
     return result
 
 
@@ -893,30 +920,32 @@ def _empty_tables(conn: sa.Connection, target: Target) -> None:
 
 
 class _SideFile:
-    """The plain passwords of the seeded accounts, as CSV, moved into place only after the commit."""
+    """The plain passwords of the seeded accounts, as CSV, moved into place only after the commit.
+
+    Private (0600 whatever the umask): it holds plain passwords. With ``append``, the new rows
+    follow the previous file's.
+    """
 
     def __init__(self, path: Path, *, append: bool):
         self.path = path
         self.append = append
         self._writer: pacsv.CSVWriter | None = None
-        self._handle = None
-        self._tmp: str | None = None
+        self._file: AtomicFile | None = None
 
     def __enter__(self) -> _SideFile:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # mkstemp's 0600 is kept on purpose: the file holds plain passwords.
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._handle = os.fdopen(fd, "wb")
+        sweep(self.path.parent)  # a killed run's .tmp side files
+        self._file = AtomicFile(self.path, private=True)
         self._keep_previous = self.append and self.path.exists()
         return self
 
     def write(self, credentials: pa.Table) -> None:
+        assert self._file is not None
         if self._writer is None:
             if self._keep_previous:
                 with open(self.path, "rb") as previous:
-                    self._handle.write(previous.read())
+                    shutil.copyfileobj(previous, self._file.handle)
             self._writer = pacsv.CSVWriter(
-                self._handle,
+                self._file.handle,
                 credentials.schema,
                 write_options=pacsv.WriteOptions(
                     include_header=not self._keep_previous, quoting_style="needed"
@@ -925,27 +954,14 @@ class _SideFile:
         self._writer.write_table(credentials)
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        assert self._file is not None
         try:
             if self._writer is not None:
                 self._writer.close()
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
             if exc_type is None:
-                os.replace(self._tmp, self.path)
-                _fsync_directory(self.path.parent)
-                self._tmp = None
-        finally:
-            if self._tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._tmp)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                self._file.commit()
+                return
+        except BaseException:
+            self._file.abort()
+            raise
+        self._file.abort()

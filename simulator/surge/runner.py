@@ -163,11 +163,21 @@ def prepare_population(
     ``out/population``. Either way the skip is moved past applicants the target already holds.
     """
     if options.population:
+        from simulator.io.population import check_population
+
         path = Path(options.population)
-        if not (path / "manifest.json").is_file():
+        if not path.is_dir():
             raise InvalidInputFile(
-                f"{path}: not a population directory (no manifest.json); "
-                "make one with `prakerja-sim population`"
+                f"{path}: no such population directory (make one with `prakerja-sim population`)"
+            )
+        # As the Locust workers will read it (manifest, size, sha256), before the target is contacted.
+        manifests = check_population(path, ("applicants",))
+        have = sum(m["files"]["applicants"]["rows"] for m in manifests)
+        need, skip = len(build_schedule(scenario)), options.skip_applicants
+        if scenario.defects.applicant_share is None and have - skip < need:
+            raise InvalidInputFile(
+                f"{path}: {have:,} applicants (skipping {skip:,}) but the scenario schedules "
+                f"{need:,} arrivals; make a bigger population"
             )
         population = str(path.resolve())
         return population, False, fresh_skip(host, scenario, population, options.skip_applicants, say)
@@ -207,8 +217,9 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
     with contextlib.suppress(FileNotFoundError):
         raw_path.unlink()  # never report an older run's numbers
 
-    http_json("GET", f"{host}/", timeout=10.0)  # TargetUnavailable now rather than mid-run
+    # The population is checked (manifest, sizes, sha256) before the target is contacted.
     population, generated, skip = prepare_population(scenario, options, out, host, say)
+    http_json("GET", f"{host}/", timeout=10.0)  # TargetUnavailable now rather than mid-run
     if generated:
         say(
             f"generated a population of {len(build_schedule(scenario)) + skip:,} applicants in "

@@ -48,7 +48,7 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
       in flight; an arrival beyond the cap is dropped and counted (k6's dropped_iterations).
 
 ``[arrivals]`` the arrival curve, people per second at real scale, ``t`` = seconds since opening
-    ``expected_total`` (float > 0, required): people who arrive during the whole wave.
+    ``expected_total`` (float > 0 and <= 3e8, required): people who arrive during the whole wave.
     ``pre_open_crowd`` (float >= 0, default 0): people already waiting at the opening; they are
       released at T0 and get in over an exponential with time constant ``crowd_release_s``.
     ``crowd_release_s`` (float > 0, default 60).
@@ -102,7 +102,7 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
       fate / started), ``throughput_rps``, or ``reconciliation`` (``max`` = mismatches allowed).
     ``step`` (default ``"all"``): a step of :data:`STEPS` or ``all``.
     ``stat``: for ``latency_ms``, default p99.
-    ``max`` / ``min`` (float): the bound; at least one.
+    ``max`` / ``min`` (float >= 0; <= 1 for the rates): the bound; at least one, min <= max.
     ``name`` (str): shown in the report; defaults to a description of the bound.
 """
 
@@ -148,6 +148,10 @@ SLO_METRICS = (
     "reconciliation",
 )
 LATENCY_STATS = ("p50", "p90", "p99", "p99.9", "max", "mean")
+SHARE_METRICS = ("error_rate", "dropped_arrivals", "completion_rate")
+"""SLO metrics that are shares (0..1); the others are counts or times (>= 0)."""
+EXPECTED_TOTAL_MAX = 300e6
+"""More people than Indonesia has (about 275 million) cannot arrive for one wave."""
 KTP_DEFECT_CODES: tuple[str, ...] = tuple(str(r) for r in UPLOAD_REASONS)
 """Ways a KTP upload can be wrong (the reason codes the upload rules answer with)."""
 
@@ -577,7 +581,7 @@ def _read_arrivals(t: _Table, wave: Wave) -> Arrivals:
         return hours
 
     arrivals = Arrivals(
-        expected_total=t.number("expected_total", low=0, low_open=True),
+        expected_total=t.number("expected_total", low=0, high=EXPECTED_TOTAL_MAX, low_open=True),
         pre_open_crowd=t.number("pre_open_crowd", 0.0, low=0),
         crowd_release_s=t.number("crowd_release_s", 60.0, low=0, low_open=True),
         first_24h_share=t.number("first_24h_share", None, low=0, high=1, low_open=True, high_open=True),
@@ -688,16 +692,20 @@ def _read_slo(root: _Table) -> tuple[Threshold, ...]:
             if "stat" in t.data:
                 raise t.fail("stat", f"no 'stat' for metric {metric!r} (only latency_ms has one)", show=False)
             t.seen.add("stat")
+        high = 1.0 if metric in SHARE_METRICS else None  # shares of requests, arrivals, journeys
         threshold = Threshold(
             metric=metric,
             step=step,
             stat=stat,
-            max=t.number("max", None),
-            min=t.number("min", None),
+            max=t.number("max", None, low=0, high=high),
+            min=t.number("min", None, low=0, high=high),
             name=t.string("name", None),
         )
         if threshold.max is None and threshold.min is None:
             raise InvalidInputFile(f"{root.source}: table 'slo[{index}]': expected a 'max' or a 'min' bound")
+        if threshold.max is not None and threshold.min is not None and threshold.min > threshold.max:
+            raise InvalidInputFile(f"{root.source}: table 'slo[{index}]': 'min' {threshold.min:g} is above "
+                                   f"'max' {threshold.max:g}: no run could pass")
         t.finish()
         thresholds.append(threshold)
     return tuple(thresholds)

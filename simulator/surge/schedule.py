@@ -16,12 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.errors import InvalidInputFile
 from simulator.surge.scenario import Scenario
 
 # Random streams drawn from the scenario seed; one number per purpose so they never overlap.
 STREAM_SCHEDULE = 1
 STREAM_APPLICANTS = 2
 STREAM_JOURNEY = 3
+
+MAX_ARRIVALS = 5_000_000
+"""Arrivals one run may schedule: each costs the harness a few hundred bytes of plans per worker,
+and needs an applicant of its own (the biggest built-in scenario schedules about 44,000)."""
 
 
 class ArrivalCurve:
@@ -166,6 +171,11 @@ def build_schedule(scenario: Scenario, seed: int | None = None) -> Schedule:
     expected = float(curve.harness_cumulative(length))
     rng = np.random.default_rng([scenario.seed if seed is None else seed, STREAM_SCHEDULE])
     count = int(rng.poisson(expected))
+    if count > MAX_ARRIVALS:  # sized before anything per arrival is allocated
+        raise InvalidInputFile(
+            f"the scenario schedules {count:,} arrivals in its replay window; at most {MAX_ARRIVALS:,} "
+            "fit one run (lower replay.population_scale or shorten the window)"
+        )
     targets = np.sort(rng.random(count)) * expected
     starts = curve.invert_harness_cumulative(targets)
     return Schedule(starts_s=starts, length_s=length, expected=expected)

@@ -16,8 +16,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from simulator.errors import InvalidInputFile, InvalidOption, TargetUnavailable, UnsafeTarget
-from simulator.net import is_loopback
+from simulator.errors import InvalidInputFile, InvalidOption, TargetUnavailable
+from simulator.net import http_endpoint, require_local
 from simulator.rules.reasons import ACCEPT, Reason
 from simulator.surge.applicants import applicant_password, load_applicants, select_applicants
 from simulator.surge.scenario import Faults, Scenario
@@ -32,14 +32,12 @@ def check_target(host: str, allow_remote: bool, flag: str = "--allow-remote") ->
 
     ``flag`` is the option that allows one, as the user's command spells it.
     """
-    parsed = urllib.parse.urlparse(host)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InvalidOption(f"--host: expected a URL like http://127.0.0.1:8000, got {host!r}")
-    if not allow_remote and not is_loopback(parsed.hostname):
-        raise UnsafeTarget(
-            f"--host {host} is not a loopback address; a surge there is real load on a real system. "
-            f"Pass {flag} if you mean it (and have the owner's permission)."
-        )
+    require_local(
+        [http_endpoint(host)],
+        allow_remote=allow_remote,
+        what="--host (a surge is real load on a real system)",
+        flag=f"{flag} (and have the owner's permission)",
+    )
     return host.rstrip("/")
 
 

@@ -1,12 +1,15 @@
 """``prakerja-sim ktp``: render KTP photo fixtures with a manifest; ``ktp check`` applies the upload rules.
 
-Thin shells over :mod:`simulator.generators.ktp.fixtures` and :mod:`simulator.rules.upload`.
+Thin shells over :mod:`simulator.generators.ktp.fixtures` and :mod:`simulator.rules.upload`; the
+command reads a population (``simulator.io``) and hands the fixtures its people.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,7 +67,7 @@ def ktp(
         return
     weights = fixtures.parse_mix(mix)  # fail on a bad --mix before reading anything
     if population is not None:
-        people = fixtures.load_people(population, limit=count)
+        people = load_people(population, limit=count)
     else:
         people = fixtures.generated_people(count, seed)
     with progress_bar(count, "KTP fixtures") as advance:
@@ -116,3 +119,23 @@ def check(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
         if not as_json:
             click.echo(f"{refused} of {len(files)} refused", err=True)
         ctx.exit(1)
+
+
+def load_people(pop_dir: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
+    """Read a population directory (``prakerja-sim population`` output) into printable card rows."""
+    from simulator.generators.ktp.fixtures import people_from_tables
+    from simulator.io.population import read_table  # the I/O stack loads only when a file is read
+
+    path = Path(pop_dir)
+    if not path.is_dir():
+        raise InvalidInputFile(f"{path}: not a population directory (expected residents/applicants files)")
+    residents = read_table(path, "residents")
+    # A registry-only directory renders every resident; a broken applicants file is an error, not a fallback.
+    has_applicants = any(path.glob("applicants.*")) or any(path.glob("applicants.shard-*"))
+    applicants = read_table(path, "applicants") if has_applicants else None
+    people = people_from_tables(residents, applicants)
+    if not people:
+        raise InvalidInputFile(
+            f"{path}: no applicant matches a resident by NIK, so there is no card to print"
+        )
+    return people[:limit] if limit else people

@@ -24,6 +24,7 @@ from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.generators.ktp import photo
 from simulator.generators.ktp.variants import VARIANTS, render_variant
 from simulator.io.atomic import atomic_write_bytes, atomic_write_text
+from simulator.io.leftovers import sweep
 from simulator.progress import ProgressCallback
 
 DEFAULT_VALID_SHARE = 0.8
@@ -136,25 +137,6 @@ def people_from_tables(residents: pa.Table, applicants: pa.Table | None = None) 
     return joined.to_pylist()
 
 
-def load_people(pop_dir: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
-    """Read a population directory (``prakerja-sim population`` output) into printable card rows."""
-    from simulator.io.population import read_table  # the I/O stack loads only when a file is read
-
-    path = Path(pop_dir)
-    if not path.is_dir():
-        raise InvalidInputFile(f"{path}: not a population directory (expected residents/applicants files)")
-    residents = read_table(path, "residents")
-    # A registry-only directory renders every resident; a broken applicants file is an error, not a fallback.
-    has_applicants = any(path.glob("applicants.*")) or any(path.glob("applicants.shard-*"))
-    applicants = read_table(path, "applicants") if has_applicants else None
-    people = people_from_tables(residents, applicants)
-    if not people:
-        raise InvalidInputFile(
-            f"{path}: no applicant matches a resident by NIK, so there is no card to print"
-        )
-    return people[:limit] if limit else people
-
-
 def generated_people(count: int, seed: int) -> list[dict[str, Any]]:
     """A fresh population of ``count`` applicants (embedded default when no --population is given)."""
     from simulator.generators.population import generate_tables
@@ -213,15 +195,9 @@ def _render_one(
 
 
 def _write_fixture(path: Path, data: bytes) -> None:
-    # Temp file + rename, like atomic_write, but without an fsync per file: at hundreds of files a
-    # second that would dominate. The manifest (fsynced, written last) is what marks a set complete.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # Atomic, but without an fsync per file: at hundreds of files a second that would dominate.
+    # The manifest (fsynced, written last) is what marks a set complete.
+    atomic_write_bytes(path, data, fsync=False)
 
 
 def render_fixtures(
@@ -244,6 +220,8 @@ def render_fixtures(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / FILES_DIR).mkdir(exist_ok=True)
+    for directory in (out, out / FILES_DIR):
+        sweep(directory)  # temporary files of a killed run
     tasks = plan_tasks(out, assign_variants(count, parse_mix(mix), seed), seed)
     rows: list[ManifestRow] = []
     with FixtureWorkers(people, workers if len(tasks) > 1 else 1) as pool:
