@@ -101,6 +101,7 @@ class PlannedTable:
 class Plan:
     tables: list[PlannedTable]  # parents first
     metadata: sa.MetaData
+    emptied: list[sa.Table] = field(default_factory=list)  # emptied by --truncate, not filled
 
     def table(self, name: str) -> PlannedTable:
         return next(t for t in self.tables if t.name == name)
@@ -164,12 +165,31 @@ class _Errors:
 
 def check_mapping(mapping: Mapping, conn: sa.Connection) -> Plan:
     """Reflect the database and check ``mapping`` against it; any problem raises :class:`MappingError`."""
+    errors = _Errors()
+    plan = _checked(mapping, conn, errors)
+    errors.raise_any()
+    return plan
+
+
+def mapping_problems(mapping: Mapping, conn: sa.Connection) -> list[str]:
+    """Every problem of ``mapping`` against the database, one line each (empty: it validates)."""
+    errors = _Errors()
+    try:
+        _checked(mapping, conn, errors)
+    except MappingError as err:
+        return errors.lines or [str(err)]
+    return errors.lines
+
+
+def _checked(mapping: Mapping, conn: sa.Connection, errors: _Errors) -> Plan:
     inspector = sa.inspect(conn)
     existing = set(inspector.get_table_names())
-    errors = _Errors()
     for spec in mapping.tables.values():
         if spec.name not in existing:
             errors.add(f"{spec.key}: no table {spec.name!r} in the database")
+    for name in mapping.empty:
+        if name not in existing:
+            errors.add(f"empty: no table {name!r} in the database")
     errors.raise_any()
     metadata = sa.MetaData()
     metadata.reflect(bind=conn, only=list(mapping.tables))
@@ -178,8 +198,9 @@ def check_mapping(mapping: Mapping, conn: sa.Connection) -> Plan:
     }
     for table in planned.values():
         _check_table(table, planned, inspector, errors)
-    errors.raise_any()
-    return Plan(_load_order(planned, errors), metadata)
+    emptied = sa.MetaData()
+    emptied.reflect(bind=conn, only=list(mapping.empty))
+    return Plan(_load_order(planned, errors), metadata, [emptied.tables[n] for n in mapping.empty])
 
 
 def _plan_table(spec: TableSpec, table: sa.Table, inspector: sa.Inspector) -> PlannedTable:

@@ -150,15 +150,15 @@ def seed_mapped(
 
 
 def _check_target_tables(conn: sa.Connection, plan: Plan, *, truncate: bool) -> None:
-    names = {t.name for t in plan.tables}
-    if truncate and conn.dialect.name == "postgresql":
+    names = {t.name for t in plan.tables} | {t.name for t in plan.emptied}
+    if truncate:
         inspector = sa.inspect(conn)
         for other in sorted(set(inspector.get_table_names()) - names):
             for fk in inspector.get_foreign_keys(other):
                 if fk["referred_table"] in names:
                     raise InvalidOption(
                         f"--truncate: table {other} (not in the mapping) refers to {fk['referred_table']}; "
-                        "add it to the mapping or empty it first"
+                        f"map it, or list it in the mapping's empty = [...]"
                     )
     if truncate:
         return
@@ -412,14 +412,14 @@ def _make_loader(conn: sa.Connection, target: Target):  # noqa: ANN202 - a Loade
 
 def _empty(conn: sa.Connection, target: Target, plan: Plan) -> None:
     prep = conn.dialect.identifier_preparer
+    tables = [t.table for t in plan.tables]
     if target.kind == POSTGRESQL:
-        conn.exec_driver_sql(
-            f"TRUNCATE {', '.join(prep.format_table(t.table) for t in plan.tables)} RESTART IDENTITY"
-        )
+        names = ", ".join(prep.format_table(t) for t in [*tables, *plan.emptied])
+        conn.exec_driver_sql(f"TRUNCATE {names} RESTART IDENTITY")
         return
     # MariaDB's TRUNCATE commits on its own; DELETE stays inside the transaction (as on SQLite).
-    for table in reversed(plan.tables):
-        conn.execute(sa.delete(table.table))
+    for table in [*plan.emptied, *reversed(tables)]:
+        conn.execute(sa.delete(table))
 
 
 class _Deferral:

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 
+from simulator.api import schema as reference
 from simulator.generators.population import APPLICANT_SCHEMA, RESIDENT_SCHEMA
 from simulator.seed.rows import ChunkRows, depth_caps
 from simulator.seed.states import DEPTH, STATES, FunnelState
@@ -48,14 +50,9 @@ def _population(schema: pa.Schema, always: set[str], unique: dict[str, int], len
 
 # Lengths the rules fix; other text (names, e-mails) is checked against its column row by row.
 _LENGTHS = {"nik": 16, "kk": 16, "gender": 1, "postal_code": 5}
-_APPLICANT_ALWAYS = {
-    "applicant_id", "nik", "kk", "full_name", "gender", "birth_date", "email", "phone", "password",
-    "province_code", "education", "employment_status", "expected_outcome",
-}  # fmt: skip
-_RESIDENT_ALWAYS = {
-    "nik", "kk", "full_name", "gender", "birth_date", "province_code", "regency_code", "district_code",
-    "occupation", "is_recipient", "receives_other_aid", "is_priority",
-}  # fmt: skip
+# The generator leaves no population column empty; files read with --from are checked row by row.
+_APPLICANT_ALWAYS = set(APPLICANT_SCHEMA.names)
+_RESIDENT_ALWAYS = set(RESIDENT_SCHEMA.names)
 
 RESIDENTS = _population(RESIDENT_SCHEMA, _RESIDENT_ALWAYS, {"nik": 0}, _LENGTHS)
 APPLICANTS = _population(APPLICANT_SCHEMA, _APPLICANT_ALWAYS, {"applicant_id": 0}, _LENGTHS)
@@ -94,44 +91,42 @@ ACCOUNTS: dict[str, SourceColumn] = {
 """An account's columns: the applicant's own, plus where it stands and when each step happened."""
 
 
-def _event(own: dict[str, SourceColumn]) -> dict[str, SourceColumn]:
-    # An event row carries its account's columns too; its own columns win over theirs.
-    return {
-        **ACCOUNTS,
-        **own,
-        "account_id": SourceColumn(TEXT, 0, own.get("account_id", _ONE).unique_from, 36),
+def _kind(column_type: sa.types.TypeEngine) -> str:
+    if isinstance(column_type, sa.Boolean):
+        return BOOLEAN
+    if isinstance(column_type, sa.Integer):
+        return INTEGER
+    if isinstance(column_type, sa.DateTime):
+        return TIMESTAMP
+    return DATE if isinstance(column_type, sa.Date) else TEXT
+
+
+def _event(table: sa.Table, one_per_account: bool) -> dict[str, SourceColumn]:
+    """An event's columns: its account's, and (winning over those) the reference table's own."""
+    own = {
+        c.name: SourceColumn(
+            _kind(c.type),
+            NEVER if c.nullable else 0,
+            0 if c.unique else NEVER,
+            getattr(c.type, "length", None),
+        )
+        for c in table.columns
+        if c.name not in ("id", "state")  # recipients' state is the account's recipient_state
     }
+    own["account_id"] = SourceColumn(TEXT, 0, 0 if one_per_account else NEVER, 36)
+    return {**ACCOUNTS, **own}
 
-
-_ONE = SourceColumn(TEXT, 0, 0, 36)  # the account of a one-row-per-account event
-_MANY = SourceColumn(TEXT, 0, NEVER, 36)  # the account of an event it may have several of
 
 EVENTS: dict[str, tuple[int, dict[str, SourceColumn]]] = {
-    "wave_joins": (5, _event({
-        "account_id": _MANY, "wave_number": SourceColumn(INTEGER), "joined_at": SourceColumn(TIMESTAMP),
-        "join_order": SourceColumn(INTEGER), "carried_over_from": SourceColumn(INTEGER, NEVER),
-        "selected": SourceColumn(BOOLEAN, NEVER),
-    })),
-    "recipients": (6, _event({
-        "wave_number": SourceColumn(INTEGER), "kk": SourceColumn(TEXT, 0, NEVER, 16),
-        "priority": SourceColumn(BOOLEAN),
-    })),
-    "identities": (2, _event({"checked_at": SourceColumn(TIMESTAMP)})),
-    "profiles": (2, _event({
-        "address": SourceColumn(TEXT, 0, NEVER, 300), "updated_at": SourceColumn(TIMESTAMP),
-    })),
-    "ktp_uploads": (3, _event({
-        "verdict": SourceColumn(TEXT, 0, NEVER, 40), "filename": SourceColumn(TEXT, 0, NEVER, 255),
-        "content_type": SourceColumn(TEXT, 0, NEVER, 100), "size_bytes": SourceColumn(INTEGER),
-        "sha256": SourceColumn(TEXT, 0, NEVER, 64), "width": SourceColumn(INTEGER),
-        "height": SourceColumn(INTEGER),
-    })),
-    "test_results": (4, _event({
-        "answers": SourceColumn(TEXT, 0, NEVER, 18), "score": SourceColumn(INTEGER),
-        "completed_at": SourceColumn(TIMESTAMP),
-    })),
-}  # fmt: skip
-"""One row per event of an account: (the depth every such account has reached, its columns)."""
+    "wave_joins": (5, _event(reference.wave_joins, False)),
+    "recipients": (6, _event(reference.recipients, True)),
+    "identities": (2, _event(reference.identities, True)),
+    "profiles": (2, _event(reference.profiles, True)),
+    "ktp_uploads": (3, _event(reference.ktp_uploads, True)),
+    "test_results": (4, _event(reference.test_results, True)),
+}
+"""One row per event of an account, with the reference schema's columns for it: (the depth every
+such account has reached, its columns)."""
 
 WAVES: dict[str, SourceColumn] = {
     "number": SourceColumn(INTEGER, 0, 0),

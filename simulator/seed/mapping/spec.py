@@ -61,6 +61,7 @@ class TableSpec:
 class Mapping:
     tables: dict[str, TableSpec]
     path: str = "<mapping>"
+    empty: tuple[str, ...] = ()  # tables --truncate empties too, without filling them
 
 
 def load_mapping(path: str | Path) -> Mapping:
@@ -83,13 +84,20 @@ def parse_mapping(document: dict[str, Any], label: str = "<mapping>") -> Mapping
         raise MappingError(
             f"{label}: version: this seed-db reads mapping version {MAPPING_VERSION}, got {version!r}"
         )
-    unknown = sorted(set(document) - {"version", "tables"})
+    unknown = sorted(set(document) - {"version", "tables", "empty"})
     if unknown:
-        raise MappingError(f"{label}: {unknown[0]}: unknown key (a mapping has 'version' and 'tables')")
+        raise MappingError(f"{label}: {unknown[0]}: unknown key (a mapping has version, empty and tables)")
+    empty = document.get("empty", [])
+    if not isinstance(empty, list) or not all(isinstance(name, str) for name in empty):
+        raise MappingError(f"{label}: empty: a list of table names, got {empty!r}")
     tables = document.get("tables")
     if not isinstance(tables, dict) or not tables:
         raise MappingError(f"{label}: tables: no table is mapped (add [tables.NAME] sections)")
-    return Mapping({name: _table(name, body) for name, body in tables.items()}, label)
+    mapped = {name: _table(name, body) for name, body in tables.items()}
+    both = sorted(set(empty) & set(mapped))
+    if both:
+        raise MappingError(f"{label}: empty: {both[0]} is mapped too; a table is filled or emptied, not both")
+    return Mapping(mapped, label, tuple(empty))
 
 
 def _table(name: str, body: Any) -> TableSpec:
