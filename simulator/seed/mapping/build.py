@@ -154,6 +154,16 @@ def _evaluate(
     expression: Expression, frame: pa.Table, n: int, start: int, salt: int, rng: np.random.Generator
 ) -> pa.Array:
     op, arg = expression.op, expression.arg
+    names = (
+        [arg]
+        if op == "copy"
+        else [f for _, f, _, _ in string.Formatter().parse(arg) if f]
+        if op == "template"
+        else []
+    )
+    missing = [name for name in names if name not in frame.column_names]
+    if missing:  # a population read with --from that lacks a column the generator makes
+        raise MappingError(f"{expression.key}: the population has no column {missing[0]!r}")
     if op == "copy":
         return _combined(frame.column(arg))
     if op == "template":

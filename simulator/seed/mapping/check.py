@@ -103,6 +103,27 @@ class Plan:
     metadata: sa.MetaData
     emptied: list[sa.Table] = field(default_factory=list)  # emptied by --truncate, not filled
 
+    def needs(self) -> dict[str, set[str]]:
+        """The source columns each source must provide for the planned tables (none others are built)."""
+        needed: dict[str, set[str]] = {}
+        for table in self.tables:
+            names = needed.setdefault(table.spec.source, set())
+            names |= set(table.spec.where) | set(table.ref_by.values())
+            if table.spec.states is not None:
+                names.add("state")
+            key = key_of(table.spec)
+            if key:
+                names.add(key)
+            for column in table.columns:
+                op, arg = column.expression.op, column.expression.arg
+                if op == "copy":
+                    names.add(arg)
+                elif op == "template":
+                    names |= {f for _, f, _, _ in string.Formatter().parse(arg) if f is not None}
+                elif op == "password":
+                    names.add("password")
+        return needed
+
     def table(self, name: str) -> PlannedTable:
         return next(t for t in self.tables if t.name == name)
 

@@ -292,6 +292,7 @@ def _fill(
     block_tables = [t for t in plan.tables if t.stream == BLOCK_STREAM]
     pending: _Block | None = None
     index = 0
+    needs = plan.needs()
     for kind, part in _in_blocks(source.parts(chunk_rows, chunks), block_rows):
         if part.num_rows == 0:
             continue
@@ -299,19 +300,23 @@ def _fill(
             check_columns(part, RESIDENT_COLUMNS, source.label + " residents")
             _note_registry_recipients(cursor, part)
             if residents_tables:
-                frame = population_frame(part)
+                frame = population_frame(part.select(sorted(needs["residents"] & set(part.column_names))))
                 built = _build(residents_tables, {"residents": frame}, counters, source.seed, {})
                 _load_built(loader, built, result)
             continue
         rows = build_chunk(part, chunk_index=index, seed=source.seed, mix=mix, calendar=calendar,
                            cursor=cursor, source=source.label, choice=choice)  # fmt: skip
-        frames = block_frames(part, rows, calendar.open_wave)
+        frames = block_frames(part, rows, calendar.open_wave, needs)
         joins = rows.tables["wave_joins"]
         number = joins.column("wave_number").to_numpy() - 1
         totals.joined += np.bincount(number, minlength=calendar.open_wave)[: calendar.open_wave]
         chosen = number[np.asarray(joins.column("selected").fill_null(False))]
         totals.selected += np.bincount(chosen, minlength=calendar.open_wave)[: calendar.open_wave]
-        sources = {"accounts": frames.accounts, "applicants": population_frame(part), **frames.events}
+        sources = {"accounts": frames.accounts, **frames.events}
+        if "applicants" in needs:
+            sources["applicants"] = population_frame(
+                part.select(sorted(needs["applicants"] & set(part.column_names)))
+            )
         built = _build(block_tables, sources, counters, source.seed, dict(keyed))
         hashing = {
             (table.name, name): columns[(table.name, name)].submit(plain)

@@ -22,8 +22,9 @@ from simulator.errors import InvalidOption
 from simulator.seed.hashing import hash_many, parse_cost
 
 BCRYPT_ROUNDS = 4  # bcrypt's minimum cost (2^4 rounds): about 1 ms a hash
-PBKDF2_ITERATIONS = 1_000
-"""Django's own default is far higher (it re-hashes at the next login when the count differs)."""
+PBKDF2_ITERATIONS = 100
+"""About as cheap as argon2 at seed-db's cost (Django verifies any count, and re-hashes at the next
+login with its own, far higher one)."""
 
 HASH_LENGTHS = {"bcrypt": 60, "pbkdf2_sha256": 88, "argon2id": 100}
 """Longest hash each scheme writes at the costs a mapping can ask for (for the type check)."""

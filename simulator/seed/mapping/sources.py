@@ -205,31 +205,49 @@ class BlockFrames:
     event_depth: dict[str, np.ndarray]
 
 
-def block_frames(applicants: pa.Table, rows: ChunkRows, open_wave: int) -> BlockFrames:
-    """The accounts of a block (``build_chunk``'s), each with the applicant's columns and its steps."""
-    keep = depth_caps(applicants.column("expected_outcome")) >= 0
-    people = _plain(applicants.filter(pa.array(keep)) if not keep.all() else applicants)
+def block_frames(
+    applicants: pa.Table, rows: ChunkRows, open_wave: int, needs: dict[str, set[str]] | None = None
+) -> BlockFrames:
+    """The accounts of a block (``build_chunk``'s), each with the applicant's columns and its steps,
+    and each kind of event with its account's columns. ``needs``: the columns each source must have
+    (the rest are not built); None: every column of every source."""
     tables = rows.tables
     accounts = tables["accounts"]
     account_id = accounts.column("id").combine_chunks()
     n = accounts.num_rows
     state = rows.credentials.column("state")
     depth = DEPTH[pc.index_in(state, value_set=pa.array([s.value for s in STATES])).to_numpy()]
+    own_columns = {name: set(tables[name].column_names) - {"state"} for name in EVENTS}
+    if needs is None:
+        wanted = set(ACCOUNTS)
+        event_names = list(EVENTS)
+    else:
+        event_names = [name for name in EVENTS if name in needs]
+        wanted = set(needs.get("accounts", ())) | {"account_id", "state"}
+        for name in event_names:
+            wanted |= needs[name] - own_columns[name]
+    keep = depth_caps(applicants.column("expected_outcome")) >= 0
+    people = applicants.select([c for c in applicants.column_names if c in wanted])
+    people = _plain(people.filter(pa.array(keep)) if not keep.all() else people)
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
         name: people.column(name) for name in people.column_names
     }
-    columns.update(
-        account_id=account_id,
-        email=accounts.column("email"),
-        state=state,
-        password=rows.passwords,
-        created_at=accounts.column("created_at"),
-        email_verified_at=accounts.column("email_verified_at"),
-        verified_phone=accounts.column("phone"),
-        phone_verified_at=accounts.column("phone_verified_at"),
-    )
+    own = {
+        "account_id": account_id,
+        "email": accounts.column("email"),
+        "state": state,
+        "password": rows.passwords,
+        "created_at": accounts.column("created_at"),
+        "email_verified_at": accounts.column("email_verified_at"),
+        "verified_phone": accounts.column("phone"),
+        "phone_verified_at": accounts.column("phone_verified_at"),
+    }
+    columns.update({name: value for name, value in own.items() if name in wanted})
 
     def steps(table: str, named: dict[str, str], where: pa.Array | None = None) -> None:
+        named = {ours: theirs for ours, theirs in named.items() if ours in wanted}
+        if not named:
+            return
         part = tables[table] if where is None else tables[table].filter(where)
         at = _positions(account_id, part.column("account_id"))
         for ours, theirs in named.items():
@@ -253,14 +271,16 @@ def block_frames(applicants: pa.Table, rows: ChunkRows, open_wave: int) -> Block
     frame = pa.table(columns)
     events: dict[str, pa.Table] = {}
     event_depth: dict[str, np.ndarray] = {}
-    for name in EVENTS:
-        own = tables[name]
+    for name in event_names:
+        event = tables[name]
         if name == "recipients":  # its state is the frame's recipient_state; "state" stays the funnel's
-            own = own.drop_columns(["state"])
-        at = _positions(account_id, own.column("account_id"))
-        taken = frame.take(pa.array(at))
-        merged = {c: taken.column(c) for c in frame.column_names if c not in own.column_names}
-        merged.update({c: own.column(c) for c in own.column_names})
+            event = event.drop_columns(["state"])
+        at = _positions(account_id, event.column("account_id"))
+        borrowed = [c for c in frame.column_names if c not in own_columns[name]]
+        if needs is not None:
+            borrowed = [c for c in borrowed if c in needs[name]]
+        merged = dict(zip(borrowed, frame.select(borrowed).take(pa.array(at)).columns, strict=True))
+        merged.update({c: event.column(c) for c in event.column_names})
         events[name] = pa.table(merged)
         event_depth[name] = depth[at]
     return BlockFrames(frame, depth, events, event_depth)
