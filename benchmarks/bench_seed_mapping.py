@@ -35,33 +35,46 @@ from simulator.seed.mapping import REFERENCE_MAPPING
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 FOREIGN_DDL = """
-CREATE TABLE penduduk (nik varchar(16) PRIMARY KEY, no_kk varchar(16) NOT NULL, nama varchar(200) NOT NULL,
+CREATE TABLE penduduk (nik varchar(16) PRIMARY KEY, no_kk varchar(16) NOT NULL,
+  nama varchar(200) NOT NULL,
   tgl_lahir date NOT NULL, jenis_kelamin varchar(1) NOT NULL, kode_provinsi varchar(16) NOT NULL,
   kode_kabupaten varchar(16) NOT NULL, pekerjaan varchar(100) NOT NULL, penerima boolean NOT NULL);
 CREATE INDEX penduduk_no_kk ON penduduk (no_kk);
 CREATE TABLE auth_user (id serial PRIMARY KEY, password varchar(128) NOT NULL, last_login timestamp,
-  is_superuser boolean NOT NULL, username varchar(150) NOT NULL UNIQUE, first_name varchar(150) NOT NULL,
+  is_superuser boolean NOT NULL, username varchar(150) NOT NULL UNIQUE,
+  first_name varchar(150) NOT NULL,
   last_name varchar(150) NOT NULL, email varchar(254) NOT NULL, is_staff boolean NOT NULL,
   is_active boolean NOT NULL, date_joined timestamp NOT NULL, no_hp varchar(20) UNIQUE);
-CREATE TABLE peserta_profil (id serial PRIMARY KEY, user_id integer NOT NULL UNIQUE REFERENCES auth_user (id),
-  nik varchar(16) NOT NULL UNIQUE, no_kk varchar(16) NOT NULL, tgl_lahir date NOT NULL, alamat varchar(300) NOT NULL,
-  kode_provinsi varchar(16) NOT NULL, pendidikan varchar(50) NOT NULL, pekerjaan varchar(50) NOT NULL,
+CREATE TABLE peserta_profil (id serial PRIMARY KEY,
+  user_id integer NOT NULL UNIQUE REFERENCES auth_user (id),
+  nik varchar(16) NOT NULL UNIQUE, no_kk varchar(16) NOT NULL, tgl_lahir date NOT NULL,
+  alamat varchar(300) NOT NULL,
+  kode_provinsi varchar(16) NOT NULL, pendidikan varchar(50) NOT NULL,
+  pekerjaan varchar(50) NOT NULL,
   diperbarui timestamp NOT NULL);
 CREATE INDEX peserta_profil_no_kk ON peserta_profil (no_kk);
-CREATE TABLE unggah_ktp (id bigserial PRIMARY KEY, user_id integer NOT NULL REFERENCES auth_user (id),
-  hasil varchar(40) NOT NULL, ukuran integer NOT NULL, sha256 varchar(64) NOT NULL, dibuat timestamp NOT NULL);
+CREATE TABLE unggah_ktp (id bigserial PRIMARY KEY,
+  user_id integer NOT NULL REFERENCES auth_user (id),
+  hasil varchar(40) NOT NULL, ukuran integer NOT NULL, sha256 varchar(64) NOT NULL,
+  dibuat timestamp NOT NULL);
 CREATE INDEX unggah_ktp_user ON unggah_ktp (user_id);
-CREATE TABLE hasil_tes (user_id integer PRIMARY KEY REFERENCES auth_user (id), jawaban varchar(64) NOT NULL,
+CREATE TABLE hasil_tes (user_id integer PRIMARY KEY REFERENCES auth_user (id),
+  jawaban varchar(64) NOT NULL,
   skor smallint NOT NULL, selesai timestamp NOT NULL);
-CREATE TABLE gelombang (id serial PRIMARY KEY, nomor integer NOT NULL UNIQUE, dibuka timestamp NOT NULL,
+CREATE TABLE gelombang (id serial PRIMARY KEY, nomor integer NOT NULL UNIQUE,
+  dibuka timestamp NOT NULL,
   ditutup timestamp NOT NULL, kuota integer NOT NULL, status varchar(10) NOT NULL);
-CREATE TABLE keanggotaan_gelombang (id bigserial PRIMARY KEY, user_id integer NOT NULL REFERENCES auth_user (id),
-  gelombang_id integer NOT NULL REFERENCES gelombang (id), bergabung timestamp NOT NULL, urutan integer NOT NULL,
+CREATE TABLE keanggotaan_gelombang (id bigserial PRIMARY KEY,
+  user_id integer NOT NULL REFERENCES auth_user (id),
+  gelombang_id integer NOT NULL REFERENCES gelombang (id), bergabung timestamp NOT NULL,
+  urutan integer NOT NULL,
   terpilih boolean, UNIQUE (gelombang_id, user_id));
 CREATE INDEX keanggotaan_user ON keanggotaan_gelombang (user_id);
 CREATE TABLE penerima (user_id integer PRIMARY KEY REFERENCES auth_user (id),
-  gelombang_id integer NOT NULL REFERENCES gelombang (id), no_kk varchar(16) NOT NULL, status varchar(20) NOT NULL,
-  dipilih timestamp NOT NULL, pelatihan_dibeli timestamp, selesai timestamp, insentif smallint NOT NULL,
+  gelombang_id integer NOT NULL REFERENCES gelombang (id), no_kk varchar(16) NOT NULL,
+  status varchar(20) NOT NULL,
+  dipilih timestamp NOT NULL, pelatihan_dibeli timestamp, selesai timestamp,
+  insentif smallint NOT NULL,
   dicabut timestamp);
 CREATE INDEX penerima_no_kk ON penerima (no_kk);
 """
@@ -208,7 +221,10 @@ def main() -> None:
                     prepared(db, ddl)
                     seconds, rows = seed(db, args.size, tmp, "--mapping", mapping)
                 ratios[label].append(seconds / base_s)
-                print(f"  --mapping {label}: {rows:,} rows in {seconds:.2f} s, ratio {seconds / base_s:.2f} (goal <= 1.20)")
+                print(
+                    f"  --mapping {label}: {rows:,} rows in {seconds:.2f} s, "
+                    f"ratio {seconds / base_s:.2f} (goal <= 1.20)"
+                )
             print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     for label, values in ratios.items():
         if values:
