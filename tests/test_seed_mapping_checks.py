@@ -15,24 +15,14 @@ import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from mapping_schemas import DJANGO_MAPPING, LARAVEL_MAPPING, SCHEMAS
+from test_seed_db_cli import run
 
 from simulator.api.db import make_engine
-from simulator.cli import main
 from simulator.seed.mapping import parse_mapping, seed_mapped
 from simulator.seed.mapping.build import uuids
 from simulator.seed.mapping.passwords import Scheme, hash_batch
 
 AS_OF = "2026-11-27T22:00"
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(["seed-db", *args])
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture()
@@ -219,3 +209,21 @@ def test_password_formats_verify_with_their_own_libraries():
     )  # salted by seed
     assert hash_batch(Scheme("bcrypt", 4), plain, 3) != hash_batch(Scheme("bcrypt", 4), plain, 4)
 
+
+def test_suggest_then_check_from_the_command_line(capsys, django_db, tmp_path):
+    code, draft, err = run(capsys, "--db", str(django_db), "--suggest-mapping")
+    assert code == 0, err
+    assert "[tables.auth_user]" in draft and 'password = { password = "pbkdf2_sha256" }' in draft
+    path = tmp_path / "draft.toml"
+    path.write_text(draft)
+    code, out, err = run(capsys, "--db", str(django_db), "--mapping", str(path), "--check")
+    assert code == 0, err
+    assert out.startswith(f"{path}: valid for") and "auth_user" in out
+    assert set(table_counts(django_db).values()) == {0}  # --check writes nothing
+
+    code, _, err = run(capsys, "--db", str(django_db), "--mapping", str(path), "--size", "100", "--append")
+    assert code == 2 and err.strip().splitlines() == [
+        "error: --append is not available with --mapping: seed with --truncate (or into empty tables)"
+    ]
+    code, _, err = run(capsys, "--db", str(django_db), "--mapping", str(tmp_path / "none.toml"), "--check")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot read it" in err

@@ -25,6 +25,7 @@ from simulator.seed.mapping.sources import (
     SourceColumn,
     base_depth,
     catalogue,
+    column_kind,
     state_depths,
 )
 from simulator.seed.mapping.spec import Expression, Mapping, MappingError, TableSpec
@@ -129,19 +130,11 @@ class Plan:
 
 
 def target_kind(column_type: sa.types.TypeEngine) -> str:
-    if isinstance(column_type, sa.Boolean):
-        return BOOLEAN
-    if isinstance(column_type, sa.Integer):
-        return INTEGER
-    if isinstance(column_type, sa.DateTime):
-        return TIMESTAMP
-    if isinstance(column_type, sa.Date):
-        return DATE
     if isinstance(column_type, sa.Uuid):
         return UUID
-    if isinstance(column_type, sa.String):
-        return TEXT
-    return NUMBER if isinstance(column_type, sa.Numeric | sa.Float) else TEXT
+    if isinstance(column_type, sa.Numeric | sa.Float):
+        return NUMBER
+    return column_kind(column_type)
 
 
 def fills_itself(column: sa.Column) -> bool:

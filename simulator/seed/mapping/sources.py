@@ -91,7 +91,8 @@ ACCOUNTS: dict[str, SourceColumn] = {
 """An account's columns: the applicant's own, plus where it stands and when each step happened."""
 
 
-def _kind(column_type: sa.types.TypeEngine) -> str:
+def column_kind(column_type: sa.types.TypeEngine) -> str:
+    """The kind of value a SQLAlchemy column type holds."""
     if isinstance(column_type, sa.Boolean):
         return BOOLEAN
     if isinstance(column_type, sa.Integer):
@@ -105,7 +106,7 @@ def _event(table: sa.Table, one_per_account: bool) -> dict[str, SourceColumn]:
     """An event's columns: its account's, and (winning over those) the reference table's own."""
     own = {
         c.name: SourceColumn(
-            _kind(c.type),
+            column_kind(c.type),
             NEVER if c.nullable else 0,
             0 if c.unique else NEVER,
             getattr(c.type, "length", None),
