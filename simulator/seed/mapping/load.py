@@ -13,7 +13,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +187,6 @@ class _Totals:
 
     joined: np.ndarray
     selected: np.ndarray
-    rows: dict[str, int] = field(default_factory=dict)
 
 
 def _run(

@@ -201,9 +201,7 @@ class BlockFrames:
     """One block's rows per source: the accounts (with their steps), and each kind of event."""
 
     accounts: pa.Table
-    depth: np.ndarray  # per account
     events: dict[str, pa.Table]
-    event_depth: dict[str, np.ndarray]
 
 
 def block_frames(
@@ -217,7 +215,6 @@ def block_frames(
     account_id = accounts.column("id").combine_chunks()
     n = accounts.num_rows
     state = rows.credentials.column("state")
-    depth = DEPTH[pc.index_in(state, value_set=pa.array([s.value for s in STATES])).to_numpy()]
     own_columns = {name: set(tables[name].column_names) - {"state"} for name in EVENTS}
     if needs is None:
         wanted = set(ACCOUNTS)
@@ -271,7 +268,6 @@ def block_frames(
     })  # fmt: skip
     frame = pa.table(columns)
     events: dict[str, pa.Table] = {}
-    event_depth: dict[str, np.ndarray] = {}
     for name in event_names:
         event = tables[name]
         if name == "recipients":  # its state is the frame's recipient_state; "state" stays the funnel's
@@ -283,8 +279,7 @@ def block_frames(
         merged = dict(zip(borrowed, frame.select(borrowed).take(pa.array(at)).columns, strict=True))
         merged.update({c: event.column(c) for c in event.column_names})
         events[name] = pa.table(merged)
-        event_depth[name] = depth[at]
-    return BlockFrames(frame, depth, events, event_depth)
+    return BlockFrames(frame, events)
 
 
 def wave_frame(calendar: WaveCalendar, seed: int) -> pa.Table:
