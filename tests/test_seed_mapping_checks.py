@@ -227,3 +227,45 @@ def test_suggest_then_check_from_the_command_line(capsys, django_db, tmp_path):
     ]
     code, _, err = run(capsys, "--db", str(django_db), "--mapping", str(tmp_path / "none.toml"), "--check")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot read it" in err
+
+
+REGISTRY_MAPPING = """
+[tables.agama]
+from = "lookup"
+rows = [
+  { id = 1, nama = "ISLAM" }, { id = 2, nama = "KRISTEN" }, { id = 3, nama = "KATOLIK" },
+  { id = 4, nama = "HINDU" }, { id = 5, nama = "BUDDHA" }, { id = 6, nama = "KONGHUCU" },
+]
+
+[tables.penduduk]
+from = "residents"
+
+[tables.penduduk.columns]
+nik = { copy = "nik" }
+nama = { copy = "full_name" }
+tgl_lahir = { copy = "birth_date", format = "%d-%m-%Y" }
+agama_id = { ref = "agama.id", by = "religion", match = "nama" }
+"""
+
+
+def test_registry_rows_find_a_lookup_row_by_value(tmp_path):
+    db = tmp_path / "registry.db"
+    engine = make_engine(str(db))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE agama (id INTEGER PRIMARY KEY, nama VARCHAR(20) NOT NULL UNIQUE)")
+        conn.exec_driver_sql(
+            "CREATE TABLE penduduk (nik CHAR(16) PRIMARY KEY, nama VARCHAR(200) NOT NULL, "
+            "tgl_lahir CHAR(10) NOT NULL, agama_id INTEGER NOT NULL REFERENCES agama (id))"
+        )
+    result = seed_mapped(
+        str(db), parse_mapping(tomllib.loads(REGISTRY_MAPPING)), size=600, seed=4,
+        as_of=dt.datetime(2026, 11, 27, 22), passwords_out=tmp_path / "pw.csv", workers=1,
+    )  # fmt: skip
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT p.tgl_lahir, a.nama FROM penduduk p JOIN agama a ON a.id = p.agama_id"
+        ).all()
+    engine.dispose()
+    assert len(rows) == result.rows["penduduk"] >= 600
+    assert len({religion for _, religion in rows}) > 1
+    assert all(re.fullmatch(r"\d\d-\d\d-\d{4}", born) for born, _ in rows)

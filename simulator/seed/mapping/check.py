@@ -442,7 +442,8 @@ def _describe_ref(
             return None
         kind = _const_kind(values[0])
         table.ref_by[expression.key] = by
-        return Value(kind or TEXT, True, False)
+        # A value the lookup does not hold gives NULL: refused row by row in a NOT NULL column.
+        return Value(kind or TEXT, source[by].present_from > table.min_depth, False)
     if stream_of(pspec.source) not in (GLOBAL_STREAM, table.stream):
         errors.add(f"{key}.ref: rows of {table.spec.source} cannot find rows of {pspec.source} ({pspec.key})")
         return None

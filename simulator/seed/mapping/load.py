@@ -300,7 +300,7 @@ def _fill(
             _note_registry_recipients(cursor, part)
             if residents_tables:
                 frame = population_frame(part.select(sorted(needs["residents"] & set(part.column_names))))
-                built = _build(residents_tables, {"residents": frame}, counters, source.seed, {})
+                built = _build(residents_tables, {"residents": frame}, counters, source.seed, dict(keyed))
                 _load_built(loader, built, result)
             continue
         rows = build_chunk(part, chunk_index=index, seed=source.seed, mix=mix, calendar=calendar,
