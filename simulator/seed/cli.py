@@ -85,6 +85,20 @@ from simulator.seed.states import PROFILES
     "$PRAKERJA_PASSWORDS_DIR or ~/.local/share/prakerja-sim/passwords/.",
 )
 @click.option("--allow-remote", is_flag=True, help="Allow a database that is not on this machine.")
+@click.option(
+    "--mapping",
+    "mapping_file",
+    default=None,
+    help="Seed your own schema: a TOML mapping of its tables and columns (docs/mapping.md).",
+)
+@click.option(
+    "--suggest-mapping",
+    is_flag=True,
+    help="Print a draft mapping for the schema in --db (fill in its todo marks, then use --mapping).",
+)
+@click.option(
+    "--check", "check_only", is_flag=True, help="With --mapping: check it against --db and write nothing."
+)
 def seed_db(
     db: str,
     size: int | None,
@@ -103,8 +117,14 @@ def seed_db(
     chunk_rows: int,
     passwords_out: str | None,
     allow_remote: bool,
+    mapping_file: str | None,
+    suggest_mapping: bool,
+    check_only: bool,
 ) -> int:
-    """Seed the reference API's database with applicants in every funnel state."""
+    """Seed the reference API's database (or, with --mapping, your own schema) with applicants in every
+    funnel state."""
+    if suggest_mapping or check_only:
+        return _mapping_only(db, mapping_file, suggest_mapping, allow_remote)
     if truncate and append:
         raise InvalidOption("--truncate and --append exclude each other")
     mode = TRUNCATE if truncate else APPEND if append else None
@@ -116,6 +136,17 @@ def seed_db(
         total = (applicants_in(population_dir) if population_dir else None) or 0
     try:
         with progress_bar(total, "seeding") as advance:
+            if mapping_file is not None:
+                from simulator.seed.mapping import seed_mapped
+
+                result = seed_mapped(
+                    db, mapping_file, size=size, seed=seed, shard=shard_pair, population_dir=population_dir,
+                    states=states, mode=mode, wave=wave, as_of=as_of_time, open_days=open_days,
+                    distinct_passwords=distinct_passwords, workers=workers, chunk_rows=chunk_rows,
+                    passwords_out=passwords_out, allow_remote=allow_remote, progress=advance,
+                )  # fmt: skip
+                _print_summary(result)
+                return 0
             result = seed_database(
                 db, size=size, seed=seed, shard=shard_pair, population_dir=population_dir, states=states,
                 mode=mode, wave=wave, as_of=as_of_time, open_days=open_days, password_cost=password_cost,
@@ -126,6 +157,29 @@ def seed_db(
         click.echo("interrupted: the transaction was rolled back, the database is as it was", err=True)
         return 130
     _print_summary(result)
+    return 0
+
+
+def _mapping_only(db: str, mapping_file: str | None, suggest: bool, allow_remote: bool) -> int:
+    """--suggest-mapping (a draft on stdout) or --check (the mapping against the schema)."""
+    from simulator.seed.mapping import plan_for, suggest_mapping
+    from simulator.seed.target import connect, create_engine, parse_target
+
+    if suggest:
+        if mapping_file is not None:
+            raise InvalidOption("--suggest-mapping writes a new mapping; drop --mapping")
+        target = parse_target(db, allow_remote=allow_remote)
+        engine = create_engine(target)
+        try:
+            with connect(engine, target) as conn:
+                click.echo(suggest_mapping(conn), nl=False)
+        finally:
+            engine.dispose()
+        return 0
+    if mapping_file is None:
+        raise InvalidOption("--check checks a mapping: give --mapping FILE")
+    plan = plan_for(db, mapping_file, allow_remote=allow_remote)
+    click.echo(f"{mapping_file}: valid for {db} ({', '.join(t.name for t in plan.tables)}, in load order)")
     return 0
 
 

@@ -1,0 +1,163 @@
+"""Passwords in the target system's own hash format: Laravel's bcrypt ``$2y$``, Django's
+``pbkdf2_sha256$``, argon2id (PHC), or plain; each distinct password hashed once, on worker processes.
+
+Salts come from the seed, the scheme and the password, so the same seed gives the same hashes on any
+machine. Costs default to each scheme's minimum: the cost travels inside every hash, so the target
+application verifies it whatever its own setting (and may rehash at the next login).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from simulator.errors import InvalidOption
+from simulator.seed.hashing import hash_many, parse_cost
+
+BCRYPT_ROUNDS = 4  # bcrypt's minimum cost (2^4 rounds): about 1 ms a hash
+PBKDF2_ITERATIONS = 100
+"""About as cheap as argon2 at seed-db's cost (Django verifies any count, and re-hashes at the next
+login with its own, far higher one)."""
+
+HASH_LENGTHS = {"bcrypt": 60, "pbkdf2_sha256": 88, "argon2id": 100}
+"""Longest hash each scheme writes at the costs a mapping can ask for (for the type check)."""
+
+_BATCH = 1_000  # passwords per task sent to a worker
+_STD_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_BCRYPT_B64 = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_TO_BCRYPT = bytes.maketrans(_STD_B64, _BCRYPT_B64)
+_DJANGO_SALT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A hash format and its cost: bcrypt rounds, PBKDF2 iterations, or an argon2 cost level."""
+
+    name: str
+    cost: int | str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name == "bcrypt":
+            return f"bcrypt $2y$ cost {self.cost}"
+        if self.name == "pbkdf2_sha256":
+            return f"pbkdf2_sha256 {self.cost} iterations"
+        return self.name if self.name == "plain" else f"argon2id cost {self.cost}"
+
+
+def scheme_of(name: str, *, rounds: int | None = None, iterations: int | None = None, cost=None) -> Scheme:  # noqa: ANN001
+    if name == "bcrypt":
+        return Scheme(name, rounds or BCRYPT_ROUNDS)
+    if name == "pbkdf2_sha256":
+        return Scheme(name, iterations or PBKDF2_ITERATIONS)
+    if name == "argon2id":
+        parse_cost(cost)  # refuses a bad level here, before anything is written
+        return Scheme(name, "min" if cost is None else cost)
+    if name == "plain":
+        return Scheme(name)
+    raise InvalidOption(f"unknown password scheme {name!r}")
+
+
+def _salt(seed: int, scheme: str, plain: str, size: int) -> bytes:
+    key = f"{seed}:{scheme}:{plain}".encode()
+    return hashlib.blake2b(key, digest_size=size, person=b"prakerja-map").digest()
+
+
+def hash_batch(scheme: Scheme, passwords: Sequence[str], seed: int) -> list[str]:
+    """Each password hashed in ``scheme``'s format, salted from ``seed`` and the password."""
+    if scheme.name == "plain":
+        return list(passwords)
+    if scheme.name == "argon2id":
+        return hash_many(passwords, [f"{seed}:{p}" for p in passwords], parse_cost(scheme.cost))
+    hashed = []
+    if scheme.name == "bcrypt":
+        import bcrypt
+
+        for plain in passwords:
+            salt = base64.b64encode(_salt(seed, "bcrypt", plain, 16))[:22].translate(_TO_BCRYPT)
+            setting = b"$2b$%02d$" % scheme.cost + salt
+            # Laravel (PHP's password_hash) writes $2y$; it is the same algorithm as $2b$.
+            hashed.append("$2y$" + bcrypt.hashpw(plain.encode(), setting).decode("ascii")[4:])
+        return hashed
+    for plain in passwords:
+        raw = _salt(seed, "pbkdf2", plain, 22)
+        salt = "".join(_DJANGO_SALT[b % len(_DJANGO_SALT)] for b in raw)
+        digest = hashlib.pbkdf2_hmac("sha256", plain.encode(), salt.encode(), scheme.cost)
+        hashed.append(f"pbkdf2_sha256${scheme.cost}${salt}${base64.b64encode(digest).decode('ascii')}")
+    return hashed
+
+
+class HashWorkers:
+    """Worker processes shared by every password column of a run (forked while this process is small)."""
+
+    def __init__(self, workers: int):
+        self.workers = max(1, workers)
+        self._executor: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+
+    def submit(self, scheme: Scheme, passwords: list[str], seed: int) -> list[Future] | list[str]:
+        if self._executor is None or scheme.name == "plain":
+            return hash_batch(scheme, passwords, seed)
+        return [
+            self._executor.submit(hash_batch, scheme, passwords[i : i + _BATCH], seed)
+            for i in range(0, len(passwords), _BATCH)
+        ]
+
+    @staticmethod
+    def collect(pending: list[Future] | list[str]) -> list[str]:
+        if not pending or isinstance(pending[0], str):
+            return list(pending)  # type: ignore[arg-type]
+        return [h for future in pending for h in future.result()]  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+
+class PasswordColumn:
+    """The hashes of one password column: a distinct password is hashed once for the whole run.
+
+    With a shared pool of test passwords (``PasswordChoice.pool``), the pool is hashed once at the
+    start and every block takes its hashes by position; otherwise each block hashes the passwords
+    no earlier block asked for.
+    """
+
+    def __init__(self, workers: HashWorkers, scheme: Scheme, seed: int, pool: pa.Array | None):
+        self.workers, self.scheme, self.seed = workers, scheme, seed
+        self.hashed = 0
+        self._known: dict[str, str] = {}
+        self._pool = pool
+        self._pool_hashes: pa.Array | None = None
+        self._pool_work = None
+        if pool is not None:
+            self._pool_work = workers.submit(scheme, pool.to_pylist(), seed)
+            self.hashed = len(pool)
+
+    def submit(self, plain: pa.Array):  # noqa: ANN201 - opaque, for collect()
+        if self._pool is not None:
+            return plain, None, None
+        distinct = pc.unique(plain).to_pylist()
+        asked = [p for p in distinct if p not in self._known]
+        self.hashed += len(asked)
+        return plain, distinct, (asked, self.workers.submit(self.scheme, asked, self.seed))
+
+    def collect(self, pending) -> pa.Array:  # noqa: ANN001
+        """The hash of every row's password, in row order."""
+        plain, distinct, work = pending
+        if self._pool is not None:
+            if self._pool_hashes is None:
+                self._pool_hashes = pa.array(self.workers.collect(self._pool_work), pa.string())
+            return self._pool_hashes.take(pc.index_in(plain, value_set=self._pool))
+        asked, futures = work
+        self._known.update(zip(asked, self.workers.collect(futures), strict=True))
+        values = pa.array([self._known[p] for p in distinct], pa.string())
+        return values.take(pc.index_in(plain, value_set=pa.array(distinct, pa.string())))
