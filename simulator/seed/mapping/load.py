@@ -56,13 +56,13 @@ from simulator.seed.runner import (
     SeedResult,
     _as_of,
     _database_errors,
-    _default_passwords_path,
     _first_line,
     _in_blocks,
     _note_registry_recipients,
     _SideFile,
     _source,
     _transaction,
+    passwords_file,
 )
 from simulator.seed.states import STATES, StateMix, parse_states
 from simulator.seed.target import POSTGRESQL, SQLITE, Target, connect, create_engine, parse_target
@@ -127,7 +127,7 @@ def seed_mapped(
         raise InvalidOption(f"--workers must be at least 1, got {workers}")
     as_of = _as_of(as_of)
     calendar = make_calendar(wave, as_of, open_days)
-    passwords_path = Path(passwords_out) if passwords_out else _default_passwords_path(target)
+    passwords_path = passwords_file(target, passwords_out)
     engine = create_engine(target)
     started = time.perf_counter()
     try:
