@@ -4,6 +4,7 @@ scenario file) and ``demand backtest``: replay the published 2020 waves against 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import click
@@ -103,12 +104,14 @@ def demand(
         return
     from simulator.demand.forecast import summarise, terminal_table, write_forecast
     from simulator.demand.model import simulate_wave
-    from simulator.demand.params import load_params
+    from simulator.demand.params import load_wave_params
     from simulator.demand.scenario import parse_scale, scenario_from_forecast, write_scenario
 
     scale_value = parse_scale(scale) if emit_scenario else None
     overrides = [f"{_NAMED[name]}={_toml(value)}" for name, value in named.items() if value is not None]
-    params = load_params(params_file, [*param_overrides, *overrides])
+    params, notes = load_wave_params(params_file, [*param_overrides, *overrides])
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     _writable_directory(out_dir, "--out")
     if emit_scenario is not None:
         _writable_directory(emit_scenario.parent, "--emit-scenario")
@@ -116,7 +119,7 @@ def demand(
         runs_result = simulate_wave(params, runs=runs, seed=seed, workers=workers, progress=advance)
     summary = summarise(runs_result)
     click.echo(terminal_table(summary))
-    json_path, html_path = write_forecast(out_dir, summary, params)
+    json_path, html_path = write_forecast(out_dir, summary, params, notes=notes)
     click.echo(f"\nwrote {json_path} and {html_path}")
     if emit_scenario is not None:
         scenario = scenario_from_forecast(summary, params, scale=scale_value, replay_minutes=replay_minutes)
@@ -124,6 +127,7 @@ def demand(
             f"Emitted by `prakerja-sim demand` (seed {seed}, {runs} runs) from the wave "
             f"{params['wave']['number']} forecast; arrival curve and funnel are the forecast's P50."
         )
+        header = "\n".join(textwrap.wrap(" ".join([header, *notes]), 100))
         write_scenario(emit_scenario, scenario, header=header)
         click.echo(f"wrote scenario {emit_scenario} (population_scale {scale_value:g})")
 
