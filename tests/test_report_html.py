@@ -54,7 +54,8 @@ def test_html_table_escapes_cells_formats_numbers_and_accepts_sequences():
     assert "&lt;joined&gt;" in table and "<joined>" not in table
     assert "5,800,000" in table and "800,000" in table and "14.5%" in table
     assert "Funnel &amp; odds" in table
-    assert table.count('class="num"') == 3
+    # Number columns are right-aligned, headings included; the empty share cell lines up with them.
+    assert table.count('<td class="num">') == 4 and table.count('<th class="num">') == 2
 
 
 def test_html_table_rejects_rows_of_the_wrong_width():
@@ -79,8 +80,76 @@ def test_render_html_is_self_contained_and_carries_seed_params_and_versions():
     assert "<script" not in page and "<link" not in page and "@import" not in page
     assert not re.search(r'(src|href)="(https?:)?//', page)
     assert not re.search(r"url\((['\"]?)(https?:)?//", page)
-    assert "42" in page and "&quot;quota&quot;: 800000" in page
+    assert "<tr><th>seed</th><td>42</td></tr>" in page
+    assert "<tr><th>quota</th><td>800,000</td></tr>" in page
     assert "numpy" in page and meta["versions"]["prakerja-sim"] in page
+
+
+def test_the_run_block_is_a_table_of_values_not_json():
+    scenario = {
+        "scenario": {"name": "smoke", "seed": 20201102},
+        "wave": {"quota": 50, "duration_h": 96.0},
+        "slo": [{"metric": "error_rate", "max": 0.01}, {"metric": "latency_ms", "max": 2000.0}],
+    }
+    params = {"wave.quota": 800_000, "arrivals.crowd_share": 0.08, "budget.survey_month_offsets": [1, 2, 4]}
+    page = report.render_html("t", report.report_meta(seed=20201102, scenario=scenario, params=params), [])
+    run = page[page.index('<section id="run">') :]
+    assert "<pre>" not in run and "{" not in run  # no JSON dump, one value per line
+    assert "<tr><th>seed</th><td>20201102</td></tr>" in run  # a seed as typed, no separators
+    assert "<caption>wave</caption>" in run and "<tr><th>quota</th><td>800,000</td></tr>" in run
+    assert "<tr><th>crowd_share</th><td>0.08</td></tr>" in run
+    assert "<tr><th>survey_month_offsets</th><td>1, 2, 4</td></tr>" in run
+    assert "<tr><th>1.metric</th><td>error_rate</td></tr>" in run
+    assert "<tr><th>2.max</th><td>2000</td></tr>" in run
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (6136.0, "6,136"),
+        (10_650, "10,650"),
+        (10_649.6, "10,650"),
+        (123.4, "123"),
+        (42.46, "42.5"),
+        (3.14159, "3.14"),
+        (0.012345, "0.0123"),
+        (0.0, "0"),
+        (np.float64(2_493.1), "2,493"),
+        (float("nan"), "-"),
+        (None, "-"),
+    ],
+)
+def test_one_number_format_for_every_report(value, text):
+    assert report.number(value) == text
+
+
+@pytest.mark.parametrize(
+    ("amount", "text"),
+    [
+        (1_234_000_000_000, "Rp 1.23 T"),
+        (5_700_000_000_000, "Rp 5.70 T"),
+        (12_345_000_000_000, "Rp 12.3 T"),
+        (340_000_000_000, "Rp 340 B"),
+        (999_999_999_999, "Rp 1.00 T"),
+        (2_840_000_000, "Rp 2.84 B"),
+        (3_550_000, "Rp 3.55 M"),
+        (600_000, "Rp 600,000"),
+        (0, "Rp 0"),
+    ],
+)
+def test_rupiah_reads_in_the_published_short_scale(amount, text):
+    assert report.rupiah(amount) == text
+
+
+def test_a_column_can_be_formatted_by_a_function_and_text_columns_aligned_as_numbers():
+    table = report.html_table(
+        [{"month": "2020-10", "total": 699_286_562_466, "band": "1.2 M-1.3 M"}],
+        ["month", "total", "band"],
+        formats={"total": report.rupiah},
+        numeric=["band"],
+    )
+    assert "Rp 699 B" in table and "699,286" not in table
+    assert '<td class="num">1.2 M-1.3 M</td>' in table and '<th class="num">band</th>' in table
 
 
 def test_render_html_accepts_a_figure_object_and_converts_it():
