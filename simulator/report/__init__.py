@@ -61,6 +61,7 @@ __all__ = [
     "render_html",
     "report_meta",
     "rupiah",
+    "short_number",
     "versions",
     "write_report",
 ]
@@ -133,6 +134,7 @@ def html_table(
     *,
     formats: Mapping[str, str | Callable[[Any], str]] | None = None,
     numeric: Sequence[str] = (),
+    group_by: str | None = None,
     caption: str | None = None,
 ) -> str:
     """An HTML ``<table>``: ``rows`` are dicts (keyed by column) or sequences (in column order).
@@ -140,7 +142,8 @@ def html_table(
     ``columns`` are keys or ``(key, label)`` pairs. Numbers are right-aligned and written by
     :func:`number` unless ``formats[key]`` (a ``str.format`` pattern, or a function such as
     :func:`rupiah`) says otherwise; ``numeric`` names columns of preformatted text that are
-    right-aligned too. Every cell is HTML-escaped.
+    right-aligned too. ``group_by`` names a key of dict rows that is not a column: each time its
+    value changes, a heading row spanning the table says it. Every cell is HTML-escaped.
     """
     formats = dict(formats or {})
     keys = [c[0] if isinstance(c, tuple) else c for c in columns]
@@ -157,7 +160,12 @@ def html_table(
     )
     out.append(f"<thead><tr>{head}</tr></thead>")
     out.append("<tbody>")
-    for values in table:
+    groups = [row.get(group_by) if isinstance(row, Mapping) else None for row in rows] if group_by else []
+    current: Any = object()
+    for index, values in enumerate(table):
+        if group_by and groups[index] != current:
+            current = groups[index]
+            out.append(f'<tr class="group"><th colspan="{len(keys)}">{_esc(current)}</th></tr>')
         cells = []
         for key, value in zip(keys, values, strict=True):
             css = _NUM if key in right or _is_number(value) else ""
@@ -176,8 +184,9 @@ def _numeric_column(table: list[list[Any]], index: int) -> bool:
 
 
 def number(value: Any) -> str:
-    """The one way a report writes a number: thousands separators from 100 up (``6,136``,
-    ``10,650``), then fewer digits the smaller it is (``42.5``, ``3.14``, ``0.0123``); ``-`` for none."""
+    """The one way a report writes a number: whole with thousands separators from 100 up
+    (``6,136``, ``10,650``), three significant digits below (``42.5``, ``96``, ``0.0123``);
+    ``-`` for none."""
     if value is None:
         return "-"
     if _is_numpy_number(value):
@@ -190,14 +199,24 @@ def number(value: Any) -> str:
         return str(value)
     if not math.isfinite(value):
         return "-"
-    magnitude = abs(value)
-    if magnitude >= 100 or value == 0:
+    if abs(value) >= 100:
         return f"{value:,.0f}"
-    if magnitude >= 10:
-        return f"{value:.1f}"
-    if magnitude >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
+    return f"{value:.3g}"  # 42.5, 96, 3.14, 0.0123: three significant digits, no trailing zeros
+
+
+def short_number(value: Any) -> str:
+    """A large count in millions or billions with four significant digits (``17.82 M``,
+    ``1.235 B``), as :func:`number` below a million; for tables where full digits crowd out the
+    comparison. The spaces are non-breaking."""
+    if value is None or not math.isfinite(float(value)):
+        return "-"
+    amount = float(value)
+    for scale, suffix in ((1e9, "B"), (1e6, "M")):
+        if abs(amount) >= scale * 0.99995:
+            scaled = amount / scale
+            digits = 1 if abs(scaled) >= 99.995 else 2 if abs(scaled) >= 9.9995 else 3
+            return f"{scaled:,.{digits}f}\u00a0{suffix}"
+    return number(value)
 
 
 # Rupiah in the short scale the program's figures are published in (Rp5.7T, Rp840B).
@@ -206,7 +225,8 @@ _RUPIAH_SCALES = ((1e12, "T"), (1e9, "B"), (1e6, "M"))
 
 def rupiah(value: Any) -> str:
     """Rupiah for a reader: ``Rp 1.2 T``, ``Rp 340 B``, ``Rp 3.55 M`` (T = 10^12, B = 10^9,
-    M = 10^6; three significant digits), ``Rp 600,000`` below a million."""
+    M = 10^6; three significant digits), ``Rp 600,000`` below a million. The spaces are
+    non-breaking, so an amount never wraps across lines."""
     if value is None:
         return "-"
     amount = float(value)
@@ -216,8 +236,8 @@ def rupiah(value: Any) -> str:
         if abs(amount) >= scale * 0.9995:
             scaled = amount / scale
             digits = 0 if abs(scaled) >= 99.95 else 1 if abs(scaled) >= 9.995 else 2
-            return f"Rp {scaled:,.{digits}f} {suffix}"
-    return f"Rp {amount:,.0f}"
+            return f"Rp\u00a0{scaled:,.{digits}f}\u00a0{suffix}"
+    return f"Rp\u00a0{amount:,.0f}"
 
 
 def percent(value: Any, digits: int = 1) -> str:
@@ -440,12 +460,16 @@ figure.chart{margin:12px 0}
 figure.chart svg{max-width:100%;height:auto}
 .table-wrap{overflow-x:auto;margin:12px 0}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-table.data th,table.data td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:left}
+table.data th,table.data td{padding:4px 8px;border-bottom:1px solid var(--line);text-align:left}
 table.data thead th{background:var(--band);font-weight:600}
-table.data .num{text-align:right;white-space:nowrap}
-table.data td.note{color:var(--muted);font-size:13px;min-width:14em}
+table.data .num{text-align:right}
+table.data td.num{white-space:nowrap}
+table.data td:first-child{min-width:9em}
+table.data td:not(.num){overflow-wrap:anywhere}
+table.data tr.group th{text-align:left;padding:12px 10px 4px;border-bottom:1px solid var(--line);
+ font-weight:600;color:var(--accent)}
 caption{caption-side:top;text-align:left;color:var(--muted);padding:4px 0}
-table.meta{font-size:13px}
+table.meta{font-size:13px;width:100%}
 table.meta th{text-align:left;padding:1px 12px 1px 0;color:var(--muted);font-weight:500;vertical-align:top}
 table.meta td{padding:1px 0;overflow-wrap:anywhere}
 table.meta caption{font-weight:600;color:var(--ink)}
