@@ -338,8 +338,8 @@ def _surge_data() -> dict:
 
 @pytest.fixture(scope="module")
 def rendered_reports(tmp_path_factory):
-    """Every HTML report the project writes: demand forecast, demand backtest, surge report."""
-    from simulator.demand.backtest import run_backtest, write_backtest
+    """Every HTML report the project writes: demand forecast, backtest and season, surge report."""
+    from simulator.demand.backtest import load_season, run_backtest, run_season, write_backtest, write_season
     from simulator.demand.forecast import summarise, write_forecast
     from simulator.demand.model import simulate_wave
     from simulator.demand.params import load_params
@@ -349,14 +349,17 @@ def rendered_reports(tmp_path_factory):
     params = load_params()
     _, forecast = write_forecast(out, summarise(simulate_wave(params, runs=20, seed=1)), params)
     _, backtest = write_backtest(out, run_backtest(runs=5, seed=1))
+    season = load_season()
+    season_params, waves = run_season(season, runs=5, seed=1)
+    _, season_html = write_season(out, season, season_params, waves, runs=5, seed=1)
     surge = out / "report.html"
     surge.write_text(render(_surge_data()))
-    return {"forecast": forecast, "backtest": backtest, "surge": surge}
+    return {"forecast": forecast, "backtest": backtest, "season": season_html, "surge": surge}
 
 
 @needs_chromium
-@pytest.mark.parametrize("width", [1280, 2200, 800])
-@pytest.mark.parametrize("name", ["forecast", "backtest", "surge"])
+@pytest.mark.parametrize("width", [1024, 1280, 2200])
+@pytest.mark.parametrize("name", ["forecast", "backtest", "season", "surge"])
 def test_a_report_fits_the_browser_window_no_table_clipped(rendered_reports, name, width, tmp_path):
     layout = _layout(tmp_path, rendered_reports[name], width)
     assert layout["viewport"] == width

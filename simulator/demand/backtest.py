@@ -315,18 +315,18 @@ def write_season(
             ("pool_after_p50", "Pool after P50"),
             ("revoked_p50", "Revoked P50"),
             ("peak_rps_p95", "Peak req/s P95"),
-            ("committed_idr_p50", "Committed Rp P50"),
+            ("committed_idr_p50", "Committed P50"),
         ],
         formats={
-            "odds_p50": "{:.1%}",
-            "joined_p50": "{:,.0f}",
-            "joined_p95": "{:,.0f}",
-            "rolled_over_p50": "{:,.0f}",
-            "pool_after_p50": "{:,.0f}",
-            "revoked_p50": "{:,.0f}",
-            "peak_rps_p95": "{:,.0f}",
-            "committed_idr_p50": "{:,.0f}",
+            "opens_at": _short_date,
+            "odds_p50": report.percent,
+            "committed_idr_p50": report.rupiah,
+            **dict.fromkeys(
+                ("joined_p50", "joined_p95", "rolled_over_p50", "pool_after_p50"), report.short_number
+            ),
         },
+        numeric=("opens_at",),
+        caption="People in millions (M); Rp: T = 10^12, B = 10^9",
     )
     sections = [report.Section("Waves", figures=[report.figure_svg(fig)], tables=[table])]
     meta = report.report_meta(seed=seed, params=flat(params), runs=runs, season=season.source)
@@ -659,6 +659,11 @@ def write_backtest(out_dir: str | Path, result: SeasonResult) -> tuple[Path, Pat
     html = report.render_html(f"Backtest: {result.season.name}", meta, sections)
     data = {"rows": rows, "meta": meta, "waves": [_wave_digest(w) for w in result.waves]}
     return report.write_report(out_dir, data, html, json_name="backtest.json", html_name="backtest.html")
+
+
+def _short_date(iso: str) -> str:
+    # "2020-04-11T19:00" -> "11 Apr 2020 19:00": read at a glance, and never broken across lines.
+    return f"{dt.datetime.fromisoformat(iso):%d %b %Y %H:%M}".replace(" ", "\u00a0")
 
 
 def _band(low: str, high: str) -> str:

@@ -464,7 +464,7 @@ table.data th,table.data td{padding:4px 8px;border-bottom:1px solid var(--line);
 table.data thead th{background:var(--band);font-weight:600}
 table.data .num{text-align:right}
 table.data td.num{white-space:nowrap}
-table.data td:first-child{min-width:9em}
+table.data td:first-child:not(.num){min-width:9em}
 table.data td:not(.num){overflow-wrap:anywhere}
 table.data tr.group th{text-align:left;padding:12px 10px 4px;border-bottom:1px solid var(--line);
  font-weight:600;color:var(--accent)}

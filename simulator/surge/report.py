@@ -123,11 +123,8 @@ def _last_active_second(metrics: SurgeMetrics) -> int:
 
 
 def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.3g}{unit}" if abs(value) < 1000 else f"{value:,.0f}{unit}"
-    return f"{value:,}{unit}"
+    # The reports' one number format, for the terminal lines and the HTML text alike.
+    return "-" if value is None else report_lib.number(value) + unit
 
 
 def summary_text(data: dict[str, Any], report_path: Path | None = None) -> str:
