@@ -198,3 +198,21 @@ def test_same_seed_writes_the_same_files_whatever_the_workers(tmp_path, capsys):
         assert code == 0, err
     for name in ("forecast.json", "forecast.html"):
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+
+
+def test_every_command_that_draws_people_defaults_to_the_same_seed():
+    # population said 2020 and seed-db and demand 0: "the same people" was not the default.
+    from simulator import DEFAULT_SEED
+    from simulator.cli import cli
+
+    ctx = cli.make_context("prakerja-sim", ["demand"], resilient_parsing=True)
+    demand = cli.get_command(ctx, "demand")
+    commands = {
+        "population": cli.get_command(ctx, "population"),
+        "seed-db": cli.get_command(ctx, "seed-db"),
+        "demand": demand,
+        "demand backtest": demand.get_command(ctx, "backtest"),
+        "demand season": demand.get_command(ctx, "season"),
+    }
+    defaults = {name: next(p.default for p in c.params if p.name == "seed") for name, c in commands.items()}
+    assert defaults == dict.fromkeys(commands, DEFAULT_SEED)

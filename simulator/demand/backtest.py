@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator import report
+from simulator import DEFAULT_SEED, report
 from simulator.demand.forecast import as_of, spread
 from simulator.demand.model import WaveRuns, lag_cdf_days, simulate_wave
 from simulator.demand.params import Params, flat, load_params
@@ -229,7 +229,7 @@ def run_backtest(
     season_path: Season | str | Path | None = None,
     *,
     runs: int = 200,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     workers: int = 1,
     params_path: str | Path | None = None,
     progress: ProgressCallback | None = None,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from simulator import DEFAULT_SEED
 from simulator.progress import progress_bar
 
 # Named options -> the parameter each one sets (everything else: --param section.key=value).
@@ -51,7 +52,9 @@ _NAMED = {
 @click.option(
     "--runs", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Monte Carlo runs."
 )
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -155,7 +158,9 @@ def _toml(value: object) -> str:
 @click.option(
     "--runs", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Monte Carlo runs."
 )
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
+)
 @click.option(
     "--season",
     "season_file",
@@ -195,7 +200,9 @@ def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | Non
 @click.option(
     "--runs", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Monte Carlo runs."
 )
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
+)
 @click.option(
     "--out",
     "out_dir",
