@@ -1,4 +1,4 @@
-"""Turn a wave forecast into a surge scenario file (architecture.md 3.3, the schema of
+"""Turn a wave forecast into a surge scenario file (docs/architecture.md, the schema of
 ``simulator.surge.scenario``): the forecast's arrival curve and funnel, shrunk by a scale factor.
 """
 

@@ -24,7 +24,7 @@ How to use it::
                                                json_name="forecast.json", html_name="forecast.html")
 
 Everything in ``meta`` is shown in the HTML ("Run" block: scenario or parameters, seed, versions),
-so the file on its own says how to reproduce it (architecture.md 3.4). Matplotlib is imported only
+so the file on its own says how to reproduce it (docs/reports.md). Matplotlib is imported only
 inside the functions that draw, so importing this module stays cheap.
 """
 
