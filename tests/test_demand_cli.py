@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 
 import pytest
 
@@ -99,6 +100,56 @@ def test_emitted_scenario_loads_with_the_surge_schema(tmp_path, capsys):
     assert joined == pytest.approx(forecast["funnel"]["joined"]["p50"], rel=0.002)
 
 
+def test_a_published_wave_takes_its_own_opening_duration_and_quota(tmp_path, capsys):
+    # Wave 11 opened 2 Nov 2020 12:00 for 48 h with ~400k places; it used to get wave 9's
+    # 17 Sep, 96 h and 800k silently, in the table and in the emitted scenario.
+    scenario = tmp_path / "wave-11.toml"
+    code, out, err = _run(
+        ["demand", "--wave", "11", "--runs", "10", "--out", str(tmp_path), "--emit-scenario", str(scenario)],
+        capsys,
+    )
+    assert code == 0, err
+    assert "Wave 11: opens 2020-11-02T12:00:00+07:00, 48 h, lottery, quota 400,000" in out
+    assert "note: wave 11: opens 2020-11-02T12:00:00+07:00, 48 h, quota 400,000 from the published" in err
+    assert "demand.prior_pool" in err  # says which figures are still the wave-9 calibration
+    forecast = json.loads((tmp_path / "forecast.json").read_text())["forecast"]
+    assert forecast["wave"]["opens_at"] == "2020-11-02T12:00:00+07:00"
+    assert forecast["wave"]["duration_hours"] == 48.0 and forecast["selection"]["quota"] == 400_000
+    text = scenario.read_text()
+    emitted = tomllib.loads(text)["wave"]
+    assert emitted["number"] == 11 and emitted["quota"] == 400_000 and emitted["duration_h"] == 48.0
+    assert emitted["opens_at"].isoformat() == "2020-11-02T12:00:00+07:00"
+    header = " ".join(line.removeprefix("#").strip() for line in text.split("[scenario]")[0].splitlines())
+    assert "quota 400,000 from the published 2020 wave (season_2020.toml)" in header
+
+
+def test_a_published_wave_keeps_what_the_planner_gives(tmp_path, capsys):
+    code, out, err = _run(
+        ["demand", "--wave", "11", "--quota", "450000", "--runs", "5", "--out", str(tmp_path)], capsys
+    )
+    assert code == 0, err
+    assert "Wave 11: opens 2020-11-02T12:00:00+07:00, 48 h, lottery, quota 450,000" in out
+    assert "opens 2020-11-02T12:00:00+07:00, 48 h from the published" in err and "quota 400,000" not in err
+
+
+def test_the_default_wave_prints_no_note(tmp_path, capsys):
+    code, out, err = _run(["demand", "--runs", "5", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert "Wave 9: opens 2020-09-17T12:00:00+07:00, 96 h" in out and "note:" not in err
+
+
+def test_an_unpublished_wave_must_give_its_opening_duration_and_quota(tmp_path, capsys):
+    code, _, err = _run(
+        ["demand", "--wave", "12", "--quota", "600000", "--runs", "5", "--out", str(tmp_path / "out")], capsys
+    )
+    assert code == 2
+    assert err.strip().splitlines()[-1] == (
+        "error: --wave 12: not a published 2020 wave, so its opening, duration and quota are unknown: "
+        "give --opens-at, --duration-hours (or set wave.opens_at, wave.duration_hours in --params)"
+    )
+    assert not (tmp_path / "out" / "forecast.json").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -147,3 +198,21 @@ def test_same_seed_writes_the_same_files_whatever_the_workers(tmp_path, capsys):
         assert code == 0, err
     for name in ("forecast.json", "forecast.html"):
         assert (tmp_path / "1" / name).read_bytes() == (tmp_path / "2" / name).read_bytes()
+
+
+def test_every_command_that_draws_people_defaults_to_the_same_seed():
+    # population said 2020 and seed-db and demand 0: "the same people" was not the default.
+    from simulator import DEFAULT_SEED
+    from simulator.cli import cli
+
+    ctx = cli.make_context("prakerja-sim", ["demand"], resilient_parsing=True)
+    demand = cli.get_command(ctx, "demand")
+    commands = {
+        "population": cli.get_command(ctx, "population"),
+        "seed-db": cli.get_command(ctx, "seed-db"),
+        "demand": demand,
+        "demand backtest": demand.get_command(ctx, "backtest"),
+        "demand season": demand.get_command(ctx, "season"),
+    }
+    defaults = {name: next(p.default for p in c.params if p.name == "seed") for name, c in commands.items()}
+    assert defaults == dict.fromkeys(commands, DEFAULT_SEED)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from simulator import report
+from simulator import DEFAULT_SEED, report
 from simulator.demand.forecast import as_of, spread
 from simulator.demand.model import WaveRuns, lag_cdf_days, simulate_wave
 from simulator.demand.params import Params, flat, load_params
@@ -229,7 +229,7 @@ def run_backtest(
     season_path: Season | str | Path | None = None,
     *,
     runs: int = 200,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     workers: int = 1,
     params_path: str | Path | None = None,
     progress: ProgressCallback | None = None,
@@ -315,18 +315,18 @@ def write_season(
             ("pool_after_p50", "Pool after P50"),
             ("revoked_p50", "Revoked P50"),
             ("peak_rps_p95", "Peak req/s P95"),
-            ("committed_idr_p50", "Committed Rp P50"),
+            ("committed_idr_p50", "Committed P50"),
         ],
         formats={
-            "odds_p50": "{:.1%}",
-            "joined_p50": "{:,.0f}",
-            "joined_p95": "{:,.0f}",
-            "rolled_over_p50": "{:,.0f}",
-            "pool_after_p50": "{:,.0f}",
-            "revoked_p50": "{:,.0f}",
-            "peak_rps_p95": "{:,.0f}",
-            "committed_idr_p50": "{:,.0f}",
+            "opens_at": _short_date,
+            "odds_p50": report.percent,
+            "committed_idr_p50": report.rupiah,
+            **dict.fromkeys(
+                ("joined_p50", "joined_p95", "rolled_over_p50", "pool_after_p50"), report.short_number
+            ),
         },
+        numeric=("opens_at",),
+        caption="People in millions (M); Rp: T = 10^12, B = 10^9",
     )
     sections = [report.Section("Waves", figures=[report.figure_svg(fig)], tables=[table])]
     meta = report.report_meta(seed=seed, params=flat(params), runs=runs, season=season.source)
@@ -536,6 +536,7 @@ def _compare(
                         budget[key],
                         accepted * per_person,
                         kind="held out",
+                        unit="idr",
                     )
                 )
     load = season.extra.get("load", {})
@@ -549,6 +550,7 @@ def _compare(
                 model,
                 kind="held out",
                 note="published as visits/s: not the same unit as API requests",
+                unit="per_second",
             )
         )
     return rows
@@ -591,46 +593,63 @@ def _short(value: float) -> str:
     return f"{value:,.0f}"
 
 
+# How the HTML writes a figure of each unit (one formatter per unit, the same in every column).
+_UNIT_FORMAT = {
+    "people": report.short_number,
+    "idr": report.rupiah,
+    "share": report.percent,
+    "per_second": report.number,
+}
+
+# The colour of each basis in the chart, and the words its legend gives it.
+_BASIS_STYLE = {
+    "calibrated": ("#1f5fa8", "calibrated: sets a default, should be near 0"),
+    "held out": ("#b5651d", "held out: not used to fit anything"),
+    "input": ("#9aa3b2", "input: drives the replay"),
+    "input (quotas)": ("#9aa3b2", "input: drives the replay"),
+}
+
+
 def write_backtest(out_dir: str | Path, result: SeasonResult) -> tuple[Path, Path]:
     """``backtest.json`` and a self-contained ``backtest.html`` with the table and an error chart."""
     rows = result.rows
-    fig = report.new_figure(figsize=(7.5, max(3.0, 0.22 * len(rows))))
-    ax = fig.add_subplot()
-    labels = [f"{r['group'][:18]}: {r['item']}" for r in rows][::-1]
-    errors = [0.0 if np.isnan(r["error"]) else r["error"] * 100 for r in rows][::-1]
-    colors = ["#1b7f3b" if abs(e) <= 2 else "#b5651d" if abs(e) <= 10 else "#b3261e" for e in errors]
-    ax.barh(labels, errors, color=colors)
-    ax.axvline(0, color="#333", lw=1)
-    ax.set_xlabel("model P50 vs published, %")
-    ax.tick_params(axis="y", labelsize=7)
-    ax.grid(axis="x", alpha=0.3)
+    shown = []
+    for row in rows:
+        fmt = _UNIT_FORMAT.get(row["unit"], report.number)
+        shown.append(
+            {
+                "group": row["group"],
+                "item": _item_label(row["item"]),
+                "published": fmt(row["published"]),
+                "model_p50": fmt(row["model_p50"]),
+                "band": _band(fmt(row["model_p5"]), fmt(row["model_p95"])),
+                "error": "" if np.isnan(row["error"]) else f"{row['error']:+.1%}",
+                "kind": row["kind"].removesuffix(" (quotas)"),
+                "note": row["note"] or ("the quotas summed" if row["kind"] == "input (quotas)" else ""),
+            }
+        )
     table = report.html_table(
-        rows,
+        shown,
         [
-            ("group", "Group"),
             ("item", "Figure"),
             ("published", "Published"),
             ("model_p50", "Model P50"),
-            ("model_p5", "P5"),
-            ("model_p95", "P95"),
+            ("band", "Model P5 - P95"),
             ("error", "Error"),
             ("kind", "Basis"),
             ("note", "Note"),
         ],
-        formats={
-            "published": "{:,.0f}",
-            "model_p50": "{:,.0f}",
-            "model_p5": "{:,.0f}",
-            "model_p95": "{:,.0f}",
-            "error": "{:+.1%}",
-        },
+        numeric=("published", "model_p50", "band", "error"),
+        group_by="group",
+        caption="People in millions (M), money in Rupiah (T = 10^12, B = 10^9), error = model P50 "
+        "against published",
     )
     sections = [
         report.Section(
             "Model vs published",
             html="<p>Basis: <b>input</b> figures drive the replay, <b>calibrated</b> ones set the defaults "
-            "in params.toml, <b>held out</b> ones were not used to fit anything.</p>",
-            figures=[report.figure_svg(fig)],
+            "in params.toml, <b>held out</b> ones were not used to fit anything: they are the test.</p>",
+            figures=[_error_figure(rows)],
             tables=[table],
         )
     ]
@@ -640,6 +659,66 @@ def write_backtest(out_dir: str | Path, result: SeasonResult) -> tuple[Path, Pat
     html = report.render_html(f"Backtest: {result.season.name}", meta, sections)
     data = {"rows": rows, "meta": meta, "waves": [_wave_digest(w) for w in result.waves]}
     return report.write_report(out_dir, data, html, json_name="backtest.json", html_name="backtest.html")
+
+
+def _short_date(iso: str) -> str:
+    # "2020-04-11T19:00" -> "11 Apr 2020 19:00": read at a glance, and never broken across lines.
+    return f"{dt.datetime.fromisoformat(iso):%d %b %Y %H:%M}".replace(" ", "\u00a0")
+
+
+def _band(low: str, high: str) -> str:
+    # "17.81 - 17.82 M", "Rp 5.97 - 5.98 T": the unit once, so the column stays narrow.
+    low_unit, high_unit = low.rpartition("\u00a0"), high.rpartition("\u00a0")
+    if low_unit[0] and low_unit[2] == high_unit[2] and not low_unit[2][:1].isdigit():
+        low = low_unit[0]
+    if low.startswith("Rp\u00a0") and high.startswith("Rp\u00a0"):
+        high = high.removeprefix("Rp\u00a0")
+    return f"{low} - {high}"
+
+
+def _item_label(item: str) -> str:
+    # Keys as words: "identity_valid" -> "identity valid", "training_idr" -> "training (Rp)".
+    return item.replace("_idr", " (Rp)").replace("_", " ")
+
+
+def _error_figure(rows: list[dict[str, Any]]) -> str:
+    """Error of each figure as a bar, grouped under bold group headings, coloured by basis."""
+    from matplotlib.patches import Patch
+
+    labels: list[str] = []
+    errors: list[float] = []
+    colors: list[str] = []
+    headings: list[int] = []
+    group = None
+    for row in rows:
+        if row["group"] != group:
+            group = row["group"]
+            headings.append(len(labels))
+            labels.append(group)
+            errors.append(0.0)
+            colors.append("none")
+        labels.append(_item_label(row["item"]))
+        errors.append(0.0 if np.isnan(row["error"]) else row["error"] * 100)
+        colors.append(_BASIS_STYLE.get(row["kind"], ("#666", ""))[0])
+    fig = report.new_figure(figsize=(9.5, 0.2 * len(labels) + 1.4))
+    ax = fig.add_subplot()
+    y = np.arange(len(labels))[::-1]
+    ax.axvspan(-10, 10, color="#e8f2e8", zorder=0)
+    ax.barh(y, errors, color=colors, height=0.7, zorder=2)
+    ax.axvline(0, color="#333", lw=1, zorder=3)
+    ax.set_yticks(y, labels)
+    ax.tick_params(axis="y", labelsize=8, length=0)
+    for index in headings:
+        tick = ax.get_yticklabels()[index]
+        tick.set_fontweight("bold")
+        tick.set_color("#1f5fa8")
+    ax.set_ylim(-0.7, len(labels) - 0.3)
+    ax.set_xlabel("model P50 against published, %")
+    ax.grid(axis="x", alpha=0.3, zorder=1)
+    handles = [Patch(color=color, label=label) for color, label in dict(_BASIS_STYLE.values()).items()]
+    handles.append(Patch(color="#e8f2e8", label="within +/-10%"))
+    ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=True, framealpha=0.9)
+    return report.figure_svg(fig)
 
 
 def _wave_digest(wave: WaveRuns) -> dict[str, Any]:

@@ -4,10 +4,12 @@ scenario file) and ``demand backtest``: replay the published 2020 waves against 
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import click
 
+from simulator import DEFAULT_SEED
 from simulator.progress import progress_bar
 
 # Named options -> the parameter each one sets (everything else: --param section.key=value).
@@ -50,7 +52,9 @@ _NAMED = {
 @click.option(
     "--runs", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Monte Carlo runs."
 )
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -103,12 +107,14 @@ def demand(
         return
     from simulator.demand.forecast import summarise, terminal_table, write_forecast
     from simulator.demand.model import simulate_wave
-    from simulator.demand.params import load_params
+    from simulator.demand.params import load_wave_params
     from simulator.demand.scenario import parse_scale, scenario_from_forecast, write_scenario
 
     scale_value = parse_scale(scale) if emit_scenario else None
     overrides = [f"{_NAMED[name]}={_toml(value)}" for name, value in named.items() if value is not None]
-    params = load_params(params_file, [*param_overrides, *overrides])
+    params, notes = load_wave_params(params_file, [*param_overrides, *overrides])
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     _writable_directory(out_dir, "--out")
     if emit_scenario is not None:
         _writable_directory(emit_scenario.parent, "--emit-scenario")
@@ -116,7 +122,7 @@ def demand(
         runs_result = simulate_wave(params, runs=runs, seed=seed, workers=workers, progress=advance)
     summary = summarise(runs_result)
     click.echo(terminal_table(summary))
-    json_path, html_path = write_forecast(out_dir, summary, params)
+    json_path, html_path = write_forecast(out_dir, summary, params, notes=notes)
     click.echo(f"\nwrote {json_path} and {html_path}")
     if emit_scenario is not None:
         scenario = scenario_from_forecast(summary, params, scale=scale_value, replay_minutes=replay_minutes)
@@ -124,6 +130,7 @@ def demand(
             f"Emitted by `prakerja-sim demand` (seed {seed}, {runs} runs) from the wave "
             f"{params['wave']['number']} forecast; arrival curve and funnel are the forecast's P50."
         )
+        header = "\n".join(textwrap.wrap(" ".join([header, *notes]), 100))
         write_scenario(emit_scenario, scenario, header=header)
         click.echo(f"wrote scenario {emit_scenario} (population_scale {scale_value:g})")
 
@@ -151,7 +158,9 @@ def _toml(value: object) -> str:
 @click.option(
     "--runs", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Monte Carlo runs."
 )
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
+)
 @click.option(
     "--season",
     "season_file",
@@ -191,7 +200,9 @@ def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | Non
 @click.option(
     "--runs", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Monte Carlo runs."
 )
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
+)
 @click.option(
     "--out",
     "out_dir",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html as html_lib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -331,23 +332,36 @@ def terminal_table(summary: dict[str, Any]) -> str:
     lines.append("")
     budget = summary["budget"]
     lines.append(
-        f"budget: Rp{budget['per_person_idr']:,} per person; committed "
-        f"Rp{budget['committed_idr']['p50'] / 1e9:,.1f}B, expected spend "
-        f"Rp{budget['expected_spend_idr']['p50'] / 1e9:,.1f}B (P50)"
+        f"budget: {report.rupiah(budget['per_person_idr'])} per person; committed "
+        f"{report.rupiah(budget['committed_idr']['p50'])}, expected spend "
+        f"{report.rupiah(budget['expected_spend_idr']['p50'])} (P50)"
     )
     return "\n".join(lines)
 
 
-def render_forecast_html(summary: dict[str, Any], params: Params) -> str:
+def render_forecast_html(summary: dict[str, Any], params: Params, notes: Sequence[str] = ()) -> str:
     """The self-contained ``forecast.html``: arrival curve with bands, funnel, peak load per
-    endpoint and upstream, oversubscription and odds by province, budget by month."""
+    endpoint and upstream, oversubscription and odds by province, budget by month.
+
+    ``notes`` (where the wave's dates and quota came from) are shown at the top."""
+    number, percent, rupiah = report.number, report.percent, report.rupiah
+    wave = summary["wave"]
+    photo = summary["photo"]
+    budget = summary["budget"]
+    heading = _p(
+        f"Opens {wave['opens_at']}, {number(wave['duration_hours'])} h, {summary['selection']['mode']}, "
+        f"quota {number(summary['selection']['quota'])}; {number(summary['runs'])} Monte Carlo runs, "
+        f"seed {summary['seed']}. P5-P95 is the range of 90% of the runs."
+    ) + "".join(f'<p class="note">Note: {html_lib.escape(note)}.</p>' for note in notes)
     sections = [
         report.Section(
             "Arrival curve",
-            html=_p(
+            html=heading
+            + _p(
                 "People joining per minute after the opening (P50 line, P5-P95 band across runs). "
-                f"Decay time constant {summary['wave']['decay_hours_solved']:.1f} h, solved so that "
-                f"{params['arrivals']['first_24h_share']:.1%} join in the first 24 h (wave 9: 3.5M of 5.8M)."
+                f"Decay time constant {number(wave['decay_hours_solved'])} h, solved so that "
+                f"{percent(params['arrivals']['first_24h_share'])} join in the first 24 h "
+                "(wave 9: 3.5M of 5.8M)."
             ),
             figures=[_arrival_figure(summary), _arrival_figure(summary, hours=6)],
         ),
@@ -355,6 +369,11 @@ def render_forecast_html(summary: dict[str, Any], params: Params) -> str:
             "Funnel",
             figures=[_funnel_figure(summary)],
             tables=[
+                report.html_table(
+                    [{"stage": label, **summary["funnel"][stage]} for stage, label in FUNNEL_ROWS],
+                    [("stage", "Stage"), ("p5", "P5"), ("p50", "P50"), ("p95", "P95")],
+                    caption="People at each stage",
+                ),
                 report.html_table(
                     [
                         {
@@ -370,13 +389,7 @@ def render_forecast_html(summary: dict[str, Any], params: Params) -> str:
                         ("p50", "Peak per minute P50"),
                         ("p95", "Peak per minute P95"),
                     ],
-                    formats={"total": "{:,.0f}", "p50": "{:,.0f}", "p95": "{:,.0f}"},
                     caption="Completions per step",
-                ),
-                report.html_table(
-                    [{"stage": label, **summary["funnel"][stage]} for stage, label in FUNNEL_ROWS],
-                    [("stage", "Stage"), ("p5", "P5"), ("p50", "P50"), ("p95", "P95")],
-                    formats={k: "{:,.0f}" for k in ("p5", "p50", "p95")},
                 ),
                 report.html_table(
                     [{"check": k, "holds": v} for k, v in summary["conservation"].items()],
@@ -396,35 +409,21 @@ def render_forecast_html(summary: dict[str, Any], params: Params) -> str:
                         for k, v in summary["upstreams"].items()
                     ],
                     [("name", "Endpoint / upstream"), ("p50", "P50 /s"), ("p95", "P95 /s")],
-                    formats={"p50": "{:,.1f}", "p95": "{:,.1f}"},
                 ),
                 report.html_table(
                     [
-                        {
-                            "what": "upload bandwidth, Mbit/s",
-                            "p50": summary["photo"]["upload_mbit_per_second"]["p50"],
-                            "p95": summary["photo"]["upload_mbit_per_second"]["p95"],
-                        },
-                        {
-                            "what": "bytes transferred, GB",
-                            "p50": summary["photo"]["bytes_transferred"]["p50"] / 1e9,
-                            "p95": summary["photo"]["bytes_transferred"]["p95"] / 1e9,
-                        },
-                        {
-                            "what": "storage added, GB",
-                            "p50": summary["photo"]["bytes_stored"]["p50"] / 1e9,
-                            "p95": summary["photo"]["bytes_stored"]["p95"] / 1e9,
-                        },
+                        {"what": "upload bandwidth, Mbit/s", **_p50_p95(photo["upload_mbit_per_second"])},
+                        {"what": "bytes transferred, GB", **_p50_p95(photo["bytes_transferred"], 1e9)},
+                        {"what": "storage added, GB", **_p50_p95(photo["bytes_stored"], 1e9)},
                     ],
                     [("what", "Photo uploads"), ("p50", "P50"), ("p95", "P95")],
-                    formats={"p50": "{:,.1f}", "p95": "{:,.1f}"},
-                    caption=f"{summary['photo']['oversize_share']:.2%} of photos would exceed the 2 MB limit",
+                    caption=f"{percent(photo['oversize_share'], 2)} of photos would exceed the 2 MB limit",
                 ),
             ],
         ),
         report.Section(
             "Oversubscription and odds",
-            html=_p(_odds_text(summary)),
+            html=_p(_odds_text(summary)) + _p(_province_text(summary, params)),
             figures=[_oversubscription_figure(summary), _province_figure(summary)],
             tables=[
                 report.html_table(
@@ -436,40 +435,50 @@ def render_forecast_html(summary: dict[str, Any], params: Params) -> str:
                         ("accepted_p50", "Accepted P50"),
                         ("odds_p50", "Odds P50"),
                     ],
-                    formats={"joined_p50": "{:,.0f}", "accepted_p50": "{:,.0f}", "odds_p50": "{:.2%}"},
+                    formats={"odds_p50": lambda v: percent(v, 2)},
                 )
             ],
         ),
         report.Section(
             "Budget",
             html=_p(
-                f"Rp{summary['budget']['per_person_idr']:,} per recipient in full. Committed at acceptance "
-                f"(P50): Rp{summary['budget']['committed_idr']['p50'] / 1e9:,.1f}B; expected spend "
-                "after revocations and drop-outs: "
-                f"Rp{summary['budget']['expected_spend_idr']['p50'] / 1e9:,.1f}B."
+                f"{rupiah(budget['per_person_idr'])} per recipient in full. Committed at acceptance "
+                f"(P50): {rupiah(budget['committed_idr']['p50'])}; expected spend after revocations "
+                f"and drop-outs: {rupiah(budget['expected_spend_idr']['p50'])}. "
+                "Rp amounts: T = trillion (10^12), B = billion (10^9), M = million (10^6)."
             ),
+            figures=[_budget_figure(summary)],
             tables=[
                 report.html_table(
-                    summary["budget"]["schedule_p50"],
+                    budget["schedule_p50"],
                     [
                         ("month", "Month"),
-                        ("training_idr", "Training (Rp)"),
-                        ("incentive_idr", "Incentive (Rp)"),
-                        ("survey_idr", "Surveys (Rp)"),
-                        ("total_idr", "Total (Rp)"),
+                        ("training_idr", "Training"),
+                        ("incentive_idr", "Incentive"),
+                        ("survey_idr", "Surveys"),
+                        ("total_idr", "Total"),
                     ],
+                    formats={
+                        key: rupiah for key in ("training_idr", "incentive_idr", "survey_idr", "total_idr")
+                    },
+                    caption="Expected spend by month (P50)",
                 )
             ],
         ),
     ]
     meta = report.report_meta(seed=summary["seed"], params=flat(params), runs=summary["runs"])
-    return report.render_html(f"Demand forecast: wave {summary['wave']['number']}", meta, sections)
+    return report.render_html(f"Demand forecast: wave {wave['number']}", meta, sections)
 
 
-def write_forecast(out_dir: str | Path, summary: dict[str, Any], params: Params) -> tuple[Path, Path]:
+def write_forecast(
+    out_dir: str | Path, summary: dict[str, Any], params: Params, *, notes: Sequence[str] = ()
+) -> tuple[Path, Path]:
     """Write ``forecast.json`` and ``forecast.html`` into ``out_dir`` (atomically)."""
-    data = {"forecast": summary, "meta": report.report_meta(seed=summary["seed"], params=flat(params))}
-    html = render_forecast_html(summary, params)
+    meta = report.report_meta(seed=summary["seed"], params=flat(params))
+    if notes:
+        meta["notes"] = list(notes)
+    data = {"forecast": summary, "meta": meta}
+    html = render_forecast_html(summary, params, notes)
     return report.write_report(out_dir, data, html, json_name="forecast.json", html_name="forecast.html")
 
 
@@ -477,19 +486,40 @@ def _p(text: str) -> str:
     return f"<p>{html_lib.escape(text)}</p>"
 
 
+def _p50_p95(spread_: dict[str, float], unit: float = 1.0) -> dict[str, float]:
+    return {"p50": spread_["p50"] / unit, "p95": spread_["p95"] / unit}
+
+
 def _odds_text(summary: dict[str, Any]) -> str:
+    number, percent = report.number, report.percent
     s = summary["selection"]
     text = (
-        f"{s['joined']['p50']:,.0f} joiners (P50) for a quota of {s['quota']:,}: "
-        f"{s['oversubscription']['p50']:.2f}x oversubscribed; a joiner's odds {s['odds']['p50']:.2%} "
-        f"(P5-P95 {s['odds']['p5']:.2%}-{s['odds']['p95']:.2%}). "
-        f"{s['not_selected_roll_over']['p50']:,.0f} roll into the next wave."
+        f"{number(s['joined']['p50'])} joiners (P50) for a quota of {number(s['quota'])}: "
+        f"{number(s['oversubscription']['p50'])}x oversubscribed; a joiner's odds "
+        f"{percent(s['odds']['p50'], 2)} (P5-P95 {percent(s['odds']['p5'], 2)}-"
+        f"{percent(s['odds']['p95'], 2)}). {number(s['not_selected_roll_over']['p50'])} roll into "
+        "the next wave."
     )
     if s.get("fill_minute"):
         text += (
             " First come, first served: the quota is full "
-            f"{s['fill_minute']['p50']:,.0f} minutes after the opening (P50)."
+            f"{number(s['fill_minute']['p50'])} minutes after the opening (P50)."
         )
+    return text
+
+
+def _province_text(summary: dict[str, Any], params: Params) -> str:
+    odds = [row["odds_p50"] for row in summary["provinces"]]
+    text = "By province: how many join and how many are accepted, against each province's quota."
+    if max(odds) - min(odds) < 0.005:
+        text += (
+            f" The odds are the same everywhere ({report.percent(min(odds))}-{report.percent(max(odds))})"
+            " because joiners are assumed to spread like the quota"
+        )
+        if not params["allocation"]["applicant_thousands"]:
+            text += "; set allocation.applicant_thousands to give each province its own demand."
+        else:
+            text += "."
     return text
 
 
@@ -568,14 +598,51 @@ def _oversubscription_figure(summary: dict[str, Any]) -> str:
 
 
 def _province_figure(summary: dict[str, Any]) -> str:
-    rows = summary["provinces"]
-    fig = report.new_figure(figsize=(7.5, 3.4))
+    rows = sorted(summary["provinces"], key=lambda r: r["joined_p50"])
+    fig = report.new_figure(figsize=(7.5, 0.34 * len(rows) + 1.2))
     ax = fig.add_subplot()
-    names = [r["province"] for r in rows]
-    ratio = [r["joined_p50"] / max(r["quota"], 1) for r in rows]
-    ax.bar(names, ratio, color="#b5651d")
-    ax.axhline(1.0, color="#333", lw=1, ls="--")
-    ax.set_ylabel("joined / quota (P50)")
-    ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    y = np.arange(len(rows))
+    joined = np.array([r["joined_p50"] for r in rows]) / 1e3
+    accepted = np.array([r["accepted_p50"] for r in rows]) / 1e3
+    ax.barh(y + 0.2, joined, height=0.4, color="#b5651d", label="joined (P50)")
+    ax.barh(y - 0.2, accepted, height=0.4, color="#1f5fa8", label="accepted (P50) = quota filled")
+    for index, row in enumerate(rows):
+        ax.annotate(
+            report.percent(row["odds_p50"]),
+            (joined[index], index + 0.2),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+            color="#333",
+        )
+    ax.set_yticks(y, [r["province"] for r in rows])
+    ax.set_xscale("log")
+    ax.set_xlabel("people (thousands, log scale); label: a joiner's odds")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(frameon=False, loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlim(right=joined.max() * 2.2 if joined.size else 1)
+    return report.figure_svg(fig)
+
+
+def _budget_figure(summary: dict[str, Any]) -> str:
+    rows = summary["budget"]["schedule_p50"]
+    fig = report.new_figure(figsize=(7.5, 3.0))
+    ax = fig.add_subplot()
+    months = [r["month"] for r in rows]
+    bottom = np.zeros(len(rows))
+    for key, label, color in (
+        ("training_idr", "training", "#1f5fa8"),
+        ("incentive_idr", "incentive", "#2f8f5b"),
+        ("survey_idr", "surveys", "#b5651d"),
+    ):
+        values = np.array([r[key] for r in rows], dtype=float) / 1e9
+        ax.bar(months, values, bottom=bottom, color=color, label=label)
+        bottom += values
+    ax.set_ylabel("Rp billion (10^9)")
+    ax.set_title("expected spend by month (P50)")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(frameon=False, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return report.figure_svg(fig)

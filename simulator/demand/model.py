@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from simulator import DEFAULT_SEED
 from simulator.demand.params import Params, opening_time, per_person_budget_idr
 from simulator.errors import InvalidOption
 from simulator.progress import ProgressCallback
@@ -290,7 +291,7 @@ def simulate_wave(
     params: Params,
     *,
     runs: int = 1000,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     prior_pool: np.ndarray | None = None,
     workers: int = 1,
     progress: ProgressCallback | None = None,

@@ -22,6 +22,7 @@ from simulator.errors import InvalidInputFile, InvalidOption
 Params = dict[str, dict[str, Any]]
 
 DEFAULTS_RESOURCE = "params.toml"
+SEASON_2020_RESOURCE = "season_2020.toml"
 
 # Tables whose keys are free (province names); their values must be non-negative numbers.
 _FREE_TABLES = {"allocation.quota_thousands", "allocation.applicant_thousands"}
@@ -98,10 +99,32 @@ def load_params(
     """Defaults, then the TOML file at ``path`` (only the keys it sets), then ``overrides``.
 
     ``overrides`` is a mapping ``{"wave.quota": 600000}`` or strings ``"wave.quota=600000"``
-    (values parsed as TOML, bare words as strings). Raises :class:`InvalidInputFile` for a bad
-    file and :class:`InvalidOption` for a bad override.
+    (values parsed as TOML, bare words as strings). A wave other than the defaults' takes its
+    opening, duration and quota from :func:`published_wave` when they are not given (see
+    :func:`load_wave_params`). Raises :class:`InvalidInputFile` for a bad file and
+    :class:`InvalidOption` for a bad override or a wave whose dates and quota are unknown.
+    """
+    return load_wave_params(path, overrides)[0]
+
+
+# What a wave needs besides its number: never silently borrowed from another wave.
+WAVE_SHAPE = ("wave.opens_at", "wave.duration_hours", "wave.quota")
+
+
+def load_wave_params(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> tuple[Params, list[str]]:
+    """:func:`load_params`, and the lines that say where the wave's opening, duration and quota
+    came from when the file and overrides did not all give them.
+
+    The defaults describe wave 9. For another wave number, each of ``wave.opens_at``,
+    ``wave.duration_hours`` and ``wave.quota`` not given is taken from the published 2020 wave
+    of that number (``season_2020.toml``); a wave that was not published must give all three.
     """
     params = defaults()
+    default_number = params["wave"]["number"]
+    given: set[str] = set()
     if path is not None:
         source = Path(path)
         try:
@@ -112,13 +135,63 @@ def load_params(
             raise InvalidInputFile(f"{source}: cannot read the parameter file ({err})") from None
         except tomllib.TOMLDecodeError as err:
             raise InvalidInputFile(f"{source}: not valid TOML ({err})") from None
-        _merge(params, user, where=str(source), error=InvalidInputFile)
+        given |= _merge(params, user, where=str(source), error=InvalidInputFile)
     if overrides:
         items = overrides.items() if isinstance(overrides, Mapping) else (_split(o) for o in overrides)
         for key, value in items:
             _set(params, key, value, where="--param", error=InvalidOption)
+            given.add(key)
+    notes = _fill_wave_shape(params, given, default_number)
     _check_whole(params)
-    return params
+    return params, notes
+
+
+def published_wave(number: int) -> dict[str, Any] | None:
+    """The published 2020 wave ``number`` as ``{"wave.opens_at": ..., "wave.duration_hours": ...,
+    "wave.quota": ...}`` (from the shipped ``season_2020.toml``), or None if it has no such wave."""
+    text = resources.files("simulator.demand").joinpath(SEASON_2020_RESOURCE).read_text(encoding="utf-8")
+    for wave in tomllib.loads(text)["waves"]:
+        if wave["number"] == number:
+            return {
+                "wave.opens_at": wave["opens_at"],
+                "wave.duration_hours": float(wave["duration_hours"]),
+                "wave.quota": wave["quota"],
+            }
+    return None
+
+
+def _fill_wave_shape(params: Params, given: set[str], default_number: int) -> list[str]:
+    number = params["wave"]["number"]
+    missing = [key for key in WAVE_SHAPE if key not in given]
+    if number == default_number or not missing:
+        return []
+    published = published_wave(number)
+    if published is None:
+        options = ", ".join(_OPTION_OF[key] for key in missing)
+        raise InvalidOption(
+            f"--wave {number}: not a published 2020 wave, so its opening, duration and quota are "
+            f"unknown: give {options} (or set {', '.join(missing)} in --params)"
+        )
+    for key in missing:
+        _set(params, key, published[key], where=SEASON_2020_RESOURCE, error=InvalidOption)
+    shown = {
+        "wave.opens_at": f"opens {params['wave']['opens_at']}",
+        "wave.duration_hours": f"{params['wave']['duration_hours']:g} h",
+        "wave.quota": f"quota {params['wave']['quota']:,}",
+    }
+    return [
+        f"wave {number}: {', '.join(shown[key] for key in missing)} from the published 2020 wave "
+        f"({SEASON_2020_RESOURCE}); the demand figures (demand.prior_pool, demand.new_signups, "
+        f"demand.join_rate) stay the defaults' wave-{default_number} calibration unless you set them"
+    ]
+
+
+# The command-line option of each wave key, for errors a planner at the terminal can act on.
+_OPTION_OF = {
+    "wave.opens_at": "--opens-at",
+    "wave.duration_hours": "--duration-hours",
+    "wave.quota": "--quota",
+}
 
 
 def _split(text: str) -> tuple[str, Any]:
@@ -133,7 +206,8 @@ def _split(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _merge(params: Params, user: Mapping[str, Any], *, where: str, error: type[Exception]) -> None:
+def _merge(params: Params, user: Mapping[str, Any], *, where: str, error: type[Exception]) -> set[str]:
+    given: set[str] = set()
     for section, table in user.items():
         if section not in params:
             raise error(f"{where}: unknown section [{section}]; expected one of: {', '.join(params)}")
@@ -141,6 +215,8 @@ def _merge(params: Params, user: Mapping[str, Any], *, where: str, error: type[E
             raise error(f"{where}: key '{section}': expected a table [{section}]")
         for key, value in _flatten(table, section):
             _set(params, key, value, where=where, error=error)
+            given.add(key)
+    return given
 
 
 def _flatten(table: Mapping[str, Any], prefix: str) -> Iterable[tuple[str, Any]]:

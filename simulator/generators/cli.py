@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from simulator import DEFAULT_SEED
 from simulator.generators.defects import DEFECT_NAMES, PROFILES
 from simulator.generators.population import DEFAULT_CHUNK_ROWS
 from simulator.progress import progress_bar
@@ -18,7 +19,7 @@ from simulator.progress import progress_bar
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--size", type=click.IntRange(1), default=10_000, show_default=True,
               help="Number of people (residents; one applicant each).")
-@click.option("--seed", type=click.IntRange(0), default=2020, show_default=True,
+@click.option("--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True,
               help="Same seed and size: the same files, byte for byte.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="population", show_default=True,
               help="Directory for residents.*, applicants.* and manifest.json.")

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from simulator import DEFAULT_SEED
 from simulator.errors import InvalidOption
 from simulator.io.population import parse_shard
 from simulator.progress import progress_bar
@@ -34,7 +35,7 @@ from simulator.seed.states import PROFILES
 @click.option("--shard", default="0/1", show_default=True, help="Seed shard I/N of the generated population.")
 @click.option("--from", "population_dir", default=None, help="Seed a population already generated in DIR.")
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the generator and of every draw."
+    "--seed", type=int, default=DEFAULT_SEED, show_default=True, help="Seed of the generator and every draw."
 )
 @click.option(
     "--states",

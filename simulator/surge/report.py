@@ -126,11 +126,8 @@ def _last_active_second(metrics: SurgeMetrics) -> int:
 
 
 def _fmt(value: Any, unit: str = "") -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.3g}{unit}" if abs(value) < 1000 else f"{value:,.0f}{unit}"
-    return f"{value:,}{unit}"
+    # The reports' one number format, for the terminal lines and the HTML text alike.
+    return "-" if value is None else report_lib.number(value) + unit
 
 
 def summary_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -308,18 +305,37 @@ def _arrivals_section(data: dict[str, Any]) -> report_lib.Section:
 
 
 def _throughput_section(data: dict[str, Any]) -> report_lib.Section:
-    fig = report_lib.new_figure()
-    ax = fig.add_subplot()
-    for name in STEPS:
-        series = data["throughput_per_second"].get(name)
-        if series is None:
+    """One small chart per step, in flow order, on a shared time axis: each its own scale, so a
+    step with a few responses a second is as readable as one with hundreds."""
+    throughput = data["throughput_per_second"]
+    steps = [(name, throughput[name]) for name in STEPS if name in throughput]
+    if not steps:
+        return report_lib.Section("Throughput per step", html="<p>No responses were recorded.</p>")
+    columns = 2
+    rows = -(-len(steps) // columns)
+    fig = report_lib.new_figure(figsize=(7.5, 1.25 * rows + 0.6))
+    axes = fig.subplots(rows, columns, sharex=True, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        if index >= len(steps):
+            ax.set_visible(False)
             continue
-        ax.plot(_seconds_axis(series), series, label=name, linewidth=1.2)
-    ax.set_xlabel("harness seconds")
-    ax.set_ylabel("responses per second")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize="x-small", ncol=2)
-    return report_lib.Section("Throughput per step", figures=[report_lib.figure_svg(fig)])
+        name, series = steps[index]
+        x = _seconds_axis(series)
+        ax.fill_between(x, series, step="post", color="#9cc0e8", alpha=0.7, linewidth=0)
+        ax.step(x, series, where="post", color="#1f5fa8", linewidth=1.0)
+        ax.set_title(
+            f"{name}: {report_lib.number(sum(series))} responses, peak {report_lib.number(max(series))}/s",
+            fontsize=8,
+            loc="left",
+        )
+        ax.set_ylim(bottom=0)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("harness seconds", fontsize=8)
+    fig.supylabel("responses per second", fontsize=8)
+    text = "<p>Responses per second for each step of the journey, one chart each (scales differ).</p>"
+    return report_lib.Section("Throughput per step", html=text, figures=[report_lib.figure_svg(fig)])
 
 
 def _latency_section(data: dict[str, Any]) -> report_lib.Section:
@@ -361,8 +377,15 @@ def _latency_section(data: dict[str, Any]) -> report_lib.Section:
     fig = report_lib.new_figure()
     ax = fig.add_subplot()
     x = [row["start_s"] for row in over]
-    for key, color in (("p50", "#2ca02c"), ("p90", "#ff7f0e"), ("p99", "#d62728"), ("max", "#999")):
-        ax.plot(x, [row[key] if row[key] is not None else np.nan for row in over], label=key, color=color)
+    # max is dotted and drawn first: where it equals p99 (few requests a window) p99 stays visible.
+    for key, color, style in (
+        ("max", "#999", ":"),
+        ("p50", "#2ca02c", "-"),
+        ("p90", "#ff7f0e", "-"),
+        ("p99", "#d62728", "-"),
+    ):
+        values = [row[key] if row[key] is not None else np.nan for row in over]
+        ax.plot(x, values, label=key, color=color, linestyle=style)
     ax.set_yscale("log")
     ax.set_xlabel("harness seconds (by intended start)")
     ax.set_ylabel("latency, ms")
