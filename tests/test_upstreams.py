@@ -119,7 +119,10 @@ def test_registry_counts_other_recipients_of_the_family_card(registry, residents
     person = residents[0]
     expected = sum(1 for r in by_kk[person["kk"]] if r["is_recipient"] and r["nik"] != person["nik"])
     assert (
-        registry.check(person["nik"], person["kk"], person["birth_date"]).record["kk_recipients"] == expected
+        registry.record(registry.check(person["nik"], person["kk"], person["birth_date"]).row)[
+            "kk_recipients"
+        ]
+        == expected
     )
 
 

@@ -25,7 +25,7 @@ from simulator.rules.reasons import Reason
 from simulator.upstreams.faults import RegistryFaults, SinkFaults
 from simulator.upstreams.messages import TEXT_LIMIT, Message, Outbox, email_key, extract_otp, phone_key
 from simulator.upstreams.profile import Profile
-from simulator.upstreams.registry import MATCH, Registry
+from simulator.upstreams.registry import MATCH, VERDICTS, Check, Registry
 from simulator.upstreams.stats import ServiceCounters
 
 MAX_BODY_BYTES = 16_384
@@ -166,6 +166,34 @@ def create_app(
     registry_path, sms_path = registry_profile.path, sms_profile.path
     counters = upstreams.counters
 
+    # The answer's fixed parts, encoded once: a check joins them with the resident's record.
+    keys = {
+        name: orjson.dumps(getattr(registry_profile, name)) + b":"
+        for name in ("verdict", "nik_found", "kk_match", "birth_date_match", "record")
+    }
+    opening, closing = (
+        (b"{" + orjson.dumps(registry_profile.envelope) + b":{", b"}}")
+        if (registry_profile.envelope)
+        else (b"{", b"}")
+    )
+    flags = {
+        verdict: b",".join(
+            [
+                keys["verdict"] + orjson.dumps(verdict),
+                keys["nik_found"] + orjson.dumps(verdict != Reason.NIK_NOT_FOUND),
+                keys["kk_match"] + orjson.dumps(verdict in (MATCH, str(Reason.NIK_BIRTHDATE_MISMATCH))),
+                keys["birth_date_match"] + orjson.dumps(verdict == MATCH),
+            ]
+        )
+        for verdict in VERDICTS
+    }
+
+    def answer_json(check: Check) -> bytes:
+        if check.row is None:
+            return opening + flags[check.verdict] + closing
+        record = upstreams.registry.record_json(check.row)
+        return opening + flags[check.verdict] + b"," + keys["record"] + record + closing
+
     async def registry_check(scope: dict, receive, send) -> None:  # noqa: ANN001
         started = time.perf_counter()
         faults = upstreams.registry_faults
@@ -212,18 +240,8 @@ def create_app(
             )
             return
         check = upstreams.registry.check(nik, kk, birth_date)
-        answer: dict[str, Any] = {
-            registry_profile.verdict: check.verdict,
-            registry_profile.nik_found: check.nik_found,
-            registry_profile.kk_match: check.verdict in (MATCH, str(Reason.NIK_BIRTHDATE_MISMATCH)),
-            registry_profile.birth_date_match: check.verdict == MATCH,
-        }
-        if check.record is not None:
-            answer[registry_profile.record] = check.record
-        if registry_profile.envelope:
-            answer = {registry_profile.envelope: answer}
         counters["registry"].record(check.verdict, (time.perf_counter() - started) * 1000)
-        await _answer(send, 200, answer)
+        await _answer(send, 200, answer_json(check))
 
     async def sms_send(scope: dict, receive, send) -> None:  # noqa: ANN001
         started = time.perf_counter()

@@ -48,6 +48,13 @@ class RegistryProfile:
     envelope: str = ""  # non-empty: the answer is {envelope: {...}}
 
     def parse_date(self, text: str) -> dt.date:
+        """The date in ``text`` as ``birth_date_format`` writes it; ValueError when it is not one."""
+        if self.birth_date_format == "%Y-%m-%d":
+            # The C parser (strptime costs a check more than the rest of it); it also takes
+            # other ISO spellings, so the shape is checked too.
+            if len(text) != 10 or text[4] != "-" or text[7] != "-":
+                raise ValueError(text)
+            return dt.date.fromisoformat(text)
         return dt.datetime.strptime(text, self.birth_date_format).date()
 
 
