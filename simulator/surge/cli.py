@@ -77,6 +77,12 @@ Exit code: 0 all SLO thresholds held, 1 a threshold failed, 2 bad input, 3 targe
     help="Leave out the first N applicants (already registered by an earlier run on this server).",
 )
 @click.option(
+    "--upstreams",
+    metavar="URL",
+    help="Base URL of `prakerja-sim upstreams` (http://127.0.0.1:8100): OTPs are read there, and the "
+    "report shows the upstream load beside the planner's forecast.",
+)
+@click.option(
     "--progress",
     "progress_s",
     type=click.FloatRange(min=0),
@@ -99,6 +105,7 @@ def surge(
     allow_remote,
     skip_applicants,
     progress_s,
+    upstreams=None,
 ) -> int:
     """Replay a wave opening against a registration API (open model, headless) and report it."""
     from simulator.surge.runner import SurgeOptions, run_surge, worker_command
@@ -125,6 +132,7 @@ def surge(
         master_bind_port=master_bind_port,
         allow_remote=allow_remote,
         progress_s=progress_s,
+        upstreams=upstreams,
     )
     result = run_surge(options, say=lambda line: click.echo(line, err=True))
     click.echo(result.summary)

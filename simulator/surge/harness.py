@@ -94,6 +94,9 @@ def add_arguments(parser: Any) -> None:
     )
     group.add_argument("--surge-out", default="", help="directory for surge-raw.json (the runner reads it)")
     group.add_argument(
+        "--surge-upstreams", default="", help="base URL of the upstream stand-ins' read API (OTP source)"
+    )
+    group.add_argument(
         "--surge-progress",
         type=float,
         default=2.0,
@@ -333,7 +336,9 @@ class JourneyUser(FastHttpUser):
         funnel = self.generator.scenario.funnel
         deadline = intended + funnel.otp_wait_s
         while True:
-            answer = self.call(OTP_POLL, "GET", "/v1/sandbox/outbox", intended, params={"to": address})
+            # The same outbox shape on the target (sandbox mode) or on the upstream stand-ins.
+            outbox = self.generator.otp_source + "/v1/sandbox/outbox"
+            answer = self.call(OTP_POLL, "GET", outbox, intended, params={"to": address})
             messages = (answer.body or {}).get("messages", []) if isinstance(answer.body, dict) else []
             for message in messages:
                 if message.get("channel") == channel and message.get("code"):
@@ -373,6 +378,7 @@ class ArrivalGenerator:
         self.upload_pool: dict[str, list[UploadBody]] = {}
         self.index = 0
         self.run_id = ""
+        self.otp_source = ""  # "": the target's sandbox outbox; else the stand-ins' base URL
         self.t0_perf = 0.0
         self.journeys = Group()
         self.spawner: gevent.Greenlet | None = None
@@ -431,6 +437,7 @@ class ArrivalGenerator:
         self.upload_pool = build_pool(self.plans.applicants[:8], codes, scenario.seed + self.index)
         self.scenario = scenario
         self.run_id = data["run_id"]
+        self.otp_source = data.get("upstreams") or ""
         self.journey_class.host = data["host"]
         self.journey_class.network_timeout = scenario.target.timeout_s
         self.journey_class.connection_timeout = scenario.target.timeout_s
@@ -581,6 +588,7 @@ class SurgeController:
             "skip": options.surge_skip,
             "run_id": uuid.uuid4().hex[:12],
             "host": environment.host,
+            "upstreams": options.surge_upstreams or None,
         }
         self.state = "preparing"
         self.deadline = time.monotonic() + PREPARE_TIMEOUT_S

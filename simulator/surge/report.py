@@ -17,6 +17,7 @@ from simulator.surge.reconcile import Reconciliation
 from simulator.surge.scenario import STEPS, Scenario, scenario_to_dict
 from simulator.surge.schedule import ArrivalCurve
 from simulator.surge.thresholds import ThresholdResult, arrival_counts
+from simulator.upstreams import report as upstream_report
 
 REPORT_VERSION = 1
 
@@ -108,6 +109,7 @@ def build_data(
         "mismatches": dict(metrics.mismatches),
         "reconciliation": reconciliation.to_dict(),
         "thresholds": [t.to_dict() for t in thresholds],
+        "upstreams": upstream_report.with_forecast(raw.get("upstream_stats"), dict(metrics.requests)),
     }
 
 
@@ -156,6 +158,7 @@ def summary_text(data: dict[str, Any], report_path: Path | None = None) -> str:
         )
     else:
         lines.append(f"  server    not reconciled: {rec['reason']}")
+    lines += upstream_report.summary_lines(data.get("upstreams"))
     for t in data["thresholds"]:
         lines.append(f"  SLO {t['status'].upper():7s} {t['label']} (measured {_fmt(t['value'])})")
     if report_path is not None:
@@ -173,7 +176,9 @@ def render(data: dict[str, Any]) -> str:
         _funnel_section(data),
         _errors_section(data),
         _reconciliation_section(data),
+        upstream_report.html_section(data.get("upstreams")),
     ]
+    sections = [section for section in sections if section is not None]
     title = f"Surge report: {s['scenario']}"
     return report_lib.render_html(title, data["meta"], sections)
 

@@ -54,6 +54,7 @@ class SurgeOptions:
     master_bind_port: int | None = None
     allow_remote: bool = False
     progress_s: float = 2.0
+    upstreams: str | None = None  # the stand-ins' base URL (OTP source, upstream load in the report)
     extra_locust_args: list[str] = field(default_factory=list)
 
 
@@ -213,6 +214,8 @@ def locust_command(
     ]
     if population:
         cmd += ["--surge-population", population]
+    if options.upstreams:
+        cmd += ["--surge-upstreams", options.upstreams]
     if options.processes:
         cmd += ["--processes", str(options.processes)]
     elif options.master:
@@ -309,6 +312,15 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
             "this scenario injects upstream faults; the reference API takes them at start: "
             "prakerja-sim serve " + " ".join(fault_serve_options(scenario.faults))
         )
+    upstreams = options.upstreams or scenario.target.upstreams
+    upstreams_before = None
+    if upstreams:
+        from simulator.upstreams import report as upstream_report
+
+        upstreams = options.upstreams = check_target(upstreams, options.allow_remote)
+        upstreams_before = upstream_report.fetch(upstreams, "/v1/stats")
+        if upstreams_before is None:
+            raise TargetUnavailable(f"--upstreams {upstreams}: the stand-ins' read API does not answer")
     before = fetch_stats(host)
     if scenario.target.open_wave:
         say(open_wave(host, scenario))
@@ -332,6 +344,10 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
     raw = json.loads(raw_path.read_text(encoding="utf-8"))
     if raw["status"] == "failed":
         raise SimulatorError(f"the surge could not run: {raw['error']}")
+    if upstreams:
+        raw["upstream_stats"] = upstream_report.measure(
+            upstreams, upstreams_before, raw.get("t0_epoch") or started, raw.get("ended_epoch") or time.time()
+        )
     try:
         after = fetch_stats(host)
     except TargetUnavailable as err:  # the surge may have brought it down: still report the run
@@ -352,6 +368,7 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
             "master": options.master,
             "locust_exit_code": code,
             "wall_time_s": round(time.time() - started, 1),
+            "upstreams": upstreams,
             "interrupted": interrupted,
         },
     )

@@ -23,6 +23,9 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
     ``reuse_connections`` (bool, default false): false, each applicant opens their own connections,
       as people's phones do; true, journeys share one keep-alive pool per load generator, like
       traffic arriving through a reverse proxy (cheaper for the load generator).
+    ``upstreams`` (str): base URL of ``prakerja-sim upstreams``' read API, e.g. ``http://127.0.0.1:8100``:
+      OTPs are read there instead of the target's sandbox outbox, and the report shows the upstream
+      load beside the planner's forecast (docs/upstreams.md); ``--upstreams`` overrides it.
 
 ``[wave]``
     ``number`` (int >= 1, required): the wave (gelombang) joined at the end of each journey.
@@ -173,6 +176,7 @@ class Target:
     open_wave: bool = True
     apply_faults: bool = True
     reuse_connections: bool = False
+    upstreams: str | None = None
 
 
 @dataclass(frozen=True)
@@ -556,7 +560,10 @@ def _read_target(t: _Table) -> Target:
         open_wave=t.boolean("open_wave", True),
         apply_faults=t.boolean("apply_faults", True),
         reuse_connections=t.boolean("reuse_connections", False),
+        upstreams=t.string("upstreams", None),
     )
+    if target.upstreams is not None and not target.upstreams.startswith("http://"):
+        raise t.fail("upstreams", "a URL starting with http://", target.upstreams)
     t.finish()
     return target
 

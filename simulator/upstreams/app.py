@@ -117,7 +117,10 @@ async def _answer(
     send: Callable[[dict], Awaitable[None]], status: int, payload: Any, headers: list | None = None
 ) -> None:
     body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    await send({"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + (headers or [])})
+    length = [(b"content-length", b"%d" % len(body))]  # else the server may send it chunked
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + length + (headers or [])}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
