@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from simulator import report as report_lib
+from simulator.surge import trace
 from simulator.surge.metrics import REQUEST_NAMES, SurgeMetrics, histogram_summary
 from simulator.surge.reconcile import Reconciliation
 from simulator.surge.scenario import STEPS, Scenario, scenario_to_dict
@@ -32,10 +33,12 @@ def build_data(
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything the run measured, as plain data with stable keys (the JSON report)."""
-    curve = ArrivalCurve(scenario)
     length = scenario.replay.harness_length_s
     seconds = np.arange(metrics.seconds)
-    expected_rate = curve.harness_rate(np.minimum(seconds + 0.5, length))
+    if scenario.arrivals.trace is not None:
+        expected_rate = trace.harness_rate(scenario, np.minimum(seconds + 0.5, length))
+    else:
+        expected_rate = ArrivalCurve(scenario).harness_rate(np.minimum(seconds + 0.5, length))
     expected_rate[seconds >= length] = 0.0
     last = _last_active_second(metrics)
     counts = arrival_counts(metrics, raw.get("not_started", 0))
@@ -82,6 +85,7 @@ def build_data(
             **counts,
             "lag_ms": histogram_summary(metrics.arrival_lag),
             "late_after_s": scenario.replay.late_after_s,
+            "trace": trace.report_summary(scenario),
             "per_second": {
                 "expected": np.round(expected_rate[: last + 1], 4).tolist(),
                 "scheduled": metrics.series["scheduled"][: last + 1].tolist(),

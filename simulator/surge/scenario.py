@@ -63,6 +63,12 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
       (normalised to a mean of 1); multiplies the tail and the baseline, not the crowd.
     The tail holds ``expected_total - pre_open_crowd - baseline_per_s * duration``, which must not
     be negative.
+    ``trace`` (str): arrivals from recorded traffic instead of the curve (docs/traces.md): a CSV or
+      JSONL file with a timestamp column, or a common/combined access log; relative to the scenario
+      file. With it: ``trace_format`` (auto, csv, jsonl, access_log), ``trace_time_column`` (default
+      ``timestamp``), ``trace_path`` (access logs: only requests to this path), ``trace_opening``
+      (offset date-time of the trace's T0; default its first event), and ``expected_total`` becomes
+      optional: the trace is thinned or multiplied to it (default: as recorded).
 
 ``[funnel]`` who goes how far, and how long they think
     ``source`` (``"population"`` or ``"scenario"``, default population): take each applicant's
@@ -213,6 +219,18 @@ class Arrivals:
     decay_half_life_h: float | None = None
     baseline_per_s: float = 0.0
     daily_rhythm: tuple[float, ...] | None = None
+    trace: str | None = None
+    trace_format: str | None = None
+    trace_time_column: str | None = None
+    trace_path: str | None = None
+    trace_opening: dt.datetime | None = None
+
+    @property
+    def trace_spec(self):  # noqa: ANN201 - simulator.surge.trace.TraceSpec
+        from simulator.surge.trace import TraceSpec
+
+        return TraceSpec(self.trace, self.trace_format or "auto", self.trace_time_column or "timestamp",
+                         self.trace_path, self.trace_opening)
 
     def tail_total(self, duration_s: float) -> float:
         """People in the decaying tail: everybody who is neither the opening crowd nor the baseline."""
@@ -597,6 +615,10 @@ def _read_replay(t: _Table) -> Replay:
 
 
 def _read_arrivals(t: _Table, wave: Wave) -> Arrivals:
+    if "trace" in t.data:
+        from simulator.surge.trace import read_trace_arrivals
+
+        return read_trace_arrivals(t)
     def rhythm(value: Any) -> tuple[float, ...]:
         if not isinstance(value, list) or len(value) != 24:
             raise TypeError
