@@ -3,6 +3,7 @@ that reads its OTPs from them and reports the upstream load beside the planner's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -24,6 +25,23 @@ def population(tmp_path_factory):
     directory = tmp_path_factory.mktemp("e2e-pop") / "pop"
     write_population(directory, 150, 20201102, fmt="parquet")
     return directory
+
+
+@contextlib.contextmanager
+def api_on_stand_ins(population, tmp_path):
+    """The stand-ins, and the reference API using them (no built-in outbox: OTPs only go out)."""
+    with (
+        running_upstreams(population) as up,
+        running_server(
+            registry_url=up.registry_url,
+            sms_url=up.sms_url,
+            smtp=up.smtp,
+            sandbox=False,
+            password_cost=0,
+            log_path=tmp_path / "api.log",
+        ) as api,
+    ):
+        yield up, api
 
 
 def request(base: str, method: str, path: str, body=None, token: str | None = None) -> tuple[int, dict]:
@@ -57,17 +75,7 @@ def test_reference_api_checks_identity_and_sends_otps_through_the_stand_ins(popu
         for a in pq.read_table(population / "applicants.parquet").to_pylist()
         if a["expected_outcome"] == "accept"
     )
-    with (
-        running_upstreams(population) as up,
-        running_server(
-            registry_url=up.registry_url,
-            sms_url=up.sms_url,
-            smtp=up.smtp,
-            sandbox=False,
-            password_cost=0,
-            log_path=tmp_path / "api.log",
-        ) as api,
-    ):
+    with api_on_stand_ins(population, tmp_path) as (up, api):
         status, account = request(
             api,
             "POST",
@@ -124,17 +132,7 @@ def test_reference_api_checks_identity_and_sends_otps_through_the_stand_ins(popu
 
 def test_smoke_surge_on_the_reference_api_using_the_stand_ins(population, tmp_path):
     out = tmp_path / "report"
-    with (
-        running_upstreams(population) as up,
-        running_server(
-            registry_url=up.registry_url,
-            sms_url=up.sms_url,
-            smtp=up.smtp,
-            sandbox=False,
-            password_cost=0,
-            log_path=tmp_path / "api.log",
-        ) as api,
-    ):
+    with api_on_stand_ins(population, tmp_path) as (up, api):
         result = run_surge(
             SurgeOptions(scenario="smoke", out=out, host=api, population=population, upstreams=up.url),
             say=lambda line: None,

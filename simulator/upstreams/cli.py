@@ -10,13 +10,14 @@ from pathlib import Path
 import click
 
 
-def _delay(option: str):
-    def convert(_ctx, _param, value):  # noqa: ANN001, ANN202
-        from simulator.api.settings import Delay
+def _delay_option(name: str, help_text: str):  # noqa: ANN202 - a click decorator
+    from simulator.api.cli import _delay  # serve's own parser of latency forms: one spelling
 
-        return Delay.parse(value, option)
+    return click.option(name, callback=_delay(name), default="fixed:0", show_default=True, help=help_text)
 
-    return convert
+
+def _rate_option(name: str, help_text: str):  # noqa: ANN202 - a click decorator
+    return click.option(name, type=click.FloatRange(0, 1), default=0.0, show_default=True, help=help_text)
 
 
 @click.command(
@@ -57,26 +58,12 @@ Then point the system under test at them (the reference API: serve --registry-ur
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML profile of paths and field names (docs/upstreams.md).",
 )
-@click.option(
-    "--registry-latency",
-    callback=_delay("--registry-latency"),
-    default="fixed:0",
-    show_default=True,
-    help="Registry latency (ms): fixed:MS, uniform:LO,HI or lognormal:MEDIAN,SIGMA.",
+@_delay_option(
+    "--registry-latency", "Registry latency (ms): fixed:MS, uniform:LO,HI or lognormal:MEDIAN,SIGMA."
 )
-@click.option(
-    "--registry-error-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of checks answered 503 REGISTRY_UNAVAILABLE.",
-)
-@click.option(
-    "--registry-timeout-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of checks held --registry-timeout seconds, then answered 504.",
+@_rate_option("--registry-error-rate", "Share of checks answered 503 REGISTRY_UNAVAILABLE.")
+@_rate_option(
+    "--registry-timeout-rate", "Share of checks held --registry-timeout seconds, then answered 504."
 )
 @click.option(
     "--registry-timeout",
@@ -91,34 +78,10 @@ Then point the system under test at them (the reference API: serve --registry-ur
     metavar="WINDOWS",
     help="Slow-down schedule, seconds since start (or POST /v1/clock): e.g. 0-300:x10,300-900:+40.",
 )
-@click.option(
-    "--sms-delay",
-    callback=_delay("--sms-delay"),
-    default="fixed:0",
-    show_default=True,
-    help="SMS delivery delay (ms), same forms as --registry-latency.",
-)
-@click.option(
-    "--sms-loss-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of SMS accepted but never delivered.",
-)
-@click.option(
-    "--email-delay",
-    callback=_delay("--email-delay"),
-    default="fixed:0",
-    show_default=True,
-    help="Email delivery delay (ms).",
-)
-@click.option(
-    "--email-loss-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of emails accepted but never delivered.",
-)
+@_delay_option("--sms-delay", "SMS delivery delay (ms), same forms as --registry-latency.")
+@_rate_option("--sms-loss-rate", "Share of SMS accepted but never delivered.")
+@_delay_option("--email-delay", "Email delivery delay (ms).")
+@_rate_option("--email-loss-rate", "Share of emails accepted but never delivered.")
 @click.option(
     "--ring-size",
     type=click.IntRange(1, 1000),
