@@ -150,3 +150,13 @@ def test_smoke_surge_on_the_reference_api_using_the_stand_ins(population, tmp_pa
     assert registry["forecast"]["calls_per_s"] == pytest.approx(registry["forecast"]["step_requests_per_s"])
     assert "Upstreams" in (out / "report.html").read_text(encoding="utf-8")
     assert "upstream  registry" in result.summary
+
+
+def test_surge_refuses_non_loopback_stand_ins_before_anything_runs(tmp_path):
+    from simulator.errors import UnsafeTarget
+
+    options = SurgeOptions(
+        scenario="smoke", out=tmp_path, host="http://127.0.0.1:9", upstreams="http://up.invalid:8100"
+    )
+    with pytest.raises(UnsafeTarget, match="--upstreams http://up.invalid:8100 is not a loopback address"):
+        run_surge(options, say=lambda line: None)

@@ -292,6 +292,14 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
     if not host:
         raise InvalidOption("--host is required (the scenario file names no [target] host)")
     host = check_target(host, options.allow_remote)
+    upstreams = options.upstreams or scenario.target.upstreams
+    if upstreams:
+        from simulator.upstreams import report as upstream_report
+
+        try:
+            upstreams = options.upstreams = check_target(upstreams, options.allow_remote)
+        except (UnsafeTarget, InvalidOption) as err:
+            raise type(err)(str(err).replace("--host", "--upstreams", 1)) from None
     if options.processes < 0:
         raise InvalidOption(f"--processes must be >= 1, got {options.processes}")
     out = Path(options.out).resolve()
@@ -312,12 +320,8 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
             "this scenario injects upstream faults; the reference API takes them at start: "
             "prakerja-sim serve " + " ".join(fault_serve_options(scenario.faults))
         )
-    upstreams = options.upstreams or scenario.target.upstreams
     upstreams_before = None
     if upstreams:
-        from simulator.upstreams import report as upstream_report
-
-        upstreams = options.upstreams = check_target(upstreams, options.allow_remote)
         upstreams_before = upstream_report.fetch(upstreams, "/v1/stats")
         if upstreams_before is None:
             raise TargetUnavailable(f"--upstreams {upstreams}: the stand-ins' read API does not answer")

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -61,35 +62,40 @@ def upstreams_command(population: str | os.PathLike, port: int, smtp_port: int, 
 def running_upstreams(
     population: str | os.PathLike, *options: str, log_path: str | Path | None = None, timeout_s: float = 60.0
 ) -> Iterator[RunningUpstreams]:
-    """Start the stand-ins with extra command-line ``options``; yields where they listen."""
+    """Start the stand-ins with extra command-line ``options``; yields where they listen.
+
+    Their output goes to ``log_path`` (a temporary file without one: a pipe nobody reads would
+    stall a server that logs a lot); it is quoted when they fail to start.
+    """
     port, smtp_port = free_port(), free_port()
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        upstreams_command(population, port, smtp_port, *options),
-        stdout=log,
-        stderr=log if log_path else subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, process, timeout_s)
-        yield RunningUpstreams(url, smtp_port, process.pid)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if log_path:
-            log.close()
+    with contextlib.ExitStack() as stack:
+        if log_path is None:
+            log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="upstreams-"))) / "log"
+        log = stack.enter_context(open(log_path, "wb"))
+        process = subprocess.Popen(
+            upstreams_command(population, port, smtp_port, *options), stdout=log, stderr=log
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(url, process, timeout_s, Path(log_path))
+            yield RunningUpstreams(url, smtp_port, process.pid)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+def _wait_healthy(
+    url: str, process: subprocess.Popen, timeout_s: float, log_path: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            err = log_path.read_text(errors="replace") if log_path and log_path.is_file() else ""
             raise TargetUnavailable(
                 f"the upstreams exited with code {process.returncode}: {err.strip()[-500:]}"
             )
