@@ -158,12 +158,22 @@ def surge(
 @click.option(
     "--keep", is_flag=True, help="Keep the temporary population and database (their path is printed)."
 )
-def demo(out, scenario, processes, keep) -> int:
+@click.option(
+    "--builtin-upstreams",
+    is_flag=True,
+    help="Let the API simulate Dukcapil, SMS and email itself instead of starting the stand-ins.",
+)
+def demo(out, scenario, processes, keep, builtin_upstreams=False) -> int:
     """The main job on embedded defaults: start the reference API, seed it, run `smoke`, report."""
     from simulator.surge.demo import run_demo
 
     result = run_demo(
-        out, scenario=scenario, processes=processes, keep=keep, say=lambda line: click.echo(line, err=True)
+        out,
+        scenario=scenario,
+        processes=processes,
+        keep=keep,
+        say=lambda line: click.echo(line, err=True),
+        upstreams=not builtin_upstreams,
     )
     click.echo(result.summary)
     return result.exit_code
