@@ -461,3 +461,18 @@ def test_command_refuses_a_port_in_use(population, served):
     port = urllib.parse.urlparse(served.url).port
     done = _cli("--population", str(population), "--port", str(port), "--smtp-port", "0")
     assert done.returncode == 2 and f"--port: cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def test_form_bodies_decode_like_parse_qs():
+    from urllib.parse import parse_qs
+
+    from simulator.upstreams.app import _form
+
+    for text in (
+        "to=081200001111&text=Kode+OTP%3A+123456",
+        "to=0811&to=0812&text=a%26b",
+        "a=&b=%2B62+8",
+        "x",
+    ):
+        expected = {k: v if len(v) > 1 else v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+        assert _form(text) == expected

@@ -404,13 +404,32 @@ def _sms_fields(scope: dict, body: bytes) -> dict[str, Any]:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest(400, str(Reason.VALIDATION_ERROR), "sms: the form is not UTF-8") from None
-        pairs = urllib.parse.parse_qs(text, keep_blank_values=True)
-        data = {k: v if len(v) > 1 else v[0] for k, v in pairs.items()}
+        data = _form(text)
     else:
         raise BadRequest(
             415, str(Reason.VALIDATION_ERROR), f"sms: content type {kind!r}; send application/json or a form"
         )
     return {str(k).lower(): v for k, v in data.items()}
+
+
+def _form(text: str) -> dict[str, Any]:
+    """An urlencoded form (parse_qs semantics: a repeated key gives a list); unquoting only where
+    needed (parse_qs took ~40 % of a message's cost)."""
+    fields: dict[str, Any] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = urllib.parse.unquote_plus(key)
+        if "%" in value or "+" in value:
+            value = urllib.parse.unquote_plus(value)
+        if key in fields:
+            held = fields[key]
+            fields[key] = [*held, value] if isinstance(held, list) else [held, value]
+        else:
+            fields[key] = value
+    return fields
 
 
 def _pick(data: dict[str, Any], names: tuple[str, ...], what: str) -> Any:

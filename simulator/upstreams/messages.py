@@ -34,7 +34,7 @@ def extract_otp(text: str) -> str | None:
 
 def phone_key(text: str) -> str | None:
     """An Indonesian mobile number as the population writes it (``08...``): +62 / 62 / 0 prefixes agree."""
-    digits = re.sub(r"[\s().-]", "", text.strip())
+    digits = text if text.isdigit() else re.sub(r"[\s().-]", "", text.strip())
     if digits.startswith("+"):
         digits = digits[1:]
     if not digits.isdigit():
