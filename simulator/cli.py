@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "surge": "simulator.surge.cli:surge",
     "demo": "simulator.surge.cli:demo",
     "demand": "simulator.demand.cli:demand",
+    "upstreams": "simulator.upstreams.cli:upstreams",
 }
 
 

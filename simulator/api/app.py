@@ -328,6 +328,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     store = Store(engine, settings)
     registry = RegistryLink(settings)
+    upstream_registry = None
+    if settings.registry_url:
+        from simulator.upstreams.client import RegistryClient
+
+        upstream_registry = RegistryClient(settings.registry_url)
     counter = OutcomeCounter(store)
     access_log = AccessLogBuffer()
     signer = TokenSigner(store.token_secret(), settings.token_ttl_s)
@@ -559,17 +564,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except NikError as err:
             raise ApiError(Reason.NIK_MALFORMED, err.message) from None
         try:
-            await registry.call()
+            if upstream_registry is not None:  # serve --registry-url: a registry service of its own
+                resident = await upstream_registry.resident(nik_info.nik, body.kk, body.birth_date)
+            else:
+                await registry.call()
+                resident = await run_in_threadpool(store.resident, nik_info.nik)
         except RegistryUnavailable as err:
             raise ApiError(Reason.REGISTRY_UNAVAILABLE, str(err), headers={"Retry-After": "5"}) from None
-        resident = await run_in_threadpool(store.resident, nik_info.nik)
         if resident is None:
             raise ApiError(Reason.NIK_NOT_FOUND, "the registry (Dukcapil) has no person with this NIK")
         if resident.kk != body.kk:
             raise ApiError(Reason.NIK_KK_MISMATCH, "this KK number is not the family card of this NIK")
         if resident.birth_date != body.birth_date:
             raise ApiError(Reason.NIK_BIRTHDATE_MISMATCH, "the birth date differs from the registry's")
-        kk_recipients = await run_in_threadpool(store.kk_recipients, resident.kk, resident.nik)
+        kk_recipients = await run_in_threadpool(store.kk_recipients, resident.kk, resident.nik) + getattr(
+            resident, "kk_recipients", 0  # the upstream registry's count of the family card's recipients
+        )
         refusal = resident_eligibility(
             resident._mapping, kk_recipients=kk_recipients, on=settings.reference_date
         )

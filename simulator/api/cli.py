@@ -62,13 +62,20 @@ def serve_settings(settings: Settings, host: str, port: int, workers: int) -> No
     """Run the API in this process (blocking): uvicorn itself, or a pre-fork supervisor of ``workers``."""
     import uvicorn
 
+    from simulator.upstreams.client import start_relay
+
     os.environ[ENV_VAR] = settings.to_json()
-    if workers == 1:
-        uvicorn.run(
-            "simulator.api.app:create_app_from_env", factory=True, host=host, port=port, **UVICORN_OPTIONS
-        )
-    else:
-        prefork(host, port, workers)
+    relay = start_relay(settings)  # --sms-url / --smtp: one OTP relay process beside the workers
+    try:
+        if workers == 1:
+            uvicorn.run(
+                "simulator.api.app:create_app_from_env", factory=True, host=host, port=port, **UVICORN_OPTIONS
+            )
+        else:
+            prefork(host, port, workers)
+    finally:
+        if relay is not None:
+            relay.stop()
 
 
 def prefork(host: str, port: int, workers: int) -> None:
@@ -224,6 +231,11 @@ def prefork(host: str, port: int, workers: int) -> None:
     help="Seconds before a new OTP may be requested.",
 )
 @click.option("--fault-seed", type=int, default=None, help="Seed of the fault draws (latency, errors, loss).")
+@click.option("--registry-url", metavar="URL", help="Check identities against this registry service "
+              "(e.g. prakerja-sim upstreams: http://127.0.0.1:8100/registry/v1/check) instead of --registry.")
+@click.option("--sms-url", metavar="URL", help="Send SMS OTPs to this gateway (.../sms/v1/send).")
+@click.option("--smtp", metavar="HOST:PORT", help="Send email OTPs through this SMTP server.")
+@click.option("--allow-remote-upstreams", is_flag=True, help="Allow non-loopback upstream URLs.")
 @click.option("--no-access-log", is_flag=True, help="Do not write the JSON access log to stderr.")
 def serve(
     db_url,
@@ -242,8 +254,20 @@ def serve(
     otp_resend_interval,
     fault_seed,
     no_access_log,
+    registry_url=None,
+    sms_url=None,
+    smtp=None,
+    allow_remote_upstreams=False,
 ) -> None:  # noqa: ANN001
     """Run the reference registration API (the embedded default target)."""
+    from simulator.upstreams.client import check_smtp, check_upstream_url
+
+    if registry_url:
+        check_upstream_url(registry_url, "--registry-url", allow_remote_upstreams)
+    if sms_url:
+        check_upstream_url(sms_url, "--sms-url", allow_remote_upstreams)
+    if smtp:
+        check_smtp(smtp, allow_remote_upstreams)
     loopback = is_loopback(host)  # a name is resolved: once
     if not loopback and not allow_remote:
         raise UnsafeTarget(
@@ -265,6 +289,9 @@ def serve(
         email_delay=email_delay,
         otp_resend_interval_s=otp_resend_interval,
         fault_seed=fault_seed,
+        registry_url=registry_url,
+        sms_url=sms_url,
+        smtp=smtp,
     )
     loaded = prepare(settings, progress=True)
     if registry_dir:

@@ -75,6 +75,10 @@ class Settings:
 
     db_url: str = "prakerja-api.db"
     registry_dir: str | None = None
+    # Real upstreams (e.g. `prakerja-sim upstreams`) instead of the built-in simulation.
+    registry_url: str | None = None
+    sms_url: str | None = None
+    smtp: str | None = None  # HOST:PORT
     password_cost: int = 1
     sandbox: bool = False
     access_log: bool = True

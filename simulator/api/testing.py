@@ -31,6 +31,9 @@ _OPTION_OF = {
     "otp_resend_interval_s": "--otp-resend-interval",
     "password_cost": "--password-cost",
     "fault_seed": "--fault-seed",
+    "registry_url": "--registry-url",
+    "sms_url": "--sms-url",
+    "smtp": "--smtp",
 }
 
 

@@ -88,6 +88,20 @@ _NAMED = {
     show_default=True,
     help="Minutes after the opening the emitted scenario replays.",
 )
+@click.option(
+    "--fit-trace",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Fit the arrival curve (crowd, release, decay, trickle) to recorded traffic, print the fit and "
+    "forecast with it: CSV/JSONL with a timestamp column or an access log (docs/traces.md).",
+)
+@click.option("--trace-path", metavar="PATH", help="With --fit-trace on an access log: only this path.")
+@click.option(
+    "--trace-format",
+    type=click.Choice(["auto", "csv", "jsonl", "access_log"]),
+    default="auto",
+    show_default=True,
+    help="With --fit-trace: the trace's format (auto: by extension).",
+)
 @click.pass_context
 def demand(
     ctx: click.Context,
@@ -100,6 +114,9 @@ def demand(
     emit_scenario: Path | None,
     scale: str,
     replay_minutes: float,
+    fit_trace: Path | None = None,
+    trace_path: str | None = None,
+    trace_format: str = "auto",
     **named: object,
 ) -> None:
     """Forecast a wave: arrivals, funnel, odds, peak load per endpoint and upstream, budget."""
@@ -112,6 +129,13 @@ def demand(
 
     scale_value = parse_scale(scale) if emit_scenario else None
     overrides = [f"{_NAMED[name]}={_toml(value)}" for name, value in named.items() if value is not None]
+    if fit_trace is not None:  # the last opening's curve, for the next one (simulator/demand/trace_fit.py)
+        from simulator.demand.trace_fit import fit_trace as fit
+        from simulator.surge.trace import TraceSpec
+
+        fitted = fit(TraceSpec(str(fit_trace), trace_format, path_filter=trace_path))
+        click.echo(fitted.table() + "\n")
+        overrides = [*fitted.overrides(), *overrides]
     params, notes = load_wave_params(params_file, [*param_overrides, *overrides])
     for note in notes:
         click.echo(f"note: {note}", err=True)

@@ -86,6 +86,12 @@ is written, and every process the run started is stopped)."""
     "whether this machine carries it; without --scenario, for every built-in. Sends nothing.",
 )
 @click.option(
+    "--upstreams",
+    metavar="URL",
+    help="Base URL of `prakerja-sim upstreams` (http://127.0.0.1:8100): OTPs are read there, and the "
+    "report shows the upstream load beside the planner's forecast.",
+)
+@click.option(
     "--progress",
     "progress_s",
     type=click.FloatRange(min=0),
@@ -109,6 +115,7 @@ def surge(
     skip_applicants,
     plan,
     progress_s,
+    upstreams=None,
 ) -> int:
     """Replay a wave opening against a registration API (open model, headless) and report it."""
     from simulator.surge.runner import SurgeOptions, run_surge, run_worker
@@ -141,6 +148,7 @@ def surge(
         master_bind_port=master_bind_port,
         allow_remote=allow_remote,
         progress_s=progress_s,
+        upstreams=upstreams,
     )
     result = run_surge(options, say=say)
     click.echo(result.summary)
@@ -166,12 +174,22 @@ def surge(
 @click.option(
     "--keep", is_flag=True, help="Keep the temporary population and database (their path is printed)."
 )
-def demo(out, scenario, processes, keep) -> int:
+@click.option(
+    "--builtin-upstreams",
+    is_flag=True,
+    help="Let the API simulate Dukcapil, SMS and email itself instead of starting the stand-ins.",
+)
+def demo(out, scenario, processes, keep, builtin_upstreams=False) -> int:
     """The main job on embedded defaults: start the reference API, seed it, run `smoke`, report."""
     from simulator.surge.demo import run_demo
 
     result = run_demo(
-        out, scenario=scenario, processes=processes, keep=keep, say=lambda line: click.echo(line, err=True)
+        out,
+        scenario=scenario,
+        processes=processes,
+        keep=keep,
+        say=lambda line: click.echo(line, err=True),
+        upstreams=not builtin_upstreams,
     )
     click.echo(result.summary)
     return result.exit_code

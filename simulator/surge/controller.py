@@ -104,6 +104,7 @@ class SurgeController:
             "skip": self.skip,
             "run_id": uuid.uuid4().hex[:12],
             "host": environment.host,
+            "upstreams": options.surge_upstreams or None,
         }
         self.state = "preparing"
         self.deadline = time.monotonic() + PREPARE_TIMEOUT_S

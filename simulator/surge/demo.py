@@ -5,12 +5,13 @@ Owns the demo's sequence: population, reference API on a temporary SQLite file, 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from simulator.surge.runner import SurgeOptions, SurgeResult, fault_settings, run_surge
+from simulator.surge.runner import SurgeOptions, SurgeResult, fault_serve_options, fault_settings, run_surge
 from simulator.surge.scenario import load_scenario
 from simulator.surge.schedule import build_schedule
 
@@ -24,6 +25,7 @@ def run_demo(
     processes: int = 0,
     keep: bool = False,
     say: Callable[[str], None] = print,
+    upstreams: bool = True,
 ) -> SurgeResult:
     """Generate a population, start the API seeded with it, run the scenario, write the report in ``out``.
 
@@ -50,14 +52,33 @@ def run_demo(
             samples = []
         if samples:
             say(f"demo: rendered {len(samples)} KTP upload samples (SPECIMEN) in {out / 'ktp-samples'}")
-        say("demo: starting the reference API (temporary SQLite database, sandbox OTP outbox) ...")
-        with running_server(
-            str(work / "api.db"), population, log_path=work / "api.log", **fault_settings(chosen.faults)
-        ) as host:
+        with contextlib.ExitStack() as stack:
+            # The registry, SMS gateway and SMTP stand-ins carry the scenario's upstream faults;
+            # the reference API uses them as a staging system would (docs/upstreams.md).
+            up = stack.enter_context(stand_ins(population, chosen, work, say)) if upstreams else None
+            say("demo: starting the reference API (temporary SQLite database) ...")
+            settings = (
+                fault_settings(chosen.faults)
+                if up is None
+                else {"registry_url": up.registry_url, "sms_url": up.sms_url, "smtp": up.smtp}
+            )
+            host = stack.enter_context(
+                running_server(
+                    str(work / "api.db"),
+                    population if up is None else None,
+                    log_path=work / "api.log",
+                    **settings,
+                )
+            )
             say(f"demo: API at {host}; running scenario {chosen.name!r} ...")
             result = run_surge(
                 SurgeOptions(
-                    scenario=scenario, out=out, host=host, population=population, processes=processes
+                    scenario=scenario,
+                    out=out,
+                    host=host,
+                    population=population,
+                    processes=processes,
+                    upstreams=up.url if up is not None else None,
                 ),
                 say=say,
             )
@@ -67,6 +88,17 @@ def run_demo(
             say(f"demo: kept the population and database in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def stand_ins(population: Path, chosen, work: Path, say: Callable[[str], None]):  # noqa: ANN001, ANN201
+    """``prakerja-sim upstreams`` for the demo's population, with the scenario's upstream faults."""
+    from simulator.upstreams.testing import running_upstreams
+
+    options = fault_serve_options(chosen.faults)  # the stand-ins' fault options are serve's
+    say("demo: starting the upstream stand-ins (registry, SMS gateway, SMTP) ...")
+    return running_upstreams(
+        population, *options, "--seed", str(chosen.seed), log_path=work / "upstreams.log"
+    )
 
 
 def render_ktp_samples(person: dict, directory: Path, seed: int) -> list[Path]:

@@ -45,6 +45,7 @@ class ArrivalGenerator:
         self.upload_pool: dict[str, list[UploadBody]] = {}
         self.index = 0
         self.run_id = ""
+        self.otp_source = ""  # "": the target's sandbox outbox; else the stand-ins' base URL
         self.t0_perf = 0.0
         self.journeys = Group()
         self.spawner: gevent.Greenlet | None = None
@@ -100,6 +101,7 @@ class ArrivalGenerator:
         self.upload_pool = build_pool(self.plans.applicants[:8], codes, scenario.seed + self.index)
         self.scenario = scenario
         self.run_id = data["run_id"]
+        self.otp_source = data.get("upstreams") or ""
         self.journey_class.host = data["host"]
         self.journey_class.network_timeout = scenario.target.timeout_s
         self.journey_class.connection_timeout = scenario.target.timeout_s

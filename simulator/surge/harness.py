@@ -270,7 +270,9 @@ class JourneyUser(FastHttpUser):
         funnel = self.generator.scenario.funnel
         deadline = intended + funnel.otp_wait_s
         while True:
-            answer = self.call(OTP_POLL, "GET", "/v1/sandbox/outbox", intended, params={"to": address})
+            # The same outbox shape on the target (sandbox mode) or on the upstream stand-ins.
+            outbox = self.generator.otp_source + "/v1/sandbox/outbox"
+            answer = self.call(OTP_POLL, "GET", outbox, intended, params={"to": address})
             messages = (answer.body or {}).get("messages", []) if isinstance(answer.body, dict) else []
             for message in messages:
                 if message.get("channel") == channel and message.get("code"):

@@ -77,6 +77,9 @@ def add_arguments(parser: Any) -> None:
         help="leave out the first N applicants (the run also moves past those the target already holds)",
     )
     group.add_argument(
+        "--surge-upstreams", default="", help="base URL of the upstream stand-ins' read API (OTP source)"
+    )
+    group.add_argument(
         "--surge-progress",
         type=float,
         default=2.0,

@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 
 from simulator import report as report_lib
+from simulator.surge import trace
 from simulator.surge.metrics import REQUEST_NAMES, SurgeMetrics, histogram_summary
 from simulator.surge.reconcile import Reconciliation
 from simulator.surge.scenario import STEPS, Scenario, scenario_to_dict
 from simulator.surge.schedule import ArrivalCurve
 from simulator.surge.thresholds import ThresholdResult, arrival_counts
+from simulator.upstreams import report as upstream_report
 
 REPORT_VERSION = 1
 
@@ -31,10 +33,12 @@ def build_data(
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """Everything the run measured, as plain data with stable keys (the JSON report)."""
-    curve = ArrivalCurve(scenario)
     length = scenario.replay.harness_length_s
     seconds = np.arange(metrics.seconds)
-    expected_rate = curve.harness_rate(np.minimum(seconds + 0.5, length))
+    if scenario.arrivals.trace is not None:
+        expected_rate = trace.harness_rate(scenario, np.minimum(seconds + 0.5, length))
+    else:
+        expected_rate = ArrivalCurve(scenario).harness_rate(np.minimum(seconds + 0.5, length))
     expected_rate[seconds >= length] = 0.0
     last = _last_active_second(metrics)
     counts = arrival_counts(metrics, raw.get("not_started", 0), raw.get("interrupted", 0))
@@ -84,6 +88,7 @@ def build_data(
             **counts,
             "lag_ms": histogram_summary(metrics.arrival_lag),
             "late_after_s": scenario.replay.late_after_s,
+            "trace": trace.report_summary(scenario),
             "per_second": {
                 "expected": np.round(expected_rate[: last + 1], 4).tolist(),
                 "scheduled": metrics.series["scheduled"][: last + 1].tolist(),
@@ -111,6 +116,7 @@ def build_data(
         "mismatches": dict(metrics.mismatches),
         "reconciliation": reconciliation.to_dict(),
         "thresholds": [t.to_dict() for t in thresholds],
+        "upstreams": upstream_report.with_forecast(raw.get("upstream_stats"), dict(metrics.requests)),
     }
 
 
@@ -187,6 +193,7 @@ def summary_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
         )
     else:
         lines.append(("server", f"not reconciled: {rec['reason']}"))
+    lines += upstream_report.summary_lines(data.get("upstreams"))
     for t in data["thresholds"]:
         lines.append(("SLO", f"{t['status'].upper():7s} {t['label']} (measured {_fmt(t['value'])})"))
     return lines
@@ -217,7 +224,9 @@ def render(data: dict[str, Any]) -> str:
         _funnel_section(data),
         _errors_section(data),
         _reconciliation_section(data),
+        upstream_report.html_section(data.get("upstreams")),
     ]
+    sections = [section for section in sections if section is not None]
     title = f"Surge report: {s['scenario']}"
     return report_lib.render_html(title, data["meta"], sections)
 

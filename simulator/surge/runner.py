@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable
+from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
 from simulator.progress import progress_bar
 from simulator.surge.locust_process import RunInterrupted, StopSignals, run_locust, signal_name
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
@@ -68,6 +68,7 @@ class SurgeOptions:
     master_bind_port: int | None = None
     allow_remote: bool = False
     progress_s: float = 2.0
+    upstreams: str | None = None  # the stand-ins' base URL (OTP source, upstream load in the report)
     extra_locust_args: list[str] = field(default_factory=list)
 
 
@@ -124,6 +125,8 @@ def locust_command(
     ]
     if population:
         cmd += ["--surge-population", population]
+    if options.upstreams:
+        cmd += ["--surge-upstreams", options.upstreams]
     if options.processes:
         cmd += ["--processes", str(options.processes)]
     elif options.master:
@@ -209,6 +212,14 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         raise InvalidOption("--host is required (the scenario file names no [target] host)")
     host = check_target(host, options.allow_remote)
     say_cost(scenario, host, options, say)
+    upstreams = options.upstreams or scenario.target.upstreams
+    if upstreams:
+        from simulator.upstreams import report as upstream_report
+
+        try:
+            upstreams = options.upstreams = check_target(upstreams, options.allow_remote)
+        except (UnsafeTarget, InvalidOption) as err:
+            raise type(err)(str(err).replace("--host", "--upstreams", 1)) from None
     if options.processes < 0:
         raise InvalidOption(f"--processes must be >= 1, got {options.processes}")
     out = Path(options.out).resolve()
@@ -225,6 +236,11 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
             f"generated a population of {len(build_schedule(scenario)) + skip:,} applicants in "
             f"{population}; the target's registry must hold its residents (prakerja-sim serve --registry DIR)"
         )
+    upstreams_before = None
+    if upstreams:
+        upstreams_before = upstream_report.fetch(upstreams, "/v1/stats")
+        if upstreams_before is None:
+            raise TargetUnavailable(f"--upstreams {upstreams}: the stand-ins' read API does not answer")
     before = prepare_target(host, scenario, say)
 
     scenario_arg = (
@@ -253,7 +269,12 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         "locust_exit_code": code,
         "wall_time_s": round(time.time() - started, 1),
         "interrupted_by": None if stops.received is None else signal_name(stops.received),
+        "upstreams": upstreams,
     }
+    if upstreams:
+        raw["upstream_stats"] = upstream_report.measure(
+            upstreams, upstreams_before, raw.get("t0_epoch") or started, raw.get("ended_epoch") or time.time()
+        )
     return finish_run(scenario, raw, before, out, params, say, signum=stops.received)
 
 

@@ -23,6 +23,9 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
     ``reuse_connections`` (bool, default false): false, each applicant opens their own connections,
       as people's phones do; true, journeys share one keep-alive pool per load generator, like
       traffic arriving through a reverse proxy (cheaper for the load generator).
+    ``upstreams`` (str): base URL of ``prakerja-sim upstreams``' read API, e.g. ``http://127.0.0.1:8100``:
+      OTPs are read there instead of the target's sandbox outbox, and the report shows the upstream
+      load beside the planner's forecast (docs/upstreams.md); ``--upstreams`` overrides it.
 
 ``[wave]``
     ``number`` (int >= 1, required): the wave (gelombang) joined at the end of each journey.
@@ -60,6 +63,12 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
       (normalised to a mean of 1); multiplies the tail and the baseline, not the crowd.
     The tail holds ``expected_total - pre_open_crowd - baseline_per_s * duration``, which must not
     be negative.
+    ``trace`` (str): arrivals from recorded traffic instead of the curve (docs/traces.md): a CSV or
+      JSONL file with a timestamp column, or a common/combined access log; relative to the scenario
+      file. With it: ``trace_format`` (auto, csv, jsonl, access_log), ``trace_time_column`` (default
+      ``timestamp``), ``trace_path`` (access logs: only requests to this path), ``trace_opening``
+      (offset date-time of the trace's T0; default its first event), and ``expected_total`` becomes
+      optional: the trace is thinned or multiplied to it (default: as recorded).
 
 ``[funnel]`` who goes how far, and how long they think
     ``source`` (``"population"`` or ``"scenario"``, default population): take each applicant's
@@ -178,6 +187,7 @@ class Target:
     open_wave: bool = True
     apply_faults: bool = True
     reuse_connections: bool = False
+    upstreams: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,18 @@ class Arrivals:
     decay_half_life_h: float | None = None
     baseline_per_s: float = 0.0
     daily_rhythm: tuple[float, ...] | None = None
+    trace: str | None = None
+    trace_format: str | None = None
+    trace_time_column: str | None = None
+    trace_path: str | None = None
+    trace_opening: dt.datetime | None = None
+
+    @property
+    def trace_spec(self):  # noqa: ANN201 - simulator.surge.trace.TraceSpec
+        from simulator.surge.trace import TraceSpec
+
+        return TraceSpec(self.trace, self.trace_format or "auto", self.trace_time_column or "timestamp",
+                         self.trace_path, self.trace_opening)
 
     def tail_total(self, duration_s: float) -> float:
         """People in the decaying tail: everybody who is neither the opening crowd nor the baseline."""
@@ -538,7 +560,10 @@ def _read_target(t: _Table) -> Target:
         open_wave=t.boolean("open_wave", True),
         apply_faults=t.boolean("apply_faults", True),
         reuse_connections=t.boolean("reuse_connections", False),
+        upstreams=t.string("upstreams", None),
     )
+    if target.upstreams is not None and not target.upstreams.startswith("http://"):
+        raise t.fail("upstreams", "a URL starting with http://", target.upstreams)
     t.finish()
     return target
 
@@ -572,6 +597,10 @@ def _read_replay(t: _Table) -> Replay:
 
 
 def _read_arrivals(t: _Table, wave: Wave) -> Arrivals:
+    if "trace" in t.data:
+        from simulator.surge.trace import read_trace_arrivals
+
+        return read_trace_arrivals(t)
     def rhythm(value: Any) -> tuple[float, ...]:
         if not isinstance(value, list) or len(value) != 24:
             raise TypeError

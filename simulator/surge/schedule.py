@@ -166,6 +166,11 @@ def build_schedule(scenario: Scenario, seed: int | None = None) -> Schedule:
     Poisson count for the window, then each arrival's time by inverting the cumulative curve at
     sorted uniforms (the order statistics of the arrival density), all from one seeded stream.
     """
+    if scenario.arrivals.trace is not None:  # recorded traffic, replayed (simulator/surge/trace.py)
+        from simulator.surge.trace import trace_starts
+
+        starts, expected = trace_starts(scenario, scenario.seed if seed is None else seed)
+        return Schedule(starts_s=starts, length_s=scenario.replay.harness_length_s, expected=expected)
     curve = ArrivalCurve(scenario)
     length = scenario.replay.harness_length_s
     expected = float(curve.harness_cumulative(length))

@@ -1,0 +1,549 @@
+"""The stand-ins' HTTP side as one plain ASGI app: the registry check, the SMS gateway, and the read
+API the harness uses (codes by recipient, counters); also the SMTP handler that files emails.
+
+No web framework on the hot path: a check is one body read, one bisection and one JSON answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import html
+import itertools
+import random
+import re
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from simulator.rules.reasons import Reason
+from simulator.upstreams.faults import RegistryFaults, SinkFaults
+from simulator.upstreams.messages import TEXT_LIMIT, Message, Outbox, email_key, extract_otp, phone_key
+from simulator.upstreams.profile import Profile
+from simulator.upstreams.registry import MATCH, VERDICTS, Check, Registry
+from simulator.upstreams.stats import ServiceCounters
+
+MAX_BODY_BYTES = 16_384
+"""Largest request body the registry and the SMS gateway read; more is refused with 413."""
+MAX_EMAIL_BYTES = 1_048_576
+"""Largest email the SMTP server takes (its SIZE limit); more is refused with 552."""
+MAX_RECIPIENTS_PER_MESSAGE = 100
+READ_LIMIT = 100
+"""Most messages one read of the outbox returns."""
+
+ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+class BadRequest(Exception):
+    """A request the stand-in refuses: answered ``{"error": {"code", "message"}}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Upstreams:
+    """Everything the stand-ins hold: the registry, the recorded messages, faults, counters."""
+
+    registry: Registry
+    profile: Profile = field(default_factory=Profile)
+    registry_faults: RegistryFaults = field(default_factory=RegistryFaults)
+    sms_faults: SinkFaults = field(default_factory=lambda: SinkFaults(name="sms"))
+    email_faults: SinkFaults = field(default_factory=lambda: SinkFaults(name="email"))
+    outbox: Outbox = field(default_factory=Outbox)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # One stream per service: the registry's draws do not shift when the SMS traffic changes.
+        self.rng = {
+            name: random.Random(None if self.seed is None else f"{self.seed}-{name}")
+            for name in ("registry", "sms", "email")
+        }
+        self.counters = {name: ServiceCounters(name) for name in ("registry", "sms", "smtp")}
+        self.clock_started = time.monotonic()
+        self.clock_started_at = time.time()
+        self._ids = itertools.count(1)
+
+    def reset_clock(self) -> None:
+        """Restart the slow-down schedule's clock (e.g. at the wave's opening)."""
+        self.clock_started = time.monotonic()
+        self.clock_started_at = time.time()
+
+    # -- the message sinks ---------------------------------------------------------------------
+    def file_message(
+        self, channel: str, to: str, text: str, subject: str | None = None, sender: str | None = None
+    ) -> bool:
+        """Record one message to one recipient; False when the fault knobs lose it."""
+        faults = self.sms_faults if channel == "sms" else self.email_faults
+        delay = faults.delivery(self.rng["sms" if channel == "sms" else "email"])
+        if delay is None:
+            return False
+        now = time.time()
+        code = extract_otp(text) or (extract_otp(subject) if subject else None)
+        self.outbox.add(Message(channel, to, now, now + delay, code, text[:TEXT_LIMIT], subject, sender))
+        return True
+
+    def next_id(self) -> str:
+        return f"msg-{next(self._ids)}"
+
+
+# ------------------------------------------------------------------------------------------------
+# HTTP plumbing
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int = MAX_BODY_BYTES) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest(400, str(Reason.VALIDATION_ERROR), "the client went away mid-request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, str(Reason.VALIDATION_ERROR), f"request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _answer(
+    send: Callable[[dict], Awaitable[None]], status: int, payload: Any, headers: list | None = None
+) -> None:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    length = [(b"content-length", b"%d" % len(body))]  # else the server may send it chunked
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + length + (headers or [])}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def _header(scope: dict, name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return ""
+
+
+def _json_object(body: bytes, what: str) -> dict:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"{what}: the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"{what}: expected a JSON object")
+    return data
+
+
+def _field(data: dict, name: str, what: str) -> str:
+    value = data.get(name)
+    if value is None:
+        raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"{what}: field {name!r} is required")
+    if not isinstance(value, str):
+        raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"{what}: field {name!r} must be a string")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# The app
+
+
+def create_app(
+    upstreams: Upstreams,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> ASGIApp:
+    """The ASGI app serving the registry, the SMS gateway and the read API of ``upstreams``."""
+    registry_profile = upstreams.profile.registry
+    sms_profile = upstreams.profile.sms
+    registry_path, sms_path = registry_profile.path, sms_profile.path
+    counters = upstreams.counters
+
+    # The answer's fixed parts, encoded once: a check joins them with the resident's record.
+    keys = {
+        name: orjson.dumps(getattr(registry_profile, name)) + b":"
+        for name in ("verdict", "nik_found", "kk_match", "birth_date_match", "record")
+    }
+    opening, closing = (
+        (b"{" + orjson.dumps(registry_profile.envelope) + b":{", b"}}")
+        if (registry_profile.envelope)
+        else (b"{", b"}")
+    )
+    flags = {
+        verdict: b",".join(
+            [
+                keys["verdict"] + orjson.dumps(verdict),
+                keys["nik_found"] + orjson.dumps(verdict != Reason.NIK_NOT_FOUND),
+                keys["kk_match"] + orjson.dumps(verdict in (MATCH, str(Reason.NIK_BIRTHDATE_MISMATCH))),
+                keys["birth_date_match"] + orjson.dumps(verdict == MATCH),
+            ]
+        )
+        for verdict in VERDICTS
+    }
+
+    def answer_json(check: Check) -> bytes:
+        if check.row is None:
+            return opening + flags[check.verdict] + closing
+        record = upstreams.registry.record_json(check.row)
+        return opening + flags[check.verdict] + b"," + keys["record"] + record + closing
+
+    async def registry_check(scope: dict, receive, send) -> None:  # noqa: ANN001
+        started = time.perf_counter()
+        faults = upstreams.registry_faults
+        try:
+            data = _json_object(await _read_body(receive), "registry check")
+            nik = _field(data, registry_profile.nik, "registry check")
+            kk = _field(data, registry_profile.kk, "registry check")
+            birth_text = _field(data, registry_profile.birth_date, "registry check")
+            if not (len(nik) == 16 and nik.isdigit()):
+                raise BadRequest(
+                    400,
+                    str(Reason.VALIDATION_ERROR),
+                    f"registry check: field {registry_profile.nik!r} must be 16 digits",
+                )
+            try:
+                birth_date = registry_profile.parse_date(birth_text)
+            except ValueError:
+                raise BadRequest(
+                    400,
+                    str(Reason.VALIDATION_ERROR),
+                    f"registry check: field {registry_profile.birth_date!r} must be a date "
+                    f"as {registry_profile.birth_date_format!r}, got {birth_text[:40]!r}",
+                ) from None
+        except BadRequest as bad:
+            counters["registry"].record("bad_request", (time.perf_counter() - started) * 1000)
+            await _answer(send, bad.status, _error(bad.code, bad.message))
+            return
+        rng = upstreams.rng["registry"]
+        delay_ms = faults.latency_ms(rng, time.monotonic() - upstreams.clock_started)
+        fate = faults.fate(rng)
+        if fate == "timeout":
+            delay_ms += faults.timeout_s * 1000
+        if delay_ms > 0:
+            await asyncio.sleep(delay_ms / 1000)
+        if fate != "ok":
+            counters["registry"].record(fate, (time.perf_counter() - started) * 1000)
+            status, message = (
+                (503, "the registry is unavailable (injected fault)")
+                if fate == "error"
+                else (504, f"the registry did not answer within {faults.timeout_s:g} s (injected timeout)")
+            )
+            await _answer(
+                send, status, _error(str(Reason.REGISTRY_UNAVAILABLE), message), [(b"retry-after", b"5")]
+            )
+            return
+        check = upstreams.registry.check(nik, kk, birth_date)
+        counters["registry"].record(check.verdict, (time.perf_counter() - started) * 1000)
+        await _answer(send, 200, answer_json(check))
+
+    async def sms_send(scope: dict, receive, send) -> None:  # noqa: ANN001
+        started = time.perf_counter()
+        try:
+            fields_ = _sms_fields(scope, await _read_body(receive))
+            recipients = _pick(fields_, sms_profile.to, "recipient")
+            text = _pick(fields_, sms_profile.text, "text")
+            if isinstance(text, list):
+                text = " ".join(str(t) for t in text)
+            numbers = _recipients(recipients)
+        except BadRequest as bad:
+            counters["sms"].record("bad_request", (time.perf_counter() - started) * 1000)
+            await _answer(send, bad.status, _error(bad.code, bad.message))
+            return
+        accepted = [upstreams.file_message("sms", number, str(text)) for number in numbers]
+        elapsed = (time.perf_counter() - started) * 1000
+        for delivered in accepted:
+            counters["sms"].record("accepted" if delivered else "lost", elapsed)
+        # A gateway accepts what it will lose: the sender cannot tell (that is what loss looks like).
+        await _answer(
+            send, 202, {"status": "accepted", "message_id": upstreams.next_id(), "recipients": len(numbers)}
+        )
+
+    async def read_api(scope: dict, receive, send) -> None:  # noqa: ANN001
+        path, method = scope["path"], scope["method"]
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if path == "/v1/healthz":
+            _only(method, "GET")
+            await _answer(
+                send,
+                200,
+                {
+                    "status": "ok",
+                    "residents": len(upstreams.registry),
+                    "registry_path": registry_path,
+                    "sms_path": sms_path,
+                },
+            )
+        elif path in ("/v1/sandbox/outbox", "/v1/codes"):
+            _only(method, "GET")
+            to = (query.get("to") or [""])[0]
+            key = email_key(to) if "@" in to else phone_key(to)
+            if key is None:
+                raise BadRequest(
+                    400,
+                    str(Reason.VALIDATION_ERROR),
+                    "to: expected an email address or a phone number, e.g. ?to=081234567890",
+                )
+            channel = (query.get("channel") or [None])[0]
+            if channel not in (None, "sms", "email"):
+                raise BadRequest(400, str(Reason.VALIDATION_ERROR), "channel: expected sms or email")
+            limit = _int(query, "limit", 20, 1, READ_LIMIT)
+            messages = [
+                m
+                for m in upstreams.outbox.delivered(key, limit=READ_LIMIT)
+                if channel is None or m.channel == channel
+            ][:limit]
+            if path == "/v1/codes":
+                await _answer(send, 200, {"to": key, "codes": [m.code for m in messages if m.code]})
+            else:
+                await _answer(send, 200, {"messages": [m.as_json() for m in messages]})
+        elif path == "/v1/stats":
+            _only(method, "GET")
+            await _answer(send, 200, stats_document(upstreams))
+        elif path == "/v1/stats/series":
+            _only(method, "GET")
+            service = (query.get("service") or ["registry"])[0]
+            if service not in counters:
+                raise BadRequest(400, str(Reason.VALIDATION_ERROR), "service: expected registry, sms or smtp")
+            since = _float(query, "since", time.time() - 60)
+            series = counters[service].per_second(since)
+            await _answer(send, 200, {"service": service, "per_second": [[s, n] for s, n in series]})
+        elif path == "/v1/clock":
+            _only(method, "POST")
+            upstreams.reset_clock()
+            await _answer(send, 200, {"clock_started_at": upstreams.clock_started_at})
+        else:
+            raise BadRequest(404, str(Reason.NOT_FOUND), f"no such path {path!r} (see docs/upstreams.md)")
+
+    async def app(scope: dict, receive, send) -> None:  # noqa: ANN001
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _lifespan(receive, send, on_startup, on_shutdown)
+            return
+        if kind != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        try:
+            if path == registry_path:
+                _only(method, "POST")
+                await registry_check(scope, receive, send)
+            elif path == sms_path:
+                _only(method, "POST")
+                await sms_send(scope, receive, send)
+            else:
+                await read_api(scope, receive, send)
+        except BadRequest as bad:
+            headers = [(b"allow", bad.message.rsplit(" ", 1)[-1].encode())] if bad.status == 405 else None
+            await _answer(send, bad.status, _error(bad.code, bad.message), headers)
+
+    return app
+
+
+async def _lifespan(receive, send, on_startup, on_shutdown) -> None:  # noqa: ANN001
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                if on_startup:
+                    await on_startup()
+            except Exception as err:  # noqa: BLE001 - reported to the server, which stops
+                await send({"type": "lifespan.startup.failed", "message": str(err)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if on_shutdown:
+                await on_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def _only(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise BadRequest(405, str(Reason.METHOD_NOT_ALLOWED), f"method {method} not allowed; use {allowed}")
+
+
+def _int(query: dict, name: str, default: int, low: int, high: int) -> int:
+    text = (query.get(name) or [None])[0]
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"{name}: expected an integer {low}..{high}")
+    return value
+
+
+def _float(query: dict, name: str, default: float) -> float:
+    text = (query.get(name) or [None])[0]
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"{name}: expected a number") from None
+
+
+def _sms_fields(scope: dict, body: bytes) -> dict[str, Any]:
+    """The request's fields, keys lower-cased: a JSON object or an urlencoded form."""
+    kind = _header(scope, b"content-type").split(";")[0].strip().lower()
+    if kind == "application/json" or (not kind and body[:1] in (b"{", b"[")):
+        data = _json_object(body, "sms")
+    elif kind == "application/x-www-form-urlencoded" or not kind:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(400, str(Reason.VALIDATION_ERROR), "sms: the form is not UTF-8") from None
+        data = _form(text)
+    else:
+        raise BadRequest(
+            415, str(Reason.VALIDATION_ERROR), f"sms: content type {kind!r}; send application/json or a form"
+        )
+    return {str(k).lower(): v for k, v in data.items()}
+
+
+def _form(text: str) -> dict[str, Any]:
+    """An urlencoded form (parse_qs semantics: a repeated key gives a list); unquoting only where
+    needed (parse_qs took ~40 % of a message's cost)."""
+    fields: dict[str, Any] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = urllib.parse.unquote_plus(key)
+        if "%" in value or "+" in value:
+            value = urllib.parse.unquote_plus(value)
+        if key in fields:
+            held = fields[key]
+            fields[key] = [*held, value] if isinstance(held, list) else [held, value]
+        else:
+            fields[key] = value
+    return fields
+
+
+def _pick(data: dict[str, Any], names: tuple[str, ...], what: str) -> Any:
+    for name in names:
+        if name in data and data[name] not in (None, "", []):
+            return data[name]
+    raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"sms: no {what} field (one of: {', '.join(names)})")
+
+
+def _recipients(value: Any) -> list[str]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    if len(items) > MAX_RECIPIENTS_PER_MESSAGE:
+        raise BadRequest(
+            400,
+            str(Reason.VALIDATION_ERROR),
+            f"sms: at most {MAX_RECIPIENTS_PER_MESSAGE} recipients per request",
+        )
+    numbers = []
+    for item in items:
+        key = phone_key(str(item)) if isinstance(item, str | int) else None
+        if key is None:
+            raise BadRequest(
+                400,
+                str(Reason.VALIDATION_ERROR),
+                f"sms: {str(item)[:40]!r} is not a phone number (08..., 628... or +628...)",
+            )
+        numbers.append(key)
+    return numbers
+
+
+def stats_document(upstreams: Upstreams) -> dict[str, Any]:
+    """``GET /v1/stats``: every service's counters, the outbox's size, the faults in force."""
+    faults = upstreams.registry_faults
+    return {
+        "now": time.time(),
+        "clock_started_at": upstreams.clock_started_at,
+        "services": {name: c.snapshot() for name, c in upstreams.counters.items()},
+        "outbox": {
+            "recipients": len(upstreams.outbox),
+            "messages": upstreams.outbox.messages_held(),
+            "evicted_recipients": upstreams.outbox.evicted_recipients,
+            "per_recipient": upstreams.outbox.per_recipient,
+            "max_recipients": upstreams.outbox.max_recipients,
+        },
+        "faults": {
+            "registry": {
+                "latency": str(faults.latency),
+                "error_rate": faults.error_rate,
+                "timeout_rate": faults.timeout_rate,
+                "timeout_s": faults.timeout_s,
+                "slowdown": [w.__dict__ for w in faults.slowdown],
+            },
+            "sms": {"delay": str(upstreams.sms_faults.delay), "loss_rate": upstreams.sms_faults.loss_rate},
+            "email": {
+                "delay": str(upstreams.email_faults.delay),
+                "loss_rate": upstreams.email_faults.loss_rate,
+            },
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# SMTP
+
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def email_text(content: bytes) -> tuple[str | None, str, str | None]:
+    """(subject, plain text, from) of a raw message; an HTML-only body is reduced to its text."""
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    subject = message.get("subject")
+    sender = message.get("from")
+    text = ""
+    try:
+        part = message.get_body(preferencelist=("plain", "html"))
+        if part is not None:
+            text = part.get_content()
+            if part.get_content_type() == "text/html":
+                text = html.unescape(_TAG.sub(" ", text))
+    except (LookupError, KeyError, ValueError):
+        text = ""
+    return (
+        (str(subject) if subject is not None else None),
+        " ".join(text.split()),
+        (str(sender) if sender is not None else None),
+    )
+
+
+class SmtpSink:
+    """aiosmtpd handler: checks each recipient, files each message under each of them."""
+
+    def __init__(self, upstreams: Upstreams):
+        self.upstreams = upstreams
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+        if email_key(address) is None:
+            self.upstreams.counters["smtp"].record("bad_request")
+            return f"553 5.1.3 {address[:60]!r} is not an email address"
+        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS_PER_MESSAGE:
+            return f"452 4.5.3 at most {MAX_RECIPIENTS_PER_MESSAGE} recipients per message"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        started = time.perf_counter()
+        content = envelope.original_content or envelope.content
+        if isinstance(content, str):
+            content = content.encode("utf-8", "surrogateescape")
+        subject, text, sender = email_text(content)
+        counters = self.upstreams.counters["smtp"]
+        for address in envelope.rcpt_tos:
+            delivered = self.upstreams.file_message(
+                "email", email_key(address) or address, text, subject, sender or envelope.mail_from
+            )
+            counters.record("accepted" if delivered else "lost", (time.perf_counter() - started) * 1000)
+        return "250 OK: queued"
