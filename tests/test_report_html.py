@@ -279,6 +279,7 @@ def _surge_data() -> dict:
             "host": "http://127.0.0.1:8000",
             "workers": 1,
             "journeys_started": 71,
+            "journeys": {"completed": 62, "refused": 9, "failed": 0, "unfinished": 0},
             "requests": 338,
             "unexpected_errors": 0,
             "error_rate": 0.0,

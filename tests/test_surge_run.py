@@ -402,11 +402,12 @@ def test_plain_locust_refuses_a_non_loopback_host(tmp_path):
         timeout=120,
     )
     assert run.returncode == 2, run.stderr[-2000:]
-    assert "surge: error: --host http://registration.invalid:8000 is not a loopback address" in run.stderr
-    assert "Pass --surge-allow-remote if you mean it" in run.stderr
+    assert "surge: error: --host (a surge is real load on a real system) would connect to " \
+        "'registration.invalid'" in run.stderr
+    assert "pass --surge-allow-remote (and have the owner's permission) if you mean it" in run.stderr
     assert not (tmp_path / "o" / "report.json").exists()
     raw = json.loads((tmp_path / "o" / "surge-raw.json").read_text(encoding="utf-8"))
-    assert raw["status"] == "failed" and raw["error"].startswith("--host http://registration.invalid:8000")
+    assert raw["status"] == "failed" and raw["error"].startswith("--host (a surge is real load")
 
 
 def test_a_request_unanswered_within_the_client_timeout_is_a_timeout(tmp_path, population):

@@ -104,18 +104,24 @@ def requests_per_journey_step(scenario: Scenario) -> dict[str, float]:
 
 def scenario_cost(scenario: Scenario, step_s: float = 0.5) -> ScenarioCost:
     """The estimate for one scenario (pure arithmetic on its curve: no run, no population)."""
-    curve = ArrivalCurve(scenario)
     replay = scenario.replay
     length = replay.harness_length_s
     grid = np.arange(0.0, length + replay.drain_s + step_s, step_s)
-    arrivals = curve.harness_rate(np.minimum(grid, length)) * (grid <= length)
+    if scenario.arrivals.trace is not None:  # a recorded opening: its own rate, no fitted curve
+        from simulator.surge import trace
+
+        arrivals = trace.harness_rate(scenario, np.minimum(grid, length)) * (grid <= length)
+        expected = float(arrivals.sum() * step_s)
+    else:
+        curve = ArrivalCurve(scenario)
+        arrivals = curve.harness_rate(np.minimum(grid, length)) * (grid <= length)
+        expected = float(curve.harness_cumulative(length))
     per_step = requests_per_journey_step(scenario)
     rate = np.zeros_like(grid)
     shift = 0.0
     for step in STEPS:
         shift += scenario.funnel.think_s[step] / replay.time_scale
         rate += per_step[step] * np.interp(grid - shift, grid, arrivals, left=0.0, right=0.0)
-    expected = float(curve.harness_cumulative(length))
     peak_rps = float(rate.max())
     cores = {side: peak_rps * ms / 1000.0 / HEADROOM for side, ms in CPU_MS_PER_REQUEST.items()}
     return ScenarioCost(

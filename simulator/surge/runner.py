@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
+from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable
 from simulator.progress import progress_bar
 from simulator.surge.locust_process import RunInterrupted, StopSignals, run_locust, signal_name
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
@@ -216,10 +216,7 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
     if upstreams:
         from simulator.upstreams import report as upstream_report
 
-        try:
-            upstreams = options.upstreams = check_target(upstreams, options.allow_remote)
-        except (UnsafeTarget, InvalidOption) as err:
-            raise type(err)(str(err).replace("--host", "--upstreams", 1)) from None
+        upstreams = options.upstreams = check_target(upstreams, options.allow_remote, option="--upstreams")
     if options.processes < 0:
         raise InvalidOption(f"--processes must be >= 1, got {options.processes}")
     out = Path(options.out).resolve()

@@ -27,15 +27,15 @@ REGISTERED_PROBES = 3
 """Applicants whose log-in is tried to tell whether the target already holds a run's applicants."""
 
 
-def check_target(host: str, allow_remote: bool, flag: str = "--allow-remote") -> str:
+def check_target(host: str, allow_remote: bool, flag: str = "--allow-remote", option: str = "--host") -> str:
     """The base URL without a trailing slash; raises UnsafeTarget for a non-loopback host.
 
     ``flag`` is the option that allows one, as the user's command spells it.
     """
     require_local(
-        [http_endpoint(host)],
+        [http_endpoint(host, option)],
         allow_remote=allow_remote,
-        what="--host (a surge is real load on a real system)",
+        what=f"{option} (a surge is real load on a real system)",
         flag=f"{flag} (and have the owner's permission)",
     )
     return host.rstrip("/")
