@@ -16,6 +16,7 @@ import requests
 from sqlalchemy import func, select
 
 from simulator.api import schema as t
+from simulator.api.admin_auth import admin_headers
 from simulator.api.db import make_engine
 from simulator.api.testing import (
     kill_server,
@@ -88,7 +89,10 @@ def test_fcfs_never_gives_more_places_than_the_quota(server, database):
     quota, joiners = 23, database["ready"][:60]
     assert (
         requests.post(
-            server + "/v1/admin/waves", json={"number": 7, "quota": quota, "mode": "fcfs"}, timeout=30
+            server + "/v1/admin/waves",
+            json={"number": 7, "quota": quota, "mode": "fcfs"},
+            headers=admin_headers(),
+            timeout=30,
         ).status_code
         == 201
     )
@@ -112,7 +116,7 @@ def test_fcfs_never_gives_more_places_than_the_quota(server, database):
             assert rows.scalar_one() == quota
     finally:
         engine.dispose()
-    closed = requests.post(server + "/v1/admin/waves/7/close", timeout=30).json()
+    closed = requests.post(server + "/v1/admin/waves/7/close", headers=admin_headers(), timeout=30).json()
     assert closed["selection"]["selected"] == quota
 
 
@@ -223,7 +227,12 @@ def test_kill_9_mid_load_loses_no_acknowledged_write(server, database):
     joined: list[str] = []
     stop = threading.Event()
     base_url = server
-    requests.post(base_url + "/v1/admin/waves", json={"number": 9, "quota": 1000, "mode": "fcfs"}, timeout=30)
+    requests.post(
+        base_url + "/v1/admin/waves",
+        json={"number": 9, "quota": 1000, "mode": "fcfs"},
+        headers=admin_headers(),
+        timeout=30,
+    )
     headers = {a["id"]: login(base_url, a) for a in joiners}
 
     def sign_ups(worker: int) -> None:
@@ -268,7 +277,9 @@ def test_kill_9_mid_load_loses_no_acknowledged_write(server, database):
     assert len(acknowledged) >= 40, "the load never got going"
 
     with running_server(db_url, workers=1, password_cost=0) as base_url:  # restarts on the same files
-        stats = requests.get(base_url + "/v1/admin/stats", timeout=30).json()
+        stats = requests.get(
+            base_url + "/v1/admin/stats?max_age_s=0", headers=admin_headers(), timeout=30
+        ).json()
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:

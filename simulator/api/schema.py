@@ -53,7 +53,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped on every additive change; kept in the ``schema_meta`` table."""
 
 # MariaDB's DATETIME keeps whole seconds unless asked; fcfs order and stats need microseconds.
@@ -291,6 +291,15 @@ outcome_counts = Table(
     Column("outcome", String(40), primary_key=True, comment="'accept' or a Reason code"),
     Column("count", BigInteger, nullable=False, default=0),
     comment="Answers given per step and outcome, summed by GET /v1/admin/stats.",
+)
+
+attempt_budgets = Table(
+    "attempt_budgets",
+    metadata,
+    Column("subject", String(80), primary_key=True, comment="what is limited: kind + hash of the key"),
+    Column("window_start", Timestamp, primary_key=True, comment="start of the fixed window counted"),
+    Column("used", Integer, nullable=False, comment="attempts spent in the window"),
+    comment="Failed logins and wrong OTP guesses per account, phone or client and window (schema 2).",
 )
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simulator.api.admin_auth import admin_headers
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, TargetUnavailable, UnsafeTarget
 from simulator.net import is_loopback
 from simulator.progress import progress_bar
@@ -84,14 +85,15 @@ def check_target(host: str, allow_remote: bool) -> str:
 
 
 def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """One JSON request with the standard library (this process stays free of gevent)."""
+    """One JSON request with the standard library (this process stays free of gevent).
+
+    Admin routes get the admin token from PRAKERJA_ADMIN_TOKEN (simulator.api.admin_auth).
+    """
     data = None if body is None else json.dumps(body, default=str).encode()
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if "/v1/admin/" in url:
+        headers.update(admin_headers())
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, _json_or_none(response.read())
@@ -109,7 +111,7 @@ def _json_or_none(raw: bytes) -> Any:
 
 
 def fetch_stats(host: str) -> dict[str, Any] | None:
-    status, body = http_json("GET", f"{host}/v1/admin/stats", timeout=30.0)
+    status, body = http_json("GET", f"{host}/v1/admin/stats?max_age_s=0", timeout=30.0)
     return body if status == 200 and isinstance(body, dict) else None
 
 
