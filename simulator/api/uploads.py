@@ -6,6 +6,7 @@ The upload rules themselves are simulator/rules/upload.py; this module only feed
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -24,13 +25,14 @@ class DecodePool:
     uploads, honest or bombs, then costs ``size`` decodes of memory, never one per request.
     """
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, check: Callable[[bytes, str | None], UploadVerdict] = validate_upload):
         self.size = size
+        self.check = check
         self._slots = asyncio.Semaphore(size)
 
     async def validate(self, data: bytes, filename: str | None) -> UploadVerdict:
         async with self._slots:
-            return await run_in_threadpool(validate_upload, data, filename)
+            return await run_in_threadpool(self.check, data, filename)
 
 
 def _header_text(raw: bytes, limit: int) -> str | None:
