@@ -37,6 +37,7 @@ from simulator.api.db import checkpoint, make_engine
 from simulator.api.health import BackgroundFaults
 from simulator.api.idempotency import IDEMPOTENCY_HEADER, IdempotencyMiddleware, idempotency_dependency
 from simulator.api.login_throttle import ClientThrottle
+from simulator.api.openapi import document_refusals
 from simulator.api.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
 from simulator.api.responses import JsonResponse, error_response, reply_response
@@ -327,9 +328,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             401: Reason.UNAUTHENTICATED,
             403: Reason.UNAUTHENTICATED,
         }.get(err.status_code, Reason.VALIDATION_ERROR)
-        status = err.status_code if 400 <= err.status_code < 500 else 400
+        # Anything else the framework refuses (a body it cannot parse: 400) is a VALIDATION_ERROR,
+        # answered 422 like every other one, so the OpenAPI document's statuses stay complete.
+        status = err.status_code if reason is not Reason.VALIDATION_ERROR else 422
+        message = str(err.detail) if status != 422 else f"the request cannot be read ({err.detail})"
         _mark(request, str(reason))
-        return error_response(reason, str(err.detail), status, getattr(err, "headers", None))
+        return error_response(reason, message, status, getattr(err, "headers", None))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, err: Exception):
@@ -670,6 +674,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The Idempotency-Key header is read by middleware, so FastAPI cannot see it: add it.
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
+            document_refusals(schema, app.routes)
             for path_item in schema["paths"].values():
                 for method in ("post", "put"):
                     if method in path_item:
