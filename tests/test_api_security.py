@@ -585,3 +585,74 @@ def test_a_progressive_jpeg_has_a_lower_pixel_budget():
     image.save(buffer, "JPEG", progressive=True, quality=30)
     verdict = validate_upload(buffer.getvalue(), "ktp.jpg")
     assert verdict.verdict == "IMAGE_DIMENSIONS" and "MP" in verdict.message
+
+
+# --- 4. ... and the surge harness never trips the login throttles -------------------------------------
+
+SURGE = """
+[scenario]
+name = "login-crowd"
+description = "test: a crowd released at the opening, every journey logging in from one address"
+seed = 11
+
+[wave]
+number = 4
+quota = 50
+selection = "fcfs"
+opens_at = 2020-11-02T12:00:00+07:00
+duration_h = 1.0
+
+[replay]
+length_s = 60.0
+time_scale = 10.0
+drain_s = 8.0
+
+[arrivals]
+expected_total = 150.0
+pre_open_crowd = 60.0
+crowd_release_s = 3.0
+decay_half_life_h = 0.5
+baseline_per_s = 0.01
+
+[funnel]
+otp_poll_s = 0.2
+otp_wait_s = 8.0
+retry_backoff_s = 2.0
+
+[funnel.think_s]
+create_account = 0.3
+verify_email = 0.3
+login = 0.3
+identity = 0.5
+profile = 0.5
+ktp_upload = 0.5
+phone = 0.5
+verify_phone = 0.5
+test = 0.5
+join = 0.5
+"""
+
+
+@pytest.mark.slow
+def test_a_surge_from_one_address_never_trips_the_login_throttles(tmp_path):
+    from simulator.io.population import write_population
+    from simulator.surge.runner import SurgeOptions, run_surge
+
+    population = tmp_path / "population"
+    write_population(population, 200, 11, fmt="parquet")
+    scenario = tmp_path / "login-crowd.toml"
+    scenario.write_text(SURGE, encoding="utf-8")
+    with running_server(registry_dir=population, password_cost=0) as host:  # the default budgets
+        result = run_surge(
+            SurgeOptions(
+                scenario=scenario, out=tmp_path / "out", host=host, population=population, progress_s=0
+            ),
+            say=lambda _line: None,
+        )
+        stats = requests.get(
+            host + "/v1/admin/stats", params={"max_age_s": 0}, headers=admin(host), timeout=30
+        )
+    logins = stats.json()["outcomes"].get("login", {})
+    assert logins.get("accept", 0) >= 30, logins
+    assert "LOGIN_THROTTLED" not in logins and "RATE_LIMITED" not in logins, logins
+    assert result.data["reconciliation"]["ok"], result.data["reconciliation"]

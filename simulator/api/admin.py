@@ -3,7 +3,6 @@
 Owns the admin router and the stats snapshot: one scan of the tables at a time, shared by callers.
 """
 
-
 import datetime as dt
 import threading
 import time

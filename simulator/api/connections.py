@@ -1,6 +1,6 @@
 """Slow and surplus clients: read deadlines for a request's headers and body, a cap on connections per worker.
 
-uvicorn waits for a half-sent request forever; this protocol (uvicorn's httptools one, plus timers) does not.
+uvicorn waits for a half-sent request forever; this protocol (its httptools one, plus deadlines) does not.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from simulator.rules.reasons import Reason
+
+SWEEP_S = 0.25
+"""How often a worker looks for connections past their deadline (a deadline is met to within this)."""
 
 
 def _raw_answer(status: int, reason: Reason, message: str, extra: bytes = b"") -> bytes:
@@ -31,14 +34,20 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
     busy = _raw_answer(
         503, Reason.SERVER_BUSY, "this server has too many open connections; try again", b"retry-after: 1\r\n"
     )
+    sweeping: set[asyncio.AbstractEventLoop] = set()
 
     class GuardedHttpProtocol(HttpToolsProtocol):
         """A request's headers must arrive within ``header_timeout_s`` of the connection (or of the
         request's first byte), its body within ``body_timeout_s`` of the headers; otherwise 408
         REQUEST_TIMEOUT (if nothing was answered yet) and the connection is closed. Past
-        ``max_connections`` open connections a new one is answered 503 SERVER_BUSY and closed."""
+        ``max_connections`` open connections a new one is answered 503 SERVER_BUSY and closed.
 
-        _deadline: asyncio.TimerHandle | None = None
+        A request only notes its deadline (one float); one sweep per worker, every ``SWEEP_S``,
+        closes the connections past theirs, so the hot path pays no timer per request.
+        """
+
+        _deadline_at: float | None = None
+        _waiting_for = ""
 
         def connection_made(self, transport) -> None:  # noqa: ANN001
             super().connection_made(transport)
@@ -46,46 +55,44 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
                 transport.write(busy)
                 transport.close()
                 return
-            self._arm(header_timeout_s, "the request headers")
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+            if self.loop not in sweeping:
+                sweeping.add(self.loop)
+                self.loop.call_later(SWEEP_S, _sweep, self.loop, self.connections)
+            self._expect(header_timeout_s, "the request headers")
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._deadline is None:
-                self._arm(header_timeout_s, "the request headers")
+            if self._deadline_at is None:
+                self._expect(header_timeout_s, "the request headers")
 
         def on_headers_complete(self) -> None:
-            self._disarm()
             super().on_headers_complete()
-            self._arm(body_timeout_s, "the request body")
+            self._expect(body_timeout_s, "the request body")
 
         def on_message_complete(self) -> None:
-            self._disarm()
+            self._deadline_at = None
             super().on_message_complete()
 
-        def _arm(self, seconds: float, what: str) -> None:
-            self._disarm()
-            self._deadline = self.loop.call_later(seconds, self._too_slow, what, seconds)
+        def _expect(self, seconds: float, what: str) -> None:
+            self._deadline_at = self.loop.time() + seconds
+            self._waiting_for = f"{what} did not arrive within {seconds:g} s"
 
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _too_slow(self, what: str, seconds: float) -> None:
-            self._deadline = None
+        def too_slow(self) -> None:
+            self._deadline_at = None
             if self.transport.is_closing():
                 return
             cycle = self.cycle
             if cycle is None or not cycle.response_started:
-                message = f"{what} did not arrive within {seconds:g} s"
-                self.transport.write(_raw_answer(408, Reason.REQUEST_TIMEOUT, message))
+                self.transport.write(_raw_answer(408, Reason.REQUEST_TIMEOUT, self._waiting_for))
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True  # the app's receive() now answers http.disconnect
                 cycle.message_event.set()
             self.transport.close()
+
+    def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:  # noqa: ANN001
+        now = loop.time()
+        for connection in [c for c in connections if (getattr(c, "_deadline_at", None) or now + 1) <= now]:
+            connection.too_slow()
+        loop.call_later(SWEEP_S, _sweep, loop, connections)
 
     return GuardedHttpProtocol

@@ -45,6 +45,8 @@ class BackgroundFaults:
 
     def report(self) -> dict[str, Any]:
         """``{"status": "ok"|"degraded", "faults": {kind: {count, last_error, at, failing}}}``."""
+        if not self._faults:  # the usual case, on every /healthz: nothing to lock or format
+            return {"status": "ok", "faults": {}}
         now = dt.datetime.now(dt.UTC)
         with self._lock:
             faults = {
