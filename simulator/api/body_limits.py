@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from simulator.api.signup import replaying
 from simulator.rules.reasons import Reason
 from simulator.rules.upload import MAX_UPLOAD_BYTES
 
@@ -24,6 +23,9 @@ MAX_UPLOAD_BODY = MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD
 """The whole multipart body of POST /v1/me/ktp."""
 
 UPLOAD_PATH = "/v1/me/ktp"
+
+BODY_KEY = "prakerja.body"
+"""Where the scope keeps the body once read (see `read_body`)."""
 
 
 def limit_of(path: str) -> int:
@@ -67,7 +69,41 @@ class BodyLimitMiddleware:
                 return await _refuse(send, scope, limit)
             chunks.append(chunk)
             more = message.get("more_body", False)
-        await self.app(scope, replaying(chunks, receive, more=False), send)
+        body = scope[BODY_KEY] = b"".join(chunks)
+        await self.app(scope, replaying([body], receive), send)
+
+
+async def read_body(scope, receive) -> bytes | None:  # noqa: ANN001 - ASGI
+    """The whole body of this request, read once by `BodyLimitMiddleware` (None: the client left).
+
+    Middleware behind it (idempotency, the lean sign-up path) take it from the scope, then hand
+    the route ``replaying([body], receive)``.
+    """
+    body = scope.get(BODY_KEY)
+    if body is not None:
+        return body
+    chunks, more = [], True  # a request the limit middleware let through unread (no body declared)
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = scope[BODY_KEY] = b"".join(chunks)
+    return body
+
+
+def replaying(chunks: list[bytes], receive, more: bool = False):  # noqa: ANN001, ANN202
+    """An ASGI receive that hands back the body chunks already read, then reads on."""
+    pending = list(chunks)
+
+    async def replay():
+        if pending:
+            body = pending.pop(0)
+            return {"type": "http.request", "body": body, "more_body": bool(pending) or more}
+        return await receive()  # the rest of the body, or http.disconnect
+
+    return replay
 
 
 async def _refuse(send, scope, limit: int) -> None:  # noqa: ANN001

@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from simulator.api.responses import error_response
-from simulator.api.signup import replaying, send_json
+from simulator.api.body_limits import read_body, replaying
+from simulator.api.responses import error_response, send_json
 from simulator.api.store import IdempotencyScope, IdempotentReplay, Store, current_idempotency
 from simulator.rules.reasons import Reason
 
@@ -62,24 +62,12 @@ class IdempotencyMiddleware:
             )
             return await response(scope, receive, send)
 
-        # The body is already bounded by BodyLimitMiddleware: read it to fingerprint the request.
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
+        body = await read_body(scope, receive)  # bounded by BodyLimitMiddleware
+        if body is None:
+            return
         fingerprint = hashlib.sha256(
             b"\0".join(
-                [
-                    scope["method"].encode(),
-                    scope["path"].encode(),
-                    scope.get("query_string", b""),
-                    auth,
-                    *chunks,
-                ]
+                [scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), auth, body]
             )
         ).hexdigest()
         holder = IdempotencyScope(key="", fingerprint=lambda: fingerprint, raw_key=key)
@@ -95,19 +83,19 @@ class IdempotencyMiddleware:
 
         token = current_idempotency.set(holder)
         try:
-            await self.app(scope, replaying(chunks, receive, more=False), capture)
+            await self.app(scope, replaying([body], receive), capture)
         finally:
             current_idempotency.reset(token)
         status = start.get("status", 500)
-        body = b"".join(body_parts)
+        answer = b"".join(body_parts)
         if holder.key and status < 500 and not holder.stored:
             status_stored, stored = await run_in_threadpool(
-                self.store.idempotent_store_refusal, holder, status, body
+                self.store.idempotent_store_refusal, holder, status, answer
             )
-            if (status_stored, stored) != (status, body):
+            if (status_stored, stored) != (status, answer):
                 return await send_json(send, status_stored, stored, {"Idempotent-Replayed": "true"})
         await send(start)
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": answer})
 
 
 def idempotency_dependency(store: Store):  # noqa: ANN201 - an async callable

@@ -32,3 +32,11 @@ def error_response(
 def reply_response(reply) -> Response:  # noqa: ANN001 - a store.Reply
     """A store write's reply as the HTTP answer."""
     return JsonResponse(reply.body, status_code=reply.status, headers=reply.headers or None)
+
+
+async def send_json(send, status: int, body: bytes, headers: dict[str, str] | None) -> None:  # noqa: ANN001
+    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
