@@ -34,6 +34,7 @@ from simulator.api.testing import (
     scratch_database,
     seed_ready_accounts,
     seed_residents,
+    wait_healthy,
 )
 
 PASSWORD = "rahasia123"
@@ -188,12 +189,7 @@ def test_serve_makes_and_prints_an_admin_token_when_none_is_given(tmp_path):
                 token = line.rsplit(": ", 1)[1].strip()
         assert token and len(token) >= 32
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                requests.get(base + "/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+        wait_healthy(base, 60, process)
         assert requests.get(base + "/v1/admin/stats", timeout=10).status_code == 401
         assert (
             requests.get(base + "/v1/admin/stats", headers={"X-Admin-Token": token}, timeout=10).status_code

@@ -5,6 +5,7 @@ Two server processes share the database in every run, so races cross process bou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -218,15 +219,18 @@ def test_idempotency_key_replays_the_first_answer(server):
     assert replay.status_code == 422 and replay.json() == first.json()
 
 
-def test_kill_9_mid_load_loses_no_acknowledged_write(server, database):
-    # Runs last for each database (pytest groups a module's tests by the module-scoped parameter)
-    # and kills the shared server: a kill -9 of both worker processes and their supervisor.
+def test_kill_9_mid_load_loses_no_acknowledged_write(database):
+    # A server of its own on the module's database, killed with kill -9 (both worker processes and
+    # their supervisor): the module's shared server and the tests after this one are untouched.
     db_url = database["url"]
     joiners = database["ready"][60:80]
     acknowledged: list[str] = []
     joined: list[str] = []
     stop = threading.Event()
-    base_url = server
+    doomed = contextlib.ExitStack()
+    base_url = doomed.enter_context(
+        running_server(db_url, workers=2, password_cost=0, otp_resend_interval_s=0)
+    )
     requests.post(
         base_url + "/v1/admin/waves",
         json={"number": 9, "quota": 1000, "mode": "fcfs"},
@@ -274,6 +278,7 @@ def test_kill_9_mid_load_loses_no_acknowledged_write(server, database):
     stop.set()
     for thread in threads:
         thread.join(30)
+    doomed.close()  # nothing left to stop; puts the module server's admin token back
     assert len(acknowledged) >= 40, "the load never got going"
 
     with running_server(db_url, workers=1, password_cost=0) as base_url:  # restarts on the same files
