@@ -343,8 +343,3 @@ def create_schema(engine_or_url: Engine | str) -> Engine:
         except exc.IntegrityError:
             pass  # another worker recorded it at the same moment
     return engine
-
-
-def drop_schema(engine: Engine) -> None:
-    """Drop every table of this schema (tests, ``seed-db --replace``)."""
-    metadata.drop_all(engine, checkfirst=True)
