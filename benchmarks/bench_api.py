@@ -5,17 +5,21 @@ when PRAKERJA_TEST_POSTGRES_URL is set, drives it with wrk from this machine, an
 p99, the ratio to the bare GET /hello of the same server in the same run, and where a sign-up's
 server time goes (framework, argon2, database), from server CPU time and in-process timings.
 
-    python benchmarks/bench_api.py [--seconds 10] [--connections 64] [--workers 2] [--password-cost 0]
-                                   [--access-log] [--skip-postgres]
+    python benchmarks/bench_api.py [--seconds 10] [--connections 32] [--workers 2] [--password-cost 0]
+                                   [--access-log] [--skip-postgres] [--against REV]
 
 Goal (issue 4): the real wave-1 peak, about 1,300 sign-ups/s, with p99 under 100 ms. Besides the
-saturated run (64 connections as fast as they go), a paced run offers about 1,300 sign-ups/s
-(connections with a think time) and reads the p99 at that rate.
+saturated run (32 connections as fast as they go), a paced run offers about 1,300 sign-ups/s
+(connections with a think time) and reads the p99 at that rate. GET /healthz is measured too:
+issue 13's limits (body limits, read deadlines, throttles) must keep it within 10% of before.
+``--against REV`` runs the same measurements, in turns, on the code of git revision REV (exported
+to a temporary directory) and prints each figure's ratio to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -217,7 +221,7 @@ def _line(label: str, result: dict, unit: str) -> str:
     )
 
 
-def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
+def bench_database(label: str, db_url: str, args) -> dict:  # noqa: ANN001
     settings = {
         "workers": args.workers,
         "password_cost": args.password_cost,
@@ -227,6 +231,7 @@ def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
     with running_server(db_url, **settings) as base_url:
         pid = base_url.process.pid
         hello = measure(base_url, pid, "/hello", "GET", args.seconds, args.connections)
+        health = measure(base_url, pid, "/healthz", "GET", args.seconds, args.connections)
         signup = measure(base_url, pid, "/v1/accounts", "POST", args.seconds, args.connections, db_url)
         # The goal is a rate with a latency: offer about GOAL_RATE sign-ups/s (128 connections,
         # each with a think time) and read the p99 at that rate, not at saturation. A short
@@ -250,7 +255,10 @@ def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
     )
     print(_line("bare GET /hello", hello, "req/s     "))
     print(_line("POST /v1/accounts", signup, "sign-ups/s"))
-    print(f"  ratio sign-ups / hello : {ratio:.3f}   (saturated: as fast as 64 connections go)")
+    print(_line("GET /healthz", health, "req/s     "))
+    print(
+        f"  ratio sign-ups / hello : {ratio:.3f}   (saturated: as fast as {args.connections} connections go)"
+    )
     paced_goal = "meets" if paced["rps"] >= 0.97 * GOAL_RATE and paced["p99_us"] < 100_000 else "misses"
     print(
         f"  {'paced at ~' + str(GOAL_RATE) + '/s':<22} : {paced['rps']:8.0f} sign-ups/s   "
@@ -283,15 +291,41 @@ def bench_database(label: str, db_url: str, args) -> None:  # noqa: ANN001
         "(estimate)"
     )
     print(f"  load average after this run: {os.getloadavg()[0]:.1f}")
+    return {
+        "hello": hello["rps"],
+        "healthz": health["rps"],
+        "sign-ups": signup["rps"],
+        "sign-up p99 ms": signup["p99_us"] / 1000,
+    }
+
+
+@contextlib.contextmanager
+def code_of_revision(rev: str):  # noqa: ANN201
+    """Run the servers started inside on the code of git revision ``rev`` (exported, then removed)."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench-api-rev-") as tree:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tree], input=archive.stdout, check=True)
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = tree  # `python -m simulator.cli serve` imports the old code first
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = before
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--password-cost", type=int, default=0)
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--against", metavar="REV", help="also measure git revision REV, in turns (SQLite)")
+    parser.add_argument("--turns", type=int, default=2, help="turns of each code with --against")
     parser.add_argument(
         "--access-log", action="store_true", help="keep serve's JSON access log on (to /dev/null)"
     )
@@ -300,6 +334,21 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 2
     print(f"bench_api: {psutil.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    if args.against:
+        figures: dict[str, list[dict]] = {"this": [], args.against: []}
+        for turn in range(args.turns):  # in turns, so the machine's other load falls on both alike
+            for who in (args.against, "this") if turn % 2 == 0 else ("this", args.against):
+                context = code_of_revision(args.against) if who != "this" else contextlib.nullcontext()
+                with context, scratch_database() as db_url:
+                    figures[who].append(
+                        bench_database(f"SQLite, code of {who}, turn {turn + 1}", db_url, args)
+                    )
+        print(f"\n== this code against {args.against} (SQLite, medians of {args.turns} turns)")
+        for name in figures["this"][0]:
+            mine = statistics.median(f[name] for f in figures["this"])
+            theirs = statistics.median(f[name] for f in figures[args.against])
+            print(f"  {name:<16} {mine:9.1f} against {theirs:9.1f}   ratio {mine / theirs:.3f}")
+        return 0
     with scratch_database() as db_url:
         bench_database("SQLite (embedded, WAL)", db_url, args)
     pg = os.environ.get("PRAKERJA_TEST_POSTGRES_URL")

@@ -5,6 +5,7 @@ Two server processes share the database in every run, so races cross process bou
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ import requests
 from sqlalchemy import func, select
 
 from simulator.api import schema as t
+from simulator.api.admin_auth import admin_headers
 from simulator.api.db import make_engine
 from simulator.api.testing import (
     kill_server,
@@ -88,7 +90,10 @@ def test_fcfs_never_gives_more_places_than_the_quota(server, database):
     quota, joiners = 23, database["ready"][:60]
     assert (
         requests.post(
-            server + "/v1/admin/waves", json={"number": 7, "quota": quota, "mode": "fcfs"}, timeout=30
+            server + "/v1/admin/waves",
+            json={"number": 7, "quota": quota, "mode": "fcfs"},
+            headers=admin_headers(),
+            timeout=30,
         ).status_code
         == 201
     )
@@ -112,7 +117,7 @@ def test_fcfs_never_gives_more_places_than_the_quota(server, database):
             assert rows.scalar_one() == quota
     finally:
         engine.dispose()
-    closed = requests.post(server + "/v1/admin/waves/7/close", timeout=30).json()
+    closed = requests.post(server + "/v1/admin/waves/7/close", headers=admin_headers(), timeout=30).json()
     assert closed["selection"]["selected"] == quota
 
 
@@ -214,16 +219,24 @@ def test_idempotency_key_replays_the_first_answer(server):
     assert replay.status_code == 422 and replay.json() == first.json()
 
 
-def test_kill_9_mid_load_loses_no_acknowledged_write(server, database):
-    # Runs last for each database (pytest groups a module's tests by the module-scoped parameter)
-    # and kills the shared server: a kill -9 of both worker processes and their supervisor.
+def test_kill_9_mid_load_loses_no_acknowledged_write(database):
+    # A server of its own on the module's database, killed with kill -9 (both worker processes and
+    # their supervisor): the module's shared server and the tests after this one are untouched.
     db_url = database["url"]
     joiners = database["ready"][60:80]
     acknowledged: list[str] = []
     joined: list[str] = []
     stop = threading.Event()
-    base_url = server
-    requests.post(base_url + "/v1/admin/waves", json={"number": 9, "quota": 1000, "mode": "fcfs"}, timeout=30)
+    doomed = contextlib.ExitStack()
+    base_url = doomed.enter_context(
+        running_server(db_url, workers=2, password_cost=0, otp_resend_interval_s=0)
+    )
+    requests.post(
+        base_url + "/v1/admin/waves",
+        json={"number": 9, "quota": 1000, "mode": "fcfs"},
+        headers=admin_headers(),
+        timeout=30,
+    )
     headers = {a["id"]: login(base_url, a) for a in joiners}
 
     def sign_ups(worker: int) -> None:
@@ -265,10 +278,13 @@ def test_kill_9_mid_load_loses_no_acknowledged_write(server, database):
     stop.set()
     for thread in threads:
         thread.join(30)
+    doomed.close()  # nothing left to stop; puts the module server's admin token back
     assert len(acknowledged) >= 40, "the load never got going"
 
     with running_server(db_url, workers=1, password_cost=0) as base_url:  # restarts on the same files
-        stats = requests.get(base_url + "/v1/admin/stats", timeout=30).json()
+        stats = requests.get(
+            base_url + "/v1/admin/stats?max_age_s=0", headers=admin_headers(), timeout=30
+        ).json()
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:

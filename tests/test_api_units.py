@@ -163,3 +163,40 @@ def test_lean_sign_up_path_takes_only_bodies_pydantic_would_take_unchanged():
         b"{",
     ):
         assert plain_signup(body) is None, body
+
+
+def test_outcome_counts_added_while_a_flush_runs_are_never_lost():
+    """`add` runs on the event loop and `flush` in the thread pool: every count must arrive once."""
+    import sys
+    import threading
+
+    from simulator.api.app import OutcomeCounter
+
+    class Totals:
+        def __init__(self):
+            self.total = 0
+
+        def flush_outcomes(self, _worker, counts):
+            self.total += sum(counts.values())
+
+    store = Totals()
+    counter = OutcomeCounter(store)
+    adds, done = 300_000, threading.Event()
+
+    def flush_often():
+        while not done.is_set():
+            counter.flush()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a race shows at once
+    flusher = threading.Thread(target=flush_often)
+    flusher.start()
+    try:
+        for i in range(adds):  # many outcomes: each new one in a fresh Counter runs Counter.__missing__
+            counter.add("create_account", f"outcome-{i % 64}")
+    finally:
+        done.set()
+        flusher.join()
+        sys.setswitchinterval(interval)
+    counter.flush()
+    assert store.total == adds

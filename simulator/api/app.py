@@ -1,6 +1,7 @@
-"""The reference registration API (docs/architecture.md 3.2): routes, errors, auth, idempotency, access log.
+"""The reference registration API (docs/architecture.md 3.2): the app, applicant routes, errors, access log.
 
-`create_app(settings)` builds the ASGI app; `prakerja-sim serve` runs it under uvicorn.
+`create_app(settings)` builds the ASGI app; `prakerja-sim serve` runs it under uvicorn. Admin routes,
+idempotency, body limits, uploads, throttling and health each live in their own module beside this one.
 """
 
 import asyncio
@@ -22,50 +23,38 @@ import anyio.to_thread
 import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from simulator import __version__
 from simulator.api import models as m
+from simulator.api.admin import StatsSnapshot, admin_router
+from simulator.api.admin_auth import AdminToken, new_admin_token
+from simulator.api.body_limits import BodyLimitMiddleware
 from simulator.api.db import checkpoint, make_engine
+from simulator.api.health import BackgroundFaults
+from simulator.api.idempotency import IDEMPOTENCY_HEADER, IdempotencyMiddleware, idempotency_dependency
+from simulator.api.login_throttle import ClientThrottle
+from simulator.api.openapi import document_refusals
 from simulator.api.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
+from simulator.api.responses import JsonResponse, error_response, reply_response
 from simulator.api.schema import SCHEMA_VERSION, create_schema
 from simulator.api.settings import Settings
-from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup, replaying, send_json
-from simulator.api.store import (
-    ApiError,
-    IdempotencyScope,
-    IdempotentReplay,
-    Reply,
-    Store,
-    current_idempotency,
-    worker_name,
-)
+from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup
+from simulator.api.store import ApiError, IdempotentReplay, Reply, Store, current_idempotency, worker_name
+from simulator.api.uploads import DecodePool, read_upload
 from simulator.rules.eligibility import resident_eligibility
 from simulator.rules.nik import NikError, parse_kk, parse_nik
 from simulator.rules.reasons import ACCEPT, Reason
-from simulator.rules.upload import MAX_UPLOAD_BYTES, validate_upload
 
 access_logger = logging.getLogger("prakerja_sim.api.access")
 error_logger = logging.getLogger("prakerja_sim.api")
 
-IDEMPOTENCY_HEADER = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "Retry-safe key: the first answer to a request with this key is replayed to every retry",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-}
-
 THREADPOOL_SIZE = 32
 """Threads per worker for database work and hashing; the connection pool is sized to match."""
-
-MULTIPART_OVERHEAD = 64 * 1024
-"""Room for multipart boundaries and part headers on top of the 2 MB file limit."""
 
 TEST_ANSWER_KEY = "BCADDBACBDCABDACBD"
 """Which answer scores each of the 18 questions (the test ranks, it never refuses anyone)."""
@@ -81,26 +70,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "Refused: the code says why (simulator/rules/reasons.py)",
     },
 }
-
-
-class JsonResponse(JSONResponse):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return content if isinstance(content, bytes) else orjson.dumps(content)
-
-
-def error_response(
-    reason: Reason, message: str, status: int | None = None, headers=None, details=None
-) -> Response:
-    body: dict[str, Any] = {"error": {"code": str(reason), "message": message}}
-    if details:
-        body["error"]["details"] = details
-    return JsonResponse(body, status_code=status or reason.http_status, headers=headers)
-
-
-def _reply(reply: Reply) -> Response:
-    return JsonResponse(reply.body, status_code=reply.status, headers=reply.headers or None)
 
 
 # --- tokens ----------------------------------------------------------------------------------------
@@ -144,17 +113,23 @@ class OutcomeCounter:
         # One flush at a time: a flush (GET /v1/admin/stats) that starts while the periodic one is
         # still writing waits for it, so the stats it reads include every count taken so far.
         self._flushing = threading.Lock()
+        # `add` runs on the event loop, `flush` in the thread pool: the swap and the counting
+        # must not interleave (a count added between reading and replacing would be lost).
+        self._counting = threading.Lock()
 
     def add(self, step: str, outcome: str) -> None:
-        self.counts[(step, outcome)] += 1
+        with self._counting:
+            self.counts[(step, outcome)] += 1
 
     def flush(self) -> None:
         with self._flushing:
-            counts, self.counts = self.counts, Counter()
+            with self._counting:
+                counts, self.counts = self.counts, Counter()
             try:
                 self.store.flush_outcomes(self.worker, dict(counts))
             except Exception:  # the database is busy or gone: keep the counts for the next flush
-                self.counts.update(counts)
+                with self._counting:
+                    self.counts.update(counts)
                 raise
 
 
@@ -232,91 +207,6 @@ class AccessLogMiddleware:
         self.counter.add(step, ACCEPT if status < 400 else state.get("error_code", str(status)))
 
 
-class IdempotencyMiddleware:
-    """``Idempotency-Key`` on POST/PUT: the first answer is stored and replayed to every retry.
-
-    A write stores the key in its own transaction (so an acknowledged write and its key commit
-    together); a refusal stores it after. The same key with a different request gets a 409.
-    """
-
-    def __init__(self, app, store: Store):  # noqa: ANN001
-        self.app = app
-        self.store = store
-
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
-            return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
-        raw_key = headers.get(b"idempotency-key")
-        if raw_key is None:
-            return await self.app(scope, receive, send)
-        key = raw_key.decode("latin-1").strip()
-        if not key or len(key) > 200:
-            response = error_response(Reason.VALIDATION_ERROR, "Idempotency-Key must be 1 to 200 characters")
-            return await response(scope, receive, send)
-
-        # Read the body (bounded) to fingerprint the request; an oversized one goes on unbuffered.
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more and size <= MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-        if more:  # too large to be a valid request of this API: no idempotency, the route refuses it
-            return await self.app(scope, replaying(chunks, receive, more=True), send)
-        auth = headers.get(b"authorization", b"")
-        fingerprint = hashlib.sha256(
-            b"\0".join(
-                [
-                    scope["method"].encode(),
-                    scope["path"].encode(),
-                    scope.get("query_string", b""),
-                    auth,
-                    *chunks,
-                ]
-            )
-        ).hexdigest()
-        holder = IdempotencyScope(
-            key=hashlib.sha256(auth).hexdigest()[:16] + ":" + key, fingerprint=lambda: fingerprint
-        )
-        replay = await run_in_threadpool(self.store.idempotent_lookup, holder)
-        if replay is not None:
-            return await _send_stored(send, *replay)
-
-        start: dict[str, Any] = {}
-        body_parts: list[bytes] = []
-
-        async def capture(message):  # noqa: ANN001
-            if message["type"] == "http.response.start":
-                start.update(message)
-            elif message["type"] == "http.response.body":
-                body_parts.append(message.get("body", b""))
-
-        token = current_idempotency.set(holder)
-        try:
-            await self.app(scope, replaying(chunks, receive, more=False), capture)
-        finally:
-            current_idempotency.reset(token)
-        status = start.get("status", 500)
-        body = b"".join(body_parts)
-        if status < 500 and not holder.stored:
-            status_stored, stored = await run_in_threadpool(
-                self.store.idempotent_store_refusal, holder, status, body
-            )
-            if (status_stored, stored) != (status, body):
-                return await _send_stored(send, status_stored, stored)
-        await send(start)
-        await send({"type": "http.response.body", "body": body})
-
-
-async def _send_stored(send, status: int, body: bytes) -> None:  # noqa: ANN001
-    await send_json(send, status, body, {"Idempotent-Replayed": "true"})
-
-
 # --- the app -----------------------------------------------------------------------------------------
 
 
@@ -336,16 +226,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     counter = OutcomeCounter(store)
     access_log = AccessLogBuffer()
     signer = TokenSigner(store.token_secret(), settings.token_ttl_s)
+    faults = BackgroundFaults()
+    idempotent = idempotency_dependency(store)
+    admin_token = AdminToken(settings.admin_token or new_admin_token())  # none given: nobody is admin
+    client_throttle = ClientThrottle(settings.login_failures_per_client, settings.login_window_s)
+    dummy_hash = hash_password("not-a-password", settings.password_cost)
+    decoders = DecodePool(settings.image_decoders)
+
+    async def background(kind: str, work, *args) -> None:  # noqa: ANN001
+        try:
+            await run_in_threadpool(work, *args)
+        except Exception as err:  # noqa: BLE001 - nobody waits for it: recorded, logged, shown in /healthz
+            faults.failed(kind, err)
+        else:
+            faults.succeeded(kind)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         async def flush_forever():
+            ticks = 0
             while True:
                 await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):
-                    await run_in_threadpool(counter.flush)
-                with contextlib.suppress(Exception):  # SQLite: the WAL is copied back here, not in commits
-                    await run_in_threadpool(checkpoint, engine)
+                ticks += 1
+                await background("outcome flush", counter.flush)
+                # SQLite: the WAL is copied back here, not in commits (auto-checkpoints are off,
+                # so a checkpoint that keeps failing would grow the WAL without bound: shown).
+                await background("wal checkpoint", checkpoint, engine)
+                if ticks % 60 == 0:
+                    await background("attempt cleanup", store.forget_old_attempts)
 
         async def flush_log_forever():
             while True:
@@ -360,8 +268,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 task.cancel()
             access_log.flush()
-            with contextlib.suppress(Exception):
-                await run_in_threadpool(counter.flush)
+            await background("outcome flush", counter.flush)
             engine.dispose()
 
     app = FastAPI(
@@ -426,9 +333,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             401: Reason.UNAUTHENTICATED,
             403: Reason.UNAUTHENTICATED,
         }.get(err.status_code, Reason.VALIDATION_ERROR)
-        status = err.status_code if 400 <= err.status_code < 500 else 400
+        # Anything else the framework refuses (a body it cannot parse: 400) is a VALIDATION_ERROR,
+        # answered 422 like every other one, so the OpenAPI document's statuses stay complete.
+        status = err.status_code if reason is not Reason.VALIDATION_ERROR else 422
+        message = str(err.detail) if status != 422 else f"the request cannot be read ({err.detail})"
         _mark(request, str(reason))
-        return error_response(reason, str(err.detail), status, getattr(err, "headers", None))
+        return error_response(reason, message, status, getattr(err, "headers", None))
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, err: Exception):
@@ -443,6 +353,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="token from POST /v1/sessions")
 
     async def current_account(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> str:
         if credentials is None or credentials.scheme.lower() != "bearer":
@@ -458,9 +369,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "the token is invalid or expired; log in again",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        await idempotent(request, account_id)
         return account_id
 
     Account = Annotated[str, Depends(current_account)]
+
+    async def anonymous_caller(request: Request) -> str:
+        # Routes before login: each client address has its own key space.
+        caller = f"anonymous@{(request.scope.get('client') or ('', 0))[0]}"
+        await idempotent(request, caller)
+        return caller
+
+    Anonymous = Depends(anonymous_caller)
 
     async def progress_of(account_id: str) -> dict[str, Any]:
         return await run_in_threadpool(store.progress, account_id)
@@ -469,12 +389,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", name="healthz", response_model=m.Health, tags=["service"])
     async def healthz():
-        return {
-            "status": "ok",
-            "database": engine.dialect.name,
-            "schema_version": SCHEMA_VERSION,
-            "worker_pid": os.getpid(),
-        }
+        return JsonResponse(
+            {
+                **faults.report(),
+                "database": engine.dialect.name,
+                "schema_version": SCHEMA_VERSION,
+                "worker_pid": os.getpid(),
+            }
+        )
 
     @app.get("/hello", name="hello", tags=["service"], include_in_schema=False)
     async def hello():
@@ -489,6 +411,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status_code=201,
         tags=["accounts"],
         responses={201: {"model": m.AccountOut}},
+        dependencies=[Anonymous],
     )
     async def create_account(body: m.AccountCreate):
         # Plain requests without an Idempotency-Key are answered by LeanSignupMiddleware with
@@ -501,16 +424,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 body.name, email, hash_password(body.password, settings.password_cost)
             )
 
-        return _reply(await run_in_threadpool(sign_up))
+        return reply_response(await run_in_threadpool(sign_up))
 
     @app.post(
         "/v1/accounts/{account_id}/email/verify",
         name="verify_email",
         tags=["accounts"],
         responses={200: {"model": m.EmailVerified}},
+        dependencies=[Anonymous],
     )
     async def verify_email(account_id: AccountIdPath, body: m.OtpCode):
-        return _reply(await run_in_threadpool(store.verify_email, account_id, body.code))
+        return reply_response(await run_in_threadpool(store.verify_email, account_id, body.code))
 
     @app.post(
         "/v1/accounts/{account_id}/email/resend",
@@ -518,9 +442,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         status_code=202,
         tags=["accounts"],
         responses={202: {"model": m.Resent}, 200: {"model": m.Resent}},
+        dependencies=[Anonymous],
     )
     async def resend_email(account_id: AccountIdPath):
-        return _reply(await run_in_threadpool(store.resend_email, account_id))
+        return reply_response(await run_in_threadpool(store.resend_email, account_id))
 
     @app.post(
         "/v1/sessions",
@@ -529,10 +454,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["accounts"],
         responses={201: {"model": m.SessionOut}},
     )
-    async def login(body: m.SessionCreate):
-        row = await run_in_threadpool(store.login_row, body.email.lower())
-        ok = row is not None and await run_in_threadpool(verify_password, row.password_hash, body.password)
-        if not ok:
+    async def login(request: Request, body: m.SessionCreate, caller: Annotated[str, Anonymous]):
+        email = body.email.lower()
+        client = caller.partition("@")[2]
+        wait = client_throttle.locked(client)
+        if wait is None:
+            wait = await run_in_threadpool(store.login_locked, email)
+        if wait is not None:
+            raise ApiError(
+                Reason.LOGIN_THROTTLED,
+                f"too many failed logins; try again in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
+        row = await run_in_threadpool(store.login_row, email)
+        # An unknown email costs the same hash as a known one: the answer time tells nothing.
+        stored_hash = row.password_hash if row is not None else dummy_hash
+        ok = await run_in_threadpool(verify_password, stored_hash, body.password)
+        if not ok or row is None:
+            client_throttle.failed(client)
+            await run_in_threadpool(store.login_failed, email)
             raise ApiError(Reason.BAD_CREDENTIALS, "wrong email or password")
         if row.email_verified_at is None:
             raise ApiError(Reason.STEP_INCOMPLETE, "confirm your email first (the code we sent)")
@@ -585,7 +525,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if refusal is not None:
             raise ApiError(refusal, _ELIGIBILITY_MESSAGES.get(refusal, "not eligible for the program"))
-        return _reply(
+        return reply_response(
             await run_in_threadpool(
                 store.save_identity, account_id, resident.nik, resident.kk, resident.birth_date
             )
@@ -594,7 +534,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.put("/v1/me/profile", name="profile", tags=["applicant"], responses={200: {"model": m.ProfileOut}})
     async def profile(body: m.ProfileBody, account_id: Account):
         store.require(await progress_of(account_id), "identity_verified")
-        return _reply(await run_in_threadpool(store.save_profile, account_id, body.model_dump()))
+        return reply_response(await run_in_threadpool(store.save_profile, account_id, body.model_dump()))
 
     @app.post(
         "/v1/me/phone",
@@ -606,13 +546,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def phone(body: m.PhoneBody, account_id: Account):
         number = normalize_phone(body.phone)
         store.require(await progress_of(account_id), "identity_verified")
-        return _reply(await run_in_threadpool(store.set_phone, account_id, number))
+        return reply_response(await run_in_threadpool(store.set_phone, account_id, number))
 
     @app.post(
         "/v1/me/phone/verify", name="verify_phone", tags=["applicant"], responses={200: {"model": m.PhoneOut}}
     )
     async def verify_phone(body: m.OtpCode, account_id: Account):
-        return _reply(await run_in_threadpool(store.verify_phone, account_id, body.code))
+        return reply_response(await run_in_threadpool(store.verify_phone, account_id, body.code))
 
     # --- KTP upload -----------------------------------------------------------------------------
 
@@ -646,11 +586,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def upload_ktp(request: Request, account_id: Account):
         store.require(await progress_of(account_id), "identity_verified")
         data, filename, content_type = await read_upload(request)
-        verdict = await run_in_threadpool(validate_upload, data, filename)
+        verdict = await decoders.validate(data, filename)
         record = {
             "verdict": verdict.verdict,
-            "filename": (filename or "")[:255] or None,
-            "content_type": (content_type or "")[:100] or None,
+            "filename": filename,
+            "content_type": content_type,
             "size_bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "width": verdict.width,
@@ -678,7 +618,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reply = await run_in_threadpool(store.record_ktp, account_id, record, reply)
         if reply.status >= 400:
             reply.body.pop("upload_id", None)
-        return _reply(reply)
+        return reply_response(reply)
 
     # --- test and waves -------------------------------------------------------------------------
 
@@ -687,7 +627,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store.require(await progress_of(account_id), "identity_verified")
         answers = "".join(body.answers)
         score = sum(a == k for a, k in zip(answers, TEST_ANSWER_KEY, strict=True))
-        return _reply(await run_in_threadpool(store.save_test, account_id, answers, score))
+        return reply_response(await run_in_threadpool(store.save_test, account_id, answers, score))
 
     @app.post(
         "/v1/waves/{wave}/join",
@@ -711,7 +651,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "ktp_accepted",
             "test_completed",
         )
-        return _reply(await run_in_threadpool(store.join_wave, account_id, wave, progress["province_code"]))
+        return reply_response(
+            await run_in_threadpool(store.join_wave, account_id, wave, progress["province_code"])
+        )
 
     @app.get("/v1/waves/{wave}", name="wave_status", response_model=m.WaveOut, tags=["waves"])
     async def wave_status(wave: Annotated[int, Path(ge=1, le=1_000_000)]):
@@ -719,46 +661,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # --- admin ----------------------------------------------------------------------------------
 
-    @app.post(
-        "/v1/admin/waves",
-        name="open_wave",
-        status_code=201,
-        tags=["admin"],
-        responses={201: {"model": m.WaveOut}},
-    )
-    async def open_wave(body: m.WaveCreate):
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        opens_at = _naive_utc(body.opens_at) or now
-        closes_at = _naive_utc(body.closes_at) or opens_at + dt.timedelta(
-            seconds=body.duration_s or 4 * 86400
-        )
-        if closes_at <= opens_at:
-            raise ApiError(Reason.VALIDATION_ERROR, "closes_at must be after opens_at")
-        values = {
-            "number": body.number,
-            "quota": body.quota,
-            "mode": body.mode,
-            "opens_at": opens_at,
-            "closes_at": closes_at,
-            "selection_seed": body.selection_seed,
-            "province_codes": ",".join(body.province_codes) if body.province_codes else None,
-        }
-        return _reply(await run_in_threadpool(store.create_wave, values))
-
-    @app.post(
-        "/v1/admin/waves/{wave}/close",
-        name="close_wave",
-        tags=["admin"],
-        responses={200: {"model": m.WaveOut}},
-    )
-    async def close_wave(wave: Annotated[int, Path(ge=1, le=1_000_000)], body: m.WaveClose | None = None):
-        return _reply(await run_in_threadpool(store.close_wave, wave, body.seed if body else None))
-
-    @app.get("/v1/admin/stats", name="stats", response_model=m.Stats, tags=["admin"])
-    async def stats():
-        with contextlib.suppress(Exception):
-            await run_in_threadpool(counter.flush)
-        return JsonResponse(await run_in_threadpool(store.stats))
+    stats = StatsSnapshot(store, counter.flush, faults)
+    app.include_router(admin_router(store, admin_token, stats, idempotent))
 
     @app.get(
         "/v1/sandbox/outbox",
@@ -770,14 +674,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def outbox(to: Annotated[str, Query(min_length=1, max_length=254, description="email or phone")]):
         if not settings.sandbox:
             raise ApiError(Reason.NOT_FOUND, "the outbox exists only in sandbox mode (serve --sandbox)")
+        if not _storable(to):
+            raise ApiError(Reason.VALIDATION_ERROR, "to: NUL characters and lone surrogates are not allowed")
         address = to.strip()
         address = address.lower() if "@" in address else (_try_phone(address) or address)
         return JsonResponse({"messages": await run_in_threadpool(store.outbox, address)})
 
     def openapi() -> dict[str, Any]:
-        # The Idempotency-Key header is handled by middleware, so FastAPI cannot see it: add it.
+        # The Idempotency-Key header is read by middleware, so FastAPI cannot see it: add it.
         if app.openapi_schema is None:
             schema = FastAPI.openapi(app)
+            document_refusals(schema, app.routes)
             for path_item in schema["paths"].values():
                 for method in ("post", "put"):
                     if method in path_item:
@@ -794,6 +701,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route=signup_route,
     )
     app.add_middleware(IdempotencyMiddleware, store=store)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AccessLogMiddleware, counter=counter, log=access_log if settings.access_log else None)
     return app
 
@@ -808,12 +716,15 @@ _ELIGIBILITY_MESSAGES = {
 }
 
 
-def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
+def _storable(text: str) -> bool:
+    """Text every database can store: no NUL (PostgreSQL refuses it), no lone surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _try_phone(text: str) -> str | None:
@@ -833,80 +744,6 @@ def normalize_phone(text: str) -> str:
             Reason.PHONE_INVALID, f"{text!r} is not an Indonesian mobile number (08..., 10-13 digits)"
         )
     return number
-
-
-async def read_upload(request: Request) -> tuple[bytes, str | None, str | None]:
-    """Stream a multipart body and return the ``file`` part; stop at the size limit without reading on."""
-    too_large = ApiError(
-        Reason.FILE_TOO_LARGE,
-        f"the file is larger than {MAX_UPLOAD_BYTES // 1048576} MB",
-        headers={"Connection": "close"},  # the rest of the body is never read: drop the connection
-    )
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
-        raise too_large
-    ctype, params = parse_options_header(request.headers.get("content-type", ""))
-    boundary = params.get(b"boundary")
-    if ctype != b"multipart/form-data" or not boundary:
-        raise ApiError(Reason.VALIDATION_ERROR, "send the photo as multipart/form-data with a 'file' field")
-
-    part: dict[str, Any] = {"headers": {}, "field": b"", "value": b""}
-    found: dict[str, Any] = {}
-    buffer = bytearray()
-
-    def on_part_begin():
-        part.update(headers={}, field=b"", value=b"")
-
-    def on_header_field(data, start, end):
-        part["field"] += data[start:end]
-
-    def on_header_value(data, start, end):
-        part["value"] += data[start:end]
-
-    def on_header_end():
-        part["headers"][part["field"].lower()] = part["value"]
-        part.update(field=b"", value=b"")
-
-    def on_headers_finished():
-        _, disposition = parse_options_header(part["headers"].get(b"content-disposition", b""))
-        part["is_file"] = disposition.get(b"name") == b"file" and "file" not in found
-        if part["is_file"]:
-            found["file"] = True
-            found["filename"] = disposition.get(b"filename", b"").decode("utf-8", "replace") or None
-            found["content_type"] = part["headers"].get(b"content-type", b"").decode("latin-1") or None
-
-    def on_part_data(data, start, end):
-        if part.get("is_file"):
-            buffer.extend(data[start:end])
-            if len(buffer) > MAX_UPLOAD_BYTES:
-                raise too_large
-
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-        },
-    )
-    total = 0
-    try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > MAX_UPLOAD_BYTES + MULTIPART_OVERHEAD:
-                raise too_large
-            parser.write(chunk)
-        parser.finalize()
-    except ApiError:
-        raise
-    except Exception as err:  # the multipart framing is broken
-        raise ApiError(Reason.VALIDATION_ERROR, f"the multipart body cannot be read ({err})") from None
-    if "file" not in found:
-        raise ApiError(Reason.VALIDATION_ERROR, "the multipart body has no 'file' field")
-    return bytes(buffer), found.get("filename"), found.get("content_type")
 
 
 def create_app_from_env() -> FastAPI:

@@ -10,6 +10,7 @@ import socket
 
 import click
 
+from simulator.api.admin_auth import ADMIN_TOKEN_ENV, new_admin_token
 from simulator.api.passwords import COST_LEVELS
 from simulator.api.settings import ENV_VAR, Delay, Settings
 from simulator.errors import InvalidOption, TargetUnavailable, UnsafeTarget
@@ -50,7 +51,6 @@ def prepare(settings: Settings, progress: bool = False) -> int:
 
 UVICORN_OPTIONS = {
     "loop": "uvloop",
-    "http": "httptools",
     "access_log": False,  # our own structured access log replaces uvicorn's
     "log_level": "warning",
     "timeout_graceful_shutdown": 5,
@@ -69,16 +69,28 @@ def serve_settings(settings: Settings, host: str, port: int, workers: int) -> No
     try:
         if workers == 1:
             uvicorn.run(
-                "simulator.api.app:create_app_from_env", factory=True, host=host, port=port, **UVICORN_OPTIONS
+                "simulator.api.app:create_app_from_env",
+                factory=True,
+                host=host,
+                port=port,
+                **uvicorn_options(settings),
             )
         else:
-            prefork(host, port, workers)
+            prefork(host, port, workers, settings)
     finally:
         if relay is not None:
             relay.stop()
 
 
-def prefork(host: str, port: int, workers: int) -> None:
+def uvicorn_options(settings: Settings) -> dict:
+    """uvicorn's options for these settings: its HTTP protocol with our read deadlines and connection cap."""
+    from simulator.api.connections import guarded_protocol
+
+    protocol = guarded_protocol(settings.header_timeout_s, settings.body_timeout_s, settings.max_connections)
+    return {**UVICORN_OPTIONS, "http": protocol}
+
+
+def prefork(host: str, port: int, workers: int, settings: Settings) -> None:
     """Bind once, import the app once, then fork ``workers`` uvicorn servers sharing the socket.
 
     Forked workers start in milliseconds (uvicorn's own multi-worker mode spawns fresh
@@ -110,7 +122,7 @@ def prefork(host: str, port: int, workers: int) -> None:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 config = uvicorn.Config(
-                    app_module.create_app_from_env(), host=host, port=port, **UVICORN_OPTIONS
+                    app_module.create_app_from_env(), host=host, port=port, **uvicorn_options(settings)
                 )
                 uvicorn.Server(config).run(sockets=[sock])
             except BaseException:  # noqa: BLE001 - the worker must never return into the supervisor's code
@@ -236,6 +248,55 @@ def prefork(host: str, port: int, workers: int) -> None:
 @click.option("--sms-url", metavar="URL", help="Send SMS OTPs to this gateway (.../sms/v1/send).")
 @click.option("--smtp", metavar="HOST:PORT", help="Send email OTPs through this SMTP server.")
 @click.option("--allow-remote-upstreams", is_flag=True, help="Allow non-loopback upstream URLs.")
+@click.option(
+    "--admin-token",
+    envvar=ADMIN_TOKEN_ENV,
+    show_envvar=True,
+    default=None,
+    help="Token the admin routes need in X-Admin-Token (16+ characters); made and printed when not given.",
+)
+@click.option(
+    "--login-failures-per-account",
+    type=click.IntRange(1, 1_000_000),
+    default=10,
+    show_default=True,
+    help="Failed logins per email in a --login-window before 429 LOGIN_THROTTLED (all workers).",
+)
+@click.option(
+    "--login-failures-per-client",
+    type=click.IntRange(1, 1_000_000),
+    default=200,
+    show_default=True,
+    help="Failed logins per client address in a --login-window (per worker).",
+)
+@click.option(
+    "--login-window",
+    type=click.FloatRange(1, 86400),
+    default=900.0,
+    show_default=True,
+    help="Seconds of the login throttling window.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send a request's headers; then 408 and the connection is closed.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds a client has to send a request's body after its headers.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=4096,
+    show_default=True,
+    help="Open connections per worker; a new one past it gets 503 SERVER_BUSY and is closed.",
+)
 @click.option("--no-access-log", is_flag=True, help="Do not write the JSON access log to stderr.")
 def serve(
     db_url,
@@ -253,6 +314,13 @@ def serve(
     email_delay,
     otp_resend_interval,
     fault_seed,
+    admin_token,
+    login_failures_per_account,
+    login_failures_per_client,
+    login_window,
+    header_timeout,
+    body_timeout,
+    max_connections,
     no_access_log,
     registry_url=None,
     sms_url=None,
@@ -272,7 +340,7 @@ def serve(
     if not loopback and not allow_remote:
         raise UnsafeTarget(
             f"--host {host} is not a loopback address; pass --allow-remote to serve on it "
-            "(the admin routes and the sandbox outbox have no authentication)"
+            "(it speaks plain HTTP, and the sandbox outbox shows every OTP)"
         )
     # Every host the driver would use (URL, service/option file, PG* variables), pinned.
     db_url = check_database(db_url, allow_remote=allow_remote).url
@@ -292,6 +360,13 @@ def serve(
         registry_url=registry_url,
         sms_url=sms_url,
         smtp=smtp,
+        admin_token=admin_token or new_admin_token(),
+        login_failures_per_account=login_failures_per_account,
+        login_failures_per_client=login_failures_per_client,
+        login_window_s=login_window,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
     )
     loaded = prepare(settings, progress=True)
     if registry_dir:
@@ -310,6 +385,11 @@ def serve(
         f"serving http://{host}:{port} (db {settings.db_url}, {workers} worker(s)); OpenAPI at /openapi.json",
         err=True,
     )
+    if not admin_token:
+        click.echo(
+            f"admin token (X-Admin-Token; set {ADMIN_TOKEN_ENV} to choose one): {settings.admin_token}",
+            err=True,
+        )
     serve_settings(settings, host, port, workers)
 
 

@@ -203,13 +203,6 @@ def run_write(engine: Engine, work, attempts: int = 4):  # noqa: ANN001, ANN201 
     raise AssertionError("unreachable")
 
 
-@contextlib.contextmanager
-def read_connection(engine: Engine) -> Iterator[Connection]:
-    """A connection for reads; its implicit transaction is rolled back on exit."""
-    with engine.connect() as conn:
-        yield conn
-
-
 class PreparedStatement:
     """A Core statement compiled once for an engine, run with ``exec_driver_sql``.
 

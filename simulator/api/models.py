@@ -7,9 +7,13 @@ the routes, so a bad value gets its specific code instead of a generic VALIDATIO
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+EARLIEST_WAVE_TIME = dt.datetime(2000, 1, 1)
+LATEST_WAVE_TIME = dt.datetime(2100, 1, 1)
+"""Wave times are taken between these (naive UTC): outside them date arithmetic would overflow."""
 
 
 def _check_text(value: object, where: str) -> None:
@@ -104,8 +108,24 @@ class WaveCreate(_Body):
     opens_at: dt.datetime | None = Field(default=None, description="UTC; now when omitted")
     closes_at: dt.datetime | None = Field(default=None, description="UTC; opens_at + duration_s when omitted")
     duration_s: float | None = Field(default=None, gt=0, le=365 * 86400, description="default 4 days")
-    province_codes: list[str] | None = Field(default=None, max_length=100, description="domiciles taken")
+    province_codes: list[Annotated[str, Field(min_length=1, max_length=16)]] | None = Field(
+        default=None, max_length=100, description="domiciles taken (Kemendagri province codes)"
+    )
     selection_seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+
+    @field_validator("opens_at", "closes_at")
+    @classmethod
+    def _naive_utc_in_range(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is None:
+            return None
+        try:
+            if value.tzinfo is not None:
+                value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise ValueError("the time is out of range") from None
+        if not EARLIEST_WAVE_TIME <= value < LATEST_WAVE_TIME:
+            raise ValueError(f"must be from {EARLIEST_WAVE_TIME:%Y} to before {LATEST_WAVE_TIME:%Y} (UTC)")
+        return value
 
 
 class WaveClose(_Body):
@@ -267,11 +287,24 @@ class OutboxOut(BaseModel):
     messages: list[OutboxMessage]
 
 
+class BackgroundFault(BaseModel):
+    count: int
+    last_error: str
+    at: str
+    failing: bool = Field(description="true until the work succeeds again")
+
+
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded: background work failed in the last minute"
+    )
     database: str
     schema_version: int
     worker_pid: int
+    faults: dict[str, BackgroundFault] = Field(
+        default_factory=dict,
+        description="background work that failed in this worker (outcome flush, WAL checkpoint)",
+    )
 
 
 class StatsSteps(BaseModel):
@@ -315,3 +348,4 @@ class Stats(BaseModel):
     recipients: dict[str, int]
     otps: dict[str, OtpStats]
     registry_residents: int
+    snapshot_age_s: float = Field(description="seconds since this snapshot was taken (see ?max_age_s)")

@@ -53,7 +53,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import mysql, postgresql
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped on every additive change; kept in the ``schema_meta`` table."""
 
 # MariaDB's DATETIME keeps whole seconds unless asked; fcfs order and stats need microseconds.
@@ -293,6 +293,15 @@ outcome_counts = Table(
     comment="Answers given per step and outcome, summed by GET /v1/admin/stats.",
 )
 
+attempt_budgets = Table(
+    "attempt_budgets",
+    metadata,
+    Column("subject", String(80), primary_key=True, comment="what is limited: kind + hash of the key"),
+    Column("window_start", Timestamp, primary_key=True, comment="start of the fixed window counted"),
+    Column("used", Integer, nullable=False, comment="attempts spent in the window"),
+    comment="Failed logins and wrong OTP guesses per account, phone or client and window (schema 2).",
+)
+
 
 # PostgreSQL compares every string column byte by byte (collation "C"): the keys are ASCII and
 # nothing here sorts text, so behaviour is unchanged, but B-trees over NIK, KK, e-mail, phone and
@@ -334,8 +343,3 @@ def create_schema(engine_or_url: Engine | str) -> Engine:
         except exc.IntegrityError:
             pass  # another worker recorded it at the same moment
     return engine
-
-
-def drop_schema(engine: Engine) -> None:
-    """Drop every table of this schema (tests, ``seed-db --replace``)."""
-    metadata.drop_all(engine, checkfirst=True)

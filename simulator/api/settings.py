@@ -94,7 +94,19 @@ class Settings:
     otp_resend_interval_s: float = 30.0
     otp_max_attempts: int = 5  # wrong codes per OTP (per account and channel)
     otp_max_attempts_per_phone: int = 10  # wrong codes per phone number per hour, across accounts
+    otp_max_attempts_per_account: int = (
+        10  # wrong codes per account and channel per hour; resends do not refill
+    )
     token_ttl_s: float = 24 * 3600.0
+    # Defences (docs/security.md): the admin token, login throttling, slow clients, image decodes.
+    admin_token: str | None = None  # X-Admin-Token of the admin routes; serve makes one when not given
+    login_failures_per_account: int = 10  # failed logins per email per login_window_s, across workers
+    login_failures_per_client: int = 200  # failed logins per client address per login_window_s, per worker
+    login_window_s: float = 900.0
+    header_timeout_s: float = 10.0  # from connection (or the end of the last answer) to a request's headers
+    body_timeout_s: float = 60.0  # from the headers to the end of the body (a 2 MB photo on a slow phone)
+    max_connections: int = 4096  # open connections per worker; more are answered 503 SERVER_BUSY and closed
+    image_decoders: int = 2  # KTP photos decoded at once per worker (each may take ~50 MB)
     reference_date: dt.date = REFERENCE_DATE  # the date ages are computed on (eligibility)
     fault_seed: int | None = None
 
@@ -105,6 +117,23 @@ class Settings:
                 raise InvalidOption(f"{name.replace('_', '-')}: expected a rate in [0, 1], got {value}")
         if self.otp_digits not in (4, 6):
             raise InvalidOption(f"otp-digits: expected 4 or 6, got {self.otp_digits}")
+        if self.admin_token is not None and (len(self.admin_token) < 16 or not self.admin_token.isascii()):
+            raise InvalidOption("admin-token: expected at least 16 ASCII characters")
+        for name in (
+            "login_failures_per_account",
+            "login_failures_per_client",
+            "max_connections",
+            "image_decoders",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidOption(
+                    f"{name.replace('_', '-')}: expected at least 1, got {getattr(self, name)}"
+                )
+        for name in ("login_window_s", "header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidOption(
+                    f"{name.replace('_', '-')}: expected seconds > 0, got {getattr(self, name)}"
+                )
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -147,7 +176,6 @@ class Settings:
     def from_env(cls) -> Settings:
         text = os.environ.get(ENV_VAR)
         return cls.from_json(text) if text else cls()
-
 
 
 _NUMBERS: dict[str, type] = {

@@ -14,7 +14,9 @@ from typing import Any
 import orjson
 from starlette.concurrency import run_in_threadpool
 
+from simulator.api.body_limits import read_body, replaying
 from simulator.api.passwords import hash_password
+from simulator.api.responses import send_json
 from simulator.api.store import ApiError, Reply, Store, current_idempotency
 from simulator.rules.email import TYPO_DOMAIN_SET
 from simulator.rules.reasons import Reason
@@ -22,9 +24,6 @@ from simulator.rules.reasons import Reason
 error_logger = logging.getLogger("prakerja_sim.api")
 
 EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}$")
-
-MAX_SIGNUP_BODY = 16 * 1024
-"""A sign-up body is a few hundred bytes; a larger one takes the framework's path."""
 
 MAX_BATCH = 256
 """Sign-ups per group-commit transaction at most (bounds the time the write lock is held)."""
@@ -166,21 +165,12 @@ class LeanSignupMiddleware:
             or not _is_json(scope["headers"])
         ):
             return await self.app(scope, receive, send)
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > MAX_SIGNUP_BODY:
-                break
-        fields = None if more else plain_signup(b"".join(chunks))
+        body = await read_body(scope, receive)
+        if body is None:
+            return  # the client went away
+        fields = plain_signup(body)
         if fields is None:
-            return await self.app(scope, replaying(chunks, receive, more), send)
+            return await self.app(scope, replaying([body], receive), send)
 
         scope["route"] = self.route
         try:
@@ -209,24 +199,3 @@ def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
             media = value.partition(b";")[0].strip().lower()
             return media == b"application/json"
     return False
-
-
-def replaying(chunks: list[bytes], receive, more: bool):  # noqa: ANN001, ANN202
-    """An ASGI receive that hands back the body chunks already read, then reads on."""
-    pending = list(chunks)
-
-    async def replay():
-        if pending:
-            body = pending.pop(0)
-            return {"type": "http.request", "body": body, "more_body": bool(pending) or more}
-        return await receive()  # the rest of the body, or http.disconnect
-
-    return replay
-
-
-async def send_json(send, status: int, body: bytes, headers: dict[str, str] | None) -> None:  # noqa: ANN001
-    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
-    if headers:
-        raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})

@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy import Connection, Engine, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from simulator.api import attempt_budgets
 from simulator.api import schema as t
 from simulator.api.db import PreparedStatement, run_write
 from simulator.api.settings import Settings
@@ -55,9 +56,10 @@ def new_account_id() -> str:
 class IdempotencyScope:
     """The ``Idempotency-Key`` of the request being served; the write that commits stores the answer."""
 
-    key: str
+    key: str  # the record's key: set once the route knows the caller (see api/idempotency.py)
     fingerprint: Callable[[], str]
     stored: bool = False
+    raw_key: str = ""  # the Idempotency-Key header as sent
 
 
 current_idempotency: contextvars.ContextVar[IdempotencyScope | None] = contextvars.ContextVar(
@@ -215,9 +217,13 @@ class Store:
         }
 
     def _check_otp(
-        self, conn: Connection, account_id: str, channel: str, code: str, now: dt.datetime
+        self, conn: Connection, account_id: str, channel: str, destination: str, code: str, now: dt.datetime
     ) -> None:
-        """Consume the latest code of this account and channel, or raise why it does not count."""
+        """Consume the latest code of this account and channel, or raise why it does not count.
+
+        Every limit is held by the database: a wrong guess is counted by conditional UPDATEs
+        (`_count_wrong_code`), and the right code is consumed only while its attempts are left.
+        """
         s = self.settings
         otp = conn.execute(
             select(t.otps)
@@ -225,41 +231,102 @@ class Store:
             .order_by(t.otps.c.created_at.desc(), t.otps.c.id.desc())
             .limit(1)
         ).one_or_none()
-        if otp is None or otp.consumed_at is not None:
+        if otp is None or otp.consumed_at is not None or otp.destination != destination:
             raise ApiError(Reason.OTP_INVALID, "no code is waiting for this account; ask for a new one")
         if otp.attempts >= s.otp_max_attempts:
             raise ApiError(Reason.OTP_TOO_MANY_ATTEMPTS, "too many wrong codes; ask for a new one")
-        if channel == "sms":
-            wrong_on_phone = conn.execute(
-                select(func.coalesce(func.sum(t.otps.c.attempts), 0)).where(
-                    t.otps.c.destination == otp.destination,
-                    t.otps.c.channel == "sms",
-                    t.otps.c.created_at >= now - dt.timedelta(hours=1),
-                )
-            ).scalar_one()
-            if wrong_on_phone >= s.otp_max_attempts_per_phone:
+        for who, limit, what in self._otp_budgets(account_id, channel, otp.destination):
+            if attempt_budgets.exhausted(conn, who, limit, 3600, now):
                 raise ApiError(
-                    Reason.OTP_TOO_MANY_ATTEMPTS, "too many wrong codes for this phone in the last hour"
+                    Reason.OTP_TOO_MANY_ATTEMPTS, f"too many wrong codes for this {what} in the last hour"
                 )
         if otp.expires_at <= now:
             raise ApiError(Reason.OTP_EXPIRED, "the code has expired; ask for a new one")
         if not hmac.compare_digest(otp.code.encode(), code.encode("utf-8", "surrogatepass")):
-            # Counted in its own statement; the refusal below must not roll it back (see _refuse_after).
-            raise _CountedWrongCode(otp.id)
-        conn.execute(update(t.otps).where(t.otps.c.id == otp.id).values(consumed_at=now))
+            # Counted in a transaction of its own: the refusal rolls this one back.
+            raise _CountedWrongCode(otp.id, account_id, channel, otp.destination)
+        consumed = conn.execute(
+            update(t.otps)
+            .where(
+                t.otps.c.id == otp.id, t.otps.c.consumed_at.is_(None), t.otps.c.attempts < s.otp_max_attempts
+            )
+            .values(consumed_at=now)
+        ).rowcount
+        if consumed != 1:
+            raise ApiError(Reason.OTP_TOO_MANY_ATTEMPTS, "too many wrong codes; ask for a new one")
 
-    def _wrong_code(self, otp_id: int) -> None:
-        def work(conn: Connection) -> None:
-            conn.execute(update(t.otps).where(t.otps.c.id == otp_id).values(attempts=t.otps.c.attempts + 1))
+    def _otp_budgets(self, account_id: str, channel: str, destination: str) -> list[tuple[str, int, str]]:
+        """The hourly budgets a wrong guess spends: this account's (per channel) and, for SMS, the phone's."""
+        s = self.settings
+        budgets = [
+            (attempt_budgets.subject(f"otp-{channel}", account_id), s.otp_max_attempts_per_account, "account")
+        ]
+        if channel == "sms":
+            budgets.append(
+                (attempt_budgets.subject("otp-phone", destination), s.otp_max_attempts_per_phone, "phone")
+            )
+        return budgets
 
-        run_write(self.engine, work)
+    def _count_wrong_code(self, wrong: _CountedWrongCode) -> Reason:
+        """Count a wrong guess; OTP_TOO_MANY_ATTEMPTS when no attempt was left to count it against."""
+
+        def work(conn: Connection) -> Reason:
+            now = utcnow()
+            counted = conn.execute(
+                update(t.otps)
+                .where(t.otps.c.id == wrong.otp_id, t.otps.c.attempts < self.settings.otp_max_attempts)
+                .values(attempts=t.otps.c.attempts + 1)
+            ).rowcount
+            if counted != 1:
+                return Reason.OTP_TOO_MANY_ATTEMPTS
+            for who, limit, _what in self._otp_budgets(wrong.account_id, wrong.channel, wrong.destination):
+                if not attempt_budgets.spend(conn, who, limit, 3600, now):
+                    return Reason.OTP_TOO_MANY_ATTEMPTS
+            return Reason.OTP_INVALID
+
+        return run_write(self.engine, work)
 
     def _verify(self, work: Callable[[Connection], Reply]) -> Reply:
         try:
             return self.write(work)
         except _CountedWrongCode as wrong:
-            self._wrong_code(wrong.otp_id)
+            if self._count_wrong_code(wrong) is Reason.OTP_TOO_MANY_ATTEMPTS:
+                raise ApiError(
+                    Reason.OTP_TOO_MANY_ATTEMPTS, "too many wrong codes; ask for a new one"
+                ) from None
             raise ApiError(Reason.OTP_INVALID, "the code is not the one sent") from None
+
+    # --- login throttling (per account, across workers) -----------------------------------------
+
+    def login_locked(self, email: str) -> int | None:
+        """Seconds until this email may try again when its failed logins are used up, else None."""
+        s, now = self.settings, utcnow()
+        who = attempt_budgets.subject("login", email)
+        with self.engine.connect() as conn:
+            if attempt_budgets.exhausted(conn, who, s.login_failures_per_account, s.login_window_s, now):
+                return attempt_budgets.retry_after_s(now, s.login_window_s)
+        return None
+
+    def login_failed(self, email: str) -> int | None:
+        """Count a failed login of this email; the seconds to wait when that used up its budget."""
+        s = self.settings
+        who = attempt_budgets.subject("login", email)
+
+        def work(conn: Connection) -> int | None:
+            now = utcnow()
+            if attempt_budgets.spend(conn, who, s.login_failures_per_account, s.login_window_s, now):
+                return None
+            return attempt_budgets.retry_after_s(now, s.login_window_s)
+
+        return run_write(self.engine, work)
+
+    def forget_old_attempts(self) -> None:
+        """Drop attempt windows older than the longest window (a day at most)."""
+        horizon = max(3600.0, self.settings.login_window_s) * 2
+        run_write(
+            self.engine,
+            lambda conn: attempt_budgets.forget_before(conn, utcnow() - dt.timedelta(seconds=horizon)),
+        )
 
     def outbox(self, to: str, limit: int = 20) -> list[dict[str, Any]]:
         """Codes delivered to an email address or phone (sandbox): newest first; lost SMS never show."""
@@ -396,12 +463,28 @@ class Store:
             account = self._account(conn, account_id)
             now = utcnow()
             if account.email_verified_at is None:
-                self._check_otp(conn, account_id, "email", code, now)
+                self._check_otp(conn, account_id, "email", account.email, code, now)
                 conn.execute(
                     update(t.accounts).where(t.accounts.c.id == account_id).values(email_verified_at=now)
                 )
                 verified_at = now
             else:
+                # A retry of the request that verified it gets the same answer; any other code
+                # does not (it would tell a stranger the account id is valid and verified).
+                used = conn.execute(
+                    select(t.otps.c.code)
+                    .where(
+                        t.otps.c.account_id == account_id,
+                        t.otps.c.channel == "email",
+                        t.otps.c.consumed_at.is_not(None),
+                    )
+                    .order_by(t.otps.c.consumed_at.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+                if used is None or not hmac.compare_digest(
+                    used.encode(), code.encode("utf-8", "surrogatepass")
+                ):
+                    raise ApiError(Reason.OTP_INVALID, "the code is not the one sent")
                 verified_at = account.email_verified_at
             return Reply(
                 200,
@@ -578,15 +661,43 @@ class Store:
                 if account.phone == phone:
                     return Reply(200, {"phone": phone, "phone_verified": True, "sent": False})
                 raise ApiError(Reason.PHONE_TAKEN, "this account already has a verified phone")
+            now = utcnow()
             if account.phone != phone:
+                self._release_stale_claim(conn, phone, now)
                 try:
-                    conn.execute(update(t.accounts).where(t.accounts.c.id == account_id).values(phone=phone))
+                    with _savepoint(conn):
+                        conn.execute(
+                            update(t.accounts).where(t.accounts.c.id == account_id).values(phone=phone)
+                        )
                 except IntegrityError as err:
-                    raise ApiError(Reason.PHONE_TAKEN, "another account already uses this phone") from err
-            self._send_otp(conn, account_id, "sms", phone, utcnow())
+                    raise ApiError(
+                        Reason.PHONE_TAKEN,
+                        "another account uses this phone (its unverified claim lapses when its code expires)",
+                    ) from err
+            self._send_otp(conn, account_id, "sms", phone, now)
             return Reply(202, {"phone": phone, "phone_verified": False, "sent": True})
 
         return self.write(work)
+
+    def _release_stale_claim(self, conn: Connection, phone: str, now: dt.datetime) -> None:
+        """Free ``phone`` from an account that claimed it but never verified it while its code lived.
+
+        An unverified claim holds a number only as long as its latest SMS code is valid: after
+        that, anyone may take the number (as a real service re-assigns an unconfirmed one).
+        """
+        a, o = t.accounts, t.otps
+        live_code = (
+            exists()
+            .where(
+                o.c.account_id == a.c.id, o.c.channel == "sms", o.c.destination == phone, o.c.expires_at > now
+            )
+            .correlate(a)
+        )
+        conn.execute(
+            update(a)
+            .where(a.c.phone == phone, a.c.phone_verified_at.is_(None), ~live_code)
+            .values(phone=None)
+        )
 
     def verify_phone(self, account_id: str, code: str) -> Reply:
         def work(conn: Connection) -> Reply:
@@ -595,7 +706,7 @@ class Store:
                 raise ApiError(Reason.STEP_INCOMPLETE, "register a phone first (POST /v1/me/phone)")
             now = utcnow()
             if account.phone_verified_at is None:
-                self._check_otp(conn, account_id, "sms", code, now)
+                self._check_otp(conn, account_id, "sms", account.phone, code, now)
                 conn.execute(
                     update(t.accounts).where(t.accounts.c.id == account_id).values(phone_verified_at=now)
                 )
@@ -856,9 +967,12 @@ class Store:
 
 
 class _CountedWrongCode(Exception):
-    def __init__(self, otp_id: int):
+    def __init__(self, otp_id: int, account_id: str, channel: str, destination: str):
         super().__init__(otp_id)
         self.otp_id = otp_id
+        self.account_id = account_id
+        self.channel = channel
+        self.destination = destination
 
 
 class _null:

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from simulator.api.admin_auth import ADMIN_TOKEN_ENV, new_admin_token
 from simulator.api.settings import Settings
 from simulator.errors import TargetUnavailable
 
@@ -34,6 +35,12 @@ _OPTION_OF = {
     "registry_url": "--registry-url",
     "sms_url": "--sms-url",
     "smtp": "--smtp",
+    "login_failures_per_account": "--login-failures-per-account",
+    "login_failures_per_client": "--login-failures-per-client",
+    "login_window_s": "--login-window",
+    "header_timeout_s": "--header-timeout",
+    "body_timeout_s": "--body-timeout",
+    "max_connections": "--max-connections",
 }
 
 
@@ -53,7 +60,7 @@ def wait_healthy(base_url: str, timeout_s: float = 30.0, process: subprocess.Pop
             )
         try:
             with urllib.request.urlopen(base_url + "/healthz", timeout=2) as response:
-                if response.status == 200 and json.load(response).get("status") == "ok":
+                if response.status == 200 and json.load(response).get("status") in ("ok", "degraded"):
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
@@ -110,17 +117,22 @@ def running_server(
     access_log: bool = False,
     log_path: str | os.PathLike | None = None,
     startup_timeout_s: float = 60.0,
+    admin_token: str | None = None,
     **settings,
-) -> Iterator[str]:
+) -> Iterator[ServerUrl]:
     """Start ``prakerja-sim serve`` on 127.0.0.1 at a free port; yield its base URL; stop it on exit.
 
     ``db_url`` defaults to a fresh SQLite file in a temporary directory (removed afterwards).
     ``settings`` are serve's knobs by their `Settings` names, e.g. ``password_cost=0``,
     ``registry_latency="lognormal:80,0.5"``, ``registry_error_rate=0.05``, ``sms_loss_rate=0.1``.
     The sandbox outbox is on by default so tests can read OTPs. The server's stderr goes to
-    ``log_path`` (or is discarded). The yielded string has ``.process`` for tests that kill it.
+    ``log_path`` (or is discarded). The yielded string has ``.process`` for tests that kill it
+    and ``.admin_token``; the token is also in ``PRAKERJA_ADMIN_TOKEN`` while the server runs, so
+    `surge` and `demo` (in this process or started from it) send it on the admin routes.
     """
+    token = admin_token or new_admin_token()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_environment(ADMIN_TOKEN_ENV, token))
         if db_url is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="prakerja-api-"))
             db_url = str(Path(tmp) / "api.db")
@@ -129,9 +141,11 @@ def running_server(
         for _attempt in range(3):  # another process may grab the free port before the server binds it
             port = free_port()
             cmd = serve_command(db_url, port, registry_dir, workers, sandbox, access_log, **settings)
+            # The token goes by environment, not argv: other users of the machine can read argv.
             process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
             base_url = ServerUrl(f"http://127.0.0.1:{port}")
             base_url.process = process
+            base_url.admin_token = token
             try:
                 wait_healthy(base_url, startup_timeout_s, process)
             except TargetUnavailable as err:
@@ -147,9 +161,23 @@ def running_server(
 
 
 class ServerUrl(str):
-    """The base URL, carrying the server's ``Popen`` as ``.process``."""
+    """The base URL, carrying the server's ``Popen`` as ``.process`` and its ``.admin_token``."""
 
     process: subprocess.Popen
+    admin_token: str
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def stop_server(process: subprocess.Popen, timeout_s: float = 10.0) -> None:

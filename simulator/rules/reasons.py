@@ -71,6 +71,11 @@ class Reason(StrEnum):
     WAVE_EXISTS = "WAVE_EXISTS"  # admin: a wave with this number was opened before
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug of the server; never expected
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"  # the request body is over the route's limit (413)
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"  # the client sent its request too slowly (408)
+    ADMIN_UNAUTHORIZED = "ADMIN_UNAUTHORIZED"  # an admin route without the admin token (401)
+    LOGIN_THROTTLED = "LOGIN_THROTTLED"  # too many failed logins for this account or client (429)
+    SERVER_BUSY = "SERVER_BUSY"  # the worker's connection cap is reached (503, Retry-After)
 
     @property
     def http_status(self) -> int:
@@ -117,5 +122,10 @@ _HTTP_STATUS: dict[Reason, int] = {
     Reason.WAVE_EXISTS: 409,
     Reason.METHOD_NOT_ALLOWED: 405,
     Reason.INTERNAL_ERROR: 500,
+    Reason.BODY_TOO_LARGE: 413,
+    Reason.REQUEST_TIMEOUT: 408,
+    Reason.ADMIN_UNAUTHORIZED: 401,
+    Reason.LOGIN_THROTTLED: 429,
+    Reason.SERVER_BUSY: 503,
     Reason.REGISTRY_UNAVAILABLE: 503,  # an injected upstream fault, not a bug of ours
 }

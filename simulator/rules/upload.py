@@ -25,7 +25,19 @@ MIN_SIDE = 320
 """Below this a phone photo of a card cannot be read; also refuses thumbnails and icons."""
 MAX_SIDE = 12_000
 MAX_PIXELS = 50_000_000
-"""A 50 MP phone sensor is the largest honest photo; anything above is a decompression-bomb shape."""
+"""A 50 MP phone sensor is the largest honest photo; anything above is a decompression-bomb shape.
+A baseline JPEG that large is decoded at 1/8 scale (``draft``), under 1 MP."""
+MAX_PNG_PIXELS = 16_000_000
+"""PNG cannot be decoded reduced, so each pixel is paid for: 16 MP (64 MB decoded) is far above
+what an honest 2 MB PNG holds (a photo compresses to ~1.5 bytes a pixel: about 1.4 MP)."""
+MAX_PROGRESSIVE_JPEG_PIXELS = 16_000_000
+"""A progressive JPEG keeps every coefficient of the image while it decodes (~3 bytes a pixel),
+even reduced: phones save baseline JPEGs, so a lower cap costs honest uploads nothing."""
+MAX_BIT_DEPTH = 8
+"""Bits per channel: a phone photo has 8; a 16-bit PNG doubles the decode for nothing visible."""
+MAX_TRAILING_BYTES = 16 * 1024
+"""Bytes allowed after the image's end marker (JPEG EOI, PNG IEND): room for a camera's small
+trailer, not for a second file hidden behind the picture (a polyglot); more is refused."""
 
 # Pillow's own guard for any decode in this process: refuse (not just warn) far above MAX_PIXELS.
 Image.MAX_IMAGE_PIXELS = min(Image.MAX_IMAGE_PIXELS or MAX_PIXELS, MAX_PIXELS)
@@ -147,6 +159,18 @@ def validate_upload(data: bytes, filename: str | None = None) -> UploadVerdict:
                 Reason.EXTENSION_MISMATCH, f"the name ends in {ext} but the content is {fmt.upper()}", fmt
             )
 
+    trailing = len(data) - image_end(data, fmt)
+    if trailing > MAX_TRAILING_BYTES:
+        return UploadVerdict(
+            Reason.CORRUPT_IMAGE,
+            f"{trailing:,} bytes follow the end of the {fmt.upper()} image; send the photo alone",
+            fmt,
+        )
+    if fmt == "png" and len(data) >= 26 and data[24] > MAX_BIT_DEPTH:
+        return UploadVerdict(
+            Reason.IMAGE_DIMENSIONS, f"the PNG has {data[24]} bits per channel; at most {MAX_BIT_DEPTH}", fmt
+        )
+
     # Header only: Image.open parses the size without decoding pixels.
     try:
         with warnings.catch_warnings():
@@ -158,9 +182,19 @@ def validate_upload(data: bytes, filename: str | None = None) -> UploadVerdict:
     except (OSError, SyntaxError, ValueError):
         message = f"the {fmt.upper()} header is damaged and cannot be read"
         return UploadVerdict(Reason.CORRUPT_IMAGE, message, fmt)
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+    budget = MAX_PIXELS
+    if fmt == "png":
+        budget = MAX_PNG_PIXELS
+    elif image.info.get("progressive") or image.info.get("progression"):
+        budget = MAX_PROGRESSIVE_JPEG_PIXELS
+    if width * height > budget or max(width, height) > MAX_SIDE:
         return UploadVerdict(
-            Reason.IMAGE_DIMENSIONS, f"the declared size {width}x{height} is too large", fmt, width, height
+            Reason.IMAGE_DIMENSIONS,
+            f"the declared size {width}x{height} is too large (at most {budget / 1e6:g} MP for this kind of "
+            f"{fmt.upper()})",
+            fmt,
+            width,
+            height,
         )
     if min(width, height) < MIN_SIDE:
         return UploadVerdict(
@@ -183,6 +217,52 @@ def validate_upload(data: bytes, filename: str | None = None) -> UploadVerdict:
     measures = measure_content(small)
     reason, message = _judge_content(measures)
     return UploadVerdict(reason, message, fmt, width, height, measures)
+
+
+def image_end(data: bytes, fmt: str) -> int:
+    """Offset just past the image's last byte (JPEG EOI, PNG IEND chunk); ``len(data)`` if not found.
+
+    Walks the file's own structure (JPEG marker segments and entropy-coded scans, PNG chunks), so
+    bytes that merely look like an end marker inside the picture do not count.
+    """
+    if fmt == "png":
+        offset = 8
+        while offset + 12 <= len(data):
+            length = int.from_bytes(data[offset : offset + 4], "big")
+            kind = data[offset + 4 : offset + 8]
+            offset += 12 + length
+            if kind == b"IEND":
+                return min(offset, len(data))
+        return len(data)
+    if fmt != "jpeg":
+        return len(data)
+    offset = 2  # after SOI
+    while offset + 4 <= len(data):
+        if data[offset] != 0xFF:
+            return len(data)  # not a marker where one must be: the decoder will judge the file
+        marker = data[offset + 1]
+        if marker == 0xFF:  # fill byte
+            offset += 1
+            continue
+        if marker == 0xD9:  # EOI
+            return offset + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers
+            offset += 2
+            continue
+        length = int.from_bytes(data[offset + 2 : offset + 4], "big")
+        offset += 2 + length
+        if marker == 0xDA:  # start of scan: entropy-coded data runs to the next real marker
+            while True:
+                found = data.find(b"\xff", offset)
+                if found < 0 or found + 1 >= len(data):
+                    return len(data)
+                following = data[found + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+                    offset = found + (1 if following == 0xFF else 2)
+                    continue
+                offset = found
+                break
+    return len(data)
 
 
 def _decode_reduced(image: Image.Image) -> Image.Image:

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from simulator.api.admin_auth import admin_headers
 from simulator.errors import InvalidInputFile, InvalidOption, TargetUnavailable
 from simulator.net import http_endpoint, require_local
 from simulator.rules.reasons import ACCEPT, Reason
@@ -42,14 +43,15 @@ def check_target(host: str, allow_remote: bool, flag: str = "--allow-remote", op
 
 
 def http_json(method: str, url: str, body: Any = None, timeout: float = 10.0) -> tuple[int, Any]:
-    """One JSON request with the standard library; (status, parsed body or None)."""
+    """One JSON request with the standard library; (status, parsed body or None).
+
+    Admin routes get the admin token from PRAKERJA_ADMIN_TOKEN (simulator.api.admin_auth).
+    """
     data = None if body is None else json.dumps(body, default=str).encode()
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if "/v1/admin/" in url:
+        headers.update(admin_headers())
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, _json_or_none(response.read())
@@ -71,7 +73,7 @@ def _error_code(body: Any) -> str | None:
 
 
 def fetch_stats(host: str) -> dict[str, Any] | None:
-    status, body = http_json("GET", f"{host}/v1/admin/stats", timeout=30.0)
+    status, body = http_json("GET", f"{host}/v1/admin/stats?max_age_s=0", timeout=30.0)
     return body if status == 200 and isinstance(body, dict) else None
 
 
