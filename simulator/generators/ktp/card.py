@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from simulator.generators.ktp import layout
+from simulator.generators.ktp import layout, pillow_core
 from simulator.generators.ktp.layout import CARD_H, CARD_W, font
 from simulator.generators.ktp.portrait import draw_portrait
 
@@ -211,7 +211,7 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
 
     # Pillow's core calls directly: a card makes ~20 crops and pastes and ~200 glyph pastes, and the
     # Image wrappers' checks cost more than the small pastes themselves.
-    card_core, ink_core = card.im, marked_ink.im
+    card_core, ink_core = pillow_core.core(card), pillow_core.core(marked_ink)
 
     def ink(mask: Any, left: int, top: int, colour: tuple[int, int, int] = INK) -> None:
         # ``mask`` is a core image. The ground already carries the SPECIMEN mark; ink laid on it is tinted
@@ -224,14 +224,14 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
         else:
             tinted = Image.new("RGB", (width, height), colour)
             tinted.paste(SPECIMEN_RED, (0, 0), mark.crop(box))
-            tinted = tinted.im
+            tinted = pillow_core.core(tinted)
         card_core.paste(tinted, box, mask)
 
     def print_text(xy: tuple[float, float], value: str, kind: str, size: float, anchor: str, shared: bool):
         size = max(6, round(size * scale))
         if shared:  # values shared by many cards (religion, status, ...) are rasterised once
             mask, (left, top) = _text_mask(value, kind, size, anchor)
-            mask = mask.im
+            mask = pillow_core.core(mask)
         else:
             mask, (left, top) = _typeset(value, kind, size, anchor)
         ink(mask, round(xy[0] + left), round(xy[1] + top))
@@ -262,7 +262,7 @@ def render_card(person: Mapping[str, Any], scale: float = 1.0) -> Image.Image:
     print_text(at(box_mid, layout.ISSUE_TEXT_Y + 12), text.issue_place, "regular", place_size, "mm", False)
     print_text(at(box_mid, layout.ISSUE_TEXT_Y + 40), text.issue_date, "regular", 19, "mm", False)
     signature, (left, top) = _signature(rng, scale)
-    ink(signature.im, left, top, SIGNATURE_INK)
+    ink(pillow_core.core(signature), left, top, SIGNATURE_INK)
     return card
 
 
@@ -306,7 +306,7 @@ def _glyph(char: str, kind: str, size: int) -> tuple[Any, int, int, float, int, 
     mask, (left, top) = _rasterise(char, kind, size, "ls")
     if not mask.getbbox():
         return None, left, top, font(kind, size).getlength(char), 0, 0
-    return mask.im, left, top, font(kind, size).getlength(char), mask.width, mask.height
+    return pillow_core.core(mask), left, top, font(kind, size).getlength(char), mask.width, mask.height
 
 
 KERNING_SIZE = 200
@@ -345,7 +345,7 @@ def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Any, tuple[
     fraction of the cost of rendering the outlines again."""
     if not value.strip():
         mask, offset = _rasterise(value, kind, size, anchor)
-        return mask.im, offset
+        return pillow_core.core(mask), offset
     glyphs, kerning = _glyph_table(kind, size), _KERNING[kind]
     placed, pen = [], 0.0
     x0 = y0 = 1 << 30
@@ -363,7 +363,7 @@ def _typeset(value: str, kind: str, size: int, anchor: str) -> tuple[Any, tuple[
         if following != " ":  # (a space, or the end: no pair to kern)
             pair = char + following
             pen += (kerning[pair] if pair in kerning else _pair_kerning(pair, kind)) * size
-    canvas = Image.core.fill("L", (x1 - x0, y1 - y0), 0)
+    canvas = pillow_core.blank("L", (x1 - x0, y1 - y0), 0)
     for mask, left, top, right, bottom in placed:
         canvas.paste(255, (left - x0, top - y0, right - x0, bottom - y0), mask)
     shift_x = -round(pen / 2) if anchor[0] == "m" else 0
