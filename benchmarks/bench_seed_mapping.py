@@ -27,8 +27,8 @@ import time
 
 import sqlalchemy as sa
 
-from simulator.api import schema
-from simulator.api.db import make_engine
+from simulator.database import schema
+from simulator.database.db import make_engine
 from simulator.api.testing import scratch_database
 from simulator.seed.mapping import REFERENCE_MAPPING
 

@@ -24,8 +24,8 @@ from engines import ENGINES, server_url
 from PIL import Image
 from sqlalchemy import select, text, update
 
-from simulator.api import schema as t
-from simulator.api.db import make_engine
+from simulator.database import schema as t
+from simulator.database.db import make_engine
 from simulator.api.testing import (
     free_port,
     ktp_like_photo,

@@ -16,9 +16,9 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from simulator.api import schema as t
+from simulator.database import schema as t
 from simulator.api.admin_auth import admin_headers
-from simulator.api.db import make_engine
+from simulator.database.db import make_engine
 from simulator.api.testing import (
     kill_server,
     make_resident,

@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from simulator.api.db import normalize_url
-from simulator.api.passwords import hash_password, verify_password
+from simulator.database.db import normalize_url
+from simulator.database.passwords import hash_password, verify_password
 from simulator.api.selection import choose
 from simulator.api.settings import Delay, Settings
 from simulator.errors import InvalidOption

@@ -33,15 +33,15 @@ from simulator.api import models as m
 from simulator.api.admin import StatsSnapshot, admin_router
 from simulator.api.admin_auth import AdminToken, new_admin_token
 from simulator.api.body_limits import BodyLimitMiddleware
-from simulator.api.db import checkpoint, make_engine
+from simulator.database.db import checkpoint, make_engine
 from simulator.api.health import BackgroundFaults
 from simulator.api.idempotency import IDEMPOTENCY_HEADER, IdempotencyMiddleware, idempotency_dependency
 from simulator.api.login_throttle import ClientThrottle
 from simulator.api.openapi import document_refusals
-from simulator.api.passwords import hash_password, verify_password
+from simulator.database.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
 from simulator.api.responses import JsonResponse, error_response, reply_response
-from simulator.api.schema import SCHEMA_VERSION, create_schema
+from simulator.database.schema import SCHEMA_VERSION, create_schema
 from simulator.api.settings import Settings
 from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup
 from simulator.api.store import ApiError, IdempotentReplay, Reply, Store, current_idempotency, worker_name

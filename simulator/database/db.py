@@ -1,4 +1,4 @@
-"""Database engines for the reference API: URL normalisation, SQLite tuning, write transactions.
+"""Database engines for the reference API and seed-db: URL normalisation, SQLite tuning, write transactions.
 
 One place decides how SQLite, PostgreSQL and MariaDB are opened so the store and seed-db agree.
 """
