@@ -180,11 +180,11 @@ def in_process_costs(db_url: str, password_cost: int, n: int = 320, batch: int =
     The database part is timed as the server runs it: `Store.create_accounts`, alone (an idle
     server) and as a group commit of ``batch`` sign-ups (a busy one), per sign-up.
     """
+    from simulator.api.settings import Settings
+    from simulator.api.store import Store
     from simulator.database.db import make_engine
     from simulator.database.passwords import hash_password
     from simulator.database.schema import create_schema
-    from simulator.api.settings import Settings
-    from simulator.api.store import Store
 
     engine = create_schema(make_engine(db_url))
     store = Store(engine, Settings(db_url=db_url, otp_resend_interval_s=0))

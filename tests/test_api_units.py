@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from simulator.database.db import normalize_url
-from simulator.database.passwords import hash_password, verify_password
 from simulator.api.selection import choose
 from simulator.api.settings import Delay, Settings
+from simulator.database.db import normalize_url
+from simulator.database.passwords import hash_password, verify_password
 from simulator.errors import InvalidOption
 
 

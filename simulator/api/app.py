@@ -33,19 +33,19 @@ from simulator.api import models as m
 from simulator.api.admin import StatsSnapshot, admin_router
 from simulator.api.admin_auth import AdminToken, new_admin_token
 from simulator.api.body_limits import BodyLimitMiddleware
-from simulator.database.db import checkpoint, make_engine
 from simulator.api.health import BackgroundFaults
 from simulator.api.idempotency import IDEMPOTENCY_HEADER, IdempotencyMiddleware, idempotency_dependency
 from simulator.api.login_throttle import ClientThrottle
 from simulator.api.openapi import document_refusals
-from simulator.database.passwords import hash_password, verify_password
 from simulator.api.registry import RegistryLink, RegistryUnavailable
 from simulator.api.responses import JsonResponse, error_response, reply_response
-from simulator.database.schema import SCHEMA_VERSION, create_schema
 from simulator.api.settings import Settings
 from simulator.api.signup import LeanSignupMiddleware, SignupBatcher, check_signup
 from simulator.api.store import ApiError, IdempotentReplay, Reply, Store, current_idempotency, worker_name
 from simulator.api.uploads import DecodePool, read_upload
+from simulator.database.db import checkpoint, make_engine
+from simulator.database.passwords import hash_password, verify_password
+from simulator.database.schema import SCHEMA_VERSION, create_schema
 from simulator.rules.eligibility import resident_eligibility
 from simulator.rules.nik import NikError, parse_kk, parse_nik
 from simulator.rules.reasons import ACCEPT, Reason

@@ -15,9 +15,9 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from simulator.api.body_limits import read_body, replaying
-from simulator.database.passwords import hash_password
 from simulator.api.responses import send_json
 from simulator.api.store import ApiError, Reply, Store, current_idempotency
+from simulator.database.passwords import hash_password
 from simulator.rules.email import TYPO_DOMAIN_SET
 from simulator.rules.reasons import Reason
 

@@ -22,9 +22,9 @@ from sqlalchemy import Connection, Engine, bindparam, case, exists, func, insert
 from sqlalchemy.exc import IntegrityError
 
 from simulator.api import attempt_budgets
+from simulator.api.settings import Settings
 from simulator.database import schema as t
 from simulator.database.db import PreparedStatement, run_write
-from simulator.api.settings import Settings
 from simulator.rules.reasons import ACCEPT, Reason
 
 

@@ -335,10 +335,10 @@ def seed_ready_accounts(
 
     from sqlalchemy import insert
 
+    from simulator.api.store import new_account_id
     from simulator.database import schema as t
     from simulator.database.db import make_engine, write_transaction
     from simulator.database.passwords import hash_password
-    from simulator.api.store import new_account_id
 
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     password_hash = hash_password(password, password_cost)

@@ -46,4 +46,5 @@ def phone_problem(text: str) -> str | None:
     """Why ``text`` is not a mobile number (one line), or None when it is one."""
     if normalize_phone(text) is not None:
         return None
-    return f"{text!r} is not an Indonesian mobile number ({MOBILE_PREFIX}..., {MIN_DIGITS}-{MAX_DIGITS} digits)"
+    shape = f"{MOBILE_PREFIX}..., {MIN_DIGITS}-{MAX_DIGITS} digits"
+    return f"{text!r} is not an Indonesian mobile number ({shape})"
