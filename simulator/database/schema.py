@@ -30,6 +30,8 @@ Schema changes are additive (a new table or a nullable column) and bump ``SCHEMA
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -315,6 +317,11 @@ for _column in [c for table in metadata.tables.values() for c in table.columns]:
             postgresql.VARCHAR(_length, collation="C") if _length else postgresql.TEXT(collation="C"),
             "postgresql",
         )
+
+
+def utcnow() -> dt.datetime:
+    """Now as the schema stores timestamps: naive UTC."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def create_schema(engine_or_url: Engine | str) -> Engine:
