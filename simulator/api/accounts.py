@@ -139,16 +139,15 @@ class AccountStore:
         )
 
 
-def accounts_router(accounts: AccountStore, signups: Signups, auth: Auth) -> APIRouter:
+def add_account_routes(router: APIRouter, accounts: AccountStore, signups: Signups, auth: Auth) -> None:
     """Sign-up, the email OTP and login: the routes an applicant uses before having a token."""
     settings = accounts.settings
     signer = auth.signer
-    router = APIRouter(tags=["accounts"])
     client_throttle = ClientThrottle(settings.login_failures_per_client, settings.login_window_s)
     dummy_hash = hash_password("not-a-password", settings.password_cost)
 
     @router.post(
-        "/v1/accounts",
+        "/v1/accounts", tags=["accounts"],
         name="create_account",
         status_code=201,
         responses={201: {"model": m.AccountOut}},
@@ -162,7 +161,7 @@ def accounts_router(accounts: AccountStore, signups: Signups, auth: Auth) -> API
         )
 
     @router.post(
-        "/v1/accounts/{account_id}/email/verify",
+        "/v1/accounts/{account_id}/email/verify", tags=["accounts"],
         name="verify_email",
         responses={200: {"model": m.EmailVerified}},
         dependencies=[auth.anonymous],
@@ -171,7 +170,7 @@ def accounts_router(accounts: AccountStore, signups: Signups, auth: Auth) -> API
         return reply_response(await run_in_threadpool(accounts.verify_email, account_id, body.code))
 
     @router.post(
-        "/v1/accounts/{account_id}/email/resend",
+        "/v1/accounts/{account_id}/email/resend", tags=["accounts"],
         name="resend_email",
         status_code=202,
         responses={202: {"model": m.Resent}, 200: {"model": m.Resent}},
@@ -180,7 +179,13 @@ def accounts_router(accounts: AccountStore, signups: Signups, auth: Auth) -> API
     async def resend_email(account_id: AccountIdPath):
         return reply_response(await run_in_threadpool(accounts.resend_email, account_id))
 
-    @router.post("/v1/sessions", name="login", status_code=201, responses={201: {"model": m.SessionOut}})
+    @router.post(
+        "/v1/sessions",
+        tags=["accounts"],
+        name="login",
+        status_code=201,
+        responses={201: {"model": m.SessionOut}},
+    )
     async def login(body: m.SessionCreate, caller: Annotated[str, auth.anonymous]):
         email = normalize_email(body.email)
         client = caller.partition("@")[2]
@@ -213,4 +218,3 @@ def accounts_router(accounts: AccountStore, signups: Signups, auth: Auth) -> API
             status_code=201,
         )
 
-    return router

@@ -1,6 +1,7 @@
 """The admin routes of the reference API (open and close waves, stats), behind the admin token.
 
-Owns the admin router; the waves' writes are `waves.WaveStore`, the stats snapshot `stats.StatsSnapshot`.
+Owns the admin routes (`add_admin_routes`); the waves' writes are `waves.WaveStore`, the stats
+snapshot `stats.StatsSnapshot`.
 """
 
 import datetime as dt
@@ -18,7 +19,9 @@ from simulator.api.waves import WaveNumber, WaveStore
 from simulator.rules.reasons import Reason
 
 
-def admin_router(waves: WaveStore, token: AdminToken, stats: StatsSnapshot, idempotent) -> APIRouter:  # noqa: ANN001
+def add_admin_routes(
+    router: APIRouter, waves: WaveStore, token: AdminToken, stats: StatsSnapshot, idempotent  # noqa: ANN001
+) -> None:
     """The ``/v1/admin`` routes; each needs ``X-Admin-Token`` (401 ADMIN_UNAUTHORIZED without it)."""
     header = APIKeyHeader(
         name=ADMIN_HEADER,
@@ -36,9 +39,12 @@ def admin_router(waves: WaveStore, token: AdminToken, stats: StatsSnapshot, idem
         await idempotent(request, "admin")
         return "admin"
 
-    router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+    admin = {"tags": ["admin"], "dependencies": [Depends(require_admin)]}
 
-    @router.post("/waves", name="open_wave", status_code=201, responses={201: {"model": m.WaveOut}})
+
+    @router.post(
+        "/v1/admin/waves", name="open_wave", status_code=201, responses={201: {"model": m.WaveOut}}, **admin
+    )
     async def open_wave(body: m.WaveCreate):
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         opens_at = body.opens_at or now
@@ -56,11 +62,13 @@ def admin_router(waves: WaveStore, token: AdminToken, stats: StatsSnapshot, idem
         }
         return reply_response(await run_in_threadpool(waves.create_wave, values))
 
-    @router.post("/waves/{wave}/close", name="close_wave", responses={200: {"model": m.WaveOut}})
+    @router.post(
+        "/v1/admin/waves/{wave}/close", name="close_wave", responses={200: {"model": m.WaveOut}}, **admin
+    )
     async def close_wave(wave: WaveNumber, body: m.WaveClose | None = None):
         return reply_response(await run_in_threadpool(waves.close_wave, wave, body.seed if body else None))
 
-    @router.get("/stats", name="stats", response_model=m.Stats)
+    @router.get("/v1/admin/stats", name="stats", response_model=m.Stats, **admin)
     async def stats_route(
         max_age_s: Annotated[
             float, Query(ge=0, le=3600, description="oldest snapshot acceptable, seconds; 0 for a fresh one")
@@ -68,4 +76,3 @@ def admin_router(waves: WaveStore, token: AdminToken, stats: StatsSnapshot, idem
     ):
         return JsonResponse(await run_in_threadpool(stats.get, max_age_s))
 
-    return router

@@ -72,10 +72,10 @@ class BackgroundFaults:
         return {"status": "degraded" if recent else "ok", "faults": faults}
 
 
-def service_router(faults: BackgroundFaults, database: str) -> APIRouter:
-    router = APIRouter(tags=["service"])
+def add_service_routes(router: APIRouter, faults: BackgroundFaults, database: str) -> None:
+    """``GET /healthz`` and ``GET /hello``."""
 
-    @router.get("/healthz", name="healthz", response_model=m.Health)
+    @router.get("/healthz", tags=["service"], name="healthz", response_model=m.Health)
     async def healthz():
         return JsonResponse(
             {
@@ -86,9 +86,8 @@ def service_router(faults: BackgroundFaults, database: str) -> APIRouter:
             }
         )
 
-    @router.get("/hello", name="hello", include_in_schema=False)
+    @router.get("/hello", tags=["service"], name="hello", include_in_schema=False)
     async def hello():
         # The bare-stack baseline of benchmarks/bench_api.py: routing + JSON, no database.
         return JsonResponse(b'{"hello":"world"}')
 
-    return router

@@ -205,11 +205,16 @@ def storable(text: str) -> bool:
     return True
 
 
-def sandbox_router(otps: OtpStore, sandbox: bool) -> APIRouter:
+def add_sandbox_routes(router: APIRouter, otps: OtpStore, sandbox: bool) -> None:
     """``GET /v1/sandbox/outbox``: the codes a test client would have received (serve --sandbox only)."""
-    router = APIRouter(tags=["sandbox"])
 
-    @router.get("/v1/sandbox/outbox", name="outbox", response_model=m.OutboxOut, include_in_schema=sandbox)
+    @router.get(
+        "/v1/sandbox/outbox",
+        tags=["sandbox"],
+        name="outbox",
+        response_model=m.OutboxOut,
+        include_in_schema=sandbox,
+    )
     async def outbox(to: Annotated[str, Query(min_length=1, max_length=254, description="email or phone")]):
         if not sandbox:
             raise ApiError(Reason.NOT_FOUND, "the outbox exists only in sandbox mode (serve --sandbox)")
@@ -219,4 +224,3 @@ def sandbox_router(otps: OtpStore, sandbox: bool) -> APIRouter:
         address = normalize_email(address) if "@" in address else (normalize_phone(address) or address)
         return JsonResponse({"messages": await run_in_threadpool(otps.outbox, address)})
 
-    return router

@@ -95,12 +95,11 @@ class PhoneStore:
         return self.otps.verify(work)
 
 
-def phone_router(phones: PhoneStore, progress: ProgressStore, auth: Auth) -> APIRouter:
+def add_phone_routes(router: APIRouter, phones: PhoneStore, progress: ProgressStore, auth: Auth) -> None:
     Account = Annotated[str, auth.account]
-    router = APIRouter(tags=["applicant"])
 
     @router.post(
-        "/v1/me/phone",
+        "/v1/me/phone", tags=["applicant"],
         name="phone",
         status_code=202,
         responses={202: {"model": m.PhoneOut}, 200: {"model": m.PhoneOut}},
@@ -112,8 +111,9 @@ def phone_router(phones: PhoneStore, progress: ProgressStore, auth: Auth) -> API
         require(await progress.of(account_id), "identity_verified")
         return reply_response(await run_in_threadpool(phones.set_phone, account_id, number))
 
-    @router.post("/v1/me/phone/verify", name="verify_phone", responses={200: {"model": m.PhoneOut}})
+    @router.post(
+        "/v1/me/phone/verify", tags=["applicant"], name="verify_phone", responses={200: {"model": m.PhoneOut}}
+    )
     async def verify_phone(body: m.OtpCode, account_id: Account):
         return reply_response(await run_in_threadpool(phones.verify_phone, account_id, body.code))
 
-    return router

@@ -222,19 +222,20 @@ class ProgressStore:
         return self.store.write(work)
 
 
-def applicant_router(
-    progress: ProgressStore, auth: Auth, registry: RegistryLink, upstream_registry  # noqa: ANN001
-) -> APIRouter:
+def add_applicant_routes(
+    router: APIRouter, progress: ProgressStore, auth: Auth, registry: RegistryLink, upstream_registry  # noqa: ANN001
+) -> None:
     """``/v1/me`` and the identity, profile and test steps (each needs a bearer token)."""
     settings = progress.store.settings
     Account = Annotated[str, auth.account]
-    router = APIRouter(tags=["applicant"])
 
-    @router.get("/v1/me", name="me", response_model=m.MeOut)
+    @router.get("/v1/me", tags=["applicant"], name="me", response_model=m.MeOut)
     async def me(account_id: Account):
         return await progress.of(account_id)
 
-    @router.put("/v1/me/identity", name="identity", responses={200: {"model": m.IdentityOut}})
+    @router.put(
+        "/v1/me/identity", tags=["applicant"], name="identity", responses={200: {"model": m.IdentityOut}}
+    )
     async def identity(body: m.IdentityBody, account_id: Account):
         require(await progress.of(account_id), "email_verified")
         try:
@@ -267,12 +268,14 @@ def applicant_router(
             )
         )
 
-    @router.put("/v1/me/profile", name="profile", responses={200: {"model": m.ProfileOut}})
+    @router.put(
+        "/v1/me/profile", tags=["applicant"], name="profile", responses={200: {"model": m.ProfileOut}}
+    )
     async def profile(body: m.ProfileBody, account_id: Account):
         require(await progress.of(account_id), "identity_verified")
         return reply_response(await run_in_threadpool(progress.save_profile, account_id, body.model_dump()))
 
-    @router.post("/v1/me/test", name="test", responses={200: {"model": m.TestOut}})
+    @router.post("/v1/me/test", tags=["applicant"], name="test", responses={200: {"model": m.TestOut}})
     async def take_test(body: m.TestAnswers, account_id: Account):
         require(await progress.of(account_id), "identity_verified")
         answers = "".join(body.answers)
@@ -280,4 +283,3 @@ def applicant_router(
             await run_in_threadpool(progress.save_test, account_id, answers, scoring.score(answers))
         )
 
-    return router

@@ -151,12 +151,13 @@ _UPLOAD_BODY = {
 }
 
 
-def uploads_router(store: Store, progress: ProgressStore, auth: Auth, decoders: DecodePool) -> APIRouter:
+def add_upload_routes(
+    router: APIRouter, store: Store, progress: ProgressStore, auth: Auth, decoders: DecodePool
+) -> None:
     Account = Annotated[str, auth.account]
-    router = APIRouter(tags=["applicant"])
 
     @router.post(
-        "/v1/me/ktp",
+        "/v1/me/ktp", tags=["applicant"],
         name="ktp",
         status_code=201,
         responses={201: {"model": m.KtpOut}},
@@ -199,4 +200,3 @@ def uploads_router(store: Store, progress: ProgressStore, auth: Auth, decoders: 
             reply.body.pop("upload_id", None)
         return reply_response(reply)
 
-    return router

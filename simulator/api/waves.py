@@ -226,12 +226,15 @@ def _carry_over(conn: Connection, from_wave: int, to_wave: int, now: dt.datetime
     return len(rows)
 
 
-def waves_router(waves: WaveStore, progress: ProgressStore, auth: Auth) -> APIRouter:
+def add_wave_routes(router: APIRouter, waves: WaveStore, progress: ProgressStore, auth: Auth) -> None:
     Account = Annotated[str, auth.account]
-    router = APIRouter(tags=["waves"])
 
     @router.post(
-        "/v1/waves/{wave}/join", name="join_wave", status_code=201, responses={201: {"model": m.JoinOut}}
+        "/v1/waves/{wave}/join",
+        tags=["waves"],
+        name="join_wave",
+        status_code=201,
+        responses={201: {"model": m.JoinOut}},
     )
     async def join_wave(wave: WaveNumber, account_id: Account):
         done = await progress.of(account_id)
@@ -242,8 +245,7 @@ def waves_router(waves: WaveStore, progress: ProgressStore, auth: Auth) -> APIRo
             await run_in_threadpool(waves.join_wave, account_id, wave, done["province_code"])
         )
 
-    @router.get("/v1/waves/{wave}", name="wave_status", response_model=m.WaveOut)
+    @router.get("/v1/waves/{wave}", tags=["waves"], name="wave_status", response_model=m.WaveOut)
     async def wave_status(wave: WaveNumber):
         return await run_in_threadpool(waves.wave_status, wave)
 
-    return router
