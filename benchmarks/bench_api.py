@@ -300,6 +300,8 @@ def bench_database(label: str, db_url: str, args) -> dict:  # noqa: ANN001
         "healthz": health["rps"],
         "sign-ups": signup["rps"],
         "sign-up p99 ms": signup["p99_us"] / 1000,
+        "sign-up CPU ms": signup["server_cpu_ms_per_request"],
+        "healthz CPU ms": health["server_cpu_ms_per_request"],
     }
 
 
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in figures["this"][0]:
             mine = statistics.median(f[name] for f in figures["this"])
             theirs = statistics.median(f[name] for f in figures[args.against])
-            print(f"  {name:<16} {mine:9.1f} against {theirs:9.1f}   ratio {mine / theirs:.3f}")
+            print(f"  {name:<16} {mine:9.2f} against {theirs:9.2f}   ratio {mine / theirs:.3f}")
         return 0
     with scratch_database() as db_url:
         bench_database("SQLite (embedded, WAL)", db_url, args)

@@ -1,7 +1,7 @@
 """Accounts and sessions: sign-up's route, the email OTP, login with its throttles.
 
 Owns `AccountStore` (table ``accounts`` outside sign-up, the login budgets in ``attempt_budgets``)
-and the accounts router: ``POST /v1/accounts`` (through `signup.Signups`), ``.../email/verify``,
+and its routes (`add_account_routes`): ``POST /v1/accounts`` (through `signup.Signups`), ``.../email/verify``,
 ``.../email/resend`` and ``POST /v1/sessions``.
 """
 

@@ -1,7 +1,7 @@
 """The reference registration API (docs/architecture.md 3.2): the app wired from its steps.
 
 `create_app(settings)` builds the ASGI app; `prakerja-sim serve` runs it under uvicorn. This module
-only wires: the stores of each step, their routers, the error handlers, the middleware stack and
+only wires: the stores of each step, their routes, the error handlers, the middleware stack and
 the background tasks (outcome flush, WAL checkpoint, attempt cleanup, access log). What each module
 owns is listed in the package docstring (simulator/api/__init__.py).
 """

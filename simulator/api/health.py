@@ -1,7 +1,7 @@
 """Background failures of the reference API (outcome flush, WAL checkpoint) and what /healthz says of them.
 
 Each kind of failure is logged once (and again when it comes back after a success); /healthz lists them all.
-Owns `BackgroundFaults` and the service router (``GET /healthz``, and ``GET /hello``, the bare-stack
+Owns `BackgroundFaults` and the service routes (``GET /healthz``, and ``GET /hello``, the bare-stack
 baseline of benchmarks/bench_api.py).
 """
 

@@ -1,6 +1,6 @@
 """One-time codes by email and SMS: sending them, checking a guess, the guess budgets, the sandbox outbox.
 
-Owns `OtpStore` (table ``otps`` and the OTP budgets in ``attempt_budgets``) and the sandbox router
+Owns `OtpStore` (table ``otps`` and the OTP budgets in ``attempt_budgets``) and the sandbox route
 (``GET /v1/sandbox/outbox``). Every limit is held by the database: a wrong guess is counted by
 conditional UPDATEs in a transaction of its own, the right code is consumed only while attempts are left.
 """

@@ -1,7 +1,7 @@
 """The phone step: claim a mobile number, get its SMS code, verify it.
 
 Owns `PhoneStore` (``accounts.phone`` and ``phone_verified_at``; codes through `otps.OtpStore`) and the
-phone router (``POST /v1/me/phone``, ``POST /v1/me/phone/verify``). The number's format is
+phone routes (``POST /v1/me/phone``, ``POST /v1/me/phone/verify``). The number's format is
 simulator/rules/phone.py. An unverified claim holds a number only while its latest code is valid.
 """
 

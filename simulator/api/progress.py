@@ -1,9 +1,9 @@
 """The applicant's progress: which steps are done, and the identity, profile and test steps.
 
 Owns `ProgressStore` (tables ``identities``, ``profiles``, ``test_results``; the registry's ``residents``)
-and the applicant router: ``GET /v1/me``, ``PUT /v1/me/identity``, ``PUT /v1/me/profile``,
-``POST /v1/me/test``. The rules are simulator/rules/ (NIK structure, the registry match, eligibility,
-the test's scoring); the phone and KTP steps are `phone` and `uploads`.
+and the applicant routes (`add_applicant_routes`): ``GET /v1/me``, ``PUT /v1/me/identity``,
+``PUT /v1/me/profile``, ``POST /v1/me/test``. The rules are simulator/rules/ (NIK structure, the
+registry match, eligibility, the test's scoring); the phone and KTP steps are `phone` and `uploads`.
 """
 
 

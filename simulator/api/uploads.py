@@ -1,6 +1,6 @@
 """The KTP upload step: the route, the multipart body read as a stream, photos decoded in a bounded pool.
 
-Owns ``POST /v1/me/ktp`` (`uploads_router`), `record_ktp` (table ``ktp_uploads``), `read_upload` (the
+Owns ``POST /v1/me/ktp`` (`add_upload_routes`), `record_ktp` (table ``ktp_uploads``), `read_upload` (the
 body streamed through python-multipart's parser, stopped at the size limit) and `DecodePool`. The
 upload rules themselves are simulator/rules/upload.py; this module only feeds them, a few at a time.
 """

@@ -1,7 +1,7 @@
 """Waves and selection: opening and closing waves, joining one, the carry-over between lottery waves.
 
 Owns `WaveStore` (tables ``waves`` and ``wave_joins``; selection itself is `selection.run_selection`)
-and the waves router (``POST /v1/waves/{wave}/join``, ``GET /v1/waves/{wave}``); the admin routes that
+and the waves routes (``POST /v1/waves/{wave}/join``, ``GET /v1/waves/{wave}``); the admin routes that
 open and close waves (simulator/api/admin.py) call `WaveStore` too. The fcfs quota is held by one
 conditional UPDATE of the wave's counter, never by a check in Python.
 """
