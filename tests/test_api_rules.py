@@ -112,3 +112,20 @@ def test_lean_sign_up_path_reads_the_request_models_limits():
             else:
                 with pytest.raises(ValidationError):
                     m.AccountCreate.model_validate(body)
+
+
+def test_seed_and_the_rules_do_not_import_the_api():
+    """The schema, engines and password format live in simulator/database: seed-db, the rules and the
+    generators load without a single simulator.api module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, simulator.seed.runner, simulator.seed.verify, simulator.seed.target, "
+        "simulator.seed.hashing, simulator.seed.mapping.sources, simulator.generators.contact, "
+        "simulator.generators.faker_provider, simulator.rules.phone, simulator.rules.identity; "
+        "print(sorted(m for m in sys.modules if m.startswith('simulator.api')))"
+    )
+    run = [sys.executable, "-c", code]
+    out = subprocess.run(run, capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
