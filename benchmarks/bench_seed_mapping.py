@@ -27,9 +27,9 @@ import time
 
 import sqlalchemy as sa
 
-from simulator.api import schema
-from simulator.api.db import make_engine
 from simulator.api.testing import scratch_database
+from simulator.database import schema
+from simulator.database.db import make_engine
 from simulator.seed.mapping import REFERENCE_MAPPING
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"

@@ -7,8 +7,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from simulator.api import schema as t
-from simulator.api.db import PreparedStatement, make_engine
+from simulator.database import schema as t
+from simulator.database.db import PreparedStatement, make_engine
 
 
 def test_prepared_statements_bind_what_sqlalchemy_binds(tmp_path):

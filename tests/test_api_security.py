@@ -24,8 +24,6 @@ from engines import ENGINES, server_url
 from PIL import Image
 from sqlalchemy import select, text, update
 
-from simulator.api import schema as t
-from simulator.api.db import make_engine
 from simulator.api.testing import (
     free_port,
     ktp_like_photo,
@@ -36,6 +34,8 @@ from simulator.api.testing import (
     seed_residents,
     wait_healthy,
 )
+from simulator.database import schema as t
+from simulator.database.db import make_engine
 
 PASSWORD = "rahasia123"
 ACCOUNT_FAILURES = 5

@@ -16,9 +16,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from simulator.api import schema as t
 from simulator.api.admin_auth import admin_headers
-from simulator.api.db import make_engine
 from simulator.api.testing import (
     kill_server,
     make_resident,
@@ -27,6 +25,8 @@ from simulator.api.testing import (
     seed_ready_accounts,
     seed_residents,
 )
+from simulator.database import schema as t
+from simulator.database.db import make_engine
 
 ENGINES = [
     pytest.param(None, id="sqlite"),

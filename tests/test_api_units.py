@@ -7,10 +7,10 @@ import random
 import numpy as np
 import pytest
 
-from simulator.api.db import normalize_url
-from simulator.api.passwords import hash_password, verify_password
 from simulator.api.selection import choose
 from simulator.api.settings import Delay, Settings
+from simulator.database.db import normalize_url
+from simulator.database.passwords import hash_password, verify_password
 from simulator.errors import InvalidOption
 
 
@@ -87,7 +87,7 @@ def test_password_cost_levels_are_checked():
 
 
 def test_tokens_are_signed_and_expire():
-    from simulator.api.app import TokenSigner
+    from simulator.api.auth import TokenSigner
 
     signer = TokenSigner(b"k" * 32, ttl_s=60)
     token = signer.issue("abc")
@@ -170,7 +170,7 @@ def test_outcome_counts_added_while_a_flush_runs_are_never_lost():
     import sys
     import threading
 
-    from simulator.api.app import OutcomeCounter
+    from simulator.api.stats import OutcomeCounter
 
     class Totals:
         def __init__(self):

@@ -121,3 +121,42 @@ def test_any_text_is_either_a_nik_or_a_clear_refusal(text):
         assert err.reason == Reason.NIK_MALFORMED and err.message
     else:
         assert info.nik == text.strip() and info.gender in ("L", "P") and info.serial >= 1
+
+
+def test_one_person_numbers_are_the_column_encoders_and_parse_back():
+    """`nik_of`/`kk_of` (the Faker provider's and the API test helpers' numbers) are encode_nik/encode_kk."""
+    born, recorded = dt.date(1995, 8, 7), dt.date(2012, 3, 12)
+    nik = rules.nik_of(327302, born, True, 12)
+    assert nik == "3273024708950012"
+    column = rules.encode_nik(np.array([327302]), np.array([born], dtype="datetime64[D]"), np.array([True]),
+                              np.array([12]))
+    assert nik == f"{int(column[0]):016d}"
+    info = rules.parse_nik(nik)
+    assert (info.birth_date, info.gender, info.serial) == (born, "P", 12)
+    man = rules.parse_nik(rules.nik_of(317101, dt.date(1945, 8, 17), False, 1))
+    assert (man.birth_date, man.gender) == (dt.date(1945, 8, 17), "L")
+    kk = rules.kk_of(327302, recorded, 7)
+    assert kk == "3273021203120007" and rules.parse_kk(kk).recorded_on == recorded
+    with pytest.raises(ValueError, match="0001 to 9999"):
+        rules.nik_of(327302, born, False, 10_000)
+
+
+def test_faker_provider_and_test_residents_build_their_numbers_with_the_rules():
+    from faker import Faker
+
+    from simulator.api.testing import make_resident
+    from simulator.generators.faker_provider import PrakerjaProvider
+
+    fake = Faker("id_ID")
+    fake.add_provider(PrakerjaProvider)
+    fake.seed_instance(7)
+    for gender in ("L", "P") * 20:
+        born = dt.date(1980, 1, 1) + dt.timedelta(days=fake.random_int(0, 9000))
+        info = rules.parse_nik(fake.nik(gender=gender, birth_date=born))
+        assert (info.gender, info.birth_date) == (gender, born)
+        rules.parse_kk(fake.kk())
+    for index in (0, 1, 9998, 12_345):
+        row = make_resident(index)
+        info = rules.parse_nik(row["nik"])
+        assert (info.birth_date, info.gender) == (row["birth_date"], row["gender"])
+        assert rules.parse_kk(row["kk"]).district_code == "32.73.02"

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from simulator.api import schema as t
+from simulator.database import schema as t
 from simulator.seed.loaders import encode_binary_rows
 
 _EPOCH = dt.datetime(2000, 1, 1)

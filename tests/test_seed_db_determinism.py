@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from simulator.api import schema as t
-from simulator.api.db import make_engine
-from simulator.api.passwords import verify_password
+from simulator.database import schema as t
+from simulator.database.db import make_engine
+from simulator.database.passwords import verify_password
 from simulator.errors import InvalidOption
 from simulator.seed import seed_database
 from simulator.seed.hashing import SEED_COST, HashBook, PasswordChoice, PasswordHasherPool, parse_distinct

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from engines import ENGINES, server_url
 
-from simulator.api import schema as t
-from simulator.api.db import make_engine
-from simulator.api.passwords import verify_password
 from simulator.api.testing import scratch_database
+from simulator.database import schema as t
+from simulator.database.db import make_engine
+from simulator.database.passwords import verify_password
 from simulator.errors import InvalidOption, SimulatorError
 from simulator.seed import seed_database
 from simulator.seed.states import parse_states

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from simulator.api import schema as t
-from simulator.api.db import make_engine
 from simulator.api.testing import scratch_database
+from simulator.database import schema as t
+from simulator.database.db import make_engine
 from simulator.errors import SimulatorError
 from simulator.seed import rows as seed_rows
 from simulator.seed import seed_database

@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from engines import ENGINES, server_url
 from mapping_schemas import SCHEMAS
 
-from simulator.api import schema as reference
-from simulator.api.db import make_engine
-from simulator.api.passwords import verify_password
 from simulator.api.testing import scratch_database
+from simulator.database import schema as reference
+from simulator.database.db import make_engine
+from simulator.database.passwords import verify_password
 from simulator.seed.mapping import REFERENCE_MAPPING, MappingError, parse_mapping, plan_for, seed_mapped
 from simulator.seed.states import STATES, parse_states
 from simulator.seed.verify import state_census, violations

@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from mapping_schemas import DJANGO_MAPPING, LARAVEL_MAPPING, SCHEMAS
 from test_seed_db_cli import run
 
-from simulator.api.db import make_engine
+from simulator.database.db import make_engine
 from simulator.seed.mapping import parse_mapping, seed_mapped
 from simulator.seed.mapping.build import uuids
 from simulator.seed.mapping.passwords import Scheme, hash_batch

@@ -12,7 +12,7 @@ import hashlib
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from simulator.api import schema as t
+from simulator.database import schema as t
 
 
 def subject(kind: str, key: str) -> str:

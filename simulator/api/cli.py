@@ -11,8 +11,8 @@ import socket
 import click
 
 from simulator.api.admin_auth import ADMIN_TOKEN_ENV, new_admin_token
-from simulator.api.passwords import COST_LEVELS
 from simulator.api.settings import ENV_VAR, Delay, Settings
+from simulator.database.passwords import COST_LEVELS
 from simulator.errors import InvalidOption, TargetUnavailable, UnsafeTarget
 from simulator.net import check_database, is_loopback
 
@@ -28,9 +28,9 @@ def prepare(settings: Settings, progress: bool = False) -> int:
     """Create the schema and, with a registry directory, load its residents; returns residents loaded."""
     from sqlalchemy.exc import OperationalError
 
-    from simulator.api.db import make_engine
     from simulator.api.registry import load_residents
-    from simulator.api.schema import create_schema
+    from simulator.database.db import make_engine
+    from simulator.database.schema import create_schema
 
     engine = make_engine(settings.db_url)
     try:

@@ -47,7 +47,7 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
         """
 
         _deadline_at: float | None = None
-        _waiting_for = ""
+        _waiting_for = ("", 0.0)  # what is awaited, and for how long (worded only if it never comes)
 
         def connection_made(self, transport) -> None:  # noqa: ANN001
             super().connection_made(transport)
@@ -75,7 +75,7 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
 
         def _expect(self, seconds: float, what: str) -> None:
             self._deadline_at = self.loop.time() + seconds
-            self._waiting_for = f"{what} did not arrive within {seconds:g} s"
+            self._waiting_for = (what, seconds)
 
         def too_slow(self) -> None:
             self._deadline_at = None
@@ -83,7 +83,9 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
                 return
             cycle = self.cycle
             if cycle is None or not cycle.response_started:
-                self.transport.write(_raw_answer(408, Reason.REQUEST_TIMEOUT, self._waiting_for))
+                what, seconds = self._waiting_for
+                message = f"{what} did not arrive within {seconds:g} s"
+                self.transport.write(_raw_answer(408, Reason.REQUEST_TIMEOUT, message))
             if cycle is not None and not cycle.response_complete:
                 cycle.disconnected = True  # the app's receive() now answers http.disconnect
                 cycle.message_event.set()

@@ -1,14 +1,21 @@
 """Background failures of the reference API (outcome flush, WAL checkpoint) and what /healthz says of them.
 
 Each kind of failure is logged once (and again when it comes back after a success); /healthz lists them all.
+Owns `BackgroundFaults` and the service routes (``GET /healthz``, and ``GET /hello``, the bare-stack
+baseline of benchmarks/bench_api.py).
 """
-
-from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from typing import Any
+
+from fastapi import APIRouter
+
+from simulator.api import models as m
+from simulator.api.responses import JsonResponse
+from simulator.database.schema import SCHEMA_VERSION
 
 error_logger = logging.getLogger("prakerja_sim.api")
 
@@ -63,3 +70,24 @@ class BackgroundFaults:
                 for kind, f in self._faults.items()
             )
         return {"status": "degraded" if recent else "ok", "faults": faults}
+
+
+def add_service_routes(router: APIRouter, faults: BackgroundFaults, database: str) -> None:
+    """``GET /healthz`` and ``GET /hello``."""
+
+    @router.get("/healthz", tags=["service"], name="healthz", response_model=m.Health)
+    async def healthz():
+        return JsonResponse(
+            {
+                **faults.report(),
+                "database": database,
+                "schema_version": SCHEMA_VERSION,
+                "worker_pid": os.getpid(),
+            }
+        )
+
+    @router.get("/hello", tags=["service"], name="hello", include_in_schema=False)
+    async def hello():
+        # The bare-stack baseline of benchmarks/bench_api.py: routing + JSON, no database.
+        return JsonResponse(b'{"hello":"world"}')
+

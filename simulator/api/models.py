@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from simulator.rules import scoring
+
 EARLIEST_WAVE_TIME = dt.datetime(2000, 1, 1)
 LATEST_WAVE_TIME = dt.datetime(2100, 1, 1)
 """Wave times are taken between these (naive UTC): outside them date arithmetic would overflow."""
@@ -93,7 +95,7 @@ class PhoneBody(_Body):
     )
 
 
-TEST_QUESTIONS = 18
+TEST_QUESTIONS = scoring.QUESTIONS
 """The 2020 basic-skills / motivation test: 18 questions, one at a time (docs/domain.md)."""
 
 

@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy import Engine, delete, insert
 
-from simulator.api import schema as t
-from simulator.api.db import write_transaction
 from simulator.api.settings import Settings
+from simulator.database import schema as t
+from simulator.database.db import write_transaction
 from simulator.errors import InvalidInputFile
 from simulator.rules.reasons import Reason
 

@@ -1,16 +1,42 @@
 """How the reference API answers: JSON bodies (orjson) and the one error shape every refusal uses.
 
-``{"error": {"code": REASON, "message": ...}}``, the code from simulator/rules/reasons.py.
+``{"error": {"code": REASON, "message": ...}}``, the code from simulator/rules/reasons.py. Owns
+`ApiError` (a refusal, raised anywhere), `Reply` (what a write answers) and the response helpers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from fastapi.responses import JSONResponse, Response
 
 from simulator.rules.reasons import Reason
+
+
+class ApiError(Exception):
+    """A refusal: answered as ``{"error": {"code": reason, "message": message}}``."""
+
+    def __init__(self, reason: Reason, message: str, *, status: int | None = None, headers=None):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status or reason.http_status
+        self.headers = headers or {}
+
+
+@dataclass
+class Reply:
+    """What a write answers: HTTP status and JSON body (stored as-is for idempotent replays)."""
+
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def error_body(reason: Reason, message: str) -> dict[str, Any]:
+    return {"error": {"code": str(reason), "message": message}}
 
 
 class JsonResponse(JSONResponse):
@@ -29,7 +55,7 @@ def error_response(
     return JsonResponse(body, status_code=status or reason.http_status, headers=headers)
 
 
-def reply_response(reply) -> Response:  # noqa: ANN001 - a store.Reply
+def reply_response(reply: Reply) -> Response:
     """A store write's reply as the HTTP answer."""
     return JsonResponse(reply.body, status_code=reply.status, headers=reply.headers or None)
 

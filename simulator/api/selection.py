@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, func, insert, select, update
 
-from simulator.api import schema as t
+from simulator.database import schema as t
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 
 

@@ -208,11 +208,15 @@ def make_resident(index: int, **overrides) -> dict:
     """
     import datetime as dt
 
+    from simulator.rules.nik import kk_of, nik_of
+
     gender = overrides.get("gender", "L" if index % 2 == 0 else "P")
     birth_date = overrides.get("birth_date", dt.date(1990 + index % 10, 1 + index % 12, 1 + index % 28))
-    day = birth_date.day + (40 if gender == "P" else 0)
-    nik = f"327302{day:02d}{birth_date.month:02d}{birth_date.year % 100:02d}{index % 9999 + 1:04d}"
-    kk = overrides.get("kk", f"3273020101{index // 10000 % 100:02d}{index % 9999 + 1:04d}")
+    nik = nik_of(327302, birth_date, gender == "P", index % 9999 + 1)
+    if "kk" in overrides:
+        kk = overrides["kk"]
+    else:
+        kk = kk_of(327302, dt.date(2000 + index // 10000 % 100, 1, 1), index % 9999 + 1)
     row = {
         "nik": nik,
         "kk": kk,
@@ -236,9 +240,9 @@ def seed_residents(db_url: str, residents: list[dict]) -> None:
     """Create the schema at ``db_url`` and add these registry rows (tests without a population dir)."""
     from sqlalchemy import insert
 
-    from simulator.api.db import make_engine, write_transaction
-    from simulator.api.schema import create_schema
-    from simulator.api.schema import residents as residents_table
+    from simulator.database.db import make_engine, write_transaction
+    from simulator.database.schema import create_schema
+    from simulator.database.schema import residents as residents_table
 
     engine = create_schema(make_engine(db_url))
     try:
@@ -283,7 +287,7 @@ def scratch_database(server_url: str | None = None, prefix: str = "test_api") ->
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from simulator.api.db import dialect_of, normalize_url
+    from simulator.database.db import dialect_of, normalize_url
 
     if server_url is None:
         with tempfile.TemporaryDirectory(prefix=prefix + "-") as tmp:
@@ -331,10 +335,10 @@ def seed_ready_accounts(
 
     from sqlalchemy import insert
 
-    from simulator.api import schema as t
-    from simulator.api.db import make_engine, write_transaction
-    from simulator.api.passwords import hash_password
     from simulator.api.store import new_account_id
+    from simulator.database import schema as t
+    from simulator.database.db import make_engine, write_transaction
+    from simulator.database.passwords import hash_password
 
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     password_hash = hash_password(password, password_cost)

@@ -1,20 +1,29 @@
-"""The KTP upload route's plumbing: the multipart body read as a stream, photos decoded in a bounded pool.
+"""The KTP upload step: the route, the multipart body read as a stream, photos decoded in a bounded pool.
 
-The upload rules themselves are simulator/rules/upload.py; this module only feeds them, a few at a time.
+Owns ``POST /v1/me/ktp`` (`add_upload_routes`), `record_ktp` (table ``ktp_uploads``), `read_upload` (the
+body streamed through python-multipart's parser, stopped at the size limit) and `DecodePool`. The
+upload rules themselves are simulator/rules/upload.py; this module only feeds them, a few at a time.
 """
 
-from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy import Connection, insert
 from starlette.concurrency import run_in_threadpool
 
-from simulator.api.store import ApiError
-from simulator.rules.reasons import Reason
+from simulator.api import models as m
+from simulator.api.auth import Auth
+from simulator.api.progress import ProgressStore, require
+from simulator.api.responses import ApiError, Reply, reply_response
+from simulator.api.store import Store
+from simulator.database import schema as t
+from simulator.database.schema import utcnow
+from simulator.rules.reasons import ACCEPT, Reason
 from simulator.rules.upload import MAX_UPLOAD_BYTES, UploadVerdict, validate_upload
 
 
@@ -106,3 +115,88 @@ async def read_upload(request: Request) -> tuple[bytes, str | None, str | None]:
     if "file" not in found:
         raise ApiError(Reason.VALIDATION_ERROR, "the multipart body has no 'file' field")
     return bytes(buffer), found.get("filename"), found.get("content_type")
+
+
+def record_ktp(store: Store, account_id: str, record: dict[str, Any], reply: Reply) -> Reply:
+    """Store an upload's verdict (accepted or not) with its reply, which gets the ``upload_id``."""
+
+    def work(conn: Connection) -> Reply:
+        row = dict(record, account_id=account_id, created_at=utcnow())
+        result = conn.execute(insert(t.ktp_uploads).values(**row))
+        reply.body["upload_id"] = int(result.inserted_primary_key[0])
+        return reply
+
+    return store.write(work)
+
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "JPG/JPEG or PNG photo of the KTP, at most 2 MB",
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def add_upload_routes(
+    router: APIRouter, store: Store, progress: ProgressStore, auth: Auth, decoders: DecodePool
+) -> None:
+    Account = Annotated[str, auth.account]
+
+    @router.post(
+        "/v1/me/ktp", tags=["applicant"],
+        name="ktp",
+        status_code=201,
+        responses={201: {"model": m.KtpOut}},
+        openapi_extra=_UPLOAD_BODY,
+    )
+    async def upload_ktp(request: Request, account_id: Account):
+        require(await progress.of(account_id), "identity_verified")
+        data, filename, content_type = await read_upload(request)
+        verdict = await decoders.validate(data, filename)
+        record = {
+            "verdict": verdict.verdict,
+            "filename": filename,
+            "content_type": content_type,
+            "size_bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "width": verdict.width,
+            "height": verdict.height,
+        }
+        if verdict.accepted:
+            reply = Reply(
+                201,
+                {
+                    "verdict": ACCEPT,
+                    "message": verdict.message or "accepted",
+                    "format": verdict.format,
+                    "width": verdict.width,
+                    "height": verdict.height,
+                    "size_bytes": len(data),
+                    "sha256": record["sha256"],
+                },
+            )
+        else:
+            request.scope.setdefault("state", {})["error_code"] = str(verdict.reason)
+            reply = Reply(
+                verdict.reason.http_status,
+                {"error": {"code": str(verdict.reason), "message": verdict.message}},
+            )
+        reply = await run_in_threadpool(record_ktp, store, account_id, record, reply)
+        if reply.status >= 400:
+            reply.body.pop("upload_id", None)
+        return reply_response(reply)
+

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from simulator.generators.columns import choice, digits, digits_varwidth, join, take
 from simulator.rules.email import TYPO_DOMAINS  # the rule lives with the other rules
+from simulator.rules.phone import NOT_MOBILE_SHAPES
 
 # Operators' share of Indonesian mobile subscriptions, 2020 (operators' annual reports:
 # Telkomsel ~170M, Indosat ~60M, XL Axiata ~58M, Hutchison Tri ~40M, Smartfren ~30M; rounded),
@@ -165,18 +166,22 @@ def draw_phones(rng: np.random.Generator, global_index: np.ndarray, keys: tuple[
 
 
 def invalid_phones(rng: np.random.Generator, n: int) -> pa.Array:
-    """Numbers a form should refuse: too short, too long, unassigned 08xx prefix, a landline."""
-    kind = rng.integers(0, 4, n)
+    """Numbers a form should refuse, in the shapes `simulator.rules.phone.NOT_MOBILE_SHAPES` lists
+    (too short, too long, a toll-free 0800, a landline): each one fails the API's phone rule."""
+    shapes = list(NOT_MOBILE_SHAPES.values())
+    lead = np.array([int(leading) for leading, _ in shapes], dtype=np.int64)
+    width = np.array([total for _, total in shapes], dtype=np.int64)
+    rest = width - np.array([len(leading) for leading, _ in shapes], dtype=np.int64)  # digits after them
+    kind = rng.integers(0, len(shapes), n)
     body = rng.integers(0, 10**7, n)
-    national = np.select(
-        [kind == 0, kind == 1, kind == 2],
-        [812 * 10**4 + body % 10**4,  # 08121234: 8 digits
-         812 * 10**11 + rng.integers(0, 10**11, n),  # 15 digits
-         800 * 10**8 + body * 10],  # 0800: toll-free, not a mobile
-        default=21 * 10**8 + 5 * 10**7 + body,  # 021-5xxxxxxx: a Jakarta landline
+    long_body = rng.integers(0, 10**11, n)
+    tail_digits = rest[kind]
+    tail = np.where(
+        tail_digits > 8,
+        long_body % 10**tail_digits,
+        body % 10**tail_digits * 10 ** np.maximum(0, tail_digits - 7),
     )
-    widths = np.select([kind == 0, kind == 1, kind == 2], [8, 15, 12], default=11)
-    return digits_varwidth(national, widths)
+    return digits_varwidth(lead[kind] * 10**tail_digits + tail, width[kind])
 
 
 def draw_passwords(rng: np.random.Generator, given_word: np.ndarray, email_forms: np.ndarray,

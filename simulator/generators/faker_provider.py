@@ -20,7 +20,7 @@ from faker.providers import BaseProvider
 from simulator.generators.population import AGE_BRACKETS, FEMALE_SHARE, generate_chunk, make_plan
 from simulator.generators.regions import region_tables
 from simulator.rules.eligibility import REFERENCE_DATE
-from simulator.rules.nik import FEMALE_DAY_OFFSET
+from simulator.rules.nik import kk_of, nik_of
 
 
 class PrakerjaProvider(BaseProvider):
@@ -55,10 +55,8 @@ class PrakerjaProvider(BaseProvider):
         if gender not in ("L", "P"):
             raise ValueError(f"gender is 'L' or 'P', got {gender!r}")
         born = birth_date or self._birth_date()
-        day = born.day + (FEMALE_DAY_OFFSET if gender == "P" else 0)
         serial = 1 + int(rnd.expovariate(0.25)) % 9000
-        prefix = int(regions.district_prefix[district])
-        return f"{prefix:06d}{day:02d}{born.month:02d}{born.year % 100:02d}{serial:04d}"
+        return nik_of(int(regions.district_prefix[district]), born, gender == "P", serial)
 
     def kk(self, district_code: str | None = None, recorded_on: dt.date | None = None) -> str:
         """A well-formed family-card number: district code + recording date DDMMYY + serial."""
@@ -67,8 +65,7 @@ class PrakerjaProvider(BaseProvider):
         district = self._district_index(district_code)
         when = recorded_on or dt.date(2010, 1, 1) + dt.timedelta(days=rnd.randrange(0, 3900))
         serial = 1 + int(rnd.expovariate(0.25)) % 9000
-        prefix = int(regions.district_prefix[district])
-        return f"{prefix:06d}{when.day:02d}{when.month:02d}{when.year % 100:02d}{serial:04d}"
+        return kk_of(int(regions.district_prefix[district]), when, serial)
 
     def ktp_person(self, province: str | None = None) -> dict[str, Any]:
         """One coherent ``residents`` row (see the population contract): name, NIK, KK, address..."""

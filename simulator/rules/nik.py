@@ -239,3 +239,20 @@ def decode_nik_columns(nik: np.ndarray) -> dict[str, np.ndarray]:
         "yy": nik // 10_000 % 100,
         "serial": nik % 10_000,
     }
+
+
+def nik_of(district_prefix: int, birth_date: dt.date, female: bool, serial: int) -> str:
+    """One NIK as its 16-digit string: `encode_nik` for a single person."""
+    number = encode_nik(
+        np.array([district_prefix]), np.array([birth_date], dtype="datetime64[D]"), np.array([female]),
+        np.array([serial]),
+    )[0]
+    return f"{int(number):0{NIK_LENGTH}d}"
+
+
+def kk_of(district_prefix: int, recorded_on: dt.date, serial: int) -> str:
+    """One family-card number as its 16-digit string: `encode_kk` for a single card."""
+    number = encode_kk(
+        np.array([district_prefix]), np.array([recorded_on], dtype="datetime64[D]"), np.array([serial])
+    )[0]
+    return f"{int(number):0{NIK_LENGTH}d}"

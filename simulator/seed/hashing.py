@@ -1,6 +1,6 @@
 """Password hashes for millions of seeded accounts: argon2id at a low cost, across processes.
 
-Same format as the API (``simulator.api.passwords``), so a seeded account logs in. Each distinct
+Same format as the API (``simulator.database.passwords``), so a seeded account logs in. Each distinct
 plain password is hashed once (salted from the seed and the password, so the same seed gives the
 same hashes on any machine); large seeds share a pool of passwords (``--distinct-passwords``).
 """
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from argon2.low_level import Type, hash_secret
 
-from simulator.api.passwords import COST_LEVELS, PasswordCost, cost_of
+from simulator.database.passwords import COST_LEVELS, PasswordCost, cost_of
 from simulator.errors import InvalidOption, SimulatorError
 
 SEED_COST = PasswordCost(time_cost=1, memory_kib=8, parallelism=1)

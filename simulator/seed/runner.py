@@ -28,7 +28,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc  # noqa: F401 - pa.ipc
 import sqlalchemy as sa
 
-from simulator.api import schema
+from simulator.database import schema
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
 from simulator.io.atomic import AtomicFile
 from simulator.io.leftovers import HANDOVER_PREFIX, sweep

@@ -14,7 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from simulator.api.db import make_engine
+from simulator.database.db import make_engine
 from simulator.errors import InvalidOption, TargetUnavailable
 from simulator.net import DRIVERS, MARIADB, POSTGRESQL, SQLITE, check_database
 

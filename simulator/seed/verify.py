@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from simulator.api import schema as t
+from simulator.database import schema as t
 from simulator.rules.eligibility import MAX_KK_RECIPIENTS
 from simulator.seed.states import STATES, FunnelState
 

@@ -176,7 +176,7 @@ class Relay:
     """Polls the ``otps`` table and hands each new code to its channel's sender thread."""
 
     def __init__(self, db_url: str, sms_url: str | None, smtp: str | None):
-        from simulator.api.db import make_engine
+        from simulator.database.db import make_engine
 
         self.engine = make_engine(db_url, pool_size=2)
         self.sms_url, self.smtp = sms_url, smtp
@@ -194,7 +194,7 @@ class Relay:
     def run(self) -> None:
         from sqlalchemy import select
 
-        from simulator.api import schema as t
+        from simulator.database import schema as t
 
         columns = (
             t.otps.c.id,

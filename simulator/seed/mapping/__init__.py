@@ -9,7 +9,7 @@ from simulator.seed.mapping.spec import Mapping, MappingError, load_mapping, par
 from simulator.seed.mapping.suggest import suggest_mapping
 
 REFERENCE_MAPPING = __file__.rpartition("/")[0] + "/reference.toml"
-"""The reference API's schema as a mapping (it validates against ``simulator.api.schema``)."""
+"""The reference API's schema as a mapping (it validates against ``simulator.database.schema``)."""
 
 __all__ = [
     "REFERENCE_MAPPING", "Mapping", "MappingError", "load_mapping", "parse_mapping", "plan_for",

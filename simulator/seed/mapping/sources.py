@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from simulator.api import schema as reference
+from simulator.database import schema as reference
 from simulator.generators.population import APPLICANT_SCHEMA, RESIDENT_SCHEMA
 from simulator.seed.rows import ChunkRows, depth_caps
 from simulator.seed.states import DEPTH, STATES, FunnelState

@@ -1,4 +1,4 @@
-"""Database engines for the reference API: URL normalisation, SQLite tuning, write transactions.
+"""Database engines for the reference API and seed-db: URL normalisation, SQLite tuning, write transactions.
 
 One place decides how SQLite, PostgreSQL and MariaDB are opened so the store and seed-db agree.
 """
@@ -235,3 +235,10 @@ class PreparedStatement:
 
     def execute(self, conn: Connection, values: dict):  # noqa: ANN201 - a CursorResult
         return conn.exec_driver_sql(self.sql, self.params(values))
+
+
+def savepoint(conn: Connection) -> contextlib.AbstractContextManager:
+    """A SAVEPOINT around a statement that may hit a unique constraint, where the transaction goes
+    on after it: PostgreSQL aborts the whole transaction on an error otherwise. SQLite and MariaDB
+    undo just the failed statement, so they need none."""
+    return conn.begin_nested() if conn.dialect.name == "postgresql" else contextlib.nullcontext()

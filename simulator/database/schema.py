@@ -1,13 +1,14 @@
 """The one schema of the reference API: every table, on SQLite, PostgreSQL and MariaDB alike.
 
-The API creates it at start (`create_schema`); `seed-db` bulk-loads the same tables directly.
+The API creates it at start (`create_schema`); `seed-db` bulk-loads the same tables directly
+(both import it from here, `simulator.database`, so neither imports the other).
 
 How an applicant's funnel state is stored (a seeded row is served as-is, so this is the contract):
 
 =====================  ===========================================================================
 step done              row that says so
 =====================  ===========================================================================
-account created        ``accounts`` row (``password_hash`` from ``simulator.api.passwords``)
+account created        ``accounts`` row (``password_hash`` from ``simulator.database.passwords``)
 email verified         ``accounts.email_verified_at`` not NULL
 identity checked       ``identities`` row (its NIK/KK/birth date matched ``residents``)
 profile filled         ``profiles`` row
@@ -28,6 +29,8 @@ Schema changes are additive (a new table or a nullable column) and bump ``SCHEMA
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from sqlalchemy import (
     BigInteger,
@@ -118,7 +121,7 @@ accounts = Table(
     Column("id", String(ACCOUNT_ID_LENGTH), primary_key=True),
     Column("email", String(254), nullable=False, unique=True, comment="lower-cased"),
     Column("name", String(200), nullable=False),
-    Column("password_hash", String(255), nullable=False, comment="argon2id, simulator.api.passwords"),
+    Column("password_hash", String(255), nullable=False, comment="argon2id, simulator.database.passwords"),
     Column("email_verified_at", Timestamp, nullable=True),
     Column("phone", String(20), nullable=True, unique=True, comment="08..., set by POST /v1/me/phone"),
     Column("phone_verified_at", Timestamp, nullable=True),
@@ -316,13 +319,18 @@ for _column in [c for table in metadata.tables.values() for c in table.columns]:
         )
 
 
+def utcnow() -> dt.datetime:
+    """Now as the schema stores timestamps: naive UTC."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 def create_schema(engine_or_url: Engine | str) -> Engine:
     """Create every table that is missing (idempotent) and record ``SCHEMA_VERSION``.
 
-    Accepts an engine or a database URL (normalised by `simulator.api.db.make_engine`).
+    Accepts an engine or a database URL (normalised by `simulator.database.db.make_engine`).
     Returns the engine used.
     """
-    from simulator.api.db import make_engine  # late: db imports this module
+    from simulator.database.db import make_engine  # late: db imports this module
 
     engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     try:
