@@ -34,7 +34,7 @@ from simulator.generators.columns import (
     take,
 )
 from simulator.generators.defects import DEFECT_NAMES, DEFECT_REASONS, DefectRates, parse_defects
-from simulator.generators.regions import RegionTables, region_tables
+from simulator.regions import RegionTables, region_tables
 from simulator.rules import eligibility
 from simulator.rules import nik as nik_rules
 from simulator.rules.reasons import ACCEPT

@@ -138,7 +138,7 @@ _WORKER_SLOTS: dict[str, shared_memory.SharedMemory] = {}
 def _worker_init(plan: PopulationPlan) -> None:
     global _WORKER_PLAN
     _WORKER_PLAN = plan
-    from simulator.generators.regions import region_tables
+    from simulator.regions import region_tables
 
     region_tables()  # load the region lookups once per worker, before the first chunk
 

@@ -148,7 +148,7 @@ class ChunkPrefetch:
 
     def __init__(self, source: PopulationSource, plan=None):  # noqa: ANN001 - a PopulationPlan
         from simulator.generators.population import make_plan
-        from simulator.generators.regions import region_tables
+        from simulator.regions import region_tables
 
         self.plan = plan or make_plan(source.size, source.seed)  # as generate() makes it
         self.chunks = list(self.plan.shard_chunks(*source.shard))
