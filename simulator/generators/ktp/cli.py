@@ -127,7 +127,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
 def load_people(pop_dir: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
     """Read a population directory (``prakerja-sim population`` output) into printable card rows."""
     from simulator.generators.ktp.fixtures import people_from_tables
-    from simulator.io.population import read_table
+    from simulator.io.reader import read_table
 
     path = Path(pop_dir)
     if not path.is_dir():
