@@ -18,7 +18,8 @@ from simulator import cli as front_door
 from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.generators import population as population_module
 from simulator.generators.faker_provider import PrakerjaProvider
-from simulator.generators.population import RESIDENT_SCHEMA, generate, generate_tables
+from simulator.generators.population import generate, generate_tables
+from simulator.generators.schema import RESIDENT_SCHEMA, SCHEMAS
 from simulator.io.population import write_population
 from simulator.io.reader import iter_batches, read_table
 from simulator.rules.nik import parse_nik
@@ -52,7 +53,7 @@ def test_every_format_round_trips_to_the_same_tables(tmp_path, reference, fmt):
     for name in ("residents", "applicants"):
         entry = manifest["files"][name]
         assert entry["rows"] == SIZE and entry["sha256"] == sha(tmp_path / entry["path"])
-        assert [c["name"] for c in entry["columns"]] == population_module.SCHEMAS[name].names
+        assert [c["name"] for c in entry["columns"]] == SCHEMAS[name].names
     assert (
         manifest["seed"] == 9 and manifest["size"] == SIZE and manifest["shard"] == {"index": 0, "count": 1}
     )

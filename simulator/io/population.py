@@ -28,13 +28,12 @@ from simulator.errors import InvalidOption
 from simulator.generators.defects import DefectRates
 from simulator.generators.population import (
     DEFAULT_CHUNK_ROWS,
-    ENCODED_SCHEMAS,
     GENERATOR_VERSION,
-    SCHEMAS,
     PopulationPlan,
     generate_chunk,
     make_plan,
 )
+from simulator.generators.schema import ENCODED_SCHEMAS, SCHEMAS
 from simulator.io.atomic import atomic_write_text, fsync_directory
 from simulator.io.encode import encode_csv, encode_jsonl
 from simulator.io.files import ParquetFile, StreamFile

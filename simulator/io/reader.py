@@ -19,7 +19,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from simulator.errors import InvalidInputFile, InvalidOption
-from simulator.generators.population import SCHEMAS
+from simulator.generators.schema import SCHEMAS
 from simulator.io.manifest import FORMATS, TABLES, load_manifests
 
 _DIGITS16 = r"^[0-9]{16}$"
