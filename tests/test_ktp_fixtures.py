@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 
 from simulator.cli import main
 from simulator.errors import InvalidInputFile, InvalidOption
-from simulator.generators.ktp import fixtures, photo
+from simulator.generators.ktp import fixtures, photo, warp
 from simulator.generators.ktp.card import render_card
 from simulator.generators.ktp.layout import card_text
 from simulator.generators.ktp.variants import VARIANTS, render_upload, render_variant
@@ -207,8 +207,8 @@ def test_the_warp_writes_a_numpy_backed_frame_in_place_as_it_writes_a_plain_one(
     backing = np.full((481, 640, 4), 90, dtype=np.uint8)
     mapped = Image.frombuffer("RGBX", (640, 480), backing, "raw", "RGBX", 0, 1)
     plain = Image.new("RGBX", (640, 480), (90, 90, 90))
-    photo.paste_card(mapped, card, shot.quad, backing=backing)
-    photo.paste_card(plain, card, shot.quad)
+    warp.paste_card(mapped, card, shot.quad, backing=backing)
+    warp.paste_card(plain, card, shot.quad)
     assert np.array_equal(backing[:480, :, :3], np.asarray(plain.convert("RGB")))
     assert (backing[:480] != 90).any(axis=-1).mean() > 0.2  # the card is there
 
