@@ -72,8 +72,6 @@ def region_lookup(name: str, index: np.ndarray) -> pa.DictionaryArray:
 
 # How a rural address names its hamlet: kampung in Sundanese areas, banjar in Bali, dusun elsewhere.
 HAMLET_WORD_BY_PROVINCE = {"32": "KP.", "36": "KP.", "51": "BANJAR"}
-
-
 _ADDRESS_WORDS = ("JL.", "GG.", "PERUM", "DUSUN", "KP.", "BANJAR")
 
 

@@ -98,11 +98,7 @@ def light_grid() -> tuple[np.ndarray, np.ndarray]:
 
 
 LIGHT_DIRECTIONS = (0.0, 0.8, 1.6, 2.4, 3.1, 3.9, 4.7, 5.5)
-
-
 NOISE_SIGMAS = (2.0, 3.0, 4.5)
-
-
 NOISE_CLIP = 12
 """Sensor noise is cut at +-12 grey levels (2.7 sigma at the strongest level)."""
 

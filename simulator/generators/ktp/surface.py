@@ -17,8 +17,6 @@ SURFACES = ("wood", "cloth", "paper", "desk")
 
 # Surface colours stay clear of the card's sky blue, as a light-blue table would hide the card edge.
 WOOD_TONES = ((150, 96, 52), (118, 72, 38), (176, 128, 80), (96, 58, 34), (196, 150, 100))
-
-
 CLOTH_TONES = (
     (150, 30, 40),
     (40, 110, 60),
@@ -32,11 +30,7 @@ CLOTH_TONES = (
 
 
 PAPER_TONES = ((236, 232, 222), (244, 240, 230), (225, 220, 205))
-
-
 DESK_TONES = ((70, 70, 72), (160, 156, 150), (210, 205, 196), (52, 44, 40))
-
-
 _TONE_COUNTS = {
     "wood": len(WOOD_TONES),
     "cloth": len(CLOTH_TONES),
@@ -54,8 +48,6 @@ def noise_frame() -> Image.Image:
 
 
 MASTER_SIDE = 2112
-
-
 MASTERS_PER_KIND = 1
 
 

@@ -13,8 +13,6 @@ from PIL import Image
 from simulator.generators.ktp.layout import CARD_W, CORNER_RADIUS
 
 AFFINE = Image.Transform.AFFINE
-
-
 TILE_SIDES = (64, 48, 32, 24, 16)
 """Tile sides tried for the piecewise-affine warp, largest first (see _affine_tiles)."""
 
