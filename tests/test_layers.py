@@ -1,7 +1,8 @@
-"""The layers point one way: every import of every module in ``simulator/`` (those inside functions
-too, and modules named in ``importlib`` strings) goes to its own layer or a lower one, as the
-layer list in ``simulator/__init__.py``'s docstring orders them; and the commands do not import each
-other except along the arrows listed here, each with its reason.
+"""The structure reads at a glance (issue #18). The layers point one way: every import of every module
+in ``simulator/`` (those inside functions too, and modules named in ``importlib`` strings) goes to its
+own layer or a lower one, as the layer list in ``simulator/__init__.py``'s docstring orders them, and
+the commands do not import each other except along the arrows listed here, each with its reason. No
+module is over 500 lines without saying why, and every package's __init__.py says what it owns.
 """
 
 from __future__ import annotations
@@ -221,3 +222,50 @@ def test_a_lower_layer_importing_a_higher_one_is_named() -> None:
     assert _layer_of("simulator.generators.cli", layers)[1] == "cli"
     assert _layer_of("simulator.cli", layers)[1] == "cli"
     assert _layer_of("simulator", layers)[1] == "base"
+
+
+MAX_LINES = 500
+REASON = "Over 500 lines:"
+"""A module may be longer than MAX_LINES when a line of its docstring starting with this says why."""
+
+OVERSIZED_IN_OTHER_HANDS = {
+    # Issue #18 splits these in the API, seed, surge and upstreams work that runs beside this one; each
+    # entry goes when its module is split or says why it is not (the test below fails while an entry
+    # here has become short enough).
+    "simulator.api.app", "simulator.api.store", "simulator.seed.runner", "simulator.seed.rows",
+    "simulator.seed.loaders", "simulator.seed.mapping.load", "simulator.seed.mapping.check",
+    "simulator.surge.scenario", "simulator.upstreams.app",
+}
+
+
+def _line_count(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines())
+
+
+def test_no_module_is_over_500_lines_without_a_reason() -> None:
+    long = []
+    for module, path in _modules().items():
+        if module in OVERSIZED_IN_OTHER_HANDS or _line_count(path) <= MAX_LINES:
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        if not any(line.strip().startswith(REASON) for line in doc.splitlines()):
+            long.append(f"{module}: {_line_count(path)} lines and no '{REASON} <why>' line in its docstring")
+    assert not long, "\n".join(long)
+
+
+def test_the_oversized_list_holds_only_modules_still_over_the_limit() -> None:
+    modules = _modules()
+    stale = [
+        m for m in sorted(OVERSIZED_IN_OTHER_HANDS)
+        if m not in modules or _line_count(modules[m]) <= MAX_LINES
+    ]
+    assert not stale, f"split or gone, remove from OVERSIZED_IN_OTHER_HANDS: {', '.join(stale)}"
+
+
+def test_every_package_says_what_it_owns() -> None:
+    """Each folder's __init__.py opens with a docstring: what the package owns, at a glance."""
+    silent = [
+        m for m, p in _modules().items()
+        if p.name == "__init__.py" and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))
+    ]
+    assert not silent, f"no docstring in the __init__.py of {', '.join(silent)}"
