@@ -5,7 +5,7 @@ card's lines of text, then a JPEG encode - the floor any card fixture costs - on
 Goal: fixtures at >= 50% of the baseline's rate.
 
 Both sides are timed in steady state, each on its own pool of N worker processes started and warmed
-before any clock starts: the baseline's with its fonts loaded, the fixtures' (``fixtures.FixtureWorkers``,
+before any clock starts: the baseline's with its fonts loaded, the fixtures' (``ktp_fixtures.FixtureWorkers``,
 forked after ``photo.warm_caches`` built the per-process caches) with a few chunks rendered, so their
 first-touch costs are behind them. The machine may be shared, so the two sides take turns: ``--rounds``
 rounds, each a baseline batch then a fixture batch of ``count / rounds``, and each side's rate is its
@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw
 
 from simulator.generators.ktp import fixtures, photo
 from simulator.generators.ktp.layout import CARD_H, CARD_W, font
+from simulator.io import ktp_fixtures
 from simulator.rules.upload import validate_upload
 
 SEED = 20201111
@@ -66,10 +67,10 @@ def baseline_batch(indexes: range) -> float:
     return time.process_time() - start
 
 
-def fixture_chunk(task: fixtures.Task) -> float:
+def fixture_chunk(task: ktp_fixtures.Task) -> float:
     """CPU seconds this worker spent rendering (and writing) one chunk of fixtures."""
     start = time.process_time()
-    fixtures.render_chunk(task)
+    ktp_fixtures.render_chunk(task)
     return time.process_time() - start
 
 
@@ -84,7 +85,7 @@ def cold_render(people: list[dict], count: int, workers: int) -> tuple[float, fl
     with tempfile.TemporaryDirectory(prefix="bench-ktp-cold-") as tmp:
         cpu = cpu_seconds()
         start = time.perf_counter()
-        fixtures.render_fixtures(people, Path(tmp), count=count, seed=SEED + 1, workers=workers)
+        ktp_fixtures.render_fixtures(people, Path(tmp), count=count, seed=SEED + 1, workers=workers)
         rate = count / (time.perf_counter() - start)
         return rate, (cpu_seconds() - cpu) * 1000 / count
 
@@ -108,11 +109,15 @@ def main() -> None:
     base_time = base_cpu = fix_time = fix_cpu = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-ktp-") as tmp:
         out = Path(tmp)
-        (out / fixtures.FILES_DIR).mkdir()
+        (out / ktp_fixtures.FILES_DIR).mkdir()
         # Warm-up fixtures: other indexes (and files) than the timed ones, the same default mix.
-        warm = fixtures.plan_tasks(out, variants[: 4 * fixtures.CHUNK * args.workers], SEED, start=10**6)
+        warm_count = 4 * ktp_fixtures.CHUNK * args.workers
+        warm = ktp_fixtures.plan_tasks(out, variants[:warm_count], SEED, start=10**6)
         fork = multiprocessing.get_context("fork")
-        with fork.Pool(args.workers) as base_pool, fixtures.FixtureWorkers(people, args.workers) as fix_pool:
+        with (
+            fork.Pool(args.workers) as base_pool,
+            ktp_fixtures.FixtureWorkers(people, args.workers) as fix_pool,
+        ):
             base_pool.map(baseline_batch, [range(i, i + 8) for i in range(0, 8 * args.workers * 2, 8)])
             list(fix_pool.imap(warm, fixture_chunk))
             for round_ in range(args.rounds):
@@ -121,7 +126,7 @@ def main() -> None:
                 batches = [range(i, min(i + part, last)) for i in range(first, last, part)]
                 base_cpu += sum(base_pool.map(baseline_batch, batches))
                 base_time += time.perf_counter() - start
-                mine = fixtures.plan_tasks(out, variants[first:last], SEED, start=first, chunk=part)
+                mine = ktp_fixtures.plan_tasks(out, variants[first:last], SEED, start=first, chunk=part)
                 start = time.perf_counter()
                 fix_cpu += sum(fix_pool.imap(mine, fixture_chunk))
                 fix_time += time.perf_counter() - start
@@ -129,7 +134,7 @@ def main() -> None:
             path
             for index, variant in enumerate(variants)
             if variant == "valid"
-            for path in (out / fixtures.FILES_DIR).glob(f"ktp_{index + 1:06d}.*")
+            for path in (out / ktp_fixtures.FILES_DIR).glob(f"ktp_{index + 1:06d}.*")
         ]
         timings = []
         for path in valid:

@@ -89,7 +89,7 @@ def faker_baseline(count: int, seed: int) -> float:
 def generator_rate(count: int, seed: int, dictionary: bool = True) -> float:
     """People per CPU second (both tables built) for the vectorised generator, one process."""
     from simulator.generators.population import generate_chunk, make_plan
-    from simulator.generators.regions import region_tables
+    from simulator.regions import region_tables
 
     assert region_tables().arrow  # built once per process, like in every worker
     plan = make_plan(count, seed, chunk_rows=100_000)

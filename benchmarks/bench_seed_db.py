@@ -154,7 +154,8 @@ def libpq_url(url: str) -> str:
 
 def check_costs(server: str, size: int, tmp: str) -> str:
     """The guard's resolution and the readers' verification, against a ``seed-db --from`` of ``size``."""
-    from simulator.io.population import check_population, write_population
+    from simulator.io.population import write_population
+    from simulator.io.reader import check_population
     from simulator.seed.target import parse_target
 
     started = time.perf_counter()

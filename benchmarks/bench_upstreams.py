@@ -32,7 +32,8 @@ from pathlib import Path
 import psutil
 
 from simulator.api.testing import free_port
-from simulator.io.population import read_table, write_population
+from simulator.io.population import write_population
+from simulator.io.reader import read_table
 from simulator.upstreams.testing import _wait_healthy, upstreams_command
 
 GOALS = {"registry_rps": 3000, "registry_p99_ms": 10.0, "sms_rps": 3000, "smtp_mps": 500}

@@ -143,7 +143,7 @@ def linked_groups(applicants: list[dict]) -> list[list[dict]]:
 
 
 def test_every_applicant_gets_the_refusal_its_label_says(population):
-    from simulator.io.population import read_table
+    from simulator.io.reader import read_table
 
     applicants = read_table(population, "applicants").to_pylist()
     mismatches: list[tuple[str, str, str]] = []

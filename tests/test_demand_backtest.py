@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.demand.backtest import backtest_table, load_season, run_backtest, write_backtest
+from simulator.demand.backtest import backtest_table, run_backtest, write_backtest
+from simulator.demand.season import load_season
 from simulator.errors import InvalidInputFile
 
 
@@ -96,7 +97,7 @@ def test_a_bad_season_file_names_the_file_and_the_key(tmp_path):
 
 
 def test_a_season_of_future_waves_carries_the_pool_and_mixes_modes(tmp_path):
-    from simulator.demand.backtest import run_season, season_rows
+    from simulator.demand.season import run_season, season_rows
 
     path = tmp_path / "plan.toml"
     path.write_text(

@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 
 from simulator.demand.forecast import summarise
-from simulator.demand.model import (
-    TimeGrid,
-    fcfs_select,
-    lottery_select,
-    simulate_wave,
-    solve_decay_minutes,
-)
+from simulator.demand.model import TimeGrid, simulate_wave, solve_decay_minutes
 from simulator.demand.params import load_params
+from simulator.demand.selection import fcfs_select, lottery_select
 
 SMALL = {"demand.prior_pool": 400_000, "demand.new_signups": 300_000, "wave.quota": 60_000}
 

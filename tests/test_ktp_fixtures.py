@@ -20,10 +20,11 @@ from PIL import Image, ImageOps
 
 from simulator.cli import main
 from simulator.errors import InvalidInputFile, InvalidOption
-from simulator.generators.ktp import fixtures, photo
+from simulator.generators.ktp import fixtures, photo, warp
 from simulator.generators.ktp.card import render_card
 from simulator.generators.ktp.layout import card_text
 from simulator.generators.ktp.variants import VARIANTS, render_upload, render_variant
+from simulator.io import ktp_fixtures
 from simulator.rules.reasons import ACCEPT, UPLOAD_REASONS
 from simulator.rules.upload import MAX_UPLOAD_BYTES, validate_upload
 
@@ -44,8 +45,8 @@ def fixture_set(tmp_path_factory: pytest.TempPathFactory, people: list[dict]) ->
     out = tmp_path_factory.mktemp("ktp-set")
     bad_share = 5 / AGREEMENT_COUNT  # five of each bad variant
     mix = {name: bad_share for name in VARIANTS if name != "valid"}
-    fixtures.render_fixtures(people, out, count=AGREEMENT_COUNT, seed=FRESH_SEED, mix=mix, workers=2)
-    return out, fixtures.read_manifest(out)
+    ktp_fixtures.render_fixtures(people, out, count=AGREEMENT_COUNT, seed=FRESH_SEED, mix=mix, workers=2)
+    return out, ktp_fixtures.read_manifest(out)
 
 
 def test_every_variant_and_every_upload_reason_is_in_the_set(fixture_set) -> None:
@@ -86,7 +87,7 @@ def test_manifest_describes_the_files(fixture_set) -> None:
     out, rows = fixture_set
     with open(out / "manifest.csv", newline="") as handle:
         csv_rows = list(csv.DictReader(handle))
-    assert list(csv_rows[0]) == list(fixtures.MANIFEST_COLUMNS)
+    assert list(csv_rows[0]) == list(ktp_fixtures.MANIFEST_COLUMNS)
     assert [r["file"] for r in csv_rows] == [r["file"] for r in rows]
     for row in rows:
         data = (out / row["file"]).read_bytes()
@@ -187,13 +188,13 @@ def test_tesseract_reads_the_nik_back(fixture_set) -> None:
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path, people: list[dict]) -> None:
     mix = "valid=0.5,cropped=0.1,blurry=0.1,photocopy=0.1,wrong_document=0.1,bomb=0.1"
-    one = fixtures.render_fixtures(people, tmp_path / "one", count=12, seed=5, mix=mix, workers=1)
-    two = fixtures.render_fixtures(people, tmp_path / "two", count=12, seed=5, mix=mix, workers=2)
+    one = ktp_fixtures.render_fixtures(people, tmp_path / "one", count=12, seed=5, mix=mix, workers=1)
+    two = ktp_fixtures.render_fixtures(people, tmp_path / "two", count=12, seed=5, mix=mix, workers=2)
     assert [r.sha256 for r in one] == [r.sha256 for r in two]
     assert (tmp_path / "one" / "manifest.csv").read_bytes() == (
         tmp_path / "two" / "manifest.csv"
     ).read_bytes()
-    other = fixtures.render_fixtures(people, tmp_path / "other", count=12, seed=6, mix=mix, workers=1)
+    other = ktp_fixtures.render_fixtures(people, tmp_path / "other", count=12, seed=6, mix=mix, workers=1)
     assert [r.sha256 for r in one] != [r.sha256 for r in other]
 
 
@@ -206,8 +207,8 @@ def test_the_warp_writes_a_numpy_backed_frame_in_place_as_it_writes_a_plain_one(
     backing = np.full((481, 640, 4), 90, dtype=np.uint8)
     mapped = Image.frombuffer("RGBX", (640, 480), backing, "raw", "RGBX", 0, 1)
     plain = Image.new("RGBX", (640, 480), (90, 90, 90))
-    photo.paste_card(mapped, card, shot.quad, backing=backing)
-    photo.paste_card(plain, card, shot.quad)
+    warp.paste_card(mapped, card, shot.quad, backing=backing)
+    warp.paste_card(plain, card, shot.quad)
     assert np.array_equal(backing[:480, :, :3], np.asarray(plain.convert("RGB")))
     assert (backing[:480] != 90).any(axis=-1).mean() > 0.2  # the card is there
 
@@ -306,7 +307,7 @@ def test_cli_renders_from_a_population_dir_and_checks(tmp_path: Path, capsys: py
     out = tmp_path / "ktp"
     args = ["ktp", "--population", str(pop), "--count", "12", "--mix", "valid=0.75,pdf=0.25"]
     assert _exit_code([*args, "--seed", "9", "--out", str(out), "--workers", "2"]) == 0
-    rows = fixtures.read_manifest(out)
+    rows = ktp_fixtures.read_manifest(out)
     assert len(rows) == 12 and collections.Counter(r["variant"] for r in rows) == {"valid": 9, "pdf": 3}
     assert all(r["applicant_id"] for r in rows)
 

@@ -80,7 +80,7 @@ def test_parse_kk_reads_the_recording_date_without_the_women_offset():
 )
 def test_encoders_round_trip_through_the_parser_and_stdnum(born, female, serial, district):
     from simulator.generators.columns import digits
-    from simulator.generators.regions import region_tables
+    from simulator.regions import region_tables
 
     regions = region_tables()
     prefix = regions.district_prefix[district]

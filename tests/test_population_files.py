@@ -18,8 +18,10 @@ from simulator import cli as front_door
 from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.generators import population as population_module
 from simulator.generators.faker_provider import PrakerjaProvider
-from simulator.generators.population import RESIDENT_SCHEMA, generate, generate_tables
-from simulator.io.population import iter_batches, read_table, write_population
+from simulator.generators.population import generate, generate_tables
+from simulator.generators.schema import RESIDENT_SCHEMA, SCHEMAS
+from simulator.io.population import write_population
+from simulator.io.reader import iter_batches, read_table
 from simulator.rules.nik import parse_nik
 
 SIZE = 3_000
@@ -51,7 +53,7 @@ def test_every_format_round_trips_to_the_same_tables(tmp_path, reference, fmt):
     for name in ("residents", "applicants"):
         entry = manifest["files"][name]
         assert entry["rows"] == SIZE and entry["sha256"] == sha(tmp_path / entry["path"])
-        assert [c["name"] for c in entry["columns"]] == population_module.SCHEMAS[name].names
+        assert [c["name"] for c in entry["columns"]] == SCHEMAS[name].names
     assert (
         manifest["seed"] == 9 and manifest["size"] == SIZE and manifest["shard"] == {"index": 0, "count": 1}
     )
@@ -285,9 +287,9 @@ def test_nik_serials_stay_unique_where_districts_and_birth_dates_collide_often()
 
 
 def test_a_failed_parallel_write_leaves_no_files_and_no_shared_memory(tmp_path, monkeypatch):
-    from simulator.io import population as io
+    from simulator.io.files import StreamFile
 
-    real = io._StreamFile.write
+    real = StreamFile.write
     calls = []
 
     def failing(self, data):
@@ -296,7 +298,7 @@ def test_a_failed_parallel_write_leaves_no_files_and_no_shared_memory(tmp_path, 
             raise OSError(28, "No space left on device")
         return real(self, data)
 
-    monkeypatch.setattr(io._StreamFile, "write", failing)
+    monkeypatch.setattr(StreamFile, "write", failing)
     with pytest.raises(OSError, match="No space"):
         write_population(tmp_path, 6_000, 1, fmt="csv", workers=2, chunk_rows=CHUNK)
     assert os.listdir(tmp_path) == []

@@ -20,7 +20,9 @@ import simulator
 from simulator.cli import main
 from simulator.errors import InvalidInputFile
 from simulator.io import atomic, leftovers
-from simulator.io.population import load_manifests, read_table, write_population
+from simulator.io.manifest import load_manifests
+from simulator.io.population import write_population
+from simulator.io.reader import read_table
 
 SIZE, CHUNK = 1500, 1000
 

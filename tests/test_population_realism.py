@@ -18,7 +18,8 @@ import stdnum.id.nik as stdnum_nik
 from stdnum.exceptions import InvalidComponent
 
 from simulator.generators import contact, names
-from simulator.generators.population import APPLICANT_SCHEMA, RESIDENT_SCHEMA, generate_tables
+from simulator.generators.population import generate_tables
+from simulator.generators.schema import APPLICANT_SCHEMA, RESIDENT_SCHEMA
 from simulator.rules.eligibility import REFERENCE_DATE, age_on, resident_eligibility
 
 SIZE = 20_000

@@ -340,10 +340,12 @@ def _surge_data() -> dict:
 @pytest.fixture(scope="module")
 def rendered_reports(tmp_path_factory):
     """Every HTML report the project writes: demand forecast, backtest and season, surge report."""
-    from simulator.demand.backtest import load_season, run_backtest, run_season, write_backtest, write_season
-    from simulator.demand.forecast import summarise, write_forecast
+    from simulator.demand.backtest import run_backtest, write_backtest
+    from simulator.demand.forecast import summarise
+    from simulator.demand.forecast_report import write_forecast
     from simulator.demand.model import simulate_wave
     from simulator.demand.params import load_params
+    from simulator.demand.season import load_season, run_season, write_season
     from simulator.surge.report import render
 
     out = tmp_path_factory.mktemp("reports")

@@ -94,7 +94,7 @@ def _rows(batch: pa.Table, path: Path) -> list[dict[str, Any]]:
 
 def load_residents(engine: Engine, population_dir: str | Path, progress=None) -> int:  # noqa: ANN001
     """Replace the registry with the ``residents`` table of a population directory; returns rows loaded."""
-    from simulator.io.population import read_table  # the population generator's reader
+    from simulator.io.reader import read_table  # the population generator's reader
 
     path = Path(population_dir)
     if not path.is_dir():

@@ -18,10 +18,10 @@ _EXPORTS = {
     "load_params": "simulator.demand.params",
     "simulate_wave": "simulator.demand.model",
     "summarise": "simulator.demand.forecast",
-    "write_forecast": "simulator.demand.forecast",
-    "run_season": "simulator.demand.backtest",
+    "write_forecast": "simulator.demand.forecast_report",
+    "run_season": "simulator.demand.season",
     "run_backtest": "simulator.demand.backtest",
-    "load_season": "simulator.demand.backtest",
+    "load_season": "simulator.demand.season",
     "scenario_from_forecast": "simulator.demand.scenario",
 }
 

@@ -122,7 +122,8 @@ def demand(
     """Forecast a wave: arrivals, funnel, odds, peak load per endpoint and upstream, budget."""
     if ctx.invoked_subcommand is not None:
         return
-    from simulator.demand.forecast import summarise, terminal_table, write_forecast
+    from simulator.demand.forecast import summarise, terminal_table
+    from simulator.demand.forecast_report import write_forecast
     from simulator.demand.model import simulate_wave
     from simulator.demand.params import load_wave_params
     from simulator.demand.scenario import parse_scale, scenario_from_forecast, write_scenario
@@ -200,7 +201,8 @@ def _toml(value: object) -> str:
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Threads.")
 def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | None, workers: int) -> None:
     """Replay the published 2020 waves and print model vs published, stage by stage."""
-    from simulator.demand.backtest import backtest_table, load_season, run_backtest, write_backtest
+    from simulator.demand.backtest import backtest_table, run_backtest, write_backtest
+    from simulator.demand.season import load_season
 
     if out_dir is not None:
         _writable_directory(out_dir, "--out")
@@ -242,7 +244,7 @@ def season(
     """Forecast a season of waves in order (default: the 2020 season), carrying the people not
     accepted from each wave into the next. Each [[waves]] table gives number, opens_at,
     duration_hours, quota and new_signups (or [[accounts]] totals to derive them from)."""
-    from simulator.demand.backtest import load_season, run_season, season_table, write_season
+    from simulator.demand.season import load_season, run_season, season_table, write_season
 
     spec = load_season(season_file)
     _writable_directory(out_dir, "--out")

@@ -1,5 +1,9 @@
 """``prakerja-sim population`` and ``prakerja-sim nik parse``: thin click shells over
 :func:`simulator.io.population.write_population` and :func:`simulator.rules.nik.parse_nik`.
+
+A click shell belongs to the CLI layer (``simulator/__init__.py``), above ``simulator.io``: it wires
+the generators' plan to the writer, so it imports both (the writer when ``population`` runs, so that
+``nik parse`` does not load pyarrow's file formats).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import click
 
 from simulator import DEFAULT_SEED
 from simulator.generators.defects import DEFECT_NAMES, PROFILES
-from simulator.generators.population import DEFAULT_CHUNK_ROWS
+from simulator.generators.population import DEFAULT_CHUNK_ROWS, make_plan
 from simulator.progress import progress_bar
+from simulator.rules.nik import NikError, parse_nik
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,7 +53,6 @@ def population(size: int, seed: int, out_dir: str, fmt: str, workers: int, shard
     Example:
       prakerja-sim population --size 100000 --seed 7 --out pop --format parquet --workers 2
     """
-    from simulator.generators.population import make_plan
     from simulator.io.population import parse_shard, write_population
 
     index, count = parse_shard(shard)
@@ -82,8 +86,6 @@ def parse(numbers: tuple[str, ...], as_json: bool) -> int:
       prakerja-sim nik parse 3273024708950001
     Exit code 1 if any number is not a well-formed NIK.
     """
-    from simulator.rules.nik import NikError, parse_nik
-
     failures = 0
     for number in numbers:
         try:

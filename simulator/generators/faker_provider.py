@@ -17,8 +17,9 @@ from typing import Any
 
 from faker.providers import BaseProvider
 
-from simulator.generators.population import AGE_BRACKETS, FEMALE_SHARE, generate_chunk, make_plan
-from simulator.generators.regions import region_tables
+from simulator.generators.population import generate_chunk, make_plan
+from simulator.generators.shapes import AGE_BRACKETS, FEMALE_SHARE
+from simulator.regions import region_tables
 from simulator.rules.eligibility import REFERENCE_DATE
 from simulator.rules.nik import kk_of, nik_of
 

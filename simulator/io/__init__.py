@@ -1,1 +1,6 @@
-"""Writers (atomic, streaming) and readers of the files the project produces and consumes."""
+"""The files the project writes and reads: atomic writes (``atomic``), what a killed run leaves and the
+sweep that removes it (``leftovers``), shared memory made for another process (``segments``),
+population files (``population`` drives the generator into them through ``encode`` and ``files``;
+``manifest`` and ``reader`` check and read them) and KTP fixture sets (``ktp_fixtures``). It sits
+above ``simulator.generators`` and below the commands.
+"""

@@ -82,7 +82,7 @@ def _digits(number: str, what: str) -> str:
 
 
 def _district(text: str, what: str):
-    from simulator.generators.regions import region_tables  # the rules only need the code list
+    from simulator.regions import region_tables  # the rules only need the code list
 
     regions = region_tables()
     index = regions.district_by_prefix.get(int(text[:6]))

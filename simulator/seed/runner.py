@@ -127,7 +127,7 @@ class PopulationSource:
                     for start in range(0, chunk.applicants.num_rows, chunk_rows):
                         yield "applicants", chunk.applicants.slice(start, chunk_rows)
             return
-        from simulator.io.population import iter_batches
+        from simulator.io.reader import iter_batches
 
         for name in ("residents", "applicants"):
             for batch in iter_batches(self.directory, name, batch_rows=chunk_rows):
@@ -148,7 +148,7 @@ class ChunkPrefetch:
 
     def __init__(self, source: PopulationSource, plan=None):  # noqa: ANN001 - a PopulationPlan
         from simulator.generators.population import make_plan
-        from simulator.generators.regions import region_tables
+        from simulator.regions import region_tables
 
         self.plan = plan or make_plan(source.size, source.seed)  # as generate() makes it
         self.chunks = list(self.plan.shard_chunks(*source.shard))
@@ -343,7 +343,7 @@ def seed_database(
 
 def applicants_in(population_dir: str | os.PathLike[str]) -> int | None:
     """How many applicants a population directory holds, by its manifests (None if unreadable)."""
-    from simulator.io.population import load_manifests
+    from simulator.io.manifest import load_manifests
 
     try:
         return sum(int(m["files"]["applicants"]["rows"]) for m in load_manifests(population_dir))

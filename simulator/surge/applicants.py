@@ -136,7 +136,7 @@ def load_applicants(population: str | os.PathLike | None, size: int, seed: int) 
 
         _residents, applicants = generate_tables(size, seed)
         return applicants, f"generated (size {size}, seed {seed})"
-    from simulator.io.population import read_table
+    from simulator.io.reader import read_table
 
     directory = Path(population)
     if not directory.is_dir():

@@ -33,7 +33,8 @@ def run_demo(
     (said at the start and in the summary), so a demo leaves nothing where it is run.
     """
     from simulator.api.testing import running_server
-    from simulator.io.population import read_table, write_population
+    from simulator.io.population import write_population
+    from simulator.io.reader import read_table
 
     chosen = load_scenario(scenario)
     out = Path(out).resolve() if out is not None else Path(tempfile.mkdtemp(prefix="prakerja-demo-report-"))

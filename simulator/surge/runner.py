@@ -166,7 +166,7 @@ def prepare_population(
     ``out/population``. Either way the skip is moved past applicants the target already holds.
     """
     if options.population:
-        from simulator.io.population import check_population
+        from simulator.io.reader import check_population
 
         path = Path(options.population)
         if not path.is_dir():

@@ -147,7 +147,7 @@ def load_registry(
     population: str | os.PathLike[str], progress: Callable[[int], None] | None = None
 ) -> Registry:
     """The residents of a population directory (verified against its manifest), indexed for checks."""
-    from simulator.io.population import iter_batches
+    from simulator.io.reader import iter_batches
 
     columns = ["nik", "kk", "birth_date", *[c for c in RECORD_COLUMNS if c != "birth_date"]]
     batches = []

@@ -1,7 +1,9 @@
 """``prakerja-sim ktp``: render KTP photo fixtures with a manifest; ``ktp check`` applies the upload rules.
 
-Thin shells over :mod:`simulator.generators.ktp.fixtures` and :mod:`simulator.rules.upload`; the
-command reads a population (``simulator.io``) and hands the fixtures its people.
+Thin shells over :mod:`simulator.io.ktp_fixtures` (the set on disk), :mod:`simulator.generators.ktp.fixtures`
+(who and which variant) and :mod:`simulator.rules.upload`. A click shell is in the CLI layer (see
+``simulator/__init__.py``): it wires the generators and ``simulator.io``; the imports inside the
+commands only keep ``prakerja-sim ktp --help`` from loading Pillow and pyarrow.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def ktp(
         return
     from simulator.generators.ktp import fixtures
     from simulator.generators.ktp.variants import VARIANTS
+    from simulator.io import ktp_fixtures
 
     if list_variants:
         for variant in VARIANTS.values():
@@ -71,12 +74,12 @@ def ktp(
     else:
         people = fixtures.generated_people(count, seed)
     with progress_bar(count, "KTP fixtures") as advance:
-        rows = fixtures.render_fixtures(
+        rows = ktp_fixtures.render_fixtures(
             people, out_dir, count=count, seed=seed, mix=weights, workers=workers, progress=advance
         )
     tally = collections.Counter(row.expected for row in rows)
     click.echo(
-        f"wrote {len(rows)} files to {out_dir / fixtures.FILES_DIR} and {out_dir}/manifest.csv, .jsonl"
+        f"wrote {len(rows)} files to {out_dir / ktp_fixtures.FILES_DIR} and {out_dir}/manifest.csv, .jsonl"
     )
     for verdict, n in sorted(tally.items(), key=lambda kv: (-kv[1], kv[0])):
         click.echo(f"  {verdict:20s} {n}")
@@ -124,7 +127,7 @@ def check(ctx: click.Context, files: tuple[Path, ...], as_json: bool) -> None:
 def load_people(pop_dir: str | os.PathLike[str], limit: int | None = None) -> list[dict[str, Any]]:
     """Read a population directory (``prakerja-sim population`` output) into printable card rows."""
     from simulator.generators.ktp.fixtures import people_from_tables
-    from simulator.io.population import read_table  # the I/O stack loads only when a file is read
+    from simulator.io.reader import read_table
 
     path = Path(pop_dir)
     if not path.is_dir():

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageOps
 
 from simulator.errors import InvalidOption
-from simulator.generators.ktp import photo
+from simulator.generators.ktp import encoding, light, photo, warp
 from simulator.generators.ktp.card import SPECIMEN_TEXT, render_card
 from simulator.generators.ktp.layout import CARD_W, font
 from simulator.rules.reasons import ACCEPT, Reason
@@ -93,10 +93,10 @@ def _phone_upload(person: Person, rng: np.random.Generator, fmt: str, *, cut_off
 
 
 def _encode_png_under_limit(image: Image.Image) -> Rendered:
-    data = photo.encode(image, "png")
+    data = encoding.encode(image, "png")
     while len(data) > MAX_UPLOAD_BYTES:
         image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.BILINEAR)
-        data = photo.encode(image, "png")
+        data = encoding.encode(image, "png")
     return data, "png", image.size
 
 
@@ -117,10 +117,10 @@ def _jpeg_under_limit(
     image: Image.Image, quality: int, orientation: int | None, *, turned: bool = False
 ) -> bytes:
     """The photo as a JPEG at ``quality``, lowered 10 at a time until it fits under the 2 MB limit."""
-    data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=turned)
+    data = encoding.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=turned)
     while len(data) > MAX_UPLOAD_BYTES:
         quality -= 10
-        data = photo.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=turned)
+        data = encoding.encode(image, "jpeg", quality=quality, exif_orientation=orientation, turned=turned)
     return data
 
 
@@ -178,7 +178,7 @@ def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, s
     card = render_card(person, photo.card_width_in(shot.quad) / CARD_W)
     card = ImageOps.autocontrast(card.convert("L"), cutoff=2)
     card = card.point(lambda v: 0 if v < 90 else min(255, int(v * 1.15)))
-    photo.paste_card(page, card, shot.quad)  # grey onto grey: the copy never had colour
+    warp.paste_card(page, card, shot.quad)  # grey onto grey: the copy never had colour
     # Toner: specks two pixels square and a few faint streaks down the page, taken off the page at once
     # (a speck is 150 and a streak at most 50 darker, so their sum never passes 255).
     specks = (rng.random((h // 2, w // 2)) < 0.004).astype(np.uint8) * np.uint8(150)
@@ -192,20 +192,20 @@ def render_photocopy(person: Person, rng: np.random.Generator) -> tuple[bytes, s
     if rng.random() < 0.5:
         # Photographed in room light: a faint warm cast and sensor noise, far below a colour photo's chroma.
         pixels = _ROOM_LIGHT[np.asarray(grey)].view(np.uint8).reshape(h, w, 4)
-        photo.add_sensor_noise(pixels, float(rng.uniform(2, 4)), rng)
+        light.add_sensor_noise(pixels, float(rng.uniform(2, 4)), rng)
         image = Image.frombuffer("RGBX", size, pixels, "raw", "RGBX", 0, 1)
     else:  # scanned: a greyscale file
         image = grey
-    data = photo.encode(image, "jpeg", quality=int(rng.integers(70, 90)))
+    data = encoding.encode(image, "jpeg", quality=int(rng.integers(70, 90)))
     return data, "jpg", size
 
 
 def _room_light_table() -> np.ndarray:
     """Grey level -> the RGBX pixel (one little-endian uint32) a photo in warm room light records: the
-    grey times (255, 252, 246)/255, held inside the sensor-noise margin (see photo.add_sensor_noise)."""
+    grey times (255, 252, 246)/255, held inside the sensor-noise margin (see light.add_sensor_noise)."""
     grey = np.arange(256, dtype=np.float64)[:, None]
     rgb = np.rint(grey * np.array([255, 252, 246]) / 255)
-    rgb = np.clip(rgb, photo.NOISE_CLIP, 255 - photo.NOISE_CLIP).astype(np.uint32)
+    rgb = np.clip(rgb, light.NOISE_CLIP, 255 - light.NOISE_CLIP).astype(np.uint32)
     return (rgb[:, 0] | rgb[:, 1] << 8 | rgb[:, 2] << 16).astype("<u4")
 
 
@@ -217,7 +217,7 @@ def render_too_large(person: Person, rng: np.random.Generator) -> tuple[bytes, s
     size = ((1280, 960), (1600, 1200), (960, 1280))[int(rng.integers(3))]
     shot = photo.plan_shot(rng, size)
     image = photo.photograph(person, shot, rng)
-    return photo.encode_png(image, level=0), "png", image.size
+    return encoding.encode_png(image, level=0), "png", image.size
 
 
 def _small_photo(person: Person, rng: np.random.Generator) -> Image.Image:
@@ -257,7 +257,7 @@ def _box(kind: bytes, payload: bytes) -> bytes:
 def render_heic(person: Person, rng: np.random.Generator) -> tuple[bytes, str, tuple]:
     """An iPhone-style HEIF container (ftyp heic + meta + mdat) around the picture's coded data."""
     image = _small_photo(person, rng)
-    coded = photo.encode(image, "jpeg", quality=80)
+    coded = encoding.encode(image, "jpeg", quality=80)
     ftyp = _box(b"ftyp", b"heic" + struct.pack(">I", 0) + b"mif1heic")
     hdlr = _box(b"hdlr", b"\x00" * 4 + b"\x00" * 4 + b"pict" + b"\x00" * 12 + b"\x00")
     meta = _box(b"meta", b"\x00" * 4 + hdlr)
@@ -316,7 +316,7 @@ def render_bomb(person: Person, rng: np.random.Generator) -> tuple[bytes, str, t
             for kind, body in ((b"IHDR", ihdr), (b"IDAT", idat), (b"IEND", b""))
         )
         return b"\x89PNG\r\n\x1a\n" + chunks, "png", (side, side)
-    data = photo.encode(Image.new("RGB", (64, 64), (200, 220, 240)), "jpeg", quality=80)
+    data = encoding.encode(Image.new("RGB", (64, 64), (200, 220, 240)), "jpeg", quality=80)
     sof = data.find(b"\xff\xc0")
     patched = bytearray(data)
     patched[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
@@ -327,7 +327,7 @@ def render_too_small(person: Person, rng: np.random.Generator) -> tuple[bytes, s
     """A thumbnail the chat app made: far too small to read."""
     image = _small_photo(person, rng)
     image.thumbnail((int(rng.integers(160, 300)), 300))
-    return photo.encode(image, "jpeg", quality=85), "jpg", image.size
+    return encoding.encode(image, "jpeg", quality=85), "jpg", image.size
 
 
 OTHER_DOCUMENTS = (
@@ -384,7 +384,7 @@ def render_wrong_document(person: Person, rng: np.random.Generator) -> tuple[byt
     if rng.random() < 0.6:
         # A screenshot's flat colours deflate to ~90 KB at zlib's fastest level with string matching
         # (level 6 takes three times as long to save another ~25 KB).
-        return photo.encode_png(image, level=1, strategy=zlib.Z_DEFAULT_STRATEGY), "png", size
+        return encoding.encode_png(image, level=1, strategy=zlib.Z_DEFAULT_STRATEGY), "png", size
     image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue(), "jpg", size
 

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from simulator.database import schema as reference
-from simulator.generators.population import APPLICANT_SCHEMA, RESIDENT_SCHEMA
+from simulator.generators.schema import APPLICANT_SCHEMA, RESIDENT_SCHEMA
 from simulator.seed.rows import ChunkRows, depth_caps
 from simulator.seed.states import DEPTH, STATES, FunnelState
 from simulator.seed.waves import WaveCalendar
