@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from simulator.generators.ktp import pillow_core
 from simulator.generators.ktp.layout import CARD_W, CORNER_RADIUS
 
 AFFINE = Image.Transform.AFFINE
@@ -46,19 +47,16 @@ def paste_card(
     enlarge = float(np.linalg.norm(quad[1] - quad[0])) / source.width > 1.1
     resample = Image.Resampling.BILINEAR if enlarge else Image.Resampling.NEAREST
     corners = _corner_patches(frame, quad, perspective_coeffs(src, quad), source.size)
-    source.load()
-    frame_core, source_core = frame.im, source.im
+    frame_core, source_core = pillow_core.core(frame), pillow_core.core(source)
     width = frame.width
     memory = None if backing is None else memoryview(backing.reshape(-1))
-    map_buffer, raw_args = Image.core.map_buffer, ("RGBX", width * 4, 1)
     for box, tiles in _affine_tiles(perspective_coeffs(quad, src), quad, frame.size, source.size):
         left, top, right, bottom = box
         if memory is None:
             column = frame_core.crop(box)
         else:  # rows of the frame's own memory from (left, top), a frame row apart
             start = (top * width + left) * 4
-            # Pillow's core mapping, as Image.frombuffer makes it without the wrapper's checks.
-            column = map_buffer(memory[start:], (right - left, bottom - top), "raw", 0, raw_args)
+            column = pillow_core.rows_view(memory[start:], (right - left, bottom - top), width * 4)
         for y0, y1, coeffs in tiles:
             column.transform((0, y0 - top, right - left, y1 - top), source_core, AFFINE, coeffs, resample, 0)
         if memory is None:
@@ -135,7 +133,7 @@ def _corner_patches(
     has round corners. Pillow's core images (a photo's four small crops and polygons, without the
     Image wrappers' checks)."""
     w, h = frame.size
-    frame_core = frame.im
+    frame_core = pillow_core.core(frame)
     patches = []
     for outside in _corner_regions(size):
         points = _project(to_frame, outside)
@@ -144,8 +142,7 @@ def _corner_patches(
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
         if x1 <= x0 or y1 <= y0:
             continue
-        mask = Image.core.fill("L", (x1 - x0, y1 - y0), 0)
-        Image.core.draw(mask, 0).draw_polygon((points - [x0, y0]).ravel().tolist(), 255, 1)
+        mask = pillow_core.polygon_mask((x1 - x0, y1 - y0), (points - [x0, y0]).ravel().tolist())
         patches.append((frame_core.crop((x0, y0, x1, y1)), mask, (x0, y0, x1, y1)))
     return patches
 
