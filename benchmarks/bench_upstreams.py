@@ -73,7 +73,7 @@ end
 """
 HELLO_SERVER = r"""
 import sys, uvicorn
-from simulator.upstreams.server import UVICORN_OPTIONS
+UVICORN_OPTIONS = {"loop": "uvloop", "http": "httptools", "access_log": False, "log_level": "warning"}
 
 async def app(scope, receive, send):
     if scope["type"] != "http":

@@ -348,7 +348,7 @@ def test_sms_loss_and_delay(registry):
     app = create_app(slow)
     call(app, "POST", "/sms/v1/send", b'{"to": "081200001111", "text": "kode 1234"}')
     assert call(app, "GET", "/v1/codes", query="to=081200001111")[1]["codes"] == [], "not arrived for an hour"
-    held = slow.outbox._rings["081200001111"][0]
+    [held] = slow.outbox.held("081200001111")
     assert held.deliver_at - held.received_at == pytest.approx(3600)
     assert [m.code for m in slow.outbox.delivered("081200001111", now=held.deliver_at)] == ["1234"]
 
