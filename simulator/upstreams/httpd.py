@@ -119,8 +119,15 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(_error_answer(400, str(Reason.VALIDATION_ERROR), "protocol upgrades are not served"))
+            # The request itself was answered as plain HTTP (an upgrade may be ignored); what would
+            # follow it is another protocol, not served here.
+            if not self.refused:
+                self._refuse(
+                    _error_answer(400, str(Reason.VALIDATION_ERROR), "protocol upgrades are not served")
+                )
         except httptools.HttpParserError as err:
+            if self.refused:
+                return
             message = f"malformed HTTP request: {str(err) or type(err).__name__}"
             self._refuse(_error_answer(400, str(Reason.VALIDATION_ERROR), message))
 
@@ -174,7 +181,7 @@ class HttpProtocol(asyncio.Protocol):
         self.request_began = None
         parser = self.parser
         method = parser.get_method().decode("ascii", "replace")
-        keep_alive = parser.should_keep_alive()
+        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
         try:
             parsed = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
