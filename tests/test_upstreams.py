@@ -735,3 +735,45 @@ def test_outbox_rings_are_left_out_of_the_garbage_collectors_scans():
     untracked = [not gc.is_tracked(ring) for ring in outbox._rings.values()]
     assert len(untracked) == 50 and all(untracked)
     assert [m.code for m in outbox.delivered("081200000007", now=1e9)] == ["1457", "1407", "1357"]
+
+
+def _mail(
+    subject: str, plain: str | None, html_body: str | None = None, attachment: str | None = None
+) -> bytes:
+    message = EmailMessage()
+    message["From"] = "Prakérja Résmi <noreply@prakerja.invalid>"
+    message["Subject"] = subject
+    if plain is not None:
+        message.set_content(plain, cte="quoted-printable")
+        if html_body is not None:
+            message.add_alternative(html_body, subtype="html")
+    else:
+        message.set_content(html_body, subtype="html", cte="base64")
+    if attachment is not None:
+        message.add_attachment(attachment, filename="note.txt")
+    return message.as_bytes()
+
+
+@pytest.mark.parametrize(
+    "raw, subject, text",
+    [
+        (_mail("Verifikasi email", "Kode OTP: 700001\nBerlaku", "<b>700001</b>"), "Verifikasi email",
+         "Kode OTP: 700001 Berlaku"),
+        (
+            _mail("Kode verifikasi — Prakerja ✓ " * 4, "Kode é 123456"),
+            ("Kode verifikasi — Prakerja ✓ " * 4).strip(),
+            "Kode é 123456",
+        ),
+        (_mail("html", None, "<p>Kode &amp; OTP: <b>4321</b></p>"), "html", "Kode & OTP: 4321"),
+        (_mail("attached", "kode 9999", attachment="kode 5555"), "attached", "kode 9999"),
+        (b"Subject: =?utf-8?q?Kode_OTP?=\r\nContent-Type: text/plain; charset=latin-1\r\n\r\nKode \xe9 7777",
+         "Kode OTP", "Kode é 7777"),
+        (b"Subject: odd\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nkode 8888", "odd", "kode 8888"),
+    ],
+)
+def test_email_text_decodes_subjects_charsets_and_picks_the_body_not_attachments(raw, subject, text):
+    from simulator.upstreams.app import email_text
+
+    got_subject, got_text, sender = email_text(raw)
+    assert (got_subject, got_text) == (subject, text)
+    assert sender in (None, "Prakérja Résmi <noreply@prakerja.invalid>")
