@@ -2,7 +2,7 @@
 parser uvicorn uses), calling :class:`simulator.upstreams.app.Routes` straight from the parser's
 callbacks.
 
-Why not uvicorn: under uvicorn a registry check cost about 60-100 us of server CPU, of which the
+Why not uvicorn: under uvicorn a registry check cost about 50-95 us of server CPU, of which the
 check itself (JSON, bisection, the answer joined from bytes) is about 11 us; the rest was the ASGI
 cycle (a task, a scope dict and two awaited sends per request). Here a check without injected
 faults is answered inside ``data_received``, with one ``transport.write``; only a delayed answer
