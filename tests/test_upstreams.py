@@ -24,7 +24,8 @@ from simulator.api.settings import Delay
 from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.io.population import write_population
 from simulator.rules.reasons import Reason
-from simulator.upstreams.app import Upstreams, create_app
+from simulator.upstreams.app import Upstreams
+from simulator.upstreams.asgi import create_app
 from simulator.upstreams.faults import RegistryFaults, SinkFaults, parse_slowdown
 from simulator.upstreams.messages import Message, Outbox, email_key, extract_otp, phone_key
 from simulator.upstreams.profile import load_profile
@@ -772,7 +773,7 @@ def _mail(
     ],
 )
 def test_email_text_decodes_subjects_charsets_and_picks_the_body_not_attachments(raw, subject, text):
-    from simulator.upstreams.app import email_text
+    from simulator.upstreams.smtp import email_text
 
     got_subject, got_text, sender = email_text(raw)
     assert (got_subject, got_text) == (subject, text)

@@ -1,5 +1,7 @@
-"""The stand-ins' HTTP side as one plain ASGI app: the registry check, the SMS gateway, and the read
-API the harness uses (codes by recipient, counters); also the SMTP handler that files emails.
+"""The stand-ins' state (:class:`Upstreams`: registry, outbox, faults, counters) and their HTTP routes
+(:class:`Routes`): the registry check, the SMS gateway, and the read API the harness uses (codes by
+recipient, counters). Served by :mod:`simulator.upstreams.httpd` (or as ASGI, :mod:`.asgi`); the
+SMTP sink is :mod:`simulator.upstreams.smtp`.
 
 No web framework on the hot path: a check is one bisection and one JSON answer joined from bytes,
 answered without a task or an await unless a fault injects a delay (:class:`Routes`).
@@ -8,17 +10,11 @@ answered without a task or an await unless a fault injects a delay (:class:`Rout
 from __future__ import annotations
 
 import asyncio
-import email
-import email.errors
-import email.header
-import email.policy
-import html
 import itertools
 import random
-import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,14 +29,9 @@ from simulator.upstreams.stats import ServiceCounters
 
 MAX_BODY_BYTES = 16_384
 """Largest request body the registry and the SMS gateway read; more is refused with 413."""
-MAX_EMAIL_BYTES = 1_048_576
-"""Largest email the SMTP server takes (its SIZE limit); more is refused with 552."""
 MAX_RECIPIENTS_PER_MESSAGE = 100
 READ_LIMIT = 100
 """Most messages one read of the outbox returns."""
-
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class BadRequest(Exception):
@@ -142,7 +133,7 @@ class Routes:
     a :data:`Response`, or, only when an injected delay must pass first, a coroutine giving one: a
     check without faults never touches the event loop. Both servers carry it: the lean HTTP/1.1
     protocol of :mod:`simulator.upstreams.http` (what ``prakerja-sim upstreams`` runs) and the ASGI
-    adapter :func:`create_app`.
+    adapter :func:`simulator.upstreams.asgi.create_app`.
     """
 
     def __init__(self, upstreams: Upstreams):
@@ -344,92 +335,6 @@ class Routes:
         return 200, orjson.dumps(answer), _NO_HEADERS
 
 
-# ------------------------------------------------------------------------------------------------
-# The same routes as an ASGI app (tests call it in-process; any ASGI server can run it)
-
-
-async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int = MAX_BODY_BYTES) -> bytes | None:
-    """The request body, or None when it is over ``limit`` bytes."""
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest(400, str(Reason.VALIDATION_ERROR), "the client went away mid-request")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _header(scope: dict, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
-
-
-def create_app(
-    upstreams: Upstreams,
-    on_startup: Callable[[], Awaitable[None]] | None = None,
-    on_shutdown: Callable[[], Awaitable[None]] | None = None,
-) -> ASGIApp:
-    """The ASGI app serving the registry, the SMS gateway and the read API of ``upstreams``."""
-    routes = Routes(upstreams)
-
-    async def app(scope: dict, receive, send) -> None:  # noqa: ANN001
-        kind = scope["type"]
-        if kind == "lifespan":
-            await _lifespan(receive, send, on_startup, on_shutdown)
-            return
-        if kind != "http":
-            return
-        started = time.perf_counter()
-        path = scope["path"]
-        try:
-            body = await _read_body(receive)
-        except BadRequest as bad:
-            answer: Response | Coroutine[Any, Any, Response] = _refusal(bad)
-        else:
-            if body is None:
-                answer = routes.too_large(path, started)
-            else:
-                content_type = _header(scope, b"content-type")
-                answer = routes.handle(
-                    scope["method"], path, scope.get("query_string", b""), content_type, body, started
-                )
-        if not isinstance(answer, tuple):
-            answer = await answer
-        status, payload, headers = answer
-        length = (b"content-length", b"%d" % len(payload))  # else the server may send it chunked
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [*_JSON_HEADERS, length, *headers]}
-        )
-        await send({"type": "http.response.body", "body": payload})
-
-    return app
-
-
-async def _lifespan(receive, send, on_startup, on_shutdown) -> None:  # noqa: ANN001
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            try:
-                if on_startup:
-                    await on_startup()
-            except Exception as err:  # noqa: BLE001 - reported to the server, which stops
-                await send({"type": "lifespan.startup.failed", "message": str(err)})
-                return
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            if on_shutdown:
-                await on_shutdown()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 def _only(method: str, allowed: str) -> None:
     if method != allowed:
         raise BadRequest(405, str(Reason.METHOD_NOT_ALLOWED), f"method {method} not allowed; use {allowed}")
@@ -553,87 +458,3 @@ def stats_document(upstreams: Upstreams) -> dict[str, Any]:
             },
         },
     }
-
-
-# ------------------------------------------------------------------------------------------------
-# SMTP
-
-
-_TAG = re.compile(r"<[^>]+>")
-
-
-def email_text(content: bytes) -> tuple[str | None, str, str | None]:
-    """(subject, plain text, from) of a raw message; an HTML-only body is reduced to its text.
-
-    Parsed with the ``compat32`` policy and decoded by hand: the same answers as the ``default``
-    policy's ``get_body``/``get_content`` for what an OTP mail carries, at about a fifth of the cost
-    (the parse was most of an SMTP message's cost; see docs/upstreams.md).
-    """
-    message = email.message_from_bytes(content, policy=email.policy.compat32)
-    plain = markup = None
-    for part in message.walk():
-        if part.is_multipart():
-            continue
-        if str(part.get("content-disposition", "")).strip().lower().startswith("attachment"):
-            continue
-        kind = part.get_content_type()
-        if kind == "text/plain" and plain is None:
-            plain = part
-        elif kind == "text/html" and markup is None:
-            markup = part
-    text = ""
-    part = plain if plain is not None else markup
-    if part is not None:
-        payload = part.get_payload(decode=True)
-        if isinstance(payload, bytes):
-            charset = part.get_content_charset() or "utf-8"
-            try:
-                text = payload.decode(charset, "replace")
-            except LookupError:  # an unknown charset: read it as UTF-8
-                text = payload.decode("utf-8", "replace")
-        if part is markup:
-            text = html.unescape(_TAG.sub(" ", text))
-    return _header_text(message.get("subject")), " ".join(text.split()), _header_text(message.get("from"))
-
-
-def _header_text(value: Any) -> str | None:
-    """A header's text: RFC 2047 encoded words decoded, folding undone."""
-    if value is None:
-        return None
-    text = str(value)
-    if "=?" in text:
-        try:
-            text = str(email.header.make_header(email.header.decode_header(text)))
-        except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
-            pass
-    return " ".join(text.split())
-
-
-class SmtpSink:
-    """aiosmtpd handler: checks each recipient, files each message under each of them."""
-
-    def __init__(self, upstreams: Upstreams):
-        self.upstreams = upstreams
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
-        if email_key(address) is None:
-            self.upstreams.counters["smtp"].record("bad_request")
-            return f"553 5.1.3 {address[:60]!r} is not an email address"
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS_PER_MESSAGE:
-            return f"452 4.5.3 at most {MAX_RECIPIENTS_PER_MESSAGE} recipients per message"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
-        started = time.perf_counter()
-        content = envelope.original_content or envelope.content
-        if isinstance(content, str):
-            content = content.encode("utf-8", "surrogateescape")
-        subject, text, sender = email_text(content)
-        counters = self.upstreams.counters["smtp"]
-        for address in envelope.rcpt_tos:
-            delivered = self.upstreams.file_message(
-                "email", email_key(address) or address, text, subject, sender or envelope.mail_from
-            )
-            counters.record("accepted" if delivered else "lost", (time.perf_counter() - started) * 1000)
-        return "250 OK: queued"

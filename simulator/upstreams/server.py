@@ -19,12 +19,13 @@ from pathlib import Path
 
 from simulator.errors import InvalidOption, UnsafeTarget
 from simulator.net import is_loopback
-from simulator.upstreams.app import MAX_EMAIL_BYTES, Routes, SmtpSink, Upstreams
+from simulator.upstreams.app import Routes, Upstreams
 from simulator.upstreams.faults import RegistryFaults, SinkFaults
 from simulator.upstreams.httpd import Connections, start_http_server
 from simulator.upstreams.messages import Outbox
 from simulator.upstreams.profile import load_profile
 from simulator.upstreams.registry import load_registry
+from simulator.upstreams.smtp import MAX_EMAIL_BYTES, SmtpSink
 
 BACKLOG = 4096
 SHUTDOWN_S = 2.0
