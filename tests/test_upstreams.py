@@ -24,7 +24,8 @@ from simulator.api.settings import Delay
 from simulator.errors import InvalidInputFile, InvalidOption
 from simulator.io.population import write_population
 from simulator.rules.reasons import Reason
-from simulator.upstreams.app import Upstreams, create_app
+from simulator.upstreams.app import Upstreams
+from simulator.upstreams.asgi import create_app
 from simulator.upstreams.faults import RegistryFaults, SinkFaults, parse_slowdown
 from simulator.upstreams.messages import Message, Outbox, email_key, extract_otp, phone_key
 from simulator.upstreams.profile import load_profile
@@ -348,7 +349,7 @@ def test_sms_loss_and_delay(registry):
     app = create_app(slow)
     call(app, "POST", "/sms/v1/send", b'{"to": "081200001111", "text": "kode 1234"}')
     assert call(app, "GET", "/v1/codes", query="to=081200001111")[1]["codes"] == [], "not arrived for an hour"
-    held = slow.outbox._rings["081200001111"][0]
+    [held] = slow.outbox.held("081200001111")
     assert held.deliver_at - held.received_at == pytest.approx(3600)
     assert [m.code for m in slow.outbox.delivered("081200001111", now=held.deliver_at)] == ["1234"]
 
@@ -476,3 +477,304 @@ def test_form_bodies_decode_like_parse_qs():
     ):
         expected = {k: v if len(v) > 1 else v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
         assert _form(text) == expected
+
+
+# --- the lean HTTP server (simulator.upstreams.httpd), in this process on a free loopback port ----
+
+
+class _Lean:
+    """The routes of ``upstreams`` behind the lean protocol, on an event loop in a thread."""
+
+    def __init__(self, upstreams):
+        import socket
+        import threading
+
+        from simulator.upstreams import httpd
+        from simulator.upstreams.app import Routes
+
+        self.loop = asyncio.new_event_loop()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        self.port = sock.getsockname()[1]
+        self.connections = httpd.Connections()
+        self.server = self.loop.run_until_complete(
+            httpd.start_http_server(Routes(upstreams), sock, self.connections)
+        )
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def sweep(self) -> None:
+        done = asyncio.run_coroutine_threadsafe(self._sweep(), self.loop)
+        done.result(timeout=10)
+
+    async def _sweep(self) -> None:
+        self.connections.sweep()
+
+    def connect(self):
+        import socket
+
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def close(self) -> None:
+        async def stop():
+            self.server.close()
+            self.connections.close_all()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def lean(registry):
+    def start(**options):
+        server = _Lean(Upstreams(registry, seed=3, **options))
+        started.append(server)
+        return server
+
+    started: list[_Lean] = []
+    yield start
+    for server in started:
+        server.close()
+
+
+def _request(method: str, path: str, body: bytes = b"", *headers: str, version: str = "1.1") -> bytes:
+    lines = [f"{method} {path} HTTP/{version}", "Host: 127.0.0.1", *headers]
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _answers(sock, count: int, head_only: bool = False) -> list[tuple[int, dict, bytes]]:
+    """``count`` answers read off ``sock``: (status, headers, body); the body by its content-length."""
+    out = []
+    for _ in range(count):
+        status_line = _line(sock)
+        assert status_line.startswith(b"HTTP/1.1 "), status_line
+        headers = {}
+        while line := _line(sock):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if head_only else int(headers["content-length"])
+        body = b""
+        while len(body) < length:
+            body += _recv(sock, length - len(body))
+        out.append((int(status_line.split()[1]), headers, body))
+    return out
+
+
+def _recv(sock, size: int) -> bytes:
+    held = _held.setdefault(id(sock), bytearray())
+    if not held:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        held += chunk
+    out = bytes(held[:size])
+    del held[:size]
+    return out
+
+
+def _line(sock) -> bytes:
+    line = b""
+    while not line.endswith(b"\r\n"):
+        line += _recv(sock, 1)
+    return line[:-2]
+
+
+_held: dict[int, bytearray] = {}
+
+
+def _closed(sock) -> bool:
+    """True once the server closed ``sock`` (reads give EOF)."""
+    sock.settimeout(10)
+    try:
+        return not _held.get(id(sock)) and sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_lean_server_keeps_connections_alive_and_answers_pipelined_requests_in_order(lean, residents):
+    # The first check is delayed 200 ms by the latency knob, the ones behind it are not: answers must
+    # still come back in request order (what HTTP/1.1 pipelining demands).
+    server = lean(registry_faults=RegistryFaults(latency=Delay.parse("fixed:200")))
+    people = residents[:3]
+    with server.connect() as sock:
+        sock.sendall(
+            b"".join(_request("POST", "/registry/v1/check", check_body(p)) for p in people)
+            + _request("GET", "/v1/healthz")
+        )
+        answers = _answers(sock, 4)
+        assert [status for status, _, _ in answers] == [200, 200, 200, 200]
+        records = [orjson.loads(body)["resident"]["full_name"] for _, _, body in answers[:3]]
+        assert records == [p["full_name"] for p in people]
+        assert orjson.loads(answers[3][2])["status"] == "ok"
+        assert all(h["content-type"] == "application/json" for _, h, _ in answers)
+        # ... and the same connection takes another request after them.
+        sock.sendall(_request("GET", "/v1/nowhere"))
+        [(status, _, body)] = _answers(sock, 1)
+        assert status == 404 and orjson.loads(body)["error"]["code"] == "NOT_FOUND"
+
+
+def test_lean_server_answers_bodies_in_chunks_continue_and_head(lean, residents):
+    server = lean()
+    body = check_body(residents[0])
+    with server.connect() as sock:
+        head = (
+            "POST /registry/v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        assert _line(sock) == b"HTTP/1.1 100 Continue" and _line(sock) == b""
+        half = len(body) // 2
+        for part in (body[:half], body[half:]):
+            sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        sock.sendall(b"0\r\n\r\n")
+        [(status, _, answer)] = _answers(sock, 1)
+        assert status == 200 and orjson.loads(answer)["verdict"] == "MATCH"
+        sock.sendall(_request("HEAD", "/v1/healthz") + _request("GET", "/v1/healthz"))
+        [(status, headers, _)] = _answers(sock, 1, head_only=True)
+        assert status == 405 and headers["allow"] == "GET", "HEAD: the headers only"
+        [(status, _, answer)] = _answers(sock, 1)
+        assert status == 200 and orjson.loads(answer)["status"] == "ok", "the next answer follows at once"
+
+
+def test_lean_server_http_1_0_and_connection_close_end_the_connection(lean):
+    server = lean()
+    for request in (
+        _request("GET", "/v1/healthz", version="1.0"),
+        _request("GET", "/v1/healthz", b"", "Connection: close"),
+    ):
+        with server.connect() as sock:
+            sock.sendall(request)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in data.lower()
+
+
+def test_lean_server_refuses_an_oversized_body_before_reading_it_and_counts_it(lean):
+    server = lean()
+    with server.connect() as sock:
+        sock.sendall(
+            b"POST /registry/v1/check HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\n\r\n" + b"x" * 1000
+        )
+        [(status, headers, body)] = _answers(sock, 1)
+        assert status == 413 and headers["connection"] == "close"
+        assert "over 16384 bytes" in orjson.loads(body)["error"]["message"]
+        assert _closed(sock)
+    with server.connect() as sock:  # announced small, sent large (chunked): refused as it arrives
+        sock.sendall(
+            b"POST /sms/v1/send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"4000\r\n" + b"x" * 0x4000 + b"\r\n" + b"10\r\n" + b"y" * 16 + b"\r\n"
+        )
+        [(status, _, _)] = _answers(sock, 1)
+        assert status == 413 and _closed(sock)
+    with server.connect() as sock:
+        sock.sendall(b"GET /v1/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+        [(_, _, body)] = _answers(sock, 1)
+    services = orjson.loads(body)["services"]
+    assert services["registry"]["outcomes"] == {"bad_request": 1}
+    assert services["sms"]["outcomes"] == {"bad_request": 1}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"this is not HTTP\r\n\r\n",
+        b"GET /v1/healthz HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        b"POST /v1/clock HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+    ],
+)
+def test_lean_server_answers_a_malformed_request_with_one_json_400_and_closes(lean, raw):
+    server = lean()
+    with server.connect() as sock:
+        sock.sendall(raw)
+        [(status, headers, body)] = _answers(sock, 1)
+        error = orjson.loads(body)["error"]
+        assert status == 400 and error["code"] == "VALIDATION_ERROR" and headers["connection"] == "close"
+        assert "malformed HTTP request" in error["message"]
+        assert _closed(sock)
+
+
+def test_lean_server_ignores_an_upgrade_answers_plain_http_and_closes(lean):
+    server = lean()
+    with server.connect() as sock:
+        sock.sendall(_request("GET", "/v1/healthz", b"", "Upgrade: websocket", "Connection: Upgrade"))
+        [(status, headers, body)] = _answers(sock, 1)
+        assert status == 200 and orjson.loads(body)["status"] == "ok" and headers["connection"] == "close"
+        assert _closed(sock)
+
+
+def test_lean_server_times_out_slow_requests_and_closes_idle_connections(lean, monkeypatch):
+    from simulator.upstreams import httpd
+
+    server = lean()
+    with server.connect() as slow, server.connect() as idle:
+        slow.sendall(b"POST /registry/v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        idle.sendall(_request("GET", "/v1/healthz"))
+        assert _answers(idle, 1)[0][0] == 200
+        server.sweep()  # within the limits: nothing happens
+        monkeypatch.setattr(httpd, "REQUEST_TIMEOUT_S", -1.0)
+        monkeypatch.setattr(httpd, "KEEP_ALIVE_S", -1.0)
+        server.sweep()
+        [(status, _, body)] = _answers(slow, 1)
+        assert status == 408 and orjson.loads(body)["error"]["code"] == "REQUEST_TIMEOUT"
+        assert _closed(slow) and _closed(idle)
+
+
+def test_outbox_rings_are_left_out_of_the_garbage_collectors_scans():
+    import gc
+
+    outbox = Outbox(per_recipient=3, max_recipients=100)
+    for i in range(500):
+        outbox.add(Message("sms", f"0812{i % 50:08d}", float(i), float(i), f"{1000 + i}", "kode"))
+    gc.collect()
+    gc.collect()  # a tuple is untracked once the tuples it holds are: it may take a second pass
+    untracked = [not gc.is_tracked(ring) for ring in outbox._rings.values()]
+    assert len(untracked) == 50 and all(untracked)
+    assert [m.code for m in outbox.delivered("081200000007", now=1e9)] == ["1457", "1407", "1357"]
+
+
+def _mail(
+    subject: str, plain: str | None, html_body: str | None = None, attachment: str | None = None
+) -> bytes:
+    message = EmailMessage()
+    message["From"] = "Prakérja Résmi <noreply@prakerja.invalid>"
+    message["Subject"] = subject
+    if plain is not None:
+        message.set_content(plain, cte="quoted-printable")
+        if html_body is not None:
+            message.add_alternative(html_body, subtype="html")
+    else:
+        message.set_content(html_body, subtype="html", cte="base64")
+    if attachment is not None:
+        message.add_attachment(attachment, filename="note.txt")
+    return message.as_bytes()
+
+
+@pytest.mark.parametrize(
+    "raw, subject, text",
+    [
+        (_mail("Verifikasi email", "Kode OTP: 700001\nBerlaku", "<b>700001</b>"), "Verifikasi email",
+         "Kode OTP: 700001 Berlaku"),
+        (
+            _mail("Kode verifikasi — Prakerja ✓ " * 4, "Kode é 123456"),
+            ("Kode verifikasi — Prakerja ✓ " * 4).strip(),
+            "Kode é 123456",
+        ),
+        (_mail("html", None, "<p>Kode &amp; OTP: <b>4321</b></p>"), "html", "Kode & OTP: 4321"),
+        (_mail("attached", "kode 9999", attachment="kode 5555"), "attached", "kode 9999"),
+        (b"Subject: =?utf-8?q?Kode_OTP?=\r\nContent-Type: text/plain; charset=latin-1\r\n\r\nKode \xe9 7777",
+         "Kode OTP", "Kode é 7777"),
+        (b"Subject: odd\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nkode 8888", "odd", "kode 8888"),
+    ],
+)
+def test_email_text_decodes_subjects_charsets_and_picks_the_body_not_attachments(raw, subject, text):
+    from simulator.upstreams.smtp import email_text
+
+    got_subject, got_text, sender = email_text(raw)
+    assert (got_subject, got_text) == (subject, text)
+    assert sender in (None, "Prakérja Résmi <noreply@prakerja.invalid>")

@@ -1,21 +1,20 @@
-"""The stand-ins' HTTP side as one plain ASGI app: the registry check, the SMS gateway, and the read
-API the harness uses (codes by recipient, counters); also the SMTP handler that files emails.
+"""The stand-ins' state (:class:`Upstreams`: registry, outbox, faults, counters) and their HTTP routes
+(:class:`Routes`): the registry check, the SMS gateway, and the read API the harness uses (codes by
+recipient, counters). Served by :mod:`simulator.upstreams.httpd` (or as ASGI, :mod:`.asgi`); the
+SMTP sink is :mod:`simulator.upstreams.smtp`.
 
-No web framework on the hot path: a check is one body read, one bisection and one JSON answer.
+No web framework on the hot path: a check is one bisection and one JSON answer joined from bytes,
+answered without a task or an await unless a fault injects a delay (:class:`Routes`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
-import html
 import itertools
 import random
-import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,19 +24,14 @@ from simulator.rules.reasons import Reason
 from simulator.upstreams.faults import RegistryFaults, SinkFaults
 from simulator.upstreams.messages import TEXT_LIMIT, Message, Outbox, email_key, extract_otp, phone_key
 from simulator.upstreams.profile import Profile
-from simulator.upstreams.registry import MATCH, VERDICTS, Check, Registry
+from simulator.upstreams.registry import MATCH, VERDICTS, Registry
 from simulator.upstreams.stats import ServiceCounters
 
 MAX_BODY_BYTES = 16_384
 """Largest request body the registry and the SMS gateway read; more is refused with 413."""
-MAX_EMAIL_BYTES = 1_048_576
-"""Largest email the SMTP server takes (its SIZE limit); more is refused with 552."""
 MAX_RECIPIENTS_PER_MESSAGE = 100
 READ_LIMIT = 100
 """Most messages one read of the outbox returns."""
-
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
-_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 class BadRequest(Exception):
@@ -95,44 +89,22 @@ class Upstreams:
 
 
 # ------------------------------------------------------------------------------------------------
-# HTTP plumbing
+# The routes, independent of the HTTP server that carries them
 
-
-async def _read_body(receive: Callable[[], Awaitable[dict]], limit: int = MAX_BODY_BYTES) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise BadRequest(400, str(Reason.VALIDATION_ERROR), "the client went away mid-request")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, str(Reason.VALIDATION_ERROR), f"request body over {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _answer(
-    send: Callable[[dict], Awaitable[None]], status: int, payload: Any, headers: list | None = None
-) -> None:
-    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    length = [(b"content-length", b"%d" % len(body))]  # else the server may send it chunked
-    await send(
-        {"type": "http.response.start", "status": status, "headers": _JSON_HEADERS + length + (headers or [])}
-    )
-    await send({"type": "http.response.body", "body": body})
+Headers = tuple[tuple[bytes, bytes], ...]
+Response = tuple[int, bytes, Headers]
+"""An answer: status, JSON body, extra headers (the content type and length are the server's)."""
+_NO_HEADERS: Headers = ()
+_RETRY_AFTER: Headers = ((b"retry-after", b"5"),)
 
 
 def _error(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
-def _header(scope: dict, name: bytes) -> str:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return ""
+def _refusal(bad: BadRequest) -> Response:
+    headers = ((b"allow", bad.message.rsplit(" ", 1)[-1].encode()),) if bad.status == 405 else _NO_HEADERS
+    return bad.status, orjson.dumps(_error(bad.code, bad.message)), headers
 
 
 def _json_object(body: bytes, what: str) -> dict:
@@ -154,135 +126,172 @@ def _field(data: dict, name: str, what: str) -> str:
     return value
 
 
-# ------------------------------------------------------------------------------------------------
-# The app
+class Routes:
+    """The registry check, the SMS gateway and the read API of ``upstreams`` as one call per request.
 
+    :meth:`handle` takes a request already read (method, path, query, content type, body) and returns
+    a :data:`Response`, or, only when an injected delay must pass first, a coroutine giving one: a
+    check without faults never touches the event loop. Both servers carry it: the lean HTTP/1.1
+    protocol of :mod:`simulator.upstreams.http` (what ``prakerja-sim upstreams`` runs) and the ASGI
+    adapter :func:`simulator.upstreams.asgi.create_app`.
+    """
 
-def create_app(
-    upstreams: Upstreams,
-    on_startup: Callable[[], Awaitable[None]] | None = None,
-    on_shutdown: Callable[[], Awaitable[None]] | None = None,
-) -> ASGIApp:
-    """The ASGI app serving the registry, the SMS gateway and the read API of ``upstreams``."""
-    registry_profile = upstreams.profile.registry
-    sms_profile = upstreams.profile.sms
-    registry_path, sms_path = registry_profile.path, sms_profile.path
-    counters = upstreams.counters
-
-    # The answer's fixed parts, encoded once: a check joins them with the resident's record.
-    keys = {
-        name: orjson.dumps(getattr(registry_profile, name)) + b":"
-        for name in ("verdict", "nik_found", "kk_match", "birth_date_match", "record")
-    }
-    opening, closing = (
-        (b"{" + orjson.dumps(registry_profile.envelope) + b":{", b"}}")
-        if (registry_profile.envelope)
-        else (b"{", b"}")
-    )
-    flags = {
-        verdict: b",".join(
-            [
-                keys["verdict"] + orjson.dumps(verdict),
-                keys["nik_found"] + orjson.dumps(verdict != Reason.NIK_NOT_FOUND),
-                keys["kk_match"] + orjson.dumps(verdict in (MATCH, str(Reason.NIK_BIRTHDATE_MISMATCH))),
-                keys["birth_date_match"] + orjson.dumps(verdict == MATCH),
-            ]
+    def __init__(self, upstreams: Upstreams):
+        self.upstreams = upstreams
+        self.registry_profile = profile = upstreams.profile.registry
+        self.sms_profile = upstreams.profile.sms
+        self.registry_path, self.sms_path = profile.path, self.sms_profile.path
+        self.counters = upstreams.counters
+        # The answer's fixed parts, encoded once: a check joins them with the resident's record.
+        keys = {
+            name: orjson.dumps(getattr(profile, name)) + b":"
+            for name in ("verdict", "nik_found", "kk_match", "birth_date_match", "record")
+        }
+        self._record_key = b"," + keys["record"]
+        self._opening, self._closing = (
+            (b"{" + orjson.dumps(profile.envelope) + b":{", b"}}") if profile.envelope else (b"{", b"}")
         )
-        for verdict in VERDICTS
-    }
+        self._flags = {
+            verdict: self._opening
+            + b",".join(
+                [
+                    keys["verdict"] + orjson.dumps(verdict),
+                    keys["nik_found"] + orjson.dumps(verdict != Reason.NIK_NOT_FOUND),
+                    keys["kk_match"] + orjson.dumps(verdict in (MATCH, str(Reason.NIK_BIRTHDATE_MISMATCH))),
+                    keys["birth_date_match"] + orjson.dumps(verdict == MATCH),
+                ]
+            )
+            for verdict in VERDICTS
+        }
+        self._nik_message = f"registry check: field {profile.nik!r} must be 16 digits"
 
-    def answer_json(check: Check) -> bytes:
-        if check.row is None:
-            return opening + flags[check.verdict] + closing
-        record = upstreams.registry.record_json(check.row)
-        return opening + flags[check.verdict] + b"," + keys["record"] + record + closing
-
-    async def registry_check(scope: dict, receive, send) -> None:  # noqa: ANN001
-        started = time.perf_counter()
-        faults = upstreams.registry_faults
+    # -- dispatch --------------------------------------------------------------------------------
+    def handle(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        content_type: str,
+        body: bytes,
+        started: float | None = None,
+    ) -> Response | Coroutine[Any, Any, Response]:
+        """The answer to one request; ``started`` (``time.perf_counter()``) is when it began arriving."""
+        if started is None:
+            started = time.perf_counter()
         try:
-            data = _json_object(await _read_body(receive), "registry check")
-            nik = _field(data, registry_profile.nik, "registry check")
-            kk = _field(data, registry_profile.kk, "registry check")
-            birth_text = _field(data, registry_profile.birth_date, "registry check")
+            if path == self.registry_path:
+                _only(method, "POST")
+                return self.registry_check(body, started)
+            if path == self.sms_path:
+                _only(method, "POST")
+                return self.sms_send(content_type, body, started)
+            return self.read_api(method, path, query)
+        except BadRequest as bad:
+            return _refusal(bad)
+
+    def too_large(self, path: str, started: float | None = None) -> Response:
+        """The 413 of a body over :data:`MAX_BODY_BYTES`, counted against the service it was for."""
+        service = "registry" if path == self.registry_path else "sms" if path == self.sms_path else None
+        if service:
+            elapsed = (time.perf_counter() - started) * 1000 if started is not None else None
+            self.counters[service].record("bad_request", elapsed)
+        return _refusal(
+            BadRequest(413, str(Reason.VALIDATION_ERROR), f"request body over {MAX_BODY_BYTES} bytes")
+        )
+
+    # -- the registry ----------------------------------------------------------------------------
+    def registry_check(self, body: bytes, started: float) -> Response | Coroutine[Any, Any, Response]:
+        profile = self.registry_profile
+        try:
+            data = _json_object(body, "registry check")
+            nik = _field(data, profile.nik, "registry check")
+            kk = _field(data, profile.kk, "registry check")
+            birth_text = _field(data, profile.birth_date, "registry check")
             if not (len(nik) == 16 and nik.isdigit()):
-                raise BadRequest(
-                    400,
-                    str(Reason.VALIDATION_ERROR),
-                    f"registry check: field {registry_profile.nik!r} must be 16 digits",
-                )
+                raise BadRequest(400, str(Reason.VALIDATION_ERROR), self._nik_message)
             try:
-                birth_date = registry_profile.parse_date(birth_text)
+                birth_date = profile.parse_date(birth_text)
             except ValueError:
                 raise BadRequest(
                     400,
                     str(Reason.VALIDATION_ERROR),
-                    f"registry check: field {registry_profile.birth_date!r} must be a date "
-                    f"as {registry_profile.birth_date_format!r}, got {birth_text[:40]!r}",
+                    f"registry check: field {profile.birth_date!r} must be a date "
+                    f"as {profile.birth_date_format!r}, got {birth_text[:40]!r}",
                 ) from None
         except BadRequest as bad:
-            counters["registry"].record("bad_request", (time.perf_counter() - started) * 1000)
-            await _answer(send, bad.status, _error(bad.code, bad.message))
-            return
+            self.counters["registry"].record("bad_request", (time.perf_counter() - started) * 1000)
+            return _refusal(bad)
+        upstreams = self.upstreams
+        faults = upstreams.registry_faults
         rng = upstreams.rng["registry"]
         delay_ms = faults.latency_ms(rng, time.monotonic() - upstreams.clock_started)
         fate = faults.fate(rng)
         if fate == "timeout":
             delay_ms += faults.timeout_s * 1000
         if delay_ms > 0:
-            await asyncio.sleep(delay_ms / 1000)
+            return self._delayed_check(delay_ms, fate, nik, kk, birth_date, started)
+        return self._finish_check(fate, nik, kk, birth_date, started)
+
+    async def _delayed_check(
+        self, delay_ms: float, fate: str, nik: str, kk: str, birth_date: Any, started: float
+    ) -> Response:
+        await asyncio.sleep(delay_ms / 1000)
+        return self._finish_check(fate, nik, kk, birth_date, started)
+
+    def _finish_check(self, fate: str, nik: str, kk: str, birth_date: Any, started: float) -> Response:
+        counters = self.counters["registry"]
         if fate != "ok":
-            counters["registry"].record(fate, (time.perf_counter() - started) * 1000)
+            counters.record(fate, (time.perf_counter() - started) * 1000)
+            timeout_s = self.upstreams.registry_faults.timeout_s
             status, message = (
                 (503, "the registry is unavailable (injected fault)")
                 if fate == "error"
-                else (504, f"the registry did not answer within {faults.timeout_s:g} s (injected timeout)")
+                else (504, f"the registry did not answer within {timeout_s:g} s (injected timeout)")
             )
-            await _answer(
-                send, status, _error(str(Reason.REGISTRY_UNAVAILABLE), message), [(b"retry-after", b"5")]
-            )
-            return
-        check = upstreams.registry.check(nik, kk, birth_date)
-        counters["registry"].record(check.verdict, (time.perf_counter() - started) * 1000)
-        await _answer(send, 200, answer_json(check))
+            return status, orjson.dumps(_error(str(Reason.REGISTRY_UNAVAILABLE), message)), _RETRY_AFTER
+        check = self.upstreams.registry.check(nik, kk, birth_date)
+        if check.row is None:
+            answer = self._flags[check.verdict] + self._closing
+        else:
+            record = self.upstreams.registry.record_json(check.row)
+            answer = self._flags[check.verdict] + self._record_key + record + self._closing
+        counters.record(check.verdict, (time.perf_counter() - started) * 1000)
+        return 200, answer, _NO_HEADERS
 
-    async def sms_send(scope: dict, receive, send) -> None:  # noqa: ANN001
-        started = time.perf_counter()
+    # -- the SMS gateway -------------------------------------------------------------------------
+    def sms_send(self, content_type: str, body: bytes, started: float) -> Response:
+        profile, upstreams = self.sms_profile, self.upstreams
         try:
-            fields_ = _sms_fields(scope, await _read_body(receive))
-            recipients = _pick(fields_, sms_profile.to, "recipient")
-            text = _pick(fields_, sms_profile.text, "text")
+            fields_ = _sms_fields(content_type, body)
+            recipients = _pick(fields_, profile.to, "recipient")
+            text = _pick(fields_, profile.text, "text")
             if isinstance(text, list):
                 text = " ".join(str(t) for t in text)
             numbers = _recipients(recipients)
         except BadRequest as bad:
-            counters["sms"].record("bad_request", (time.perf_counter() - started) * 1000)
-            await _answer(send, bad.status, _error(bad.code, bad.message))
-            return
+            self.counters["sms"].record("bad_request", (time.perf_counter() - started) * 1000)
+            return _refusal(bad)
         accepted = [upstreams.file_message("sms", number, str(text)) for number in numbers]
         elapsed = (time.perf_counter() - started) * 1000
+        counters = self.counters["sms"]
         for delivered in accepted:
-            counters["sms"].record("accepted" if delivered else "lost", elapsed)
+            counters.record("accepted" if delivered else "lost", elapsed)
         # A gateway accepts what it will lose: the sender cannot tell (that is what loss looks like).
-        await _answer(
-            send, 202, {"status": "accepted", "message_id": upstreams.next_id(), "recipients": len(numbers)}
-        )
+        answer = {"status": "accepted", "message_id": upstreams.next_id(), "recipients": len(numbers)}
+        return 202, orjson.dumps(answer), _NO_HEADERS
 
-    async def read_api(scope: dict, receive, send) -> None:  # noqa: ANN001
-        path, method = scope["path"], scope["method"]
-        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    # -- the read API ----------------------------------------------------------------------------
+    def read_api(self, method: str, path: str, query_string: bytes) -> Response:
+        upstreams, counters = self.upstreams, self.counters
+        query = urllib.parse.parse_qs(query_string.decode("latin-1"))
         if path == "/v1/healthz":
             _only(method, "GET")
-            await _answer(
-                send,
-                200,
-                {
-                    "status": "ok",
-                    "residents": len(upstreams.registry),
-                    "registry_path": registry_path,
-                    "sms_path": sms_path,
-                },
-            )
+            answer: Any = {
+                "status": "ok",
+                "residents": len(upstreams.registry),
+                "registry_path": self.registry_path,
+                "sms_path": self.sms_path,
+            }
         elif path in ("/v1/sandbox/outbox", "/v1/codes"):
             _only(method, "GET")
             to = (query.get("to") or [""])[0]
@@ -303,12 +312,12 @@ def create_app(
                 if channel is None or m.channel == channel
             ][:limit]
             if path == "/v1/codes":
-                await _answer(send, 200, {"to": key, "codes": [m.code for m in messages if m.code]})
+                answer = {"to": key, "codes": [m.code for m in messages if m.code]}
             else:
-                await _answer(send, 200, {"messages": [m.as_json() for m in messages]})
+                answer = {"messages": [m.as_json() for m in messages]}
         elif path == "/v1/stats":
             _only(method, "GET")
-            await _answer(send, 200, stats_document(upstreams))
+            answer = stats_document(upstreams)
         elif path == "/v1/stats/series":
             _only(method, "GET")
             service = (query.get("service") or ["registry"])[0]
@@ -316,54 +325,14 @@ def create_app(
                 raise BadRequest(400, str(Reason.VALIDATION_ERROR), "service: expected registry, sms or smtp")
             since = _float(query, "since", time.time() - 60)
             series = counters[service].per_second(since)
-            await _answer(send, 200, {"service": service, "per_second": [[s, n] for s, n in series]})
+            answer = {"service": service, "per_second": [[s, n] for s, n in series]}
         elif path == "/v1/clock":
             _only(method, "POST")
             upstreams.reset_clock()
-            await _answer(send, 200, {"clock_started_at": upstreams.clock_started_at})
+            answer = {"clock_started_at": upstreams.clock_started_at}
         else:
             raise BadRequest(404, str(Reason.NOT_FOUND), f"no such path {path!r} (see docs/upstreams.md)")
-
-    async def app(scope: dict, receive, send) -> None:  # noqa: ANN001
-        kind = scope["type"]
-        if kind == "lifespan":
-            await _lifespan(receive, send, on_startup, on_shutdown)
-            return
-        if kind != "http":
-            return
-        path, method = scope["path"], scope["method"]
-        try:
-            if path == registry_path:
-                _only(method, "POST")
-                await registry_check(scope, receive, send)
-            elif path == sms_path:
-                _only(method, "POST")
-                await sms_send(scope, receive, send)
-            else:
-                await read_api(scope, receive, send)
-        except BadRequest as bad:
-            headers = [(b"allow", bad.message.rsplit(" ", 1)[-1].encode())] if bad.status == 405 else None
-            await _answer(send, bad.status, _error(bad.code, bad.message), headers)
-
-    return app
-
-
-async def _lifespan(receive, send, on_startup, on_shutdown) -> None:  # noqa: ANN001
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            try:
-                if on_startup:
-                    await on_startup()
-            except Exception as err:  # noqa: BLE001 - reported to the server, which stops
-                await send({"type": "lifespan.startup.failed", "message": str(err)})
-                return
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            if on_shutdown:
-                await on_shutdown()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+        return 200, orjson.dumps(answer), _NO_HEADERS
 
 
 def _only(method: str, allowed: str) -> None:
@@ -394,9 +363,9 @@ def _float(query: dict, name: str, default: float) -> float:
         raise BadRequest(400, str(Reason.VALIDATION_ERROR), f"{name}: expected a number") from None
 
 
-def _sms_fields(scope: dict, body: bytes) -> dict[str, Any]:
+def _sms_fields(content_type: str, body: bytes) -> dict[str, Any]:
     """The request's fields, keys lower-cased: a JSON object or an urlencoded form."""
-    kind = _header(scope, b"content-type").split(";")[0].strip().lower()
+    kind = content_type.split(";")[0].strip().lower()
     if kind == "application/json" or (not kind and body[:1] in (b"{", b"[")):
         data = _json_object(body, "sms")
     elif kind == "application/x-www-form-urlencoded" or not kind:
@@ -489,61 +458,3 @@ def stats_document(upstreams: Upstreams) -> dict[str, Any]:
             },
         },
     }
-
-
-# ------------------------------------------------------------------------------------------------
-# SMTP
-
-
-_TAG = re.compile(r"<[^>]+>")
-
-
-def email_text(content: bytes) -> tuple[str | None, str, str | None]:
-    """(subject, plain text, from) of a raw message; an HTML-only body is reduced to its text."""
-    message = email.message_from_bytes(content, policy=email.policy.default)
-    subject = message.get("subject")
-    sender = message.get("from")
-    text = ""
-    try:
-        part = message.get_body(preferencelist=("plain", "html"))
-        if part is not None:
-            text = part.get_content()
-            if part.get_content_type() == "text/html":
-                text = html.unescape(_TAG.sub(" ", text))
-    except (LookupError, KeyError, ValueError):
-        text = ""
-    return (
-        (str(subject) if subject is not None else None),
-        " ".join(text.split()),
-        (str(sender) if sender is not None else None),
-    )
-
-
-class SmtpSink:
-    """aiosmtpd handler: checks each recipient, files each message under each of them."""
-
-    def __init__(self, upstreams: Upstreams):
-        self.upstreams = upstreams
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
-        if email_key(address) is None:
-            self.upstreams.counters["smtp"].record("bad_request")
-            return f"553 5.1.3 {address[:60]!r} is not an email address"
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS_PER_MESSAGE:
-            return f"452 4.5.3 at most {MAX_RECIPIENTS_PER_MESSAGE} recipients per message"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
-        started = time.perf_counter()
-        content = envelope.original_content or envelope.content
-        if isinstance(content, str):
-            content = content.encode("utf-8", "surrogateescape")
-        subject, text, sender = email_text(content)
-        counters = self.upstreams.counters["smtp"]
-        for address in envelope.rcpt_tos:
-            delivered = self.upstreams.file_message(
-                "email", email_key(address) or address, text, subject, sender or envelope.mail_from
-            )
-            counters.record("accepted" if delivered else "lost", (time.perf_counter() - started) * 1000)
-        return "250 OK: queued"

@@ -1,5 +1,6 @@
 """Running the stand-ins: bind the HTTP and SMTP listeners (loopback unless told otherwise), load the
-registry, then serve both from one event loop until interrupted.
+registry, then serve both from one event loop (uvloop) until interrupted: HTTP through the lean
+protocol of :mod:`simulator.upstreams.httpd`, SMTP through aiosmtpd.
 
 The library behind ``prakerja-sim upstreams``; tests start it through :mod:`simulator.upstreams.testing`.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -16,21 +19,17 @@ from pathlib import Path
 
 from simulator.errors import InvalidOption, UnsafeTarget
 from simulator.net import is_loopback
-from simulator.upstreams.app import MAX_EMAIL_BYTES, SmtpSink, Upstreams, create_app
+from simulator.upstreams.app import Routes, Upstreams
 from simulator.upstreams.faults import RegistryFaults, SinkFaults
+from simulator.upstreams.httpd import Connections, start_http_server
 from simulator.upstreams.messages import Outbox
 from simulator.upstreams.profile import load_profile
 from simulator.upstreams.registry import load_registry
+from simulator.upstreams.smtp import MAX_EMAIL_BYTES, SmtpSink
 
-UVICORN_OPTIONS = {
-    "loop": "uvloop",
-    "http": "httptools",
-    "access_log": False,
-    "log_level": "warning",
-    "timeout_graceful_shutdown": 2,
-    "backlog": 4096,
-    "lifespan": "on",
-}
+BACKLOG = 4096
+SHUTDOWN_S = 2.0
+"""Seconds pending answers get to go out after SIGINT/SIGTERM."""
 
 
 @dataclass
@@ -72,7 +71,7 @@ def bind(host: str, port: int, option: str) -> socket.socket:
     except OSError as err:
         sock.close()
         raise InvalidOption(f"{option}: cannot listen on {host}:{port} ({err.strerror or err})") from None
-    sock.listen(UVICORN_OPTIONS["backlog"])
+    sock.listen(BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -100,8 +99,6 @@ def serve_upstreams(
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Bind, load, serve until SIGINT/SIGTERM (blocking)."""
-    import uvicorn
-
     loopback = check_bind_host(config.host, config.allow_remote)
     http_sock = bind(config.host, config.http_port, "--port")
     smtp_sock = None
@@ -109,35 +106,9 @@ def serve_upstreams(
         if config.smtp_port is not None:
             smtp_sock = bind(config.host, config.smtp_port, "--smtp-port")
         upstreams = build_upstreams(config, progress)
-        servers: list[asyncio.AbstractServer] = []
-
-        async def start_smtp() -> None:
-            if smtp_sock is None:
-                return
-            from aiosmtpd.smtp import SMTP
-
-            handler = SmtpSink(upstreams)
-            loop = asyncio.get_running_loop()
-            servers.append(
-                await loop.create_server(
-                    lambda: SMTP(
-                        handler,
-                        data_size_limit=MAX_EMAIL_BYTES,
-                        hostname="upstreams.prakerja-sim",
-                        ident="prakerja-sim upstreams SMTP sink",
-                        enable_SMTPUTF8=True,
-                    ),
-                    sock=smtp_sock,
-                )
-            )
-
-        async def stop_smtp() -> None:
-            for server in servers:
-                server.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(server.wait_closed(), 2)
-
-        app = create_app(upstreams, on_startup=start_smtp, on_shutdown=stop_smtp)
+        # What was loaded lives as long as the process: the collector need not scan it again.
+        gc.collect()
+        gc.freeze()
         http_host, http_port = http_sock.getsockname()[:2]
         if not loopback:
             say(f"warning: listening on {config.host}, reachable from other machines")
@@ -150,9 +121,58 @@ def serve_upstreams(
             f"  read API  http://{http_host}:{http_port}/v1/  (sandbox/outbox, codes, stats, clock; "
             "docs/upstreams.md)"
         )
-        uvicorn_config = uvicorn.Config(app, **UVICORN_OPTIONS)
-        uvicorn.Server(uvicorn_config).run(sockets=[http_sock])
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(upstreams, http_sock, smtp_sock))
     finally:
         http_sock.close()
         if smtp_sock is not None:
             smtp_sock.close()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(upstreams: Upstreams, http_sock: socket.socket, smtp_sock: socket.socket | None) -> None:
+    """The HTTP routes (lean protocol, :mod:`simulator.upstreams.httpd`) and the SMTP sink on one loop,
+    until SIGINT or SIGTERM; then the listeners close and open connections get ``SHUTDOWN_S`` to finish."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    connections = Connections()
+    servers = [await start_http_server(Routes(upstreams), http_sock, connections)]
+    if smtp_sock is not None:
+        from aiosmtpd.smtp import SMTP
+
+        handler = SmtpSink(upstreams)
+        servers.append(
+            await loop.create_server(
+                lambda: SMTP(
+                    handler,
+                    data_size_limit=MAX_EMAIL_BYTES,
+                    hostname="upstreams.prakerja-sim",
+                    ident="prakerja-sim upstreams SMTP sink",
+                    enable_SMTPUTF8=True,
+                ),
+                sock=smtp_sock,
+            )
+        )
+    sweeper = asyncio.ensure_future(connections.sweeper())
+    try:
+        await stop.wait()
+    finally:
+        sweeper.cancel()
+        for server in servers:
+            server.close()
+        deadline = loop.time() + SHUTDOWN_S
+        while connections.open and any(c.pending for c in connections.open) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        connections.close_all()
+        for server in servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_S)
