@@ -228,7 +228,7 @@ OVERSIZED_IN_OTHER_HANDS = {
     # here has become short enough).
     "simulator.seed.runner", "simulator.seed.rows",
     "simulator.seed.loaders", "simulator.seed.mapping.load", "simulator.seed.mapping.check",
-    "simulator.surge.scenario", "simulator.upstreams.app",
+    "simulator.surge.scenario",
 }
 
 
