@@ -13,7 +13,7 @@ _EXPORTS = {
     "APPEND": "simulator.seed.runner",
     "TRUNCATE": "simulator.seed.runner",
     "SeedResult": "simulator.seed.runner",
-    "seed_database": "simulator.seed.runner",
+    "seed_database": "simulator.seed.reference",
     "PROFILES": "simulator.seed.states",
     "FunnelState": "simulator.seed.states",
     "parse_states": "simulator.seed.states",
