@@ -19,7 +19,8 @@ from simulator.api.db import make_engine
 from simulator.api.passwords import verify_password
 from simulator.errors import InvalidOption
 from simulator.seed import seed_database
-from simulator.seed.hashing import SEED_COST, HashBook, PasswordChoice, PasswordHasherPool, parse_distinct
+from simulator.seed.hashing import PasswordChoice, parse_distinct
+from simulator.seed.mapping.passwords import HashWorkers, PasswordColumn, scheme_of
 from simulator.seed.verify import violations
 
 AS_OF = dt.datetime(2026, 11, 27, 22, 0)
@@ -97,27 +98,34 @@ def test_a_run_no_bigger_than_the_pool_keeps_the_populations_own_passwords():
     assert PasswordChoice.for_run(2, 10, applicants=11).plain(own, keys).to_pylist() != pooled
 
 
-def test_hash_book_hashes_each_distinct_password_once_and_keeps_row_order():
-    with PasswordHasherPool(SEED_COST, workers=1) as hasher:
-        book = HashBook(hasher, seed=5)
+def test_each_distinct_password_is_hashed_once_and_row_order_kept():
+    hasher = HashWorkers(1)
+    try:
+        book = PasswordColumn(hasher, scheme_of("argon2id"), 5, None)
         first = pa.array(["a-secret", "b-secret", "a-secret"])
         second = pa.array(["b-secret", "c-secret"])
         pending = book.submit(first)
         later = book.submit(second)
         hashes, later_hashes = book.collect(pending).to_pylist(), book.collect(later).to_pylist()
+    finally:
+        hasher.close()
     assert book.hashed == 3
     assert hashes[0] == hashes[2] != hashes[1] and later_hashes[0] == hashes[1]
     for plain, hashed in zip(first.to_pylist() + second.to_pylist(), hashes + later_hashes, strict=True):
         assert verify_password(hashed, plain)
 
 
-def test_hash_book_of_a_pool_gives_the_hashes_of_one_hash_per_distinct_password():
+def test_a_pool_gives_the_hashes_of_one_hash_per_distinct_password():
     pool = pa.array(["a-secret", "b-secret", "c-secret"])
     rows = [pa.array(["b-secret", "a-secret", "b-secret"]), pa.array(["c-secret"])]
-    with PasswordHasherPool(SEED_COST, workers=2) as hasher:
-        pooled, plain = HashBook(hasher, seed=5, pool=pool), HashBook(hasher, seed=5)
+    hasher = HashWorkers(2)
+    try:
+        argon2id = scheme_of("argon2id")
+        pooled, plain = PasswordColumn(hasher, argon2id, 5, pool), PasswordColumn(hasher, argon2id, 5, None)
         from_pool = [pooled.collect(pooled.submit(r)).to_pylist() for r in rows]
         one_by_one = [plain.collect(plain.submit(r)).to_pylist() for r in rows]
+    finally:
+        hasher.close()
     assert from_pool == one_by_one and pooled.hashed == 3
 
 

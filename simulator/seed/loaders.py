@@ -402,22 +402,6 @@ class SqliteLoader:
         self._batch_rows = batch_rows
         # Bulk-load settings for this connection only; the journal keeps the load atomic.
         self._raw.execute("PRAGMA cache_size = -262144")
-        self._deferred: list[sa.Index] = []
-
-    def defer_constraints(self, tables: list[sa.Table]) -> None:
-        """Drop the schema's secondary indexes of the (empty) ``tables`` until
-        :meth:`restore_constraints` builds each once over all rows. Keys and unique constraints
-        live inside SQLite's table definitions and stay; DDL is transactional here."""
-        self._deferred = [index for table in tables for index in table.indexes]
-        for index in self._deferred:
-            self._conn.exec_driver_sql(
-                f"DROP INDEX IF EXISTS {self._conn.dialect.identifier_preparer.quote(index.name)}"
-            )
-
-    def restore_constraints(self) -> None:
-        for index in self._deferred:
-            self._conn.execute(sa.schema.CreateIndex(index))
-        self._deferred = []
 
     def load(self, table: sa.Table, rows: pa.Table) -> int:
         if rows.num_rows == 0:
@@ -477,17 +461,6 @@ class BackgroundLoader:
     def flush(self) -> None:
         self._queue.join()
         self._raise_failure()
-
-    def __getattr__(self, name: str):  # noqa: ANN204 - defer_constraints, restore_constraints, emptied
-        attribute = getattr(self.inner, name)
-        if not callable(attribute):
-            return attribute
-
-        def on_the_connection(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            self.flush()
-            return attribute(*args, **kwargs)
-
-        return on_the_connection
 
     def close(self) -> None:
         """Stop after the load in progress (queued ones are dropped), then close the inner loader."""
