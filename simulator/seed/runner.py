@@ -13,7 +13,6 @@ import datetime as dt
 import multiprocessing
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -27,8 +26,9 @@ import pyarrow.ipc  # noqa: F401 - pa.ipc
 import sqlalchemy as sa
 
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
+from simulator.io import handover
 from simulator.io.atomic import AtomicFile
-from simulator.io.leftovers import HANDOVER_PREFIX, sweep
+from simulator.io.leftovers import sweep
 from simulator.seed.rows import SeedCursor
 from simulator.seed.target import SQLITE, Target, connect
 
@@ -123,11 +123,13 @@ class PopulationSource:
 class ChunkPrefetch:
     """The chunks of a generated population (``generate()``'s, in order), made on a worker process
     up to :data:`GENERATE_AHEAD` ahead while this process builds and loads the rows of the chunks
-    before them (a population of one chunk is made in this process).
+    before them (a population of one chunk is made in this process, and so is every chunk when
+    /dev/shm has no room for the hand-over).
 
-    A chunk comes back as Arrow IPC files (see :func:`_generate_to_files`), which this process
-    maps without copying: pickled through a pipe, a chunk of 100,000 people (about 75 MB) cost
-    both processes more CPU than generating it.
+    A chunk comes back through shared memory (:mod:`simulator.io.handover`, as the population
+    writer's do) and is copied once into this process's memory, which frees its slot at once:
+    pickled through a pipe, a chunk of 100,000 people (about 75 MB) cost both processes more CPU
+    than generating it.
 
     The worker is forked when this is made: do that early, while this process is small (a
     forked process keeps its own copy of every page the parent frees afterwards)."""
@@ -139,49 +141,58 @@ class ChunkPrefetch:
         self.plan = plan or make_plan(source.size, source.seed)  # as generate() makes it
         self.chunks = list(self.plan.shard_chunks(*source.shard))
         self._executor: ProcessPoolExecutor | None = None
-        self._directory: str | None = None
+        self._slots: handover.Slots | None = None
         self._ahead: collections.deque = collections.deque()
         self._following = iter(self.chunks[1 + GENERATE_AHEAD :])
         if len(self.chunks) > 1:
+            sweep()  # what killed runs left: shared memory, hand-over directories, semaphores
+        if len(self.chunks) > 1 and _handover_room():
             region_tables()  # loaded once, before the fork: the worker shares them
-            base = _handover_dir()
-            sweep(base)  # what killed runs left: hand-over directories, shared memory
-            # Named after this process, so a later run can tell when it was killed.
-            self._directory = tempfile.mkdtemp(prefix=f"{HANDOVER_PREFIX}{os.getpid()}-", dir=base)
+            self._run = handover.run_name()
+            self._slots = handover.Slots(
+                self._run, 1 + GENERATE_AHEAD, self.plan.options.chunk_rows * _HANDOVER_BYTES_PER_PERSON
+            )
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork")
             )
             # The first chunk too: it is made while this process sets the database up.
             self._ahead.extend(self._submit(k) for k in self.chunks[: 1 + GENERATE_AHEAD])
 
-    def _submit(self, k: int):  # noqa: ANN202 - a Future
-        return self._executor.submit(_generate_to_files, self.plan, k, self._directory)
+    def _submit(self, k: int) -> tuple[int, str, object]:
+        slot = self._slots.acquire()
+        return k, slot, self._executor.submit(_generate_and_hand_over, self.plan, k, self._run, slot)
 
     def __iter__(self) -> Iterator:
-        from simulator.generators.population import generate_chunk
+        from simulator.generators.population import PopulationChunk, generate_chunk
 
-        if self._executor is None:  # one chunk (or none): made here
+        if self._executor is None:  # one chunk (or none), or no room for the hand-over: made here
             yield from (generate_chunk(self.plan, k) for k in self.chunks)
             return
         while self._ahead:
+            _, slot, future = self._ahead.popleft()
             try:
-                chunk = _read_files(self._ahead.popleft().result())
-            except OSError as err:  # e.g. the hand-over directory's disk is full
+                index, start, stop, handles = future.result()
+                tables = handover.received(self._slots, handles)
+            except OSError as err:  # e.g. /dev/shm is full
                 raise SimulatorError(
-                    f"could not hand a generated population chunk over through {self._directory}: {err}"
+                    f"could not hand a generated population chunk over through shared memory: {err}"
                 ) from err
+            finally:
+                self._slots.release(slot)
             k = next(self._following, None)
             if k is not None:
                 self._ahead.append(self._submit(k))
-            yield chunk
+            yield PopulationChunk(index=index, start=start, stop=stop, **tables)
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
-        if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
-            self._directory = None
+        if self._slots is not None:
+            self._slots.abandon([k for k, _, _ in self._ahead], ("residents", "applicants"))
+            self._ahead.clear()
+            self._slots.close()
+            self._slots = None
 
     def __enter__(self) -> ChunkPrefetch:
         return self
@@ -190,49 +201,29 @@ class ChunkPrefetch:
         self.close()
 
 
-_HANDOVER_BYTES = 1 << 30
-"""Free space a RAM-backed /dev/shm needs before chunks are handed over there (two or three
-chunks of about 75 MB each live at once; containers often mount only 64 MB)."""
-def _handover_dir() -> str:
-    """Where the worker leaves its chunks: /dev/shm (memory) when it has room, else the temp dir."""
+_HANDOVER_BYTES_PER_PERSON = 1_536
+"""A slot's room per person of a chunk (residents and applicants as Arrow IPC, about 750 bytes):
+generous, a page costs nothing until it is written; a bigger chunk travels in blocks of its own."""
+_HANDOVER_ROOM = 1 << 30
+"""Free space /dev/shm needs before chunks are handed over there (two or three chunks of about
+75 MB live at once; containers often mount only 64 MB)."""
+
+
+def _handover_room() -> bool:
     try:
         stat = os.statvfs("/dev/shm")
-        if stat.f_bavail * stat.f_frsize >= _HANDOVER_BYTES and os.access("/dev/shm", os.W_OK):
-            return "/dev/shm"
     except OSError:
-        pass
-    return tempfile.gettempdir()
+        return False
+    return stat.f_bavail * stat.f_frsize >= _HANDOVER_ROOM and os.access("/dev/shm", os.W_OK)
 
 
-def _generate_to_files(plan, k: int, directory: str) -> tuple[int, int, int, str, str]:  # noqa: ANN001
-    """On the worker: chunk ``k`` of ``plan``, each table written to an Arrow IPC file in ``directory``.
-
-    Writing is one copy of each buffer; the parent maps the files (:func:`_read_files`).
-    """
+def _generate_and_hand_over(plan, k: int, run: str, slot: str) -> tuple[int, int, int, dict]:  # noqa: ANN001
+    """On the worker: chunk ``k`` of ``plan``, its tables left in ``slot`` for the parent."""
     from simulator.generators.population import generate_chunk
 
     chunk = generate_chunk(plan, k)
-    paths = []
-    for name in ("residents", "applicants"):
-        table = getattr(chunk, name)
-        path = os.path.join(directory, f"chunk-{k}-{name}.arrow")
-        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        paths.append(path)
-    return chunk.index, chunk.start, chunk.stop, *paths
-
-
-def _read_files(handed: tuple[int, int, int, str, str]):  # noqa: ANN202 - a PopulationChunk
-    """A chunk from :func:`_generate_to_files`' files: mapped, not read, and unlinked at once (the
-    mapping keeps the pages until the last table using them is gone)."""
-    from simulator.generators.population import PopulationChunk
-
-    index, start, stop, *paths = handed
-    tables = []
-    for path in paths:
-        tables.append(pa.ipc.open_file(pa.memory_map(path)).read_all())
-        os.unlink(path)
-    return PopulationChunk(index=index, start=start, stop=stop, residents=tables[0], applicants=tables[1])
+    handles = handover.put(run, slot, k, {"residents": chunk.residents, "applicants": chunk.applicants})
+    return chunk.index, chunk.start, chunk.stop, handles
 
 
 def _as_table(batch) -> pa.Table:  # noqa: ANN001 - a RecordBatch or a Table

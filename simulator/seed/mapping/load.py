@@ -348,6 +348,7 @@ def _load_staged(engine: sa.Engine, run: Run, calendar: WaveCalendar, streams: S
                 loaders.update({t.name: background for t in tables})
             router = TableRouter(loaders)
             wave_rows = load_rows(run, calendar, streams, router, load_global=True, key_order=False)
+        _require_accounts(run, streams)  # before the keys are built for nothing
         stage.build_constraints()
         with stage.engine.begin() as conn:
             result.waves = _finish(conn, run, calendar, streams, wave_rows)
@@ -357,11 +358,15 @@ def _load_staged(engine: sa.Engine, run: Run, calendar: WaveCalendar, streams: S
 
 def _finish(conn: sa.Connection, run: Run, calendar: WaveCalendar, streams: Streams,
             wave_rows: dict[str, pa.Table]) -> list[dict]:  # fmt: skip
-    if streams.cursor.accounts == 0:
-        raise InvalidInputFile(f"{run.source.label}: no applicant could be seeded (no rows, or all refused)")
+    _require_accounts(run, streams)
     if run.rules is not None:
         return run.rules.finish(conn, calendar)
     return finish_waves(conn, run.plan, calendar, streams.cursor, streams.totals, wave_rows)
+
+
+def _require_accounts(run: Run, streams: Streams) -> None:
+    if streams.cursor.accounts == 0:
+        raise InvalidInputFile(f"{run.source.label}: no applicant could be seeded (no rows, or all refused)")
 
 
 __all__ = ["RunRules", "plan_for", "seed_mapped"]
