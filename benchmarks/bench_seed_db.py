@@ -11,11 +11,16 @@ memory of the whole process tree too). CPU seconds of each side are printed (cli
 and the PostgreSQL server's processes when it runs on this machine: on a shared machine the
 wall-clock ratio moves with the load, CPU time much less).
 
+With ``--foreign``, each pair also seeds a mapped schema of similar width and another shape (the
+Django-style schema of ``bench_seed_mapping.py``, through ``--mapping``) into a database of its own,
+and restores its dump the same way: its time against pg_restore of its own rows, and against the
+reference seed of the same population in the same round (issue #19's goal: within 1.2x).
+
 What the checks of issue #14 cost, same run: the remote guard's resolution of ``--db``, and the
 manifest + size + sha256 verification every reader makes, timed on the population written for a
 ``seed-db --from`` run of the same size, against that run's time (goal: under 5%).
 
-    python benchmarks/bench_seed_db.py [--pg URL] [--size 200000] [--repeat 3] [--million] [--j1]
+    python benchmarks/bench_seed_db.py [--pg URL] [--size 200000] [--repeat 3] [--million] [--j1] [--foreign]
 """
 
 from __future__ import annotations
@@ -177,9 +182,38 @@ def check_costs(server: str, size: int, tmp: str) -> str:
     )
 
 
-def pairs(server: str, size: int, repeat: int, tmp: str, *, j1: bool, sample_memory: bool) -> None:
+def foreign_pair(server: str, size: int, tmp: str, reference: SeedRun) -> float:
+    """The Django-style mapped schema seeded and its dump restored, as the reference pair; returns the
+    mapped / reference time ratio."""
+    from bench_seed_mapping import FOREIGN_DDL, FOREIGN_MAPPING, prepared
+
+    mapping = os.path.join(tmp, "foreign.toml")
+    with open(mapping, "w", encoding="utf-8") as handle:
+        handle.write(FOREIGN_MAPPING)
+    with scratch_database(server, prefix="bench_seed_map") as db:
+        prepared(db, FOREIGN_DDL)
+        run = seed(db, size, os.path.join(tmp, "pw-map.csv"), "--mapping", mapping)
+        anchor = restore_anchor(db, server, os.path.join(tmp, "mapped.dump"), 2)
+    ratio = run.seconds / reference.seconds
+    print(
+        f"  --mapping (Django-style schema): {run.rows:,} rows in {run.seconds:.2f} s "
+        f"({_cpu(run.client_cpu, run.server_cpu)}); pg_restore -j 2 of its dump: {anchor.seconds:.2f} s "
+        f"({_cpu(anchor.client_cpu, anchor.server_cpu)}), ratio {run.seconds / anchor.seconds:.2f}"
+    )
+    if run.server_cpu is not None and anchor.server_cpu is not None and reference.server_cpu is not None:
+        mapped_cpu = run.client_cpu + run.server_cpu
+        print(f"    by CPU time: {mapped_cpu / (anchor.client_cpu + anchor.server_cpu):.2f} against its "
+              f"pg_restore, {mapped_cpu / (reference.client_cpu + reference.server_cpu):.2f} against "
+              "the reference seed")  # fmt: skip
+    print(f"    mapped / reference seed time: {ratio:.2f} (goal <= 1.20)")
+    return ratio
+
+
+def pairs(
+    server: str, size: int, repeat: int, tmp: str, *, j1: bool, sample_memory: bool, foreign: bool = False
+) -> None:
     """``repeat`` seed / dump / restore pairs of ``size`` applicants; prints each and the median ratio."""
-    ratios = []
+    ratios, mapped = [], []
     for _ in range(repeat):
         with scratch_database(server, prefix="bench_seed") as db:
             run = seed(db, size, os.path.join(tmp, "pw.csv"), sample_memory=sample_memory)
@@ -204,8 +238,12 @@ def pairs(server: str, size: int, repeat: int, tmp: str, *, j1: bool, sample_mem
             seed_cpu, restore_cpu = run.client_cpu + run.server_cpu, anchor.client_cpu + anchor.server_cpu
             print(f"  by CPU time (client + server): {seed_cpu:.1f} s / {restore_cpu:.1f} s = "
                   f"{seed_cpu / restore_cpu:.2f}")
+        if foreign:
+            mapped.append(foreign_pair(server, size, tmp, run))
         print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     print(f"{size:,} applicants: median ratio over {len(ratios)} pair(s): {statistics.median(ratios):.2f}")
+    if mapped:
+        print(f"{size:,} applicants: median mapped / reference ratio: {statistics.median(mapped):.2f}")
 
 
 def main() -> None:
@@ -215,13 +253,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="seed / restore pairs per size")
     parser.add_argument("--million", action="store_true", help="also pairs at 1,000,000 applicants")
     parser.add_argument("--j1", action="store_true", help="also time pg_restore -j 1 of each dump")
+    parser.add_argument("--foreign", action="store_true", help="also seed a mapped Django-style schema")
+    parser.add_argument("--no-checks", action="store_true", help="skip the #14 checks' cost")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-seed-") as tmp:
-        pairs(args.pg, args.size, args.repeat, tmp, j1=args.j1, sample_memory=False)
-        print(check_costs(args.pg, args.size, tmp))
+        pairs(args.pg, args.size, args.repeat, tmp, j1=args.j1, sample_memory=False, foreign=args.foreign)
+        if not args.no_checks:
+            print(check_costs(args.pg, args.size, tmp))
         if args.million:
-            pairs(args.pg, 1_000_000, args.repeat, tmp, j1=args.j1, sample_memory=True)
-            print(check_costs(args.pg, 1_000_000, tmp))
+            pairs(args.pg, 1_000_000, args.repeat, tmp, j1=args.j1, sample_memory=True, foreign=args.foreign)
+            if not args.no_checks:
+                print(check_costs(args.pg, 1_000_000, tmp))
 
 
 if __name__ == "__main__":

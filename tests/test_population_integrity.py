@@ -237,11 +237,10 @@ def test_seed_db_removes_its_own_and_the_generators_leftovers(tmp_path):
     dead_side = tmp_path / f".qa.db.passwords.csv.{dead}@{host}.0badf00d.tmp"
     live_side = tmp_path / f".qa.db.passwords.csv.{alive}@{host}.0badf00d.tmp"
     other_host = tmp_path / f".qa.db.passwords.csv.{dead}@elsewhere-invalid.0badf00d.tmp"
-    handover = Path("/tmp") / f"{leftovers.HANDOVER_PREFIX}{dead}-test"
+    handover = Path("/dev/shm") / f"{leftovers.SEGMENT_PREFIX}{dead}-test-slot0"  # a chunk's hand-over
     for path in (dead_side, live_side, other_host):
         path.write_text("email,password\n", encoding="utf-8")
-    handover.mkdir(exist_ok=True)
-    (handover / "chunk-0-residents.arrow").write_bytes(b"x" * 1024)
+    handover.write_bytes(b"x" * 1024)
     seed_database(str(tmp_path / "qa.db"), size=300, seed=3, workers=1, chunk_rows=100, block_rows=100)
     assert not dead_side.exists() and not handover.exists()
     assert live_side.exists()  # a running seed's

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from simulator.database import schema as t
-from simulator.seed.loaders import encode_binary_rows
+from simulator.seed.copy_binary import encode_binary_rows
 
 _EPOCH = dt.datetime(2000, 1, 1)
 

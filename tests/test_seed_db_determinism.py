@@ -19,7 +19,8 @@ from simulator.database.db import make_engine
 from simulator.database.passwords import verify_password
 from simulator.errors import InvalidOption
 from simulator.seed import seed_database
-from simulator.seed.hashing import SEED_COST, HashBook, PasswordChoice, PasswordHasherPool, parse_distinct
+from simulator.seed.hashing import PasswordChoice, parse_distinct
+from simulator.seed.mapping.passwords import HashWorkers, PasswordColumn, scheme_of
 from simulator.seed.verify import violations
 
 AS_OF = dt.datetime(2026, 11, 27, 22, 0)
@@ -97,27 +98,34 @@ def test_a_run_no_bigger_than_the_pool_keeps_the_populations_own_passwords():
     assert PasswordChoice.for_run(2, 10, applicants=11).plain(own, keys).to_pylist() != pooled
 
 
-def test_hash_book_hashes_each_distinct_password_once_and_keeps_row_order():
-    with PasswordHasherPool(SEED_COST, workers=1) as hasher:
-        book = HashBook(hasher, seed=5)
+def test_each_distinct_password_is_hashed_once_and_row_order_kept():
+    hasher = HashWorkers(1)
+    try:
+        book = PasswordColumn(hasher, scheme_of("argon2id"), 5, None)
         first = pa.array(["a-secret", "b-secret", "a-secret"])
         second = pa.array(["b-secret", "c-secret"])
         pending = book.submit(first)
         later = book.submit(second)
         hashes, later_hashes = book.collect(pending).to_pylist(), book.collect(later).to_pylist()
+    finally:
+        hasher.close()
     assert book.hashed == 3
     assert hashes[0] == hashes[2] != hashes[1] and later_hashes[0] == hashes[1]
     for plain, hashed in zip(first.to_pylist() + second.to_pylist(), hashes + later_hashes, strict=True):
         assert verify_password(hashed, plain)
 
 
-def test_hash_book_of_a_pool_gives_the_hashes_of_one_hash_per_distinct_password():
+def test_a_pool_gives_the_hashes_of_one_hash_per_distinct_password():
     pool = pa.array(["a-secret", "b-secret", "c-secret"])
     rows = [pa.array(["b-secret", "a-secret", "b-secret"]), pa.array(["c-secret"])]
-    with PasswordHasherPool(SEED_COST, workers=2) as hasher:
-        pooled, plain = HashBook(hasher, seed=5, pool=pool), HashBook(hasher, seed=5)
+    hasher = HashWorkers(2)
+    try:
+        argon2id = scheme_of("argon2id")
+        pooled, plain = PasswordColumn(hasher, argon2id, 5, pool), PasswordColumn(hasher, argon2id, 5, None)
         from_pool = [pooled.collect(pooled.submit(r)).to_pylist() for r in rows]
         one_by_one = [plain.collect(plain.submit(r)).to_pylist() for r in rows]
+    finally:
+        hasher.close()
     assert from_pool == one_by_one and pooled.hashed == 3
 
 
@@ -127,33 +135,50 @@ def test_bad_distinct_passwords_are_refused(text):
         parse_distinct(text)
 
 
-def test_prefetched_chunks_are_the_generators_own_and_leave_no_files(tmp_path, monkeypatch):
-    # The worker hands each chunk over as Arrow files it writes and this process maps: what
-    # arrives must be exactly what generate() makes, and nothing may stay behind, read to the end
-    # or abandoned half way.
+def _own_segments() -> list[str]:
+    """Shared-memory blocks of hand-overs made by this test process (others may run beside it)."""
+    return [name for name in os.listdir("/dev/shm") if name.startswith(f"psim-{os.getpid()}-")]
+
+
+def test_prefetched_chunks_are_the_generators_own_and_leave_no_shared_memory():
+    # The worker hands each chunk over through shared memory, which this process copies out of:
+    # what arrives must be exactly what generate() makes, and nothing may stay behind, read to the
+    # end or abandoned half way.
     from simulator.generators.population import generate, make_plan
     from simulator.seed import runner
 
-    monkeypatch.setattr(runner, "_handover_dir", lambda: str(tmp_path))
     plan = make_plan(3500, 5, chunk_rows=1000)
     source = runner.PopulationSource(size=3500, seed=5)
     expected = list(generate(3500, 5, chunk_rows=1000))
     with runner.ChunkPrefetch(source, plan) as chunks:
+        assert _own_segments()  # the slots: the chunks did come through shared memory
         got = list(chunks)
     assert [c.index for c in got] == [c.index for c in expected] == [0, 1, 2, 3]
     for mine, theirs in zip(got, expected, strict=True):
         assert (mine.start, mine.stop) == (theirs.start, theirs.stop)
         assert mine.residents.equals(theirs.residents)
         assert mine.applicants.equals(theirs.applicants)
-    assert list(tmp_path.iterdir()) == []
+    assert _own_segments() == []
 
     with runner.ChunkPrefetch(source, plan) as chunks:
         first_two = [c.index for _, c in zip(range(2), chunks, strict=False)]
     assert first_two == [0, 1]
-    assert list(tmp_path.iterdir()) == []
+    assert _own_segments() == []
 
 
-def test_chunk_files_left_by_a_killed_run_are_removed_and_a_live_runs_kept(tmp_path, monkeypatch):
+def test_a_chunk_bigger_than_its_slot_travels_in_a_block_of_its_own_and_is_freed(monkeypatch):
+    from simulator.generators.population import generate, make_plan
+    from simulator.seed import runner
+
+    monkeypatch.setattr(runner, "_HANDOVER_BYTES_PER_PERSON", 1)  # no room in the slots
+    plan = make_plan(2500, 5, chunk_rows=1000)
+    with runner.ChunkPrefetch(runner.PopulationSource(size=2500, seed=5), plan) as chunks:
+        got = [c.applicants for c in chunks]
+    assert [t.num_rows for t in got] == [c.applicants.num_rows for c in generate(2500, 5, chunk_rows=1000)]
+    assert _own_segments() == []
+
+
+def test_shared_memory_left_by_a_killed_run_is_removed_and_a_live_runs_kept():
     import subprocess
     import sys
 
@@ -163,35 +188,37 @@ def test_chunk_files_left_by_a_killed_run_are_removed_and_a_live_runs_kept(tmp_p
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    dead = tmp_path / f"prakerja-seed-chunks-{int(gone.stdout)}-abc"
-    alive = tmp_path / f"prakerja-seed-chunks-{os.getppid()}-def"
-    unrelated = tmp_path / "prakerja-seed-chunks-notapid"
-    for directory in (dead, alive, unrelated):
-        directory.mkdir()
-        (directory / "chunk-1-residents.arrow").write_bytes(b"x")
-    monkeypatch.setattr(runner, "_handover_dir", lambda: str(tmp_path))
-    source = runner.PopulationSource(size=2500, seed=5)
-    with runner.ChunkPrefetch(source, make_plan(2500, 5, chunk_rows=1000)) as chunks:
-        assert sum(1 for _ in chunks) == 3
-    assert not dead.exists()
-    assert alive.exists() and unrelated.exists()
+    dead = f"/dev/shm/psim-{int(gone.stdout)}-abc-slot0"
+    alive = f"/dev/shm/psim-{os.getppid()}-def-slot0"
+    try:
+        for path in (dead, alive):
+            with open(path, "wb") as handle:
+                handle.write(b"x")
+        source = runner.PopulationSource(size=2500, seed=5)
+        with runner.ChunkPrefetch(source, make_plan(2500, 5, chunk_rows=1000)) as chunks:
+            assert sum(1 for _ in chunks) == 3
+        assert not os.path.exists(dead)
+        assert os.path.exists(alive)
+    finally:
+        for path in (dead, alive):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
-def _disk_full(plan, k, directory):  # noqa: ANN001 - on the worker, in place of _generate_to_files
-    raise OSError(28, "No space left on device", directory)
+def _no_room(plan, k, run, slot):  # noqa: ANN001 - on the worker, in place of _generate_and_hand_over
+    raise OSError(28, "No space left on device", "/dev/shm")
 
 
-def test_a_chunk_that_cannot_be_handed_over_fails_with_a_clear_error(tmp_path, monkeypatch):
+def test_a_chunk_that_cannot_be_handed_over_fails_with_a_clear_error(monkeypatch):
     from simulator.errors import SimulatorError
     from simulator.generators.population import make_plan
     from simulator.seed import runner
 
-    monkeypatch.setattr(runner, "_handover_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(runner, "_generate_to_files", _disk_full)
+    monkeypatch.setattr(runner, "_generate_and_hand_over", _no_room)
     source = runner.PopulationSource(size=2500, seed=5)
     with (
         runner.ChunkPrefetch(source, make_plan(2500, 5, chunk_rows=1000)) as chunks,
         pytest.raises(SimulatorError, match="could not hand a generated population chunk.*No space left"),
     ):
         list(chunks)
-    assert list(tmp_path.iterdir()) == []
+    assert _own_segments() == []

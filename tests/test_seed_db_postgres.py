@@ -141,9 +141,9 @@ def test_a_duplicate_found_while_building_keys_leaves_the_target_as_it_was(serve
                 rows.tables["accounts"] = accounts.set_column(index, "email", pa.array(emails, pa.string()))
                 return rows
 
-            from simulator.seed import runner
+            from simulator.seed.mapping import stream
 
-            monkeypatch.setattr(runner, "build_chunk", duplicate_an_email)
+            monkeypatch.setattr(stream, "build_chunk", duplicate_an_email)
             with pytest.raises(SimulatorError, match="as it was"):
                 _seed(db_url, tmp_path, size=1500, seed=9)
             assert _counts(engine) == before

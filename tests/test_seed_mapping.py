@@ -239,7 +239,9 @@ def test_the_reference_mapping_seeds_the_reference_schema(engine_param, tmp_path
                 order.index(n) for n in ("identities", "wave_joins", "recipients")
             )
             assert order.index("waves") < order.index("wave_joins")
-            assert {t.name for t in plan.emptied} == {"otps", "idempotency_keys", "outcome_counts"}
+            assert {t.name for t in plan.emptied} == {
+                "otps", "idempotency_keys", "outcome_counts", "attempt_budgets",
+            }  # fmt: skip
             result = seed_mapped(
                 db_url, REFERENCE_MAPPING, size=SIZE, seed=5, states=MIX, mode="truncate", as_of=AS_OF,
                 chunk_rows=CHUNK, block_rows=CHUNK, passwords_out=tmp_path / "pw.csv", workers=2,

@@ -1,5 +1,6 @@
 """What a killed run leaves behind, and the one sweep that removes it on the next run: temporary
-files beside their targets, ``/dev/shm/psim-*`` segments, chunk hand-over directories, semaphores.
+files beside their targets, ``/dev/shm/psim-*`` segments (the chunk hand-over's, see
+:mod:`simulator.io.handover`), semaphores.
 
 Each is named after the process that owns it (pid, and host for files that a shared disk may
 show to other machines), so a sweep removes only what belongs to a process that no longer exists.
@@ -18,9 +19,7 @@ from pathlib import Path
 
 SHARED_MEMORY = Path("/dev/shm")
 SEGMENT_PREFIX = "psim-"
-"""Shared-memory segments of the population writer: ``psim-<pid>-...``."""
-HANDOVER_PREFIX = "prakerja-seed-chunks-"
-"""seed-db's chunk hand-over directories: ``prakerja-seed-chunks-<pid>-...``."""
+"""Shared-memory segments of the chunk hand-over (population writer, seed-db): ``psim-<pid>-...``."""
 SEMAPHORE_GRACE_S = 60.0
 """A semaphore file no process maps is a leak once it is this old (one just made is mapped at once)."""
 
@@ -57,15 +56,14 @@ def is_dead(pid: int) -> bool:
 
 
 def dead_owner(name: str) -> bool:
-    """Whether ``name`` is one of ours (a temporary file, a segment, a hand-over directory) whose
-    owner process is gone."""
+    """Whether ``name`` is one of ours (a temporary file, a shared-memory segment) whose owner
+    process is gone."""
     match = _TEMP_FILE.match(name)
     if match:
         return match["host"] == HOST and is_dead(int(match["pid"]))
-    for prefix in (SEGMENT_PREFIX, HANDOVER_PREFIX):
-        pid = name[len(prefix):].partition("-")[0]
-        if name.startswith(prefix) and pid.isdigit():
-            return is_dead(int(pid))
+    pid = name[len(SEGMENT_PREFIX):].partition("-")[0]
+    if name.startswith(SEGMENT_PREFIX) and pid.isdigit():
+        return is_dead(int(pid))
     return False
 
 

@@ -15,10 +15,8 @@ import json
 import multiprocessing
 import os
 import re
-import secrets
 from collections import deque
 from collections.abc import Callable, Iterator
-from multiprocessing import shared_memory
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,12 +32,12 @@ from simulator.generators.population import (
     make_plan,
 )
 from simulator.generators.schema import ENCODED_SCHEMAS, SCHEMAS
+from simulator.io import handover
 from simulator.io.atomic import atomic_write_text, fsync_directory
 from simulator.io.encode import encode_csv, encode_jsonl
 from simulator.io.files import ParquetFile, StreamFile
-from simulator.io.leftovers import SEGMENT_PREFIX, sweep
+from simulator.io.leftovers import sweep
 from simulator.io.manifest import FORMATS, MANIFEST_VERSION, TABLES, file_names
-from simulator.io.segments import create_for_owner
 
 
 def _encode_chunk(plan: PopulationPlan, k: int, fmt: str, header: bool) -> tuple[int, dict[str, object]]:
@@ -59,7 +57,6 @@ def _encode_chunk(plan: PopulationPlan, k: int, fmt: str, header: bool) -> tuple
 
 
 _WORKER_PLAN: PopulationPlan | None = None
-_WORKER_SLOTS: dict[str, shared_memory.SharedMemory] = {}
 
 
 def _worker_init(plan: PopulationPlan) -> None:
@@ -70,179 +67,17 @@ def _worker_init(plan: PopulationPlan) -> None:
     region_tables()  # load the region lookups once per worker, before the first chunk
 
 
-# Shared-memory hand-over. A chunk's encoded tables travel from a worker to the main process in a
-# *slot*: a block the main process creates once and both sides keep mapped for the whole write,
-# so its pages are faulted in and zeroed once, not once per chunk (a fresh 50 MB block per chunk
-# cost the workers ~0.5 CPU-s per million people in page faults). A payload that does not fit
-# its slot travels in a block of its own, which the main process unlinks once read.
+# Encoded chunks come back through simulator.io.handover: slots of this many bytes per row.
 _SLOT_BYTES_PER_ROW = {"parquet": 1_024, "csv": 1_536, "jsonl": 3_072}  # generous: a page costs
 # nothing until it is written
-_ALIGN = 64
 
 
-def _shared_name(run: str, k: int, table: str) -> str:
-    return f"{SEGMENT_PREFIX}{run}-{k}-{table}"
-
-
-def _slot_block(name: str) -> shared_memory.SharedMemory:
-    block = _WORKER_SLOTS.get(name)
-    if block is None:
-        # Attached, not created: the main process owns the slot and unlinks it.
-        block = _WORKER_SLOTS[name] = shared_memory.SharedMemory(name=name)
-    return block
-
-
-def _ipc_size(table: pa.Table) -> int:
-    measure = pa.MockOutputStream()
-    _write_ipc(measure, table)
-    return measure.size()
-
-
-def _fill(target: memoryview, payload: object) -> None:
-    if isinstance(payload, pa.Table):
-        # Written straight into shared memory (one copy); the main process reads it in place.
-        buffer = pa.py_buffer(target)
-        sink = pa.FixedSizeBufferWriter(buffer)
-        _write_ipc(sink, payload)
-        sink.close()
-        del sink, buffer  # release the exported view
-    else:
-        view = memoryview(payload).cast("B")  # Arrow buffers export signed bytes
-        target[:len(view)] = view
-
-
-def _worker_encode(args: tuple[int, str, bool, str, str]) -> tuple[int, dict[str, tuple[str, int, int]]]:
-    """Encode chunk ``k`` and leave each table in shared memory: ``{table: (block, offset, size)}``.
-
-    Sending ~50 MB through the pool's pipe costs the main process more CPU than making the chunk;
-    shared memory costs it one read.
-    """
+def _worker_encode(args: tuple[int, str, bool, str, str]) -> tuple[int, dict[str, handover.Handle]]:
+    """Encode chunk ``k`` and leave each table in shared memory (:func:`simulator.io.handover.put`)."""
     assert _WORKER_PLAN is not None
     k, fmt, header, run, slot = args
     persons, encoded = _encode_chunk(_WORKER_PLAN, k, fmt, header)
-    block = _slot_block(slot)
-    offset = 0
-    handles = {}
-    for name, payload in encoded.items():
-        size = _ipc_size(payload) if isinstance(payload, pa.Table) else len(memoryview(payload).cast("B"))
-        if offset + size <= block.size:
-            target = block.buf[offset:offset + size]
-            _fill(target, payload)
-            target.release()
-            handles[name] = (slot, offset, size)
-            offset += -(-size // _ALIGN) * _ALIGN
-        else:  # bigger than the slot's room: a block of its own
-            own = create_for_owner(_shared_name(run, k, name), max(size, 1))  # the main process unlinks it
-            target = own.buf[:size]
-            _fill(target, payload)
-            target.release()
-            own.close()
-            handles[name] = (own.name, 0, size)
-    return persons, handles
-
-
-def _write_ipc(sink: pa.NativeFile, table: pa.Table) -> None:
-    with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
-
-
-class _Slots:
-    """The main process's slots: created at the start of a parallel write, unlinked at its end."""
-
-    def __init__(self, run: str, count: int, capacity: int):
-        self.blocks: dict[str, shared_memory.SharedMemory] = {}
-        self.free: list[str] = []
-        try:
-            for i in range(count):
-                block = shared_memory.SharedMemory(name=f"{SEGMENT_PREFIX}{run}-slot{i}", create=True,
-                                                   size=capacity)
-                self.blocks[block.name] = block
-                self.free.append(block.name)
-        except BaseException:
-            self.close()
-            raise
-
-    def acquire(self) -> str:
-        return self.free.pop()
-
-    def release(self, name: str) -> None:
-        self.free.append(name)
-
-    def close(self) -> None:
-        for block in self.blocks.values():
-            with contextlib.suppress(BufferError):
-                block.close()
-            with contextlib.suppress(FileNotFoundError, OSError):
-                block.unlink()
-        self.blocks.clear()
-
-
-class _SharedBytes:
-    """An encoded table a worker left in shared memory: ``with`` it to get a view of its bytes.
-
-    In a slot, the view is released on exit (the slot is reused); in a block of its own, the block
-    is unlinked too.
-    """
-
-    def __init__(self, slots: _Slots, handle: tuple[str, int, int]):
-        self.name, self.offset, self.size = handle
-        self.in_slot = self.name in slots.blocks
-        self._slots = slots
-        self._block: shared_memory.SharedMemory | None = None
-        self._view: memoryview | None = None
-
-    def __enter__(self) -> memoryview:
-        if self.in_slot:
-            self._block = self._slots.blocks[self.name]
-        else:
-            self._block = shared_memory.SharedMemory(name=self.name)
-        self._view = self._block.buf[self.offset:self.offset + self.size]
-        return self._view
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._block is not None and self._view is not None
-        self._view.release()  # BufferError if anything still points into the slot
-        if not self.in_slot:
-            self._block.close()
-            self.discard()
-
-    def discard(self) -> None:
-        """Free a block of its own if it was never read (a write abandoned half-way)."""
-        if not self.in_slot and self.name:
-            with contextlib.suppress(FileNotFoundError, OSError):
-                block = shared_memory.SharedMemory(name=self.name)
-                block.close()
-                block.unlink()
-            self.name = ""
-
-
-class _SharedTable(_SharedBytes):
-    """A table a worker left in shared memory as an Arrow IPC stream: ``with`` it to read it in place."""
-
-    def __enter__(self) -> pa.Table:  # type: ignore[override]
-        view = super().__enter__()
-        with pa.ipc.open_stream(pa.py_buffer(view)) as reader:
-            return reader.read_all()  # zero-copy: its buffers point into shared memory
-
-    def __exit__(self, *exc: object) -> None:
-        # The caller has dropped the table; collect any reference cycle still exporting the view.
-        try:
-            super().__exit__(*exc)
-        except BufferError:
-            import gc
-
-            gc.collect()
-            super().__exit__(*exc)
-
-
-def _free_shared(run: str, chunks: list[int]) -> None:
-    """Unlink the blocks of their own of chunks still in flight when a write is abandoned."""
-    for k in chunks:
-        for name in TABLES:
-            with contextlib.suppress(FileNotFoundError, OSError):
-                block = shared_memory.SharedMemory(name=_shared_name(run, k, name))
-                block.close()
-                block.unlink()
+    return persons, handover.put(run, slot, k, encoded)
 
 
 def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
@@ -254,11 +89,13 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
             yield _encode_chunk(plan, k, fmt, k == first)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of pyarrow's thread pools
-    run = f"{os.getpid()}-{secrets.token_hex(4)}"  # the pid lets a later run remove a killed one's
+    run = handover.run_name()  # its pid lets a later run remove what a killed one left
     pending: deque = deque()
     # In flight: workers + 1 chunks, and the one the caller is writing.
-    slots = _Slots(run, min(workers + 2, len(chunks)), plan.options.chunk_rows * _SLOT_BYTES_PER_ROW[fmt])
-    shared = _SharedTable if fmt == "parquet" else _SharedBytes
+    slots = handover.Slots(
+        run, min(workers + 2, len(chunks)), plan.options.chunk_rows * _SLOT_BYTES_PER_ROW[fmt]
+    )
+    shared = handover.SharedTable if fmt == "parquet" else handover.SharedBytes
 
     def submit(k: int) -> None:
         slot = slots.acquire()
@@ -287,7 +124,7 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
                     slots.release(slot)
     finally:
         if pending:  # abandoned (an error, or the consumer stopped): free what workers left behind
-            _free_shared(run, [k for k, _, _ in pending])
+            slots.abandon([k for k, _, _ in pending], TABLES)
         slots.close()
 
 
@@ -301,12 +138,12 @@ def _write_chunk(files: dict[str, StreamFile], encoded: dict[str, object], perso
         if isinstance(payload, pa.Table):
             files[name].write_table(payload)  # type: ignore[attr-defined]
             rows[name] += payload.num_rows
-        elif isinstance(payload, _SharedTable):
+        elif isinstance(payload, handover.SharedTable):
             with payload as table:
                 files[name].write_table(table)  # type: ignore[attr-defined]
                 rows[name] += table.num_rows
                 del table
-        elif isinstance(payload, _SharedBytes):
+        elif isinstance(payload, handover.SharedBytes):
             with payload as view:
                 files[name].write(view)
             rows[name] += persons

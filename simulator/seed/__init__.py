@@ -1,7 +1,16 @@
-"""``seed-db``: fill the reference API's schema with a population, fast, in every funnel state.
+"""``seed-db``: a database filled with a population in every funnel state, fast, all or nothing.
 
-``seed_database`` is the library entry point; ``simulator.seed.cli`` is its click shell. Names
-are imported on first use, so hashing workers that import ``simulator.seed.hashing`` stay small.
+Owns: the funnel a seeded applicant went through (``states``, ``waves``, ``rows``, ``steps``), which
+password each gets and its hash (``hashing``, ``mapping.passwords``), the one loader that writes any
+schema through a mapping (``mapping``: the file, its checks against the reflected schema, the rows of
+each table, the run), the engines' bulk loaders (``loaders``, ``copy_binary``), the two ways to be
+all or nothing (``staging`` for PostgreSQL ``--truncate``, ``mapping.inplace`` otherwise), the
+reference API's schema as one mapping plus its own rules (``reference``), the run's shared pieces
+(``runner``: population stream, side file, result), the target database and its remote guard
+(``target``), and the ``seed-db`` command (``cli``). ``verify`` checks a seeded reference database.
+
+``seed_database`` (the reference schema) and ``simulator.seed.mapping.seed_mapped`` (any schema) are
+the library entry points. Names are imported on first use, so hashing workers stay small.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ _EXPORTS = {
     "APPEND": "simulator.seed.runner",
     "TRUNCATE": "simulator.seed.runner",
     "SeedResult": "simulator.seed.runner",
-    "seed_database": "simulator.seed.runner",
+    "seed_database": "simulator.seed.reference",
     "PROFILES": "simulator.seed.states",
     "FunnelState": "simulator.seed.states",
     "parse_states": "simulator.seed.states",

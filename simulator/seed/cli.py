@@ -15,6 +15,7 @@ from simulator.errors import InvalidOption
 from simulator.io.population import parse_shard
 from simulator.progress import progress_bar
 from simulator.seed.hashing import DEFAULT_DISTINCT_PASSWORDS
+from simulator.seed.reference import seed_database
 from simulator.seed.runner import (
     APPEND,
     DEFAULT_CHUNK_ROWS,
@@ -22,7 +23,6 @@ from simulator.seed.runner import (
     TRUNCATE,
     SeedResult,
     applicants_in,
-    seed_database,
 )
 from simulator.seed.states import PROFILES
 
@@ -143,6 +143,7 @@ def seed_db(
                 result = seed_mapped(
                     db, mapping_file, size=size, seed=seed, shard=shard_pair, population_dir=population_dir,
                     states=states, mode=mode, wave=wave, as_of=as_of_time, open_days=open_days,
+                    password_cost=password_cost if password_cost != "min" else None,
                     distinct_passwords=distinct_passwords, workers=workers, chunk_rows=chunk_rows,
                     passwords_out=passwords_out, allow_remote=allow_remote, progress=advance,
                 )  # fmt: skip

@@ -1,13 +1,15 @@
 """PostgreSQL ``--truncate`` seeds: load a private staging schema over several connections, then swap it in.
 
 One transaction holds one server process, so a seed done in one transaction builds its keys,
-indexes and foreign keys one after the other on one CPU. Here the tables are made in a staging
-schema of their own (``prakerja_seed_stage_<hex>``, from the API's one schema definition), loaded
-with ``COPY`` on two connections (registry residents on one, applicants' tables on the other),
-and their keys and indexes are built on several connections at once; foreign keys are added
-``NOT VALID`` and then validated, also in parallel, so each is checked over every row. Only then,
-in one short transaction, the target tables are dropped and the staged ones moved into their
-place (``ALTER TABLE ... SET SCHEMA``), with the waves' counts and the rules no constraint holds
+indexes and foreign keys one after the other on one CPU. Here the mapped tables (and those the
+mapping empties) are copied, empty and without keys or indexes, into a staging schema of their own
+(``prakerja_seed_stage_<hex>``: ``CREATE TABLE ... (LIKE target INCLUDING DEFAULTS, CONSTRAINTS,
+IDENTITY, GENERATED, STORAGE, COMMENTS)``, serial columns given sequences of their own), loaded
+with ``COPY`` on several connections, and their keys and indexes (the target tables' own, by
+name) are built on several connections at once; foreign keys are added ``NOT VALID`` and then
+validated, also in parallel, so each is checked over every row. Only then, in one short
+transaction, the target tables are dropped and the staged ones moved into their place
+(``ALTER TABLE ... SET SCHEMA``), with the waves' counts and the rules no constraint holds
 checked in that same transaction.
 
 All or nothing: until that last commit the target tables are untouched (the API may keep
@@ -46,7 +48,12 @@ class _Deferred:
 
 
 class PostgresStage:
-    """A staging schema for one seed: made on enter, swapped in by :meth:`swap`, dropped otherwise."""
+    """A staging schema for one seed: made on enter, swapped in by :meth:`swap`, dropped otherwise.
+
+    ``tables``: the target tables to replace (they must exist in the user's schema); each is made
+    again in the staging schema as its target is, without keys, unique constraints, indexes and
+    foreign keys, which :meth:`build_constraints` adds after the load, under the target's names.
+    """
 
     def __init__(self, engine: sa.Engine, tables: list[sa.Table], *, connections: int = DEFAULT_CONNECTIONS):
         self.tables = tables
@@ -54,13 +61,8 @@ class PostgresStage:
         self.name = STAGE_PREFIX + secrets.token_hex(6)
         self.notes: list[str] = []
         self._engine = engine
-        # Connections of the staging schema: its name first on the search path, nothing pooled.
-        self.engine = sa.create_engine(
-            engine.url,
-            poolclass=sa.pool.NullPool,
-            isolation_level="READ COMMITTED",
-            connect_args={"options": f"-c search_path={self.name}"},
-        )
+        self.target_schema: str | None = None
+        self.engine: sa.Engine | None = None
         self._admin: sa.Connection | None = None
         self._deferred: list[_Deferred] = []
         self._swapped = False
@@ -79,11 +81,20 @@ class PostgresStage:
             if self.target_schema is None:
                 raise SimulatorError("the database user has no schema to seed (search_path is empty)")
             self._drop_leftovers(admin)
+            # The staging schema first on the search path, then the target's (for foreign keys to
+            # tables the seed does not replace); nothing pooled.
+            self.engine = sa.create_engine(
+                self._engine.url,
+                poolclass=sa.pool.NullPool,
+                isolation_level="READ COMMITTED",
+                connect_args={"options": f"-c search_path={self.name},{self.target_schema}"},
+            )
             admin.exec_driver_sql(f'CREATE SCHEMA "{self.name}"')
+            names = [t.name for t in self.tables]
+            self._deferred = _target_constraints(admin, self.target_schema, self.name, names)
             with self.engine.begin() as conn:
-                for table in self.tables:
-                    table.create(conn)
-                self._deferred = _defer_constraints(conn, self.name, [t.name for t in self.tables])
+                for name in names:
+                    _copy_table(conn, self.target_schema, self.name, name)
         except BaseException:
             self._cleanup()
             raise
@@ -113,7 +124,8 @@ class PostgresStage:
                 admin.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
         finally:
             admin.close()
-            self.engine.dispose()
+            if self.engine is not None:
+                self.engine.dispose()
 
     # --- loading ------------------------------------------------------------------------------------
 
@@ -137,13 +149,14 @@ class PostgresStage:
         or an orphan fails the run here, before anything reaches the target tables.
         """
         with self.engine.connect() as conn:
-            size = dict(
-                conn.exec_driver_sql(
-                    "SELECT oid::regclass::text, pg_relation_size(oid) FROM pg_class "
+            size = {
+                f"{_quoted(self.name)}.{_quoted(relname)}": pages
+                for relname, pages in conn.exec_driver_sql(
+                    "SELECT relname, pg_relation_size(oid) FROM pg_class "
                     "WHERE relnamespace = %s::regnamespace AND relkind = 'r'",
                     (self.name,),
                 ).all()
-            )
+            }
         # The biggest first, so that the last to finish are small ones.
         indexes = sorted((d for d in self._deferred if d.kind != "f"), key=lambda d: -size.get(d.table, 0))
         # One process per connection: the connections already keep the server's CPUs busy, and a
@@ -212,46 +225,87 @@ class PostgresStage:
 
     def swap(self, conn: sa.Connection) -> None:
         """In ``conn``'s transaction (on :attr:`engine`): drop the target tables and move the staged ones
-        into their place. Takes effect when that transaction commits."""
+        into their place (with the sequences their columns own). Takes effect when that
+        transaction commits."""
         prep = conn.dialect.identifier_preparer
         target = prep.quote_schema(self.target_schema)
         stage = prep.quote_schema(self.name)
-        existing = set(
-            conn.exec_driver_sql(
-                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (self.target_schema,)
-            ).scalars()
-        )
-        old = [f"{target}.{prep.quote(t.name)}" for t in self.tables if t.name in existing]
-        if old:
-            conn.exec_driver_sql(f"DROP TABLE {', '.join(old)}")
+        conn.exec_driver_sql(f"DROP TABLE {', '.join(f'{target}.{prep.quote(t.name)}' for t in self.tables)}")
         for table in self.tables:
             conn.exec_driver_sql(f"ALTER TABLE {stage}.{prep.quote(table.name)} SET SCHEMA {target}")
         conn.exec_driver_sql(f"DROP SCHEMA {stage}")
         self._swapped = True
 
 
-def _defer_constraints(conn: sa.Connection, schema: str, names: list[str]) -> list[_Deferred]:
-    """Drop the keys, unique constraints, indexes and foreign keys of the (empty) staged tables and
-    return how to build each again."""
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _copy_table(conn: sa.Connection, target: str, stage: str, name: str) -> None:
+    """``stage.name`` made empty as ``target.name`` is (columns, defaults, NOT NULL and CHECK
+    constraints, identity, generated columns), with no key, unique constraint, index or foreign key;
+    a serial column gets a sequence of its own (moved with the table at the swap)."""
+    source, copy = f"{_quoted(target)}.{_quoted(name)}", f"{_quoted(stage)}.{_quoted(name)}"
+    conn.exec_driver_sql(
+        f"CREATE TABLE {copy} (LIKE {source} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY "
+        "INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)"
+    )
+    owned = conn.exec_driver_sql(
+        "SELECT a.attname, s.relname, format_type(q.seqtypid, NULL) FROM pg_depend d "
+        "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' "
+        "JOIN pg_sequence q ON q.seqrelid = s.oid "
+        "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+        "WHERE d.classid = 'pg_class'::regclass AND d.refobjid = %s::regclass AND d.deptype = 'a'",
+        (source,),
+    ).all()
+    for column, sequence, kind in owned:
+        qualified = f"{_quoted(stage)}.{_quoted(sequence)}"
+        conn.exec_driver_sql(f"CREATE SEQUENCE {qualified} AS {kind} OWNED BY {copy}.{_quoted(column)}")
+        literal = qualified.replace("'", "''")
+        conn.exec_driver_sql(
+            f"ALTER TABLE {copy} ALTER COLUMN {_quoted(column)} SET DEFAULT nextval('{literal}'::regclass)"
+        )
+
+
+def _target_constraints(conn: sa.Connection, target: str, stage: str, names: list[str]) -> list[_Deferred]:
+    """The keys, unique constraints, indexes and foreign keys of the target tables, as statements
+    on their staged copies (same names; foreign keys to staged tables refer to the staged ones)."""
     in_tables = (
         "SELECT oid FROM pg_class WHERE relnamespace = %(schema)s::regnamespace AND relname = ANY(%(names)s)"
     )
-    params = {"schema": schema, "names": names}
     rows = conn.exec_driver_sql(
-        "SELECT c.conrelid::regclass::text, c.conname, c.contype, "
+        "SELECT c.conrelid, c.conname, c.contype, "
         "CASE WHEN c.contype = 'f' THEN pg_get_constraintdef(c.oid) ELSE pg_get_indexdef(c.conindid) END "
         f"FROM pg_constraint c WHERE c.contype IN ('p', 'u', 'f') AND c.conrelid IN ({in_tables}) "
         "UNION ALL "
-        "SELECT i.indrelid::regclass::text, i.indexrelid::regclass::text, 'i', pg_get_indexdef(i.indexrelid) "
+        "SELECT i.indrelid, i.indexrelid::regclass::text, 'i', pg_get_indexdef(i.indexrelid) "
         f"FROM pg_index i WHERE i.indrelid IN ({in_tables}) "
         "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
-        params,
+        {"schema": target, "names": names},
     ).all()
-    deferred = [_Deferred(table, name.rpartition(".")[2].strip('"'), kind, definition)
-                for table, name, kind, definition in rows]  # fmt: skip
-    for d in sorted(deferred, key=lambda d: d.kind != "f"):  # foreign keys first
-        if d.kind == "i":
-            conn.exec_driver_sql(f'DROP INDEX "{schema}"."{d.name}"')
-        else:
-            conn.exec_driver_sql(f'ALTER TABLE {d.table} DROP CONSTRAINT "{d.name}"')
+    relnames = {
+        oid: (relname, printed)
+        for oid, relname, printed in conn.exec_driver_sql(
+            "SELECT c.oid, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE c.oid IN ({in_tables})",
+            {"schema": target, "names": names},
+        ).all()
+    }
+    deferred = []
+    for oid, name, kind, definition in rows:
+        relname, printed = relnames[oid]
+        staged = f"{_quoted(stage)}.{_quoted(relname)}"
+        if kind != "f":  # CREATE [UNIQUE] INDEX name ON [ONLY] target.table USING ...: on the staged copy
+            for on in (f" ON {printed} ", f" ON ONLY {printed} "):
+                head, found, tail = definition.partition(on)
+                if found:
+                    break
+            else:
+                raise SimulatorError(
+                    f"cannot stage index {name} of {relname}: unexpected definition {definition!r}"
+                )
+            definition = f"{head} ON {staged} {tail}"
+        deferred.append(_Deferred(staged, name.rpartition(".")[2].strip('"'), kind, definition))
     return deferred
+

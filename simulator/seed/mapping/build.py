@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from simulator.seed.hashing import _mix64
+from simulator.seed.hashing import mix64
 from simulator.seed.mapping.check import (
     BOOLEAN,
     DATE,
@@ -270,8 +270,8 @@ def uuids(n: int, start: int, salt: int, *, ordered: bool = False) -> pa.Array:
     """``n`` UUIDs (text, 36 characters) for rows ``start..start+n-1``: version 4 from the salt, or
     version 7 ordered by row (a 48-bit millisecond counter first), so B-tree keys grow at the end."""
     index = (start + np.arange(n, dtype=np.int64)).astype(np.uint64)
-    high = _mix64(index * np.uint64(2), salt)
-    low = _mix64(index * np.uint64(2) + np.uint64(1), salt)
+    high = mix64(index * np.uint64(2), salt)
+    low = mix64(index * np.uint64(2) + np.uint64(1), salt)
     raw = np.empty((n, 16), dtype=np.uint8)
     raw[:, :8] = high.astype(">u8").view(np.uint8).reshape(n, 8)
     raw[:, 8:] = low.astype(">u8").view(np.uint8).reshape(n, 8)

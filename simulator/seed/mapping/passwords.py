@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from simulator.errors import InvalidOption
+from simulator.errors import InvalidOption, SimulatorError
 from simulator.seed.hashing import hash_many, parse_cost
 
 BCRYPT_ROUNDS = 4  # bcrypt's minimum cost (2^4 rounds): about 1 ms a hash
@@ -123,18 +123,32 @@ class HashWorkers:
             self._executor = None
 
 
+_CACHE_LIMIT = 1 << 18  # distinct hashes remembered across blocks (own passwords of a big run)
+
+
+@dataclass
+class _Pending:
+    distinct: list[str]  # the block's distinct plain passwords
+    asked: list[str]  # those this block sent to the workers
+    work: list[Future] | list[str]
+    plain: pa.Array
+
+
 class PasswordColumn:
     """The hashes of one password column: a distinct password is hashed once for the whole run.
 
     With a shared pool of test passwords (``PasswordChoice.pool``), the pool is hashed once at the
-    start and every block takes its hashes by position; otherwise each block hashes the passwords
-    no earlier block asked for.
+    start and every block takes its hashes by position; otherwise each block hashes the passwords no
+    earlier block asked for (blocks may be submitted before the earlier ones are collected). Accounts
+    with the same password share its hash string, as in any QA database where test users share
+    passwords.
     """
 
     def __init__(self, workers: HashWorkers, scheme: Scheme, seed: int, pool: pa.Array | None):
         self.workers, self.scheme, self.seed = workers, scheme, seed
         self.hashed = 0
         self._known: dict[str, str] = {}
+        self._asked: set[str] = set()
         self._pool = pool
         self._pool_hashes: pa.Array | None = None
         self._pool_work = None
@@ -142,22 +156,33 @@ class PasswordColumn:
             self._pool_work = workers.submit(scheme, pool.to_pylist(), seed)
             self.hashed = len(pool)
 
-    def submit(self, plain: pa.Array):  # noqa: ANN201 - opaque, for collect()
+    def submit(self, plain: pa.Array) -> _Pending:
+        """Start hashing the block's passwords not asked for before; hand the result to :meth:`collect`."""
         if self._pool is not None:
-            return plain, None, None
+            return _Pending([], [], [], plain)
         distinct = pc.unique(plain).to_pylist()
-        asked = [p for p in distinct if p not in self._known]
+        asked = [p for p in distinct if p not in self._asked]
+        self._asked.update(asked)
         self.hashed += len(asked)
-        return plain, distinct, (asked, self.workers.submit(self.scheme, asked, self.seed))
+        return _Pending(distinct, asked, self.workers.submit(self.scheme, asked, self.seed), plain)
 
-    def collect(self, pending) -> pa.Array:  # noqa: ANN001
+    def collect(self, pending: _Pending) -> pa.Array:
         """The hash of every row's password, in row order."""
-        plain, distinct, work = pending
         if self._pool is not None:
             if self._pool_hashes is None:
                 self._pool_hashes = pa.array(self.workers.collect(self._pool_work), pa.string())
-            return self._pool_hashes.take(pc.index_in(plain, value_set=self._pool))
-        asked, futures = work
-        self._known.update(zip(asked, self.workers.collect(futures), strict=True))
-        values = pa.array([self._known[p] for p in distinct], pa.string())
-        return values.take(pc.index_in(plain, value_set=pa.array(distinct, pa.string())))
+                self._pool_work = None
+            position = pc.index_in(pending.plain, value_set=self._pool)
+            if position.null_count:
+                raise SimulatorError("internal error: a password outside the pool reached the hashing")
+            return self._pool_hashes.take(position)
+        self._known.update(zip(pending.asked, self.workers.collect(pending.work), strict=True))
+        lost = [p for p in pending.distinct if p not in self._known]
+        if lost:  # asked by an earlier block, forgotten since the cache was emptied: hash here
+            self._known.update(zip(lost, hash_batch(self.scheme, lost, self.seed), strict=True))
+        values = pa.array([self._known[p] for p in pending.distinct], pa.string())
+        hashes = values.take(pc.index_in(pending.plain, value_set=pa.array(pending.distinct, pa.string())))
+        if len(self._known) > _CACHE_LIMIT:  # bounded memory; hashes are salted by content anyway
+            self._known.clear()
+            self._asked.clear()
+        return hashes
