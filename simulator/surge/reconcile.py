@@ -60,18 +60,21 @@ def reconcile(
     wave: int,
     quota: int,
     selection: str,
+    step_commits: dict[str, str] | None = None,
 ) -> Reconciliation:
     """Compare per step; in ``fcfs`` also check that the wave never took more joins than its quota.
 
     ``before`` / ``after`` are ``/v1/admin/stats`` bodies (None when the target has no such
-    endpoint: then nothing can be reconciled, and the report says so).
+    endpoint: then nothing can be reconciled, and the report says so). ``step_commits`` maps each
+    journey step onto its count in ``steps`` (default STEP_COMMITS; a target profile's SQL counts are
+    keyed by the step names themselves, simulator/surge/sources/truth.py).
     """
     if before is None or "steps" not in before:
         return Reconciliation(False, "the target does not offer /v1/admin/stats")
     if after is None or "steps" not in after:
         return Reconciliation(False, "the target stopped answering /v1/admin/stats after the run")
     result = Reconciliation(True)
-    for step, key in STEP_COMMITS.items():
+    for step, key in (STEP_COMMITS if step_commits is None else step_commits).items():
         if key not in after["steps"]:
             continue
         acked, maybe = int(acknowledged.get(step, 0)), int(unknown.get(step, 0))
