@@ -200,8 +200,10 @@ class Pendaftaran:
     # -- sessions and CSRF ---------------------------------------------------------------------
     def new_session(self, akun_id: str | None) -> tuple[str, str]:
         sid, token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        self.db.execute("INSERT INTO sesi (id, akun_id, token, dibuat_pada) VALUES (?, ?, ?, ?)",
-                        (sid, akun_id, token, time.time()))
+        self.db.execute(
+            "INSERT INTO sesi (id, akun_id, token, dibuat_pada) VALUES (?, ?, ?, ?)",
+            (sid, akun_id, token, time.time()),
+        )
         return sid, token
 
     def session(self, request: Request) -> sqlite3.Row | None:
@@ -224,7 +226,8 @@ class Pendaftaran:
         if logged_in and sesi["akun_id"] is None:
             return jawab_gagal("BELUM_MASUK", "masuk dahulu", 401)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        empty = not kind and request.headers.get("content-length", "0") == "0"  # a bare POST: no fields
+        if not empty and kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
             return jawab_gagal("FORMAT_PERMINTAAN", "kirim formulir (application/x-www-form-urlencoded)", 415)
         form = await request.form(max_part_size=4 * 1024 * 1024)
         given = request.headers.get(CSRF_HEADER) or str(form.get(CSRF_FIELD) or "")
@@ -237,14 +240,18 @@ class Pendaftaran:
 
     def otp(self, saluran: str, tujuan: str) -> str:
         kode = f"{secrets.randbelow(10**6):06d}"
-        self.db.execute("INSERT INTO kode_otp (saluran, tujuan, kode, dibuat_pada) VALUES (?, ?, ?, ?)",
-                        (saluran, tujuan, kode, time.time()))
+        self.db.execute(
+            "INSERT INTO kode_otp (saluran, tujuan, kode, dibuat_pada) VALUES (?, ?, ?, ?)",
+            (saluran, tujuan, kode, time.time()),
+        )
         return kode
 
     def use_otp(self, saluran: str, tujuan: str, kode: str) -> bool:
         row = self.db.execute(
             "SELECT id, kode FROM kode_otp WHERE saluran = ? AND tujuan = ? AND dipakai = 0 "
-            "ORDER BY id DESC LIMIT 1", (saluran, tujuan)).fetchone()
+            "ORDER BY id DESC LIMIT 1",
+            (saluran, tujuan),
+        ).fetchone()
         if row is None or not hmac.compare_digest(row["kode"], kode.strip()):
             return False
         self.db.execute("UPDATE kode_otp SET dipakai = 1 WHERE id = ?", (row["id"],))
@@ -276,7 +283,9 @@ def normal_hp(text: str) -> str | None:
 
 
 def create_app(db_path: str | None = None, admin_key: str | None = None) -> Starlette:
-    p = Pendaftaran(db_path or os.environ["PENDAFTARAN_DB"], admin_key or os.environ.get("PENDAFTARAN_ADMIN_KEY"))
+    p = Pendaftaran(
+        db_path or os.environ["PENDAFTARAN_DB"], admin_key or os.environ.get("PENDAFTARAN_ADMIN_KEY")
+    )
 
     def handler(logged_in: bool | None):
         """Wrap a step: the POST checks (session, CSRF, form), then one transaction around the step's
@@ -292,7 +301,9 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
                 sesi, form = checked
                 values: dict[str, Any] = {}
                 for key, value in form.multi_items():  # read every file before the transaction
-                    values[key] = value if isinstance(value, str) else Berkas(await value.read(), value.filename)
+                    values[key] = (
+                        value if isinstance(value, str) else Berkas(await value.read(), value.filename)
+                    )
                 await form.close()
                 p.db.execute("BEGIN IMMEDIATE")
                 try:
@@ -339,8 +350,10 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
         if p.db.execute("SELECT 1 FROM akun WHERE surel = ?", (surel,)).fetchone():
             raise gagal(Reason.EMAIL_TAKEN, "surel ini sudah terdaftar")
         akun_id = "AK" + secrets.token_hex(8)
-        p.db.execute("INSERT INTO akun (id, nama, surel, sandi, dibuat_pada) VALUES (?, ?, ?, ?, ?)",
-                     (akun_id, nama, surel, hash_sandi(sandi), time.time()))
+        p.db.execute(
+            "INSERT INTO akun (id, nama, surel, sandi, dibuat_pada) VALUES (?, ?, ?, ?, ?)",
+            (akun_id, nama, surel, hash_sandi(sandi), time.time()),
+        )
         p.otp("surel", surel)
         return jawab({"id_akun": akun_id, "pesan": "kode konfirmasi dikirim ke surel Anda"})
 
@@ -352,7 +365,9 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
         if akun["surel_dikonfirmasi_pada"] is None:
             if not p.use_otp("surel", akun["surel"], field(form, "kode")):
                 raise Gagal(OTP_WRONG, "kode salah atau sudah dipakai")
-            p.db.execute("UPDATE akun SET surel_dikonfirmasi_pada = ? WHERE id = ?", (time.time(), akun["id"]))
+            p.db.execute(
+                "UPDATE akun SET surel_dikonfirmasi_pada = ? WHERE id = ?", (time.time(), akun["id"])
+            )
         return jawab({"pesan": "surel dikonfirmasi"})
 
     @handler(False)
@@ -395,23 +410,38 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
             "SELECT COUNT(*) FROM penduduk WHERE no_kk = ? AND nik <> ? AND penerima = 1", (no_kk, nik)
         ).fetchone()[0]
         alasan = resident_eligibility(
-            {"birth_date": tanggal, "occupation": penduduk["pekerjaan"],
-             "is_recipient": bool(penduduk["penerima"]), "receives_other_aid": bool(penduduk["bansos_lain"])},
-            kk_recipients=others, on=p.reference_date)
+            {
+                "birth_date": tanggal,
+                "occupation": penduduk["pekerjaan"],
+                "is_recipient": bool(penduduk["penerima"]),
+                "receives_other_aid": bool(penduduk["bansos_lain"]),
+            },
+            kk_recipients=others,
+            on=p.reference_date,
+        )
         if alasan is not None:
             raise gagal(alasan, "tidak memenuhi syarat program")
-        p.db.execute("UPDATE akun SET nik = ?, no_kk = ?, tgl_lahir = ?, identitas_pada = ? WHERE id = ?",
-                     (nik, no_kk, tanggal.isoformat(), time.time(), akun["id"]))
+        p.db.execute(
+            "UPDATE akun SET nik = ?, no_kk = ?, tgl_lahir = ?, identitas_pada = ? WHERE id = ?",
+            (nik, no_kk, tanggal.isoformat(), time.time(), akun["id"]),
+        )
         return jawab({"pesan": "identitas cocok"})
 
     @handler(True)
     def profil(request: Request, sesi: sqlite3.Row, form: Any) -> Response:
         akun = p.akun(sesi["akun_id"])
         need(akun, "identitas_pada")
-        values = (field(form, "alamat", 500), field(form, "kode_pos", 10), field(form, "pendidikan"),
-                  field(form, "status_kerja"))
-        p.db.execute("UPDATE akun SET alamat = ?, kode_pos = ?, pendidikan = ?, status_kerja = ?, "
-                     "profil_pada = COALESCE(profil_pada, ?) WHERE id = ?", (*values, time.time(), akun["id"]))
+        values = (
+            field(form, "alamat", 500),
+            field(form, "kode_pos", 10),
+            field(form, "pendidikan"),
+            field(form, "status_kerja"),
+        )
+        p.db.execute(
+            "UPDATE akun SET alamat = ?, kode_pos = ?, pendidikan = ?, status_kerja = ?, "
+            "profil_pada = COALESCE(profil_pada, ?) WHERE id = ?",
+            (*values, time.time(), akun["id"]),
+        )
         return jawab({"pesan": "profil disimpan"})
 
     @handler(True)
@@ -423,13 +453,17 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
             raise Gagal(FIELD_MISSING, f"lampirkan foto KTP di isian {UPLOAD_FIELD}")
         data = upload.data
         verdict = validate_upload(data, upload.filename)
-        p.db.execute("INSERT INTO unggahan_ktp (akun_id, hasil, ukuran, sha256, dibuat_pada) VALUES (?, ?, ?, ?, ?)",
-                     (akun["id"], verdict.verdict, len(data), hashlib.sha256(data).hexdigest(), time.time()))
+        p.db.execute(
+            "INSERT INTO unggahan_ktp (akun_id, hasil, ukuran, sha256, dibuat_pada) VALUES (?, ?, ?, ?, ?)",
+            (akun["id"], verdict.verdict, len(data), hashlib.sha256(data).hexdigest(), time.time()),
+        )
         if not verdict.accepted:
             # The refused upload stays on record; the answer is still a 200 with the error inside.
             raise gagal(verdict.reason, verdict.message, keep=True)
-        p.db.execute("UPDATE akun SET ktp_diterima_pada = COALESCE(ktp_diterima_pada, ?) WHERE id = ?",
-                     (time.time(), akun["id"]))
+        p.db.execute(
+            "UPDATE akun SET ktp_diterima_pada = COALESCE(ktp_diterima_pada, ?) WHERE id = ?",
+            (time.time(), akun["id"]),
+        )
         return jawab({"pesan": "foto KTP diterima"})
 
     @handler(True)
@@ -442,13 +476,19 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
             raise gagal(Reason.PHONE_INVALID, f"{typed!r} bukan nomor HP Indonesia (08...)")
         if p.db.execute("SELECT 1 FROM akun WHERE no_hp = ? AND id <> ?", (nomor, akun["id"])).fetchone():
             raise gagal(Reason.PHONE_TAKEN, "nomor HP ini sudah dipakai akun lain")
-        p.db.execute("UPDATE akun SET no_hp = ?, hp_dikonfirmasi_pada = CASE WHEN no_hp = ? "
-                     "THEN hp_dikonfirmasi_pada END WHERE id = ?", (nomor, nomor, akun["id"]))
+        p.db.execute(
+            "UPDATE akun SET no_hp = ?, hp_dikonfirmasi_pada = CASE WHEN no_hp = ? "
+            "THEN hp_dikonfirmasi_pada END WHERE id = ?",
+            (nomor, nomor, akun["id"]),
+        )
         # The code is filed under the number as the applicant typed it and as normalised.
         kode = p.otp("sms", nomor)
         if typed != nomor:
-            p.db.execute("INSERT INTO kode_otp (saluran, tujuan, kode, dibuat_pada, dipakai) VALUES "
-                         "('sms', ?, ?, ?, 1)", (typed, kode, time.time()))
+            p.db.execute(
+                "INSERT INTO kode_otp (saluran, tujuan, kode, dibuat_pada, dipakai) VALUES "
+                "('sms', ?, ?, ?, 1)",
+                (typed, kode, time.time()),
+            )
         return jawab({"pesan": "kode dikirim lewat SMS"})
 
     @handler(True)
@@ -469,27 +509,41 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
         if len(jawaban) != TEST_QUESTIONS or set(jawaban) - set("ABCD"):
             raise Gagal(FIELD_MISSING, f"jawaban: {TEST_QUESTIONS} pilihan dari A, B, C, D")
         skor = sum(a == k for a, k in zip(jawaban, "ABCD" * 5, strict=False))
-        p.db.execute("UPDATE akun SET skor_tes = ?, tes_pada = COALESCE(tes_pada, ?) WHERE id = ?",
-                     (skor, time.time(), akun["id"]))
+        p.db.execute(
+            "UPDATE akun SET skor_tes = ?, tes_pada = COALESCE(tes_pada, ?) WHERE id = ?",
+            (skor, time.time(), akun["id"]),
+        )
         return jawab({"skor": skor})
 
     @handler(True)
     def gabung(request: Request, sesi: sqlite3.Row, form: Any) -> Response:
         akun = p.akun(sesi["akun_id"])
-        need(akun, "surel_dikonfirmasi_pada", "identitas_pada", "profil_pada", "ktp_diterima_pada",
-             "hp_dikonfirmasi_pada", "tes_pada")
+        need(
+            akun,
+            "surel_dikonfirmasi_pada",
+            "identitas_pada",
+            "profil_pada",
+            "ktp_diterima_pada",
+            "hp_dikonfirmasi_pada",
+            "tes_pada",
+        )
         nomor = int(request.path_params["nomor"])
         wave = p.db.execute("SELECT * FROM gelombang WHERE nomor = ?", (nomor,)).fetchone()
         if wave is None or not wave["dibuka"]:
             raise gagal(Reason.WAVE_NOT_OPEN, f"gelombang {nomor} tidak dibuka")
-        if p.db.execute("SELECT 1 FROM peserta_gelombang WHERE gelombang = ? AND akun_id = ?",
-                        (nomor, akun["id"])).fetchone():
+        if p.db.execute(
+            "SELECT 1 FROM peserta_gelombang WHERE gelombang = ? AND akun_id = ?", (nomor, akun["id"])
+        ).fetchone():
             raise gagal(Reason.ALREADY_JOINED, "sudah bergabung di gelombang ini")
-        joined = p.db.execute("SELECT COUNT(*) FROM peserta_gelombang WHERE gelombang = ?", (nomor,)).fetchone()[0]
+        joined = p.db.execute(
+            "SELECT COUNT(*) FROM peserta_gelombang WHERE gelombang = ?", (nomor,)
+        ).fetchone()[0]
         if joined >= wave["kuota"]:
             raise gagal(Reason.WAVE_FULL, "kuota gelombang sudah penuh")
-        p.db.execute("INSERT INTO peserta_gelombang (gelombang, akun_id, dibuat_pada) VALUES (?, ?, ?)",
-                     (nomor, akun["id"], time.time()))
+        p.db.execute(
+            "INSERT INTO peserta_gelombang (gelombang, akun_id, dibuat_pada) VALUES (?, ?, ?)",
+            (nomor, akun["id"], time.time()),
+        )
         return jawab({"gelombang": nomor, "urutan": joined + 1})
 
     async def buka_gelombang(request: Request) -> Response:
@@ -501,8 +555,11 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
             nomor, kuota = int(body["nomor"]), int(body["kuota"])
         except (ValueError, KeyError, TypeError):
             return jawab_gagal(FIELD_MISSING, 'kirim {"nomor": N, "kuota": K}', 400)
-        p.db.execute("INSERT INTO gelombang (nomor, kuota) VALUES (?, ?) ON CONFLICT (nomor) "
-                     "DO UPDATE SET kuota = excluded.kuota, dibuka = 1", (nomor, kuota))
+        p.db.execute(
+            "INSERT INTO gelombang (nomor, kuota) VALUES (?, ?) ON CONFLICT (nomor) "
+            "DO UPDATE SET kuota = excluded.kuota, dibuka = 1",
+            (nomor, kuota),
+        )
         return jawab({"gelombang": nomor, "kuota": kuota}, status=201)
 
     routes = [

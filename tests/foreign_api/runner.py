@@ -51,8 +51,14 @@ def prepare_database(
             "INSERT OR REPLACE INTO penduduk (nik, no_kk, tgl_lahir, pekerjaan, penerima, bansos_lain) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (str(r["nik"]), str(r["kk"]), _date(r["birth_date"]), str(r.get("occupation") or ""),
-                 int(bool(r.get("is_recipient"))), int(bool(r.get("receives_other_aid"))))
+                (
+                    str(r["nik"]),
+                    str(r["kk"]),
+                    _date(r["birth_date"]),
+                    str(r.get("occupation") or ""),
+                    int(bool(r.get("is_recipient"))),
+                    int(bool(r.get("receives_other_aid"))),
+                )
                 for r in rows
             ],
         )
@@ -72,16 +78,18 @@ class ForeignUrl(str):
 
 
 @contextlib.contextmanager
-def running_foreign(db: str | os.PathLike, *, admin_key: str | None = None,
-                    startup_timeout_s: float = 60.0) -> Iterator[ForeignUrl]:
+def running_foreign(
+    db: str | os.PathLike, *, admin_key: str | None = None, startup_timeout_s: float = 60.0
+) -> Iterator[ForeignUrl]:
     """Serve a prepared database; yield the base URL (http://127.0.0.1:PORT)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [sys.executable, "-m", "foreign_api.serve", "--db", str(db)]
     if admin_key:
         cmd += ["--admin-key", admin_key]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env, start_new_session=True
+    )
     try:
         line = process.stdout.readline() if process.stdout else ""
         if not line.startswith("PORT "):

@@ -26,8 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
-    config = uvicorn.Config(create_app(args.db, args.admin_key), log_level="warning", access_log=False,
-                            lifespan="off", timeout_keep_alive=30)
+    config = uvicorn.Config(
+        create_app(args.db, args.admin_key),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=30,
+    )
     server = uvicorn.Server(config)
     print(f"PORT {sock.getsockname()[1]}", flush=True)
     asyncio.run(server.serve(sockets=[sock]))

@@ -20,7 +20,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from simulator.errors import InvalidInputFile, InvalidOption, TargetUnavailable
-from simulator.net import MARIADB, POSTGRESQL, SQLITE, Endpoint, http_endpoint, require_local, resolve_database
+from simulator.net import (
+    MARIADB,
+    POSTGRESQL,
+    SQLITE,
+    Endpoint,
+    http_endpoint,
+    require_local,
+    resolve_database,
+)
 
 _BIND = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 """A named bind parameter (``:address``), not a PostgreSQL cast (``::text``)."""
@@ -84,7 +92,8 @@ class Spec:
         stays out of the profile); returns (url, the key it came from)."""
         if "url" in self.data and "url_env" in self.data:
             raise InvalidInputFile(
-                f"{self.file}: keys '{self.key('url')}' / '{self.key('url_env')}': expected one of them, not both"
+                f"{self.file}: keys '{self.key('url')}' / '{self.key('url_env')}': "
+                "expected one of them, not both"
             )
         if "url_env" in self.data:
             name = self.string("url_env", "the name of an environment variable holding the URL")
@@ -100,6 +109,8 @@ class Spec:
 
 def select_query(spec: Spec, name: str, value: Any, params: frozenset[str]) -> str:
     """A single SELECT (or WITH ... SELECT) whose bind parameters are among ``params``."""
+    if value is None:
+        raise InvalidInputFile(f"{spec.file}: key '{spec.key(name)}' is required (an SQL SELECT query)")
     if not isinstance(value, str) or not value.strip():
         raise spec.error(name, "an SQL SELECT query", value)
     text = value.strip().rstrip(";").strip()
@@ -208,11 +219,17 @@ class ReadOnlyDatabase:
                 conn.execute("PRAGMA query_only = ON")
                 return conn
 
-            self.engine = sa.create_engine("sqlite://", creator=connect, pool_size=4, max_overflow=8,
-                                           poolclass=sa.pool.QueuePool)
+            self.engine = sa.create_engine(
+                "sqlite://", creator=connect, pool_size=4, max_overflow=8, poolclass=sa.pool.QueuePool
+            )
         elif target.kind == POSTGRESQL:
-            self.engine = sa.create_engine(target.url, pool_size=2, max_overflow=8, pool_pre_ping=True,
-                                           connect_args={"connect_timeout": max(1, int(timeout_s))})
+            self.engine = sa.create_engine(
+                target.url,
+                pool_size=2,
+                max_overflow=8,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": max(1, int(timeout_s))},
+            )
 
             @sa.event.listens_for(self.engine, "connect")
             def _read_only_pg(dbapi_conn, _record):  # noqa: ANN001
@@ -223,8 +240,13 @@ class ReadOnlyDatabase:
                 dbapi_conn.autocommit = False
                 dbapi_conn.read_only = True
         elif target.kind == MARIADB:
-            self.engine = sa.create_engine(target.url, pool_size=2, max_overflow=8, pool_pre_ping=True,
-                                           connect_args={"connect_timeout": max(1, int(timeout_s))})
+            self.engine = sa.create_engine(
+                target.url,
+                pool_size=2,
+                max_overflow=8,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": max(1, int(timeout_s))},
+            )
 
             @sa.event.listens_for(self.engine, "connect")
             def _read_only_my(dbapi_conn, _record):  # noqa: ANN001

@@ -134,7 +134,9 @@ def otp_source(
         base = url or default
         if not base:
             raise s.error("url", "a base URL (or surge --upstreams) for the upstreams' read API")
-        option = f"{s.file}: key '{s.key('url')}'" if url else ("--host" if source == "outbox" else "--upstreams")
+        option = (
+            f"{s.file}: key '{s.key('url')}'" if url else ("--host" if source == "outbox" else "--upstreams")
+        )
         try:
             return OutboxOtp(base, what=f"{option} (OTP {source})", option=option, allow_remote=allow_remote)
         except InvalidOption as err:
@@ -145,8 +147,9 @@ def otp_source(
         query = select_query(s, "query", s.data.get("query"), frozenset({"address", "channel"}))
         if ":address" not in query:
             raise s.error("query", "a query using the :address parameter (the email or phone)", query)
-        value_for_channel = s.string("channel", "the value :channel stands for", required=False,
-                                     default=value_for_channel)
+        value_for_channel = s.string(
+            "channel", "the value :channel stands for", required=False, default=value_for_channel
+        )
         try:
             db = ReadOnlyDatabase(url, option=f"{s.file}: key '{s.key(url_key)}'", allow_remote=allow_remote)
         except InvalidOption as err:
@@ -159,9 +162,9 @@ def otp_source(
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(key) if name is not None}
     except ValueError:
-        raise s.error("key", 'a key template with {address} (braces balanced)', key) from None
+        raise s.error("key", "a key template with {address} (braces balanced)", key) from None
     if "address" not in fields or fields - {"address", "channel"}:
-        raise s.error("key", 'a key template using {address} (and optionally {channel}) only', key)
+        raise s.error("key", "a key template using {address} (and optionally {channel}) only", key)
     kind = s.data.get("type", "string")
     if kind not in ("string", "list"):
         raise s.error("type", '"string" (GET) or "list" (the newest entry of a list)', kind)
@@ -170,8 +173,9 @@ def otp_source(
         raise s.error("newest", '"head" (LPUSH) or "tail" (RPUSH)', newest)
     if kind == "string" and "newest" in s.data:
         raise s.error("newest", 'no "newest" unless type = "list"', newest)
-    value_for_channel = s.string("channel", "the value {channel} stands for", required=False,
-                                 default=value_for_channel)
+    value_for_channel = s.string(
+        "channel", "the value {channel} stands for", required=False, default=value_for_channel
+    )
     option = f"{s.file}: key '{s.key(url_key)}'"
     require_local([redis_endpoint(url, option)], allow_remote=allow_remote, what=f"{option} (OTP redis)")
     import redis

@@ -23,7 +23,7 @@ from simulator.surge.reconcile import STEP_COMMITS, Reconciliation, reconcile
 from simulator.surge.sources._common import ReadOnlyDatabase, Spec, select_query
 
 SOURCES = ("admin-stats", "sql", "off")
-OFF_REASON = "reconciliation is off in the target profile ([reconcile] source = \"off\")"
+OFF_REASON = 'reconciliation is off in the target profile ([reconcile] source = "off")'
 
 
 class TruthSource(Protocol):
@@ -142,8 +142,7 @@ def truth_source(
     for step, query in counts.items():
         if steps is not None and step not in steps:
             raise InvalidInputFile(
-                f"{s.file}: key '{sub.key(step)}': expected a step of the profile "
-                f"({', '.join(steps)})"
+                f"{s.file}: key '{sub.key(step)}': expected a step of the profile ({', '.join(steps)})"
             )
         queries[step] = select_query(sub, step, query, frozenset())
     wave_queries: dict[str, str] = {}
@@ -152,8 +151,10 @@ def truth_source(
         wsub = Spec(wave, f"{s.file} [{s.key('wave')}]")
         wsub.only("joined", "quota")
         if "joined" not in wave:
-            raise InvalidInputFile(f"{s.file}: key '{wsub.key('joined')}' is required "
-                                   "(a query counting the wave's joins, :wave = its number)")
+            raise InvalidInputFile(
+                f"{s.file}: key '{wsub.key('joined')}' is required "
+                "(a query counting the wave's joins, :wave = its number)"
+            )
         for name, query in wave.items():
             wave_queries[name] = select_query(wsub, name, query, frozenset({"wave"}))
     try:
@@ -201,9 +202,21 @@ def reconcile_truth(
     if after is None:
         return Reconciliation(False, reason or "the count queries gave nothing after the run")
     # The steps are the profile's own names: compare them one to one.
-    result = reconcile(acknowledged, unknown, before, after, wave=wave, quota=quota, selection=selection,
-                       step_commits={step: step for step in after["steps"]})
-    if selection == "fcfs" and str(wave) not in after.get("waves", {}) and not getattr(source, "wave_queries", {}):
+    result = reconcile(
+        acknowledged,
+        unknown,
+        before,
+        after,
+        wave=wave,
+        quota=quota,
+        selection=selection,
+        step_commits={step: step for step in after["steps"]},
+    )
+    if (
+        selection == "fcfs"
+        and str(wave) not in after.get("waves", {})
+        and not getattr(source, "wave_queries", {})
+    ):
         # No [reconcile.wave] queries: the quota cannot be checked, which is not a mismatch of theirs.
         result.mismatches -= 1
         result.wave = {"number": wave, "ok": True, "note": "no [reconcile.wave] queries: quota not checked"}
