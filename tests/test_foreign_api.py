@@ -204,7 +204,8 @@ def walk_to_join(api, email: str, resident: dict, phone: str) -> requests.Sessio
     assert s.post(api + "/akun/hp", data={"no_hp": phone}).json()["status"] == "berhasil"
     r = s.post(api + "/akun/hp/konfirmasi", data={"kode": otp(api, "sms", phone)})
     assert r.json()["status"] == "berhasil", r.text
-    r = s.post(api + "/akun/tes", data={"jawaban": "ABCD" * 4 + "AB"})
+    assert s.post(api + "/akun/tes", data={"jawaban": "ABC"}).json()["kode"] == "ISIAN_KURANG"
+    r = s.post(api + "/akun/tes", data={"jawaban": list("ABCD" * 4 + "AB")})  # the field once per question
     assert r.json()["status"] == "berhasil", r.text
     return s
 

@@ -301,9 +301,12 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
                 sesi, form = checked
                 values: dict[str, Any] = {}
                 for key, value in form.multi_items():  # read every file before the transaction
-                    values[key] = (
-                        value if isinstance(value, str) else Berkas(await value.read(), value.filename)
-                    )
+                    item = value if isinstance(value, str) else Berkas(await value.read(), value.filename)
+                    if key in values:  # a repeated field (jawaban=A&jawaban=B...): its values in order
+                        earlier = values[key]
+                        values[key] = [*earlier, item] if isinstance(earlier, list) else [earlier, item]
+                    else:
+                        values[key] = item
                 await form.close()
                 p.db.execute("BEGIN IMMEDIATE")
                 try:
@@ -505,7 +508,9 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
     def tes(request: Request, sesi: sqlite3.Row, form: Any) -> Response:
         akun = p.akun(sesi["akun_id"])
         need(akun, "identitas_pada")
-        jawaban = "".join(ch for ch in field(form, "jawaban", 200).upper() if ch.isalpha())
+        given = form.get("jawaban")  # one field "ABCD..." or the field repeated once per question
+        text = "".join(v for v in given if isinstance(v, str)) if isinstance(given, list) else field(form, "jawaban")
+        jawaban = "".join(ch for ch in text.upper() if ch.isalpha())
         if len(jawaban) != TEST_QUESTIONS or set(jawaban) - set("ABCD"):
             raise Gagal(FIELD_MISSING, f"jawaban: {TEST_QUESTIONS} pilihan dari A, B, C, D")
         skor = sum(a == k for a, k in zip(jawaban, "ABCD" * 5, strict=False))
