@@ -319,6 +319,21 @@ def test_sql_truth_counts_and_reconciles(database_url):
     assert not lost.ok and lost.steps[0].missing == 1
 
 
+def test_a_query_the_database_cannot_run_is_one_line_before_any_load(tmp_path):
+    url = _sqlite_url(tmp_path)
+    with sqlite3.connect(tmp_path / "otp.db") as conn:
+        conn.execute("CREATE TABLE codes (address TEXT, code TEXT)")
+    otp = {"source": "sql", "url": url, "query": "SELECT kode FROM codes WHERE address = :address"}
+    with pytest.raises(InvalidInputFile, match=r"^prof\.toml: key 'otp\.email\.query': expected a query the "
+                       r"database can run: .*no such column: kode") as err:
+        otp_source(otp, target="http://127.0.0.1:1", upstreams=None, where=WHERE_EMAIL)
+    assert "\n" not in str(err.value)
+    truth = {"source": "sql", "url": url, "counts": {"join": "SELECT COUNT(*) FROM members"}}
+    match = r"^prof\.toml: key 'reconcile\.counts\.join': .*no such table"
+    with pytest.raises(InvalidInputFile, match=match):
+        truth_source(truth, target="http://127.0.0.1:1", where=WHERE_TRUTH)
+
+
 def test_truth_specs_one_line_each(tmp_path):
     url = _sqlite_url(tmp_path)
     sqlite3.connect(tmp_path / "otp.db").close()

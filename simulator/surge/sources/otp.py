@@ -154,7 +154,13 @@ def otp_source(
             db = ReadOnlyDatabase(url, option=f"{s.file}: key '{s.key(url_key)}'", allow_remote=allow_remote)
         except InvalidOption as err:
             raise InvalidInputFile(str(err)) from None
-        return SqlOtp(db, query, value_for_channel)
+        source = SqlOtp(db, query, value_for_channel)
+        try:  # once now, so a wrong table or column is one line before any load, not an error per poll
+            source.code(channel or "email", "probe@example.invalid")
+        except TargetUnavailable as err:
+            raise InvalidInputFile(f"{s.file}: key '{s.key('query')}': expected a query the database "
+                                   f"can run: {err}") from None
+        return source
     # redis
     s.only("source", "url", "url_env", "key", "type", "newest", "channel")
     url, url_key = s.url("a Redis URL like redis://127.0.0.1:6379/0")

@@ -161,7 +161,21 @@ def truth_source(
         db = ReadOnlyDatabase(url, option=f"{s.file}: key '{s.key(url_key)}'", allow_remote=allow_remote)
     except InvalidOption as err:
         raise InvalidInputFile(str(err)) from None
+    # Each query once now, so a wrong table or column is one line before any load.
+    for step, query in queries.items():
+        _probe(db, query, {}, f"{s.file}: key '{sub.key(step)}'")
+    for name, query in wave_queries.items():
+        _probe(db, query, {"wave": 1} if ":wave" in query else {}, f"{s.file}: key '{s.key('wave')}.{name}'")
     return SqlTruth(db, queries, wave_queries)
+
+
+def _probe(db: ReadOnlyDatabase, query: str, params: dict[str, Any], label: str) -> None:
+    try:
+        value = db.scalar(query, params)
+    except TargetUnavailable as err:
+        raise InvalidInputFile(f"{label}: expected a query the database can run: {err}") from None
+    if value is not None and not isinstance(value, int | float | str):
+        raise InvalidInputFile(f"{label}: expected a query giving a number, got {value!r}")
 
 
 def snapshot(source: TruthSource, wave: int) -> dict[str, Any] | None:
