@@ -509,7 +509,10 @@ def create_app(db_path: str | None = None, admin_key: str | None = None) -> Star
         akun = p.akun(sesi["akun_id"])
         need(akun, "identitas_pada")
         given = form.get("jawaban")  # one field "ABCD..." or the field repeated once per question
-        text = "".join(v for v in given if isinstance(v, str)) if isinstance(given, list) else field(form, "jawaban")
+        if isinstance(given, list):
+            text = "".join(v for v in given if isinstance(v, str))
+        else:
+            text = field(form, "jawaban")
         jawaban = "".join(ch for ch in text.upper() if ch.isalpha())
         if len(jawaban) != TEST_QUESTIONS or set(jawaban) - set("ABCD"):
             raise Gagal(FIELD_MISSING, f"jawaban: {TEST_QUESTIONS} pilihan dari A, B, C, D")

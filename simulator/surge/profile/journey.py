@@ -55,7 +55,10 @@ class ProfileJourney(JourneyUser):
         for klass in cls.__mro__:
             if klass is ProfileJourney:
                 break
-            own.update(n for n, v in vars(klass).items() if callable(v) and (n in STEPS or any(s.name == n for s in profile.steps)))
+            own.update(
+                n for n, v in vars(klass).items()
+                if callable(v) and (n in STEPS or any(s.name == n for s in profile.steps))
+            )
         cls._python_steps = frozenset(own)
 
     # -- the journey -----------------------------------------------------------------------------
