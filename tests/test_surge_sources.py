@@ -128,6 +128,10 @@ def test_a_source_off_this_machine_is_refused_unless_allowed():
             target="http://127.0.0.1:1",
             where=WHERE_TRUTH,
         )
+    # The target itself (--host) was guarded by the run with its own --allow-remote: not again here.
+    assert otp_source(
+        {"source": "outbox"}, target="http://otp.example.invalid", upstreams=None, where=WHERE_EMAIL
+    )
     # Allowed: nothing is connected to when the source is made (the URL is only resolved).
     allowed = otp_source(
         {"source": "outbox", "url": "http://otp.example.invalid"},
@@ -324,8 +328,11 @@ def test_a_query_the_database_cannot_run_is_one_line_before_any_load(tmp_path):
     with sqlite3.connect(tmp_path / "otp.db") as conn:
         conn.execute("CREATE TABLE codes (address TEXT, code TEXT)")
     otp = {"source": "sql", "url": url, "query": "SELECT kode FROM codes WHERE address = :address"}
-    with pytest.raises(InvalidInputFile, match=r"^prof\.toml: key 'otp\.email\.query': expected a query the "
-                       r"database can run: .*no such column: kode") as err:
+    with pytest.raises(
+        InvalidInputFile,
+        match=r"^prof\.toml: key 'otp\.email\.query': expected a query the "
+        r"database can run: .*no such column: kode",
+    ) as err:
         otp_source(otp, target="http://127.0.0.1:1", upstreams=None, where=WHERE_EMAIL)
     assert "\n" not in str(err.value)
     truth = {"source": "sql", "url": url, "counts": {"join": "SELECT COUNT(*) FROM members"}}

@@ -137,12 +137,16 @@ class HttpReader:
     Safe for greenlets and threads: each request takes a connection from the pool or opens one.
     """
 
-    def __init__(self, base: str, *, what: str, option: str, allow_remote: bool, timeout_s: float = 10.0):
+    def __init__(
+        self, base: str, *, what: str, option: str, allow_remote: bool | None, timeout_s: float = 10.0
+    ):
+        """``allow_remote=None``: the URL is --host or --upstreams, which the run has guarded already."""
         try:
             endpoint = http_endpoint(base, option)
         except InvalidOption as err:
             raise InvalidInputFile(str(err)) from None
-        require_local([endpoint], allow_remote=allow_remote, what=what)
+        if allow_remote is not None:
+            require_local([endpoint], allow_remote=allow_remote, what=what)
         parsed = urllib.parse.urlparse(base)
         self.base = base.rstrip("/")
         self.prefix = parsed.path.rstrip("/")

@@ -45,7 +45,7 @@ def _newest_in_outbox(body: Any, channel: str) -> str | None:
 class OutboxOtp:
     """``GET /v1/sandbox/outbox?to=ADDRESS`` on the reference API (sandbox mode) or the stand-ins."""
 
-    def __init__(self, base: str, *, what: str, option: str, allow_remote: bool):
+    def __init__(self, base: str, *, what: str, option: str, allow_remote: bool | None):
         self.reader = HttpReader(base, what=what, option=option, allow_remote=allow_remote)
 
     def code(self, channel: str, address: str) -> str | None:
@@ -138,7 +138,9 @@ def otp_source(
             f"{s.file}: key '{s.key('url')}'" if url else ("--host" if source == "outbox" else "--upstreams")
         )
         try:
-            return OutboxOtp(base, what=f"{option} (OTP {source})", option=option, allow_remote=allow_remote)
+            # --host / --upstreams were guarded by the run already; a URL of the profile's is guarded here.
+            guard = allow_remote if url else None
+            return OutboxOtp(base, what=f"{option} (OTP {source})", option=option, allow_remote=guard)
         except InvalidOption as err:
             raise InvalidInputFile(str(err)) from None
     if source == "sql":
@@ -158,8 +160,9 @@ def otp_source(
         try:  # once now, so a wrong table or column is one line before any load, not an error per poll
             source.code(channel or "email", "probe@example.invalid")
         except TargetUnavailable as err:
-            raise InvalidInputFile(f"{s.file}: key '{s.key('query')}': expected a query the database "
-                                   f"can run: {err}") from None
+            raise InvalidInputFile(
+                f"{s.file}: key '{s.key('query')}': expected a query the database can run: {err}"
+            ) from None
         return source
     # redis
     s.only("source", "url", "url_env", "key", "type", "newest", "channel")

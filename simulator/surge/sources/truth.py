@@ -217,8 +217,17 @@ def reconcile_truth(
         return Reconciliation(False, reason or "the count queries gave nothing after the run")
     # The steps are the profile's own names: compare them one to one.
     label = f"{source.kind} counts"
-    result = reconcile(acknowledged, unknown, before, after, wave=wave, quota=quota, selection=selection,
-                       commits={step: step for step in after["steps"]}, truth=label)
+    result = reconcile(
+        acknowledged,
+        unknown,
+        before,
+        after,
+        wave=wave,
+        quota=quota,
+        selection=selection,
+        commits={step: step for step in after["steps"]},
+        truth=label,
+    )
     status = (after.get("waves") or {}).get(str(wave))
     if status is None:
         result.wave = {"number": wave, "ok": True, "note": "no [reconcile.wave] queries: quota not checked"}
@@ -226,8 +235,14 @@ def reconcile_truth(
     joined = int(status.get("joined", 0))
     server_quota = int(status.get("quota", quota))
     over = max(0, joined - server_quota) if selection == "fcfs" else 0
-    result.wave = {"number": wave, "mode": selection, "quota": server_quota, "joined": joined,
-                   "over_quota": over, "ok": not over}
+    result.wave = {
+        "number": wave,
+        "mode": selection,
+        "quota": server_quota,
+        "joined": joined,
+        "over_quota": over,
+        "ok": not over,
+    }
     result.mismatches += over
     return result
 
