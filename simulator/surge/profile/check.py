@@ -34,9 +34,12 @@ from simulator.surge.scenario import STEPS, Scenario, load_scenario  # noqa: E40
 SHOWN = 60  # characters of a kept value shown
 
 
-def pick_applicant(scenario: Scenario, population: str | None, skip: int, count: int) -> dict[str, Any]:
+def pick_applicant(
+    scenario: Scenario, population: str | None, skip: int, count: int, probe: Callable[[dict], Any] | None = None
+) -> dict[str, Any]:
     """An applicant whose data should pass every step: the last such one of the population, which
-    the surge itself uses last (or not at all), so the check's account rarely collides with it."""
+    the surge itself uses last (or not at all), so the check's account rarely collides with it.
+    ``probe`` (reference admin API: a log-in attempt) moves past those the target already holds."""
     from simulator.surge.applicants import FORM_COLUMNS
 
     applicants, _label = load_applicants(population, count + skip + 64, scenario.seed)
@@ -45,7 +48,13 @@ def pick_applicant(scenario: Scenario, population: str | None, skip: int, count:
     if not rows:
         raise SimulatorError("no applicant in the population whose data passes every step (expected_outcome accept)")
     columns = [c for c in FORM_COLUMNS if c in applicants.column_names]
-    return applicants.select(columns).slice(rows[-1], 1).to_pylist()[0]
+    table = applicants.select(columns)
+    for row in reversed(rows[-20:]):
+        applicant = table.slice(row, 1).to_pylist()[0]
+        if probe is None or not probe(applicant):
+            return applicant
+    raise SimulatorError("the target already holds the last 20 applicants of the population that pass every "
+                         "step (earlier checks): use a fresh database or a bigger population")
 
 
 class _Walk:
@@ -114,7 +123,7 @@ class CheckJourney(ProfileJourney):
 
     def missing_keep(self, spec: Step, name: str, where: str) -> None:
         self.failure = (
-            f"{self.profile.source} [step '{spec.name}']: kept value '{name}' ({where}) is not in the answer"
+            f"{self.target_profile.source} [step '{spec.name}']: kept value '{name}' ({where}) is not in the answer"
         )
 
 
@@ -188,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile)
         host = args.host.rstrip("/")
         count = len(build_schedule(scenario))
-        applicant = pick_applicant(scenario, args.population, args.skip, count)
+        probe = None
+        if profile.reference_admin:
+            from simulator.surge.target import is_registered
+
+            probe = lambda applicant: is_registered(host, applicant)  # noqa: E731
+        applicant = pick_applicant(scenario, args.population, args.skip, count, probe)
         say(f"check-profile: {profile.source} ({profile.name}) against {host}, one applicant "
             f"({applicant.get('email')}), every step once, no load")
         if scenario.target.open_wave:

@@ -30,7 +30,7 @@ from simulator.surge.profile.template import (
 from simulator.surge.scenario import STEPS, _Table
 
 PROFILE_VERSION = 1
-SESSION_KINDS = ("bearer", "cookie", "none")
+SESSION_KINDS = ("bearer", "cookie")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 OTP_CHANNELS = ("email", "sms")
 OTP_SOURCES = ("outbox", "fixed", "sql", "redis", "upstreams")
@@ -90,7 +90,10 @@ class Csrf:
 
 @dataclass(frozen=True)
 class Session:
-    kind: str = "bearer"
+    """``cookie``: only the applicant's cookie jar (always kept, as a browser does); ``bearer``: also
+    a token header from ``token`` (a template over kept values)."""
+
+    kind: str = "cookie"
     token: Template | None = None
     header: str = "Authorization"
     scheme: str = "Bearer"
@@ -357,7 +360,10 @@ def _read_refusals(t: _Table) -> dict[str, str]:
 
 
 def _read_session(t: _Table) -> Session:
-    kind = t.string("kind", "bearer", choices=SESSION_KINDS)
+    kind = t.string("kind", "cookie", choices=SESSION_KINDS)
+    for name in ("token", "header", "scheme"):
+        if kind != "bearer" and name in t.data:
+            raise t.fail(name, 'kind = "bearer" beside it (a cookie session sends no token header)', show=False)
     token = _template(t, "token", "{kept.token}" if kind == "bearer" else None)
     header = t.string("header", "Authorization")
     scheme = t.string("scheme", "Bearer")

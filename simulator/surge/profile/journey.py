@@ -33,7 +33,7 @@ class ProfileJourney(JourneyUser):
     """A JourneyUser whose steps come from a target profile (``prepare_run`` sets it per process)."""
 
     abstract = True
-    profile: Profile | None = None
+    target_profile: Profile | None = None  # not "profile": that is a step name
     _order: tuple[int, ...] = ()
     _python_steps: frozenset[str] = frozenset()
 
@@ -48,7 +48,7 @@ class ProfileJourney(JourneyUser):
     def prepare_run(cls, generator: Any) -> None:
         """Per load-generator process, before the first arrival: take the run's profile."""
         profile = generator.profile
-        cls.profile = profile
+        cls.target_profile = profile
         cls.idempotency_header = profile.idempotency_header
         cls._order = tuple(STEPS.index(name) for name in profile.order)
         own = set()
@@ -56,7 +56,8 @@ class ProfileJourney(JourneyUser):
             if klass is ProfileJourney:
                 break
             own.update(
-                n for n, v in vars(klass).items()
+                n
+                for n, v in vars(klass).items()
                 if callable(v) and (n in STEPS or any(s.name == n for s in profile.steps))
             )
         cls._python_steps = frozenset(own)
@@ -69,7 +70,7 @@ class ProfileJourney(JourneyUser):
         if step in self._python_steps:
             getattr(self, step)(intended)  # a subclass's own method for this step
             return
-        for spec in self.profile.groups[step]:
+        for spec in self.target_profile.groups[step]:
             if spec.name != step and spec.name in self._python_steps:
                 getattr(self, spec.name)(intended)
             else:
@@ -95,7 +96,7 @@ class ProfileJourney(JourneyUser):
                     self.otp_codes[spec.otp] = self.read_otp(address, spec.otp, intended)
                 except JourneyOver:
                     # The code never came: ask for another one once, as people do.
-                    again = next(s for s in self.profile.steps if s.name == spec.resend)
+                    again = next(s for s in self.target_profile.steps if s.name == spec.resend)
                     self.request(again, self.now(), key=self.idempotency_key(again.name, "-again"))
                     self.otp_codes[spec.otp] = self.read_otp(address, spec.otp, self.now())
             intended = self.now()
@@ -113,7 +114,7 @@ class ProfileJourney(JourneyUser):
         """Send one request of a step (through JourneyUser.call) and keep what the step keeps."""
         value = self.value
         headers = {name: t.render(value) for name, t in spec.headers.items()} if spec.headers else {}
-        session = self.profile.session
+        session = self.target_profile.session
         if session.token is not None:
             token = session.token.render(value)
             if token:
@@ -231,7 +232,7 @@ class ProfileJourney(JourneyUser):
 
     # -- OTPs ------------------------------------------------------------------------------------
     def poll_otp(self, address: str, channel: str, intended: float) -> str | None:
-        spec = self.profile.otp[channel]
+        spec = self.target_profile.otp[channel]
         if spec["source"] in HARNESS_OTP_SOURCES:
             return super().poll_otp(address, channel, intended)
         # Another source (fixed code, SQL, Redis): not a request to the target, not measured as one.
