@@ -402,6 +402,20 @@ def test_admin_stats_reads_the_reference_counts_as_reconcile_does():
 # --- Redis ----------------------------------------------------------------------------------------------
 
 
+def test_an_unreachable_redis_is_one_line_when_the_source_is_made():
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = {"source": "redis", "url": f"redis://127.0.0.1:{port}/5", "key": "otp:{address}"}
+    with pytest.raises(
+        TargetUnavailable, match=r"^prof\.toml: key 'otp\.sms\.url': cannot use the Redis server"
+    ) as err:
+        otp_source(spec, target="http://127.0.0.1:1", upstreams=None, where=WHERE_SMS)
+    assert "\n" not in str(err.value)
+
+
 @pytest.fixture
 def redis_url():
     url = os.environ.get("PRAKERJA_TEST_REDIS_URL")

@@ -193,6 +193,10 @@ def otp_source(
         client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=10)
     except ValueError as err:
         raise InvalidInputFile(f"{option}: expected a URL like redis://127.0.0.1:6379/0 ({err})") from None
+    try:  # once now, so an unreachable server or a wrong password is one line before any load
+        client.ping()
+    except redis.RedisError as err:
+        raise TargetUnavailable(f"{option}: cannot use the Redis server ({err})") from None
     return RedisOtp(client, key, kind, newest, value_for_channel)
 
 
