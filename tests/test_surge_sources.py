@@ -465,3 +465,47 @@ def test_redis_string_and_list_keys(redis_url):
         for key in client.scan_iter(prefix + ":*"):
             client.delete(key)
         client.close()
+
+
+# --- inside a gevent-patched Locust worker ----------------------------------------------------------------
+
+GREEN = """
+from gevent import monkey
+
+monkey.patch_all()
+import sys
+
+import gevent
+
+from simulator.surge.sources import otp_source
+
+url, sleep = sys.argv[1], sys.argv[2]
+spec = {"source": "sql", "url": url, "query": f"SELECT :address WHERE {sleep} IS NOT NULL"}
+source = otp_source(spec, target="http://127.0.0.1:1", upstreams=None, where="p.toml [otp.email]")
+order = []
+slow = gevent.spawn(lambda: order.append(("query", source.code("email", "a@b.id"))))
+gevent.sleep(0)  # the query is on the wire now
+quick = gevent.spawn(lambda: order.append(("other greenlet", None)))
+gevent.joinall([slow, quick])
+print(order)
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "sleep"),
+    [("PRAKERJA_TEST_POSTGRES_URL", "pg_sleep(1.5)"), ("PRAKERJA_TEST_MARIADB_URL", "SLEEP(1.5)")],
+    ids=["postgresql", "mariadb"],
+)
+def test_a_query_yields_to_other_greenlets_under_gevent(env, sleep):
+    """While one journey waits on the database, the worker's other journeys go on (the driver cooperates)."""
+    import subprocess
+    import sys
+
+    url = os.environ.get(env)
+    if not url:
+        pytest.skip(f"{env} is not set (CI sets it; see README)")
+    done = subprocess.run(
+        [sys.executable, "-c", GREEN, url, sleep], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[('other greenlet', None), ('query', 'a@b.id')]", done.stdout + done.stderr
