@@ -76,6 +76,14 @@ verify_phone = 1.0
 test = 2.0
 join = 1.0
 
+[defects]
+applicant_share = 0.5   # half the arrivals carry a defect their expected_outcome names
+
+[defects.ktp]
+FILE_EMPTY = 0.25
+UNSUPPORTED_FORMAT = 0.25
+CORRUPT_IMAGE = 0.25
+
 [[slo]]
 metric = "reconciliation"
 max = 0
@@ -170,7 +178,10 @@ def test_a_smoke_surge_predicts_every_refusal_and_reconciles_by_sql(tmp_path, fo
         for label in step["outcomes"]
         if " " in label
     }
-    assert refusals and refusals <= {str(r) for r in Reason}, refusals  # their codes mapped onto ours
+    assert refusals <= {str(r) for r in Reason}, refusals  # their codes, mapped onto ours
+    # Refusals at sign-up or identity (the applicants' defects) and bad KTP photos, all predicted.
+    assert refusals & {str(r) for r in Reason if r.name.startswith(("NIK_", "EMAIL_", "PASSWORD_", "PHONE_"))}
+    assert refusals & {"FILE_EMPTY", "UNSUPPORTED_FORMAT", "CORRUPT_IMAGE"}, refusals
     assert all(step["unexpected_errors"] == 0 for step in report["steps"].values())
     # Reconciliation by the profile's SQL counts holds, and says what the database says.
     rec = report["reconciliation"]
