@@ -232,3 +232,56 @@ def test_a_wrong_profile_fails_with_one_clear_line(tmp_path, foreign, population
     assert done.returncode != 0
     failure = [line for line in (done.stdout + done.stderr).splitlines() if "failed" in line]
     assert len(failure) == 1 and "identity" in failure[0] and "404" in failure[0], done.stdout + done.stderr
+
+
+def test_master_and_two_workers_drive_it_with_the_profile(tmp_path, foreign, population):
+    """Each load generator builds the profile's SQL sources itself; the merged run still reconciles."""
+    from simulator.api.testing import free_port
+
+    out, port = tmp_path / "out", free_port()
+    master = subprocess.Popen(
+        CLI
+        + [
+            "--scenario",
+            str(scenario_file(tmp_path)),
+            "--host",
+            foreign,
+            "--population",
+            str(population),
+            "--target-profile",
+            str(PROFILE),
+            "--out",
+            str(out),
+            "--master",
+            "--expect-workers",
+            "2",
+            "--master-bind-port",
+            str(port),
+            "--progress",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers = [
+        subprocess.Popen(
+            CLI + ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+    try:
+        stdout, stderr = master.communicate(timeout=240)
+    finally:
+        for worker in workers:
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    assert master.returncode == 0, stdout + stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["arrivals"]["started"] == report["arrivals"]["scheduled"]
+    assert report["journeys"]["outcomes"].get("failed", 0) == 0
+    assert report["reconciliation"]["available"] and report["reconciliation"]["ok"], report["reconciliation"]
