@@ -26,8 +26,8 @@ from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, Ta
 from simulator.progress import progress_bar
 from simulator.surge.locust_process import RunInterrupted, StopSignals, run_locust, signal_name
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
-from simulator.surge.reconcile import Reconciliation, reconcile
 from simulator.surge.profile.format import Profile, build_otp_sources, load_profile
+from simulator.surge.reconcile import Reconciliation, reconcile
 from simulator.surge.scenario import STEPS, Scenario, load_scenario
 from simulator.surge.schedule import build_schedule
 from simulator.surge.target import (
@@ -393,7 +393,9 @@ def assemble(
             quota=scenario.scaled_quota,
             selection=scenario.wave.selection,
             commits=None if truth == "admin-stats" else {step: step for step in STEPS},
-            truth="/v1/admin/stats" if truth == "admin-stats" else f"{truth} counts ({profile.where('reconcile')})",
+            truth="/v1/admin/stats"
+            if truth == "admin-stats"
+            else f"{truth} counts ({profile.where('reconcile')})",
         )
     reported, workers = len(raw.get("workers_reported") or []), raw.get("workers") or 0
     if reported < workers:

@@ -268,7 +268,9 @@ def open_profile_wave(host: str, scenario: Scenario, profile: Profile | None) ->
     return f"opened wave {scenario.wave.number} ({how.method} {how.path.source} answered {status})"
 
 
-def http_form_or_json(method: str, url: str, body: Any, kind: str | None, timeout: float = 10.0) -> tuple[int, Any]:
+def http_form_or_json(
+    method: str, url: str, body: Any, kind: str | None, timeout: float = 10.0
+) -> tuple[int, Any]:
     """One request with a JSON or form-encoded body (standard library)."""
     if kind != "form":
         return http_json(method, url, body, timeout=timeout)

@@ -73,14 +73,16 @@ def otp_source(spec: Mapping[str, Any], *, target: str, upstreams: str | None, w
         if not upstreams:
             raise InvalidInputFile(
                 f"{where}: key 'source': expected --upstreams URL (or [target] upstreams in the scenario) "
-                "for source \"upstreams\""
+                'for source "upstreams"'
             )
         return OutboxSource(upstreams)
     if source == "fixed":
         _keys(spec, where, ("code",))
         value = spec.get("code")
         if not isinstance(value, str) or not value:
-            raise InvalidInputFile(f"{where}: key 'code': expected the staging OTP as a string, got {value!r}")
+            raise InvalidInputFile(
+                f"{where}: key 'code': expected the staging OTP as a string, got {value!r}"
+            )
         return FixedSource(value)
     if source in ("sql", "redis"):
         raise InvalidInputFile(

@@ -60,7 +60,9 @@ def truth_source(spec: Mapping[str, Any], *, target: str, where: str) -> TruthSo
     if source == "off":
         return Off()
     if source == "sql":
-        raise InvalidInputFile(f"{where}: key 'source': source 'sql' is not in this build yet (simulator/surge/sources)")
+        raise InvalidInputFile(
+            f"{where}: key 'source': source 'sql' is not in this build yet (simulator/surge/sources)"
+        )
     raise InvalidInputFile(f"{where}: key 'source': expected one of {', '.join(SOURCES)}, got {source!r}")
 
 
