@@ -81,6 +81,7 @@ class _Walk:
         applicant: dict[str, Any],
         upstreams: str | None,
         host: str,
+        allow_remote: bool = False,
     ):
         from simulator.surge.profile.format import build_otp_sources
         from simulator.surge.uploads import build_pool
@@ -102,7 +103,7 @@ class _Walk:
         self.upload_pool = build_pool([applicant], [], scenario.seed, valid_count=1)
         self.run_id = "check-" + uuid.uuid4().hex[:8]
         self.otp_source = upstreams or ""
-        self.otp_sources = build_otp_sources(profile, host, upstreams)
+        self.otp_sources = build_otp_sources(profile, host, upstreams, allow_remote=allow_remote)
         self.begun = np.zeros(1, dtype=bool)
         self.t0_perf = time.perf_counter()
 
@@ -175,6 +176,7 @@ def walk(
     applicant: dict[str, Any],
     upstreams: str | None,
     say: Callable[[str], None] = print,
+    allow_remote: bool = False,
 ) -> tuple[int, str | None]:
     """Walk one applicant through the profile: (0, None) or (1, the line saying what went wrong)."""
     from locust import events
@@ -188,10 +190,17 @@ def walk(
     Walker.network_timeout = Walker.connection_timeout = scenario.target.timeout_s
     Walker.client_pool = None
     environment = Environment(user_classes=[Walker], events=events, host=host)
-    generator = _Walk(scenario, profile, applicant, upstreams, host)
+    generator = _Walk(scenario, profile, applicant, upstreams, host, allow_remote)
     Walker.prepare_run(generator)
     user = Walker(environment, generator, 0)
-    gevent.spawn(user.run_journey).join()
+    journey = gevent.spawn(user.run_journey)
+    journey.join()
+    if journey.exception is not None:  # not an answer of the API: say where the journey broke
+        error = journey.exception
+        return 1, (
+            f"{profile.source} [step '{user.current_step}']: the journey raised "
+            f"{type(error).__name__}: {error}"
+        )
     journeys = dict(generator.metrics.journeys)
     if journeys.get("completed") == 1 and user.failure is None:
         missing = [s for s in profile.order if generator.metrics.acknowledged[s] != 1]
@@ -208,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", default=None)
     parser.add_argument("--upstreams", default=None)
     parser.add_argument("--skip", type=int, default=0)
+    parser.add_argument("--allow-remote", action="store_true")
     args = parser.parse_args(argv)
     say = lambda line: print(line, flush=True)  # noqa: E731
     try:
@@ -230,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if scenario.target.open_wave:
             say("  " + open_profile_wave(host, scenario, profile))
-        code, line = walk(host, scenario, profile, applicant, args.upstreams, say)
+        code, line = walk(host, scenario, profile, applicant, args.upstreams, say, args.allow_remote)
     except SimulatorError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return err.exit_code

@@ -151,12 +151,20 @@ class Profile:
         return f"{self.source} [{table}]"
 
 
-def build_otp_sources(profile: Profile, host: str, upstreams: str | None) -> dict[str, Any]:
+def build_otp_sources(
+    profile: Profile, host: str, upstreams: str | None, allow_remote: bool = False
+) -> dict[str, Any]:
     """The profile's OTP sources, one per channel (simulator/surge/sources/otp.py)."""
     from simulator.surge.sources.otp import otp_source
 
     return {
-        channel: otp_source(spec, target=host, upstreams=upstreams, where=profile.where(f"otp.{channel}"))
+        channel: otp_source(
+            spec,
+            target=host,
+            upstreams=upstreams,
+            where=profile.where(f"otp.{channel}"),
+            allow_remote=allow_remote,
+        )
         for channel, spec in profile.otp.items()
     }
 

@@ -245,7 +245,7 @@ class ProfileJourney(JourneyUser):
     # -- OTPs ------------------------------------------------------------------------------------
     def poll_otp(self, address: str, channel: str, intended: float) -> str | None:
         spec = self.target_profile.otp[channel]
-        if spec["source"] in HARNESS_OTP_SOURCES:
+        if spec["source"] in HARNESS_OTP_SOURCES and "url" not in spec:
             return super().poll_otp(address, channel, intended)
         # Another source (fixed code, SQL, Redis): not a request to the target, not measured as one.
         return self.generator.otp_sources[channel].code(channel, str(address))
