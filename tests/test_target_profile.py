@@ -478,6 +478,17 @@ def test_check_profile_walks_a_cookie_csrf_api_and_maps_its_refusal_inside_a_200
     assert refused.returncode == 1
     assert "[step 'identity']: POST /identitas answered 200 CSRF_SALAH" in refused.stderr, refused.stderr
 
+    # The CSRF token taken from the form page's HTML (a kept value) instead of the cookie.
+    from_html = tmp_path / "from-html.toml"
+    from_html.write_text(
+        MADE_UP_PROFILE.replace('from = "cookie:csrftoken"', 'from = "kept:csrf"').replace(
+            "{applicant.email}", "z{applicant.email}"
+        ),
+        encoding="utf-8",
+    )
+    walked = check(scenario, made_up_api, from_html, population)
+    assert walked.returncode == 0, walked.stdout + walked.stderr
+
     # A kept value the answer lacks: one line naming the step and the key.
     lacking = tmp_path / "lacking.toml"
     lacking.write_text(
