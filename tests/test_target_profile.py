@@ -79,6 +79,7 @@ max = 0
 def scenario_text(target: str = "") -> str:
     return SCENARIO.replace("{target}", target)
 
+
 MINIMAL = """
 [profile]
 name = "t"
@@ -104,10 +105,10 @@ def bad(text: str) -> str:
 @pytest.mark.parametrize(
     ("change", "key", "expected"),
     [
-        (("name = \"t\"", "name = 3"), "profile.name", "a string"),
-        (("name = \"t\"", "name = \"t\"\nversion = 2"), "profile.version", "1 (the only profile version"),
-        (("method = \"POST\"", "method = \"FETCH\""), "step[0].method", "one of \"GET\""),
-        (("path = \"/accounts\"", "path = \"accounts\""), "step[0].path", "a path starting with /"),
+        (('name = "t"', "name = 3"), "profile.name", "a string"),
+        (('name = "t"', 'name = "t"\nversion = 2'), "profile.version", "1 (the only profile version"),
+        (('method = "POST"', 'method = "FETCH"'), "step[0].method", 'one of "GET"'),
+        (('path = "/accounts"', 'path = "accounts"'), "step[0].path", "a path starting with /"),
         (("{applicant.email}", "{applicant.emial}"), "step[0].json", "an applicant column"),
         (("{applicant.email}", "{kept.nothing}"), "step[0].json", "kept by an earlier step"),
         (("{applicant.email}", "{secret}"), "step[0].json", "fields applicant.COLUMN"),
@@ -126,13 +127,17 @@ def test_each_bad_key_is_one_line_naming_file_and_key(change, key, expected):
 
 
 def test_more_bad_profiles_name_their_key():
-    assert "'step'" in bad("[profile]\nname = \"t\"\n")
-    assert "at least one step named after a planned step" in bad(MINIMAL.replace('"create_account"', '"signup"'))
+    assert "'step'" in bad('[profile]\nname = "t"\n')
+    assert "at least one step named after a planned step" in bad(
+        MINIMAL.replace('"create_account"', '"signup"')
+    )
     assert "'step[0].refusals.GAGAL'" in bad(MINIMAL + '[step.refusals]\nGAGAL = "NOT_A_REASON"\n')
     assert "'step[0].success.status'" in bad(MINIMAL + "[step.success]\nstatus = [700]\n")
     assert "'step[0].success.equals'" in bad(MINIMAL + '[step.success]\nequals = "ok"\n')
     assert "'session.kind'" in bad(MINIMAL + '[session]\nkind = "kerberos"\n')
-    assert "'session.csrf.from'" in bad(MINIMAL + '[session]\nkind = "cookie"\ncsrf = { header = "X", from = "query:x" }\n')
+    assert "'session.csrf.from'" in bad(
+        MINIMAL + '[session]\nkind = "cookie"\ncsrf = { header = "X", from = "query:x" }\n'
+    )
     assert "'session.token'" in bad(MINIMAL + '[session]\nkind = "bearer"\ntoken = "{kept.jwt}"\n')
     assert "'session.token'" in bad(MINIMAL + '[session]\ntoken = "{kept.id}"\n')  # a cookie session
     assert "[otp.email]" in bad(MINIMAL.replace("{applicant.email}", "{otp.email}"))
@@ -201,7 +206,10 @@ def test_the_scenario_key_target_profile_is_relative_to_the_scenario_file(tmp_pa
     text = scenario_text('target_profile = "mine.toml"')
     scenario = parse_scenario(text, str(path))
     assert scenario.target.target_profile == str((tmp_path / "sub" / "mine.toml").resolve())
-    assert parse_scenario(scenario_text('target_profile = "reference"'), str(path)).target.target_profile == "reference"
+    assert (
+        parse_scenario(scenario_text('target_profile = "reference"'), str(path)).target.target_profile
+        == "reference"
+    )
 
 
 # -- templates and keeps -----------------------------------------------------------------------
@@ -234,9 +242,12 @@ def test_templates_keep_types_when_whole_and_fall_back_to_alternatives():
         "answers": ["A", "B"],
         "both": "42-SITI",
     }
-    assert compile_template("{applicant.domicile_province_code|applicant.province_code}").render(
-        {"applicant.province_code": "32"}.get
-    ) == "32"
+    assert (
+        compile_template("{applicant.domicile_province_code|applicant.province_code}").render(
+            {"applicant.province_code": "32"}.get
+        )
+        == "32"
+    )
 
 
 def test_extractors_read_json_pointers_headers_cookies_and_html():
@@ -262,6 +273,7 @@ class MadeUpApi(http.server.BaseHTTPRequestHandler):
     accounts: dict[str, int] = {}
     sessions: dict[str, str] = {}
     joined: list[str] = []
+    from_python = 0  # identity requests that carried the subclass's header
     lock = threading.Lock()
 
     def log_message(self, *_args):  # quiet
@@ -306,14 +318,20 @@ class MadeUpApi(http.server.BaseHTTPRequestHandler):
                 sid = secrets.token_hex(8)
                 self.sessions[sid] = form["surel"]
             number = self.accounts[form["surel"]]
-            return self.answer({"status": "ok", "data": {"id": number}}, cookies=[("sid", sid)],
-                               headers=[("X-Akun", f"/akun/{number}")])
+            return self.answer(
+                {"status": "ok", "data": {"id": number}},
+                cookies=[("sid", sid)],
+                headers=[("X-Akun", f"/akun/{number}")],
+            )
         email = self.sessions.get(cookies.get("sid", ""))
         if email is None:
             return self.answer({"status": "gagal", "kode": "SESI_HABIS"})
         if self.headers.get("X-CSRF-Token") != cookies.get("csrftoken"):
             return self.answer({"status": "gagal", "kode": "CSRF_SALAH"})
         if self.path == "/identitas":
+            if self.headers.get("X-Dari-Python"):
+                with self.lock:
+                    MadeUpApi.from_python += 1
             ok = re.fullmatch(r"\d{16}", form.get("nik", "")) and form.get("tgl_lahir")
             return self.answer({"status": "ok"} if ok else {"status": "gagal", "kode": "NIK_SALAH"})
         if self.path.startswith("/gabung/"):
@@ -355,8 +373,12 @@ keep = { csrf = 'regex:name="csrf" value="([^"]+)"' }
 name = "create_account"      # sign-up returns the session: no login step
 method = "POST"
 path = "/daftar"
-form = { nama = "{applicant.full_name}", surel = "{applicant.email}", sandi = "{password}", csrf = "{kept.csrf}" }
 keep = { account = "json:/data/id", sid = "cookie:sid", where = "header:X-Akun" }
+[step.form]
+nama = "{applicant.full_name}"
+surel = "{applicant.email}"
+sandi = "{password}"
+csrf = "{kept.csrf}"
 
 [[step]]
 name = "identity"
@@ -392,13 +414,30 @@ def population(tmp_path_factory):
 
 def check(scenario: Path, host: str, profile: Path | str, population: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "simulator.cli", "surge", "--check-profile", "--scenario", str(scenario),
-         "--host", host, "--target-profile", str(profile), "--population", str(population)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "surge",
+            "--check-profile",
+            "--scenario",
+            str(scenario),
+            "--host",
+            host,
+            "--target-profile",
+            str(profile),
+            "--population",
+            str(population),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
-def test_check_profile_walks_a_cookie_csrf_api_and_maps_its_refusal_inside_a_200(tmp_path, made_up_api, population):
+def test_check_profile_walks_a_cookie_csrf_api_and_maps_its_refusal_inside_a_200(
+    tmp_path, made_up_api, population
+):
     scenario = tmp_path / "s.toml"
     scenario.write_text(scenario_text(), encoding="utf-8")
     profile = tmp_path / "made-up.toml"
@@ -411,7 +450,9 @@ def test_check_profile_walks_a_cookie_csrf_api_and_maps_its_refusal_inside_a_200
     assert any(re.search(r"kept csrf = [0-9a-f]{16}$", line) for line in lines)
     assert any(re.search(r"kept where = /akun/\d+$", line) for line in lines)
     assert any(re.search(r"kept sid = [0-9a-f]{16}$", line) for line in lines)
-    assert any(re.search(r"join\s+POST\s+/gabung/3 -> 200$", line) for line in lines)  # {wave} of the scenario
+    assert any(
+        re.search(r"join\s+POST\s+/gabung/3 -> 200$", line) for line in lines
+    )  # {wave} of the scenario
     assert "check-profile: ok: 3 planned steps (create_account, identity, join)" in first.stdout
     assert len(MadeUpApi.joined) == 1  # the session cookie and the CSRF header reached every step
 
@@ -427,17 +468,35 @@ def test_check_profile_walks_a_cookie_csrf_api_and_maps_its_refusal_inside_a_200
 
     # Without the CSRF header the session is refused (inside a 200): the check names the step.
     no_csrf = tmp_path / "no-csrf.toml"
-    no_csrf.write_text(MADE_UP_PROFILE.replace('header = "X-CSRF-Token", ', 'field = "csrf", ')
-                       .replace("EMAIL_SUDAH_TERDAFTAR", "X").replace("{applicant.email}", "x{applicant.email}"),
-                       encoding="utf-8")
+    no_csrf.write_text(
+        MADE_UP_PROFILE.replace('header = "X-CSRF-Token", ', 'field = "csrf", ')
+        .replace("EMAIL_SUDAH_TERDAFTAR", "X")
+        .replace("{applicant.email}", "x{applicant.email}"),
+        encoding="utf-8",
+    )
     refused = check(scenario, made_up_api, no_csrf, population)
     assert refused.returncode == 1
     assert "[step 'identity']: POST /identitas answered 200 CSRF_SALAH" in refused.stderr, refused.stderr
 
+    # The CSRF token taken from the form page's HTML (a kept value) instead of the cookie.
+    from_html = tmp_path / "from-html.toml"
+    from_html.write_text(
+        MADE_UP_PROFILE.replace('from = "cookie:csrftoken"', 'from = "kept:csrf"').replace(
+            "{applicant.email}", "z{applicant.email}"
+        ),
+        encoding="utf-8",
+    )
+    walked = check(scenario, made_up_api, from_html, population)
+    assert walked.returncode == 0, walked.stdout + walked.stderr
+
     # A kept value the answer lacks: one line naming the step and the key.
     lacking = tmp_path / "lacking.toml"
-    lacking.write_text(MADE_UP_PROFILE.replace('account = "json:/data/id"', 'account = "json:/data/uuid"')
-                       .replace("{applicant.email}", "y{applicant.email}"), encoding="utf-8")
+    lacking.write_text(
+        MADE_UP_PROFILE.replace('account = "json:/data/id"', 'account = "json:/data/uuid"').replace(
+            "{applicant.email}", "y{applicant.email}"
+        ),
+        encoding="utf-8",
+    )
     missing = check(scenario, made_up_api, lacking, population)
     assert missing.returncode == 1
     assert missing.stderr.strip().endswith(
@@ -456,19 +515,102 @@ def test_a_bad_profile_stops_check_profile_with_exit_2_and_one_line(tmp_path, ma
     assert len(lines) == 1 and f"{profile}: key 'step[0].method': expected one of" in lines[0], result.stderr
 
 
+SUBCLASS_LOCUSTFILE = """
+import urllib.parse
+
+from loadtests.journey import ApplicantJourney
+from loadtests.shape import WaveOpening
+from simulator.surge.controller import register
+
+
+class MadeUpJourney(ApplicantJourney):
+    def identity(self, intended):
+        a = self.applicant
+        body = urllib.parse.urlencode({"nik": a["nik"], "tgl_lahir": str(a["birth_date"])})
+        self.call("identity", "POST", "/identitas", intended, data=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-CSRF-Token": self.cookie("csrftoken") or "",
+            "X-Dari-Python": "1",
+        })
+
+
+register(lambda: MadeUpJourney)
+__all__ = ["MadeUpJourney", "WaveOpening"]
+"""
+
+
+@pytest.mark.slow
+def test_a_journey_subclass_replaces_one_step_under_plain_locust(tmp_path, made_up_api, population):
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(scenario_text("open_wave = false"), encoding="utf-8")
+    profile = tmp_path / "made-up.toml"
+    profile.write_text(
+        MADE_UP_PROFILE.replace("{applicant.email}", "sub-{applicant.email}"), encoding="utf-8"
+    )
+    locustfile = tmp_path / "made_up_locustfile.py"
+    locustfile.write_text(SUBCLASS_LOCUSTFILE, encoding="utf-8")
+    out = tmp_path / "out"
+    before = MadeUpApi.from_python
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(locustfile),
+            "--headless",
+            "--host",
+            made_up_api,
+            "--surge-scenario",
+            str(scenario),
+            "--surge-target-profile",
+            str(profile),
+            "--surge-population",
+            str(population),
+            "--surge-out",
+            str(out),
+            "--surge-progress",
+            "0",
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).parent.parent,
+    )
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    identity = data["steps"]["identity"]
+    assert identity["requests"] > 0, result.stderr[-2000:]
+    assert MadeUpApi.from_python - before == identity["requests"]  # every identity request was Python's
+    assert data["summary"]["unexpected_errors"] == 0, (data["steps"], result.stderr[-2000:])
+    assert data["journeys"]["outcomes"].get("failed", 0) == 0
+    # Malformed NIKs were refused inside 200 answers with the API's code, read as the profile says.
+    predicted = identity["outcomes"].get("200 NIK_MALFORMED", 0)
+    assert predicted == data["journeys"]["stopped_at"].get("identity", {}).get("refused", 0)
+    assert not data["reconciliation"]["available"] and "not reconciled" in data["reconciliation"]["reason"]
+
+
 # -- the reference profile against `serve` -----------------------------------------------------
 @pytest.mark.slow
 def test_check_profile_on_the_reference_api_and_a_wrong_path(tmp_path, population):
     from simulator.api.testing import running_server
+
     scenario = tmp_path / "s.toml"
     scenario.write_text(scenario_text(), encoding="utf-8")
     wrong = tmp_path / "wrong.toml"
-    wrong.write_text(REFERENCE.read_text(encoding="utf-8").replace('"/v1/sessions"', '"/v1/session"'), encoding="utf-8")
+    wrong.write_text(
+        REFERENCE.read_text(encoding="utf-8").replace('"/v1/sessions"', '"/v1/session"'), encoding="utf-8"
+    )
     with running_server(registry_dir=population, password_cost=0) as host:
         ok = check(scenario, host, "reference", population)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         for step in STEPS:
-            assert re.search(rf"\b{step}\s+(GET|POST|PUT)\s+/v1/\S* -> 20[0-2]$", ok.stdout, re.M), (step, ok.stdout)
+            assert re.search(rf"\b{step}\s+(GET|POST|PUT)\s+/v1/\S* -> 20[0-2]$", ok.stdout, re.M), (
+                step,
+                ok.stdout,
+            )
         assert re.search(r"kept token = \S+", ok.stdout)
         failed = check(scenario, host, wrong, population)  # a new applicant: the first is registered now
     assert failed.returncode == 1
@@ -485,20 +627,36 @@ def test_the_reference_profile_drives_a_surge_with_reconciliation_ok_and_off_is_
 ):
     from simulator.api.testing import running_server
     from simulator.surge.runner import SurgeOptions, run_surge
+
     (tmp_path / "profiles").mkdir()
     off = tmp_path / "profiles" / "off.toml"
-    off.write_text(REFERENCE.read_text(encoding="utf-8").replace('source = "admin-stats"', 'source = "off"'),
-                   encoding="utf-8")
+    off.write_text(
+        REFERENCE.read_text(encoding="utf-8").replace('source = "admin-stats"', 'source = "off"'),
+        encoding="utf-8",
+    )
     default = tmp_path / "default.toml"
     default.write_text(scenario_text(), encoding="utf-8")
     keyed = tmp_path / "keyed.toml"
     keyed.write_text(scenario_text('target_profile = "profiles/off.toml"'), encoding="utf-8")
     with running_server(registry_dir=population, password_cost=0) as host:
         quiet = lambda _line: None  # noqa: E731
-        first = run_surge(SurgeOptions(scenario=default, out=tmp_path / "a", host=host, population=population,
-                                       progress_s=0), say=quiet)
-        second = run_surge(SurgeOptions(scenario=keyed, out=tmp_path / "b", host=host, population=population,
-                                        progress_s=0, skip_applicants=60), say=quiet)
+        first = run_surge(
+            SurgeOptions(
+                scenario=default, out=tmp_path / "a", host=host, population=population, progress_s=0
+            ),
+            say=quiet,
+        )
+        second = run_surge(
+            SurgeOptions(
+                scenario=keyed,
+                out=tmp_path / "b",
+                host=host,
+                population=population,
+                progress_s=0,
+                skip_applicants=60,
+            ),
+            say=quiet,
+        )
     data = first.data
     assert first.exit_code == 0, first.summary
     assert data["arrivals"]["started"] == data["arrivals"]["scheduled"] > 10
