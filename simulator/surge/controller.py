@@ -26,6 +26,7 @@ from simulator.surge.generator import ArrivalGenerator
 from simulator.surge.harness import JourneyUser
 from simulator.surge.locust_process import PARENT_ENV
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
+from simulator.surge.profile.format import Profile, parse_profile, profile_text
 from simulator.surge.protocol import (
     FINAL_TIMEOUT_S,
     MSG_FINAL,
@@ -60,6 +61,9 @@ class SurgeController:
 
     def reset(self) -> None:
         self.scenario: Scenario | None = None
+        self.profile: Profile | None = None
+        self.profile_source: tuple[str, str] = ("", "")
+        self.truth: Any = None  # the profile's [reconcile] source (None: /v1/admin/stats)
         self.schedule: Schedule | None = None
         self.workers: dict[str, int] = {}
         self.ready: dict[int, dict[str, Any]] = {}
@@ -81,6 +85,10 @@ class SurgeController:
         options = environment.parsed_options
         try:
             self.scenario = load_scenario(options.surge_scenario)
+            self.profile_source = profile_text(
+                options.surge_target_profile or self.scenario.target.target_profile
+            )
+            self.profile = parse_profile(*self.profile_source)
             self.schedule = build_schedule(self.scenario)
             self.skip = options.surge_skip
             if not options.surge_managed:
@@ -105,6 +113,9 @@ class SurgeController:
             "run_id": uuid.uuid4().hex[:12],
             "host": environment.host,
             "upstreams": options.surge_upstreams or None,
+            "profile": self.profile_source[0],
+            "profile_source": self.profile_source[1],
+            "allow_remote": bool(options.surge_allow_remote),
         }
         self.state = "preparing"
         self.deadline = time.monotonic() + PREPARE_TIMEOUT_S
@@ -120,7 +131,7 @@ class SurgeController:
 
     def _prepare_target(self) -> None:
         """What ``prakerja-sim surge`` does before starting Locust, for a plain ``locust -f`` run."""
-        from simulator.surge.target import check_target, fresh_skip, prepare_target
+        from simulator.surge.target import check_target, fresh_skip, prepare_target, truth_of
 
         options = self.environment.parsed_options
         if not self.environment.host:
@@ -128,8 +139,10 @@ class SurgeController:
                 "no --host (or Host in the web UI): the API to load, e.g. http://127.0.0.1:8000"
             )
         host = check_target(self.environment.host, options.surge_allow_remote, "--surge-allow-remote")
-        self.skip = fresh_skip(host, self.scenario, options.surge_population or None, self.skip, say)
-        self.before = prepare_target(host, self.scenario, say)
+        if self.profile.reference_admin:
+            self.skip = fresh_skip(host, self.scenario, options.surge_population or None, self.skip, say)
+        self.truth = truth_of(host, self.profile, options.surge_allow_remote)
+        self.before = prepare_target(host, self.scenario, say, self.profile, self.truth)
 
     def _write_report(self, raw: dict[str, Any]) -> None:
         """What ``prakerja-sim surge`` does after Locust: reconcile, judge and write the report."""
@@ -147,7 +160,16 @@ class SurgeController:
             "interrupted_by": "locust (web UI stop or Ctrl-C)" if self.interrupted else None,
         }
         try:
-            result = finish_run(self.scenario, raw, self.before, Path(options.surge_out), params, say)
+            result = finish_run(
+                self.scenario,
+                raw,
+                self.before,
+                Path(options.surge_out),
+                params,
+                say,
+                profile=self.profile,
+                truth=self.truth,
+            )
         except Exception as err:  # noqa: BLE001 - the raw results are written: say why there is no report
             say(f"surge: error: no report ({type(err).__name__}: {err}); raw results in {self.results_path}")
             self.environment.process_exit_code = 2
