@@ -1,121 +1,11 @@
 """Scenario files: one TOML file describes one wave opening to replay against a registration API.
 
-Owns the schema (dataclasses), the loader with its error messages, and the writer used by ``demand``.
+Owns the schema (dataclasses), the loader with its one-line errors (read through
+simulator.surge.toml_table), and the writer used by ``demand --emit-scenario``.
+docs/scenario-file.md describes every key, its type, default and meaning; docs/traces.md the
+``[arrivals] trace`` keys; docs/target-profile.md what ``[target] target_profile`` names.
 
-A scenario file has these tables; every key is optional unless marked *required*. Times are in
-*wave seconds* (the real world's clock) unless the key says ``harness``; rates and counts are at
-real scale (the whole country) and are shrunk by ``replay.population_scale`` when run.
-
-``[scenario]``
-    ``name`` (str, required): short identifier, used in reports.
-    ``description`` (str): what it models and which published figures it rests on.
-    ``seed`` (int, default 1): seeds the arrival schedule, think times, fates and upload choices.
-      The same seed gives the same schedule whatever the number of Locust workers.
-
-``[target]``
-    ``host`` (str): base URL of the API, e.g. ``http://127.0.0.1:8000``; ``--host`` overrides it.
-    ``timeout_s`` (float > 0, default 30): client timeout for one request.
-    ``open_wave`` (bool, default true): open the wave through ``POST /v1/admin/waves`` before the
-      first arrival (the reference API and staging systems with the admin endpoints).
-    ``apply_faults`` (bool, default true): inject ``[faults]``: the demo starts the reference API
-      with them; ``surge`` prints the ``prakerja-sim serve`` options that set them (the reference
-      API takes faults at start).
-    ``reuse_connections`` (bool, default false): false, each applicant opens their own connections,
-      as people's phones do; true, journeys share one keep-alive pool per load generator, like
-      traffic arriving through a reverse proxy (cheaper for the load generator).
-    ``target_profile`` (str): the target profile (docs/target-profile.md) that says how to drive the
-      API, relative to the scenario file, or a built-in's name; default ``reference``;
-      ``surge --target-profile`` overrides it.
-    ``upstreams`` (str): base URL of ``prakerja-sim upstreams``' read API, e.g. ``http://127.0.0.1:8100``:
-      OTPs are read there instead of the target's sandbox outbox, and the report shows the upstream
-      load beside the planner's forecast (docs/upstreams.md); ``--upstreams`` overrides it.
-
-``[wave]``
-    ``number`` (int >= 1, required): the wave (gelombang) joined at the end of each journey.
-    ``quota`` (int >= 1, required): places in the wave at real scale (scaled like the population).
-    ``selection`` (``"lottery"`` or ``"fcfs"``, default lottery): lottery draws after closing, as
-      the program did; fcfs refuses joins once the quota is taken (``WAVE_FULL``).
-    ``opens_at`` (offset date-time, required): the opening, e.g. ``2020-11-02T12:00:00+07:00``;
-      its UTC offset is the local time the daily rhythm follows.
-    ``duration_h`` (float > 0, default 72): how long the wave stays open.
-
-``[replay]`` which slice of the wave is replayed, and how it is shrunk to fit a machine
-    ``start_s`` (float >= 0, default 0): where the replay starts, in seconds after the opening.
-    ``length_s`` (float > 0, required): how many wave seconds are replayed.
-    ``time_scale`` (float > 0, default 1): wave seconds per harness second; 60 replays an hour
-      in a minute (arrival rates and think times are compressed by the same factor).
-    ``population_scale`` (0 < float <= 1, default 1): share of the real crowd that arrives;
-      0.01 replays wave 11 at 1/100 on a laptop, 1 is the whole country on a cluster.
-    ``drain_s`` (float >= 0, default 30): harness seconds after the last arrival for journeys in
-      flight to finish before the run stops (the unfinished ones are counted, not hidden).
-    ``late_after_s`` (float > 0, harness, default 1): an arrival that starts later than this
-      after its scheduled time counts as late (it still runs; its latency includes the lag).
-    ``max_in_flight`` (int >= 0, default 0 = no cap): journeys one load-generator process keeps
-      in flight; an arrival beyond the cap is dropped and counted (k6's dropped_iterations).
-
-``[arrivals]`` the arrival curve, people per second at real scale, ``t`` = seconds since opening
-    ``expected_total`` (float > 0 and <= 3e8, required): people who arrive during the whole wave.
-    ``pre_open_crowd`` (float >= 0, default 0): people already waiting at the opening; they are
-      released at T0 and get in over an exponential with time constant ``crowd_release_s``.
-    ``crowd_release_s`` (float > 0, default 60).
-    ``first_24h_share`` (0 < float < 1): share of all the wave's arrivals in its first 24 hours
-      (wave 9: 3.5M of 5.8M); fixes the decay of the tail. Give it or ``decay_half_life_h``.
-    ``decay_half_life_h`` (float > 0): half-life of the exponentially decaying tail.
-    ``baseline_per_s`` (float >= 0, default 0): a steady trickle on top of the tail.
-    ``daily_rhythm`` (24 floats >= 0): relative arrival weight of each local hour 00..23
-      (normalised to a mean of 1); multiplies the tail and the baseline, not the crowd.
-    The tail holds ``expected_total - pre_open_crowd - baseline_per_s * duration``, which must not
-    be negative.
-    ``trace`` (str): arrivals from recorded traffic instead of the curve (docs/traces.md): a CSV or
-      JSONL file with a timestamp column, or a common/combined access log; relative to the scenario
-      file. With it: ``trace_format`` (auto, csv, jsonl, access_log), ``trace_time_column`` (default
-      ``timestamp``), ``trace_path`` (access logs: only requests to this path), ``trace_opening``
-      (offset date-time of the trace's T0; default its first event), and ``expected_total`` becomes
-      optional: the trace is thinned or multiplied to it (default: as recorded).
-
-``[funnel]`` who goes how far, and how long they think
-    ``source`` (``"population"`` or ``"scenario"``, default population): take each applicant's
-      behaviour from the population file's ``fate_*`` columns, or draw it from the rates below.
-      Populations without ``fate_*`` columns always use the rates.
-    ``email_verify``, ``identity_submit``, ``phone_verify``, ``test_finish``, ``join`` (0..1):
-      conditional probability of doing that step given the previous ones were done. Defaults
-      follow the funnel to 30 Oct 2020 (okezone / tirto.id): 40M accounts -> 26M email (0.65) ->
-      20M NIK+KK (0.77) -> 18M phone (0.90).
-    ``retries_max`` (int >= 0, default 2): retries after a failed request when the population
-      carries no ``fate_retries``.
-    ``retry_backoff_s`` (float >= 0, default 20): mean wait before a retry.
-    ``ktp_uploads_mean`` (float >= 1, default 1): 1 + the mean number of extra uploads after the
-      accepted one (double taps, second thoughts). Bad photos (``[defects.ktp]``) come on top:
-      each is retaken until one passes.
-    ``otp_poll_s`` (float > 0, harness, default 0.5): how often a user checks the sandbox outbox.
-    ``otp_wait_s`` (float > 0, harness, default 30): give up on an OTP after this long.
-    ``[funnel.think_s]``: mean think time before each step, one key per step of
-      :data:`STEPS`; drawn from an exponential, compressed by ``time_scale``.
-
-``[defects]`` how much of the traffic is wrong on purpose
-    ``applicant_share`` (0..1): share of arrivals drawn from applicants whose
-      ``expected_outcome`` is not ``accept``; omitted = the population's own mix.
-    ``[defects.ktp]``: share of KTP uploads that are bad in one way, keyed by the upload reason
-      code the API should answer (``TOO_BLURRY = 0.05``, ``FILE_TOO_LARGE``, ``PHOTOCOPY``, ...;
-      see :data:`KTP_DEFECT_CODES`), 0..1 each, summing to at most 1; the rest are valid photos.
-
-``[faults]`` upstream trouble injected into the target (reference API: admin fault endpoint)
-    ``dukcapil_latency_ms`` (float >= 0, default 0): median latency of the identity registry.
-    ``dukcapil_latency_p99_ms`` (float >= median): its 99th percentile (lognormal in between).
-    ``dukcapil_error_rate`` (0..1, default 0): share of registry calls that fail.
-    ``sms_delay_s`` (float >= 0, default 0): median delay of SMS OTP delivery.
-    ``sms_loss_rate`` (0..1, default 0): share of SMS that never arrive (the user asks again).
-    ``email_delay_s`` (float >= 0, default 0): median delay of email OTP delivery.
-
-``[[slo]]`` thresholds; any breach makes ``surge`` exit with code 1 (like k6 thresholds)
-    ``metric`` (required): ``latency_ms`` (``stat`` one of p50, p90, p99, p99.9, max, mean),
-      ``error_rate`` (unexpected errors / requests), ``dropped_arrivals`` (share of scheduled
-      arrivals that could not start on time), ``completion_rate`` (journeys that reached their
-      fate / started), ``throughput_rps``, or ``reconciliation`` (``max`` = mismatches allowed).
-    ``step`` (default ``"all"``): a step of :data:`STEPS` or ``all``.
-    ``stat``: for ``latency_ms``, default p99.
-    ``max`` / ``min`` (float >= 0; <= 1 for the rates): the bound; at least one, min <= max.
-    ``name`` (str): shown in the report; defaults to a description of the bound.
+Over 500 lines: each table's dataclass and its reader sit side by side, as in profile/format.py.
 """
 
 from __future__ import annotations
@@ -124,7 +14,7 @@ import datetime as dt
 import importlib.resources
 import math
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -134,6 +24,7 @@ import tomli_w
 from simulator.errors import InvalidInputFile
 from simulator.rules.arrivals import UnreachableShare, decay_for_first_day_share
 from simulator.rules.reasons import UPLOAD_REASONS
+from simulator.surge.toml_table import TomlTable
 
 STEPS: tuple[str, ...] = (
     "create_account",
@@ -392,121 +283,10 @@ def parse_scenario(text: str, source: str = "<string>") -> Scenario:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InvalidInputFile(f"{source}: not valid TOML ({err})") from err
-    root = _Table(source, "", document)
+    root = TomlTable(source, "", document)
     scenario = _read_scenario(root)
     root.finish()
     return scenario
-
-
-class _Table:
-    """A TOML table being validated: hands out typed values and remembers which keys were read."""
-
-    def __init__(self, source: str, prefix: str, data: Mapping[str, Any]):
-        self.source, self.prefix, self.data = source, prefix, data
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
-
-    def fail(self, name: str, expected: str, got: Any = None, *, show: bool = True) -> InvalidInputFile:
-        shown = f", got {got!r}" if show else ""
-        return InvalidInputFile(f"{self.source}: key '{self.key(name)}': expected {expected}{shown}")
-
-    def table(self, name: str, required: bool = False) -> _Table:
-        self.seen.add(name)
-        if name not in self.data:
-            if required:
-                raise self.fail(name, "a table [" + self.key(name) + "]", show=False)
-            return _Table(self.source, self.key(name) + ".", {})
-        value = self.data[name]
-        if not isinstance(value, dict):
-            raise self.fail(name, "a table", value)
-        return _Table(self.source, self.key(name) + ".", value)
-
-    def get(self, name: str, default: Any = ..., *, kind: str, check: Callable[[Any], Any]) -> Any:
-        """Return ``check(value)``; ``check`` raises ValueError when the value is not a ``kind``."""
-        self.seen.add(name)
-        if name not in self.data:
-            if default is ...:
-                raise InvalidInputFile(f"{self.source}: key '{self.key(name)}' is required ({kind})")
-            return default
-        value = self.data[name]
-        try:
-            return check(value)
-        except (TypeError, ValueError) as err:
-            raise self.fail(name, kind, value) from err
-
-    def number(
-        self,
-        name: str,
-        default: Any = ...,
-        *,
-        low: float | None = None,
-        high: float | None = None,
-        low_open: bool = False,
-        high_open: bool = False,
-    ) -> float:
-        kind = "a number" + _range_text(low, high, low_open, high_open)
-
-        def check(value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise TypeError
-            if low is not None and (value < low or (low_open and value == low)):
-                raise ValueError
-            if high is not None and (value > high or (high_open and value == high)):
-                raise ValueError
-            return float(value)
-
-        return self.get(name, default, kind=kind, check=check)
-
-    def integer(self, name: str, default: Any = ..., *, low: int | None = None) -> int:
-        kind = "an integer" + ("" if low is None else f" >= {low}")
-
-        def check(value: Any) -> int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError
-            if low is not None and value < low:
-                raise ValueError
-            return value
-
-        return self.get(name, default, kind=kind, check=check)
-
-    def string(self, name: str, default: Any = ..., *, choices: tuple[str, ...] | None = None) -> str:
-        kind = "a string" if choices is None else "one of " + ", ".join(f'"{c}"' for c in choices)
-
-        def check(value: Any) -> str:
-            if not isinstance(value, str):
-                raise TypeError
-            if choices is not None and value not in choices:
-                raise ValueError
-            return value
-
-        return self.get(name, default, kind=kind, check=check)
-
-    def boolean(self, name: str, default: Any = ...) -> bool:
-        def check(value: Any) -> bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-
-        return self.get(name, default, kind="true or false", check=check)
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            known = ", ".join(sorted(self.seen))
-            raise InvalidInputFile(
-                f"{self.source}: unknown key '{self.key(unknown[0])}' (expected one of: {known})"
-            )
-
-
-def _range_text(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
-    parts = []
-    if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
-    return (" " + " and ".join(parts)) if parts else ""
 
 
 def _offset_datetime(value: Any) -> dt.datetime:
@@ -515,7 +295,7 @@ def _offset_datetime(value: Any) -> dt.datetime:
     return value
 
 
-def _read_scenario(root: _Table) -> Scenario:
+def _read_scenario(root: TomlTable) -> Scenario:
     meta = root.table("scenario", required=True)
     name = meta.string("name")
     if not name.strip():
@@ -554,7 +334,7 @@ def _read_scenario(root: _Table) -> Scenario:
     )
 
 
-def _read_target(t: _Table, source: str) -> Target:
+def _read_target(t: TomlTable, source: str) -> Target:
     host = t.string("host", None)
     if host is not None and not host.startswith(("http://", "https://")):
         raise t.fail("host", "a URL starting with http:// or https://", host)
@@ -584,7 +364,7 @@ def _profile_path(value: str | None, source: str) -> str | None:
     return value  # a built-in profile's name, e.g. "reference"
 
 
-def _read_wave(t: _Table) -> Wave:
+def _read_wave(t: TomlTable) -> Wave:
     wave = Wave(
         number=t.integer("number", low=1),
         quota=t.integer("quota", low=1),
@@ -598,7 +378,7 @@ def _read_wave(t: _Table) -> Wave:
     return wave
 
 
-def _read_replay(t: _Table) -> Replay:
+def _read_replay(t: TomlTable) -> Replay:
     replay = Replay(
         start_s=t.number("start_s", 0.0, low=0),
         length_s=t.number("length_s", low=0, low_open=True),
@@ -612,7 +392,7 @@ def _read_replay(t: _Table) -> Replay:
     return replay
 
 
-def _read_arrivals(t: _Table, wave: Wave) -> Arrivals:
+def _read_arrivals(t: TomlTable, wave: Wave) -> Arrivals:
     if "trace" in t.data:
         from simulator.surge.trace import read_trace_arrivals
 
@@ -662,7 +442,7 @@ def _read_arrivals(t: _Table, wave: Wave) -> Arrivals:
     return arrivals
 
 
-def _read_funnel(t: _Table) -> Funnel:
+def _read_funnel(t: TomlTable) -> Funnel:
     defaults = Funnel()
     rates = {
         key: t.number(key, getattr(defaults, key), low=0, high=1)
@@ -687,7 +467,7 @@ def _read_funnel(t: _Table) -> Funnel:
     return funnel
 
 
-def _read_defects(t: _Table) -> Defects:
+def _read_defects(t: TomlTable) -> Defects:
     share = t.number("applicant_share", None, low=0, high=1)
     ktp_table = t.table("ktp")
     for name in ktp_table.data:
@@ -704,7 +484,7 @@ def _read_defects(t: _Table) -> Defects:
     return Defects(applicant_share=share, ktp=ktp)
 
 
-def _read_faults(t: _Table) -> Faults:
+def _read_faults(t: TomlTable) -> Faults:
     faults = Faults(
         dukcapil_latency_ms=t.number("dukcapil_latency_ms", 0.0, low=0),
         dukcapil_latency_p99_ms=t.number("dukcapil_latency_p99_ms", None, low=0),
@@ -720,14 +500,14 @@ def _read_faults(t: _Table) -> Faults:
     return faults
 
 
-def _read_slo(root: _Table) -> tuple[Threshold, ...]:
+def _read_slo(root: TomlTable) -> tuple[Threshold, ...]:
     root.seen.add("slo")
     entries = root.data.get("slo", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise root.fail("slo", "an array of tables [[slo]]", entries)
     thresholds = []
     for index, entry in enumerate(entries):
-        t = _Table(root.source, f"slo[{index}].", entry)
+        t = TomlTable(root.source, f"slo[{index}].", entry)
         metric = t.string("metric", choices=SLO_METRICS)
         step = t.string("step", "all", choices=("all", *STEPS))
         if metric == "latency_ms":

@@ -4,7 +4,7 @@ Unknown tables and columns, values a column's type cannot hold, NOT NULL columns
 columns fed by a source that repeats: each found as one line naming the mapping key. What passes
 becomes a :class:`Plan`: the tables in load order (parents first), each column with its target kind.
 
-Somewhat over 500 lines: every check of every expression kind reads the same table and source
+Over 500 lines: every check of every expression kind reads the same table and source
 catalogue, and splitting them would only pass those around.
 """
 

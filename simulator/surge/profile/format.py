@@ -3,6 +3,9 @@
 Owns the schema (dataclasses), the loader with its one-line errors (like scenario.py), and how the
 planned funnel (simulator.surge.scenario.STEPS) maps onto a profile's steps. docs/target-profile.md
 describes every key.
+
+Over 500 lines: each key's dataclass sits beside the check that reads it, so the schema, its
+one-line errors and docs/target-profile.md can be read side by side; split, each half needs the other.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from simulator.surge.profile.template import (
     compile_value,
     value_names,
 )
-from simulator.surge.scenario import STEPS, _Table
+from simulator.surge.scenario import STEPS
+from simulator.surge.toml_table import TomlTable
 
 PROFILE_VERSION = 1
 SESSION_KINDS = ("bearer", "cookie")
@@ -214,13 +218,13 @@ def parse_profile(text: str, source: str = "<string>") -> Profile:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InvalidInputFile(f"{source}: not valid TOML ({err})") from err
-    root = _Table(source, "", document)
+    root = TomlTable(source, "", document)
     profile = _read_profile(root)
     root.finish()
     return profile
 
 
-def _read_profile(root: _Table) -> Profile:
+def _read_profile(root: TomlTable) -> Profile:
     meta = root.table("profile", required=True)
     name = meta.string("name")
     if not name.strip():
@@ -280,7 +284,7 @@ def _read_profile(root: _Table) -> Profile:
     )
 
 
-def _extractor(t: _Table, name: str, default: Any) -> Extractor | None:
+def _extractor(t: TomlTable, name: str, default: Any) -> Extractor | None:
     text = t.string(name, None)
     if text is None:
         return default
@@ -290,7 +294,7 @@ def _extractor(t: _Table, name: str, default: Any) -> Extractor | None:
         raise t.fail(name, str(err), text) from err
 
 
-def _template(t: _Table, name: str, default: Any = ...) -> Template | None:
+def _template(t: TomlTable, name: str, default: Any = ...) -> Template | None:
     text = t.string(name, default)
     if text is None:
         return None
@@ -300,14 +304,14 @@ def _template(t: _Table, name: str, default: Any = ...) -> Template | None:
         raise t.fail(name, str(err), text) from err
 
 
-def _templates(t: _Table, name: str) -> dict[str, Template]:
+def _templates(t: TomlTable, name: str) -> dict[str, Template]:
     table = t.table(name)
     out = {key: _template(table, key) for key in list(table.data)}
     table.finish()
     return out
 
 
-def _body(t: _Table, name: str) -> Any:
+def _body(t: TomlTable, name: str) -> Any:
     t.seen.add(name)
     value = t.data[name]
     if not isinstance(value, dict):
@@ -318,7 +322,7 @@ def _body(t: _Table, name: str) -> Any:
         raise t.fail(name, str(err), value) from err
 
 
-def _read_success(t: _Table, name: str, default: Success) -> Success:
+def _read_success(t: TomlTable, name: str, default: Success) -> Success:
     if name not in t.data:
         t.seen.add(name)
         return default
@@ -359,7 +363,7 @@ def _status(value: Any) -> int:
     return value
 
 
-def _read_refusals(t: _Table) -> dict[str, str]:
+def _read_refusals(t: TomlTable) -> dict[str, str]:
     mapping = {}
     for theirs in list(t.data):
         ours = t.string(theirs)
@@ -372,7 +376,7 @@ def _read_refusals(t: _Table) -> dict[str, str]:
     return mapping
 
 
-def _read_session(t: _Table) -> Session:
+def _read_session(t: TomlTable) -> Session:
     kind = t.string("kind", "cookie", choices=SESSION_KINDS)
     for name in ("token", "header", "scheme"):
         if kind != "bearer" and name in t.data:
@@ -404,7 +408,7 @@ _PLANNED_HINT = ", ".join(STEPS)
 
 
 def _read_steps(
-    root: _Table,
+    root: TomlTable,
     success: Success,
     refusal: Extractor | None,
     refusals: dict[str, str],
@@ -414,10 +418,10 @@ def _read_steps(
     entries = root.data.get("step")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise root.fail("step", "an array of tables [[step]] (one per request of the journey)", show=False)
-    raw: list[tuple[_Table, str]] = []
+    raw: list[tuple[TomlTable, str]] = []
     names: set[str] = set()
     for index, entry in enumerate(entries):
-        t = _Table(root.source, f"step[{index}].", entry)
+        t = TomlTable(root.source, f"step[{index}].", entry)
         name = t.string("name")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise t.fail("name", "a name of letters, digits and _", name)
@@ -531,7 +535,7 @@ def _check_session_sources(source: str, session: Session, steps: tuple[Step, ...
         )
 
 
-def _read_wave(t: _Table) -> WaveOpen | None:
+def _read_wave(t: TomlTable) -> WaveOpen | None:
     if "open" not in t.data:
         t.finish()
         return None
