@@ -269,3 +269,31 @@ def test_registry_rows_find_a_lookup_row_by_value(tmp_path):
     assert len(rows) == result.rows["penduduk"] >= 600
     assert len({religion for _, religion in rows}) > 1
     assert all(re.fullmatch(r"\d\d-\d\d-\d{4}", born) for born, _ in rows)
+
+
+def test_each_events_account_row_is_the_row_its_account_id_names():
+    # block_frames takes an event's account columns by these positions instead of looking the
+    # account id up: they must be the very rows.
+    import datetime as dt
+
+    import pyarrow.compute as pc
+
+    from simulator.generators.population import generate
+    from simulator.seed.mapping.sources import block_frames
+    from simulator.seed.rows import SeedCursor, build_chunk
+    from simulator.seed.states import parse_states
+    from simulator.seed.waves import make_calendar
+
+    applicants = next(iter(generate(3000, 4, chunk_rows=3000))).applicants
+    calendar = make_calendar(11, dt.datetime(2026, 11, 27, 22, 0), 7.0)
+    rows = build_chunk(applicants, chunk_index=0, seed=4, mix=parse_states("even"), calendar=calendar,
+                       cursor=SeedCursor(), source="test")  # fmt: skip
+    ids = rows.tables["accounts"].column("id").combine_chunks()
+    assert set(rows.positions) == {"identities", "profiles", "ktp_uploads", "test_results", "wave_joins",
+                                   "recipients"}  # fmt: skip
+    for name, at in rows.positions.items():
+        looked_up = pc.index_in(rows.tables[name].column("account_id"), value_set=ids).to_numpy()
+        assert at.tolist() == looked_up.tolist(), name
+    frames = block_frames(applicants, rows, calendar.open_wave)
+    nik = frames.events["profiles"].column("nik").to_pylist()
+    assert nik == rows.tables["identities"].column("nik").to_pylist()  # the same accounts, in order

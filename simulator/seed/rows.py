@@ -118,6 +118,8 @@ class ChunkRows:
     tables: dict[str, pa.Table]
     credentials: pa.Table  # plain passwords and where each test user stands
     passwords: pa.Array  # each account's plain password, in row order
+    positions: dict[str, np.ndarray] = field(default_factory=dict)
+    """For each event table, the accounts row of each of its rows (so no lookup by id is needed)."""
 
     def with_hashes(self, hashes: pa.Array | list[str]) -> dict[str, pa.Table]:
         accounts = self.tables["accounts"]
@@ -276,7 +278,9 @@ def build_chunk(
     )
 
     # --- waves: joins (with roll-overs) and recipients ---------------------------------------------
-    tables["wave_joins"] = wave_joins(account_id, wave, carried, joined_at, is_recipient, calendar, cursor)
+    tables["wave_joins"], joins_at = wave_joins(
+        account_id, wave, carried, joined_at, is_recipient, calendar, cursor
+    )
     tables["recipients"] = recipients(
         applicants, account_id, recipient_rows, state, wave, months, calendar, timeline, rng
     )
@@ -311,7 +315,12 @@ def build_chunk(
         "wave",
         pc.if_else(pc.equal(wave_text, "0"), "", wave_text),
     )
-    return ChunkRows(tables=tables, credentials=credentials, passwords=plain)
+    identity_rows = np.flatnonzero(has_identity)
+    positions = {
+        "identities": identity_rows, "profiles": identity_rows, "ktp_uploads": np.flatnonzero(has_ktp),
+        "test_results": np.flatnonzero(tested), "wave_joins": joins_at, "recipients": recipient_rows,
+    }  # fmt: skip
+    return ChunkRows(tables=tables, credentials=credentials, passwords=plain, positions=positions)
 
 
 # --- states -----------------------------------------------------------------------------------------

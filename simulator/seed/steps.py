@@ -215,9 +215,9 @@ def wave_joins(
     is_recipient: np.ndarray,
     calendar: WaveCalendar,
     cursor: SeedCursor,
-) -> pa.Table:
-    """One row per join: recipients in the wave that picked them, joiners in the open wave (and,
-    when rolled over, a not-selected row in the wave they came from)."""
+) -> tuple[pa.Table, np.ndarray]:
+    """One row per join, and the account row of each: recipients in the wave that picked them,
+    joiners in the open wave (and, when rolled over, a not-selected row in the wave they came from)."""
     open_wave = calendar.open_wave
     joiner = (wave > 0) & ~is_recipient
     rolled = carried > 0
@@ -250,7 +250,7 @@ def wave_joins(
     rank[by_time] = group_rank(rows_wave[by_time])
     join_order = cursor.joins_per_wave[rows_wave - 1] + rank + 1
     cursor.joins_per_wave += np.bincount(rows_wave - 1, minlength=open_wave)[:open_wave]
-    return pa.table(
+    table = pa.table(
         {
             "wave_number": pa.array(rows_wave, pa.int32()),
             "account_id": account_id.take(pa.array(rows_account)),
@@ -260,6 +260,7 @@ def wave_joins(
             "selected": pa.array(selected == 1, pa.bool_(), mask=selected < 0),
         }
     )
+    return table, rows_account
 
 
 def recipients(

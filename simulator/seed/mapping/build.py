@@ -91,7 +91,9 @@ def build_table(
             passwords[column.name] = plain
             columns[column.name] = plain
             continue
-        rng = np.random.default_rng([seed, 23, tag(table.name), tag(column.name), start])
+        # Draws only where the expression makes some (choices, NULLs); the generator is keyed the same.
+        draws = expression.op == "choice" or bool(expression.option("null"))
+        rng = np.random.default_rng([seed, 23, tag(table.name), tag(column.name), start]) if draws else None
         if expression.op == "ref":
             value = _referred(expression, table, frame, keyed)
         else:
@@ -151,7 +153,7 @@ def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _evaluate(
-    expression: Expression, frame: pa.Table, n: int, start: int, salt: int, rng: np.random.Generator
+    expression: Expression, frame: pa.Table, n: int, start: int, salt: int, rng: np.random.Generator | None
 ) -> pa.Array:
     op, arg = expression.op, expression.arg
     names = (
@@ -193,6 +195,8 @@ def _evaluate(
 def _referred(
     expression: Expression, table: PlannedTable, frame: pa.Table, keyed: dict[str, Keyed]
 ) -> pa.Array:
+    if expression.key in table.direct_refs:  # the parent's key is this row's own (see check)
+        return _combined(frame.column(table.ref_by[expression.key]))
     parent, _, column = expression.arg.partition(".")
     found = keyed.get(f"{parent}:{expression.option('match', column)}") or keyed[parent]
     keys = _combined(frame.column(table.ref_by[expression.key]))
@@ -208,7 +212,7 @@ def lookup_keyed(match: str, rows: pa.Table) -> Keyed:
     )
 
 
-def _modified(expression: Expression, value: pa.Array, n: int, rng: np.random.Generator) -> pa.Array:
+def _modified(expression: Expression, value: pa.Array, n: int, rng: np.random.Generator | None) -> pa.Array:
     case = expression.option("case")
     if case:
         value = {"upper": pc.utf8_upper, "lower": pc.utf8_lower, "title": pc.utf8_title}[case](
@@ -253,8 +257,8 @@ def _as_target(column: PlannedColumn, value: pa.Array) -> pa.Array:
                 if pa.types.is_integer(value.type) or pa.types.is_floating(value.type)
                 else _as_text(value)
             )
-        if target == INTEGER:
-            return value.cast(pa.int64())
+        if target == INTEGER:  # any integer width: the loaders write the column's own
+            return value if pa.types.is_integer(value.type) else value.cast(pa.int64())
         if target == BOOLEAN:
             return value.cast(pa.bool_())
         if target == DATE:

@@ -95,6 +95,9 @@ class PlannedTable:
     min_depth: int
     referenced: set[str] = field(default_factory=set)  # its columns other tables refer to
     ref_by: dict[str, str] = field(default_factory=dict)  # ref column -> source column the parent is found by
+    direct_refs: set[str] = field(default_factory=set)
+    """Refs whose value is the row's own ``by`` column: the parent copies that very key and holds a row
+    for every row of this table (no lookup needed)."""
 
     @property
     def name(self) -> str:
@@ -480,6 +483,15 @@ def _describe_ref(
         or (not pspec.where and _states_cover(pspec, table.spec) and parent.min_depth <= table.min_depth)
     )
     by_value = source[by]
+    if (
+        covered
+        and stream_of(pspec.source) == table.stream
+        and target.expression.op == "copy"
+        and target.expression.arg == by == parent_key
+        and not target.expression.options
+        and by_value.present_from <= table.min_depth
+    ):
+        table.direct_refs.add(expression.key)
     nullable = shown.nullable or not covered or by_value.present_from > table.min_depth
     unique = shown.unique and by_value.unique_from <= table.min_depth
     return Value(shown.kind, nullable, unique, shown.max_length)

@@ -247,7 +247,12 @@ def block_frames(
         if not named:
             return
         part = tables[table] if where is None else tables[table].filter(where)
-        at = _positions(account_id, part.column("account_id"))
+        at = rows.positions.get(table)
+        if at is None:
+            at = _positions(account_id, part.column("account_id"))
+        elif where is not None:
+            mask = where.combine_chunks() if isinstance(where, pa.ChunkedArray) else where
+            at = at[mask.to_numpy(zero_copy_only=False).astype(bool)]
         for ours, theirs in named.items():
             columns[ours] = _scatter(n, at, part.column(theirs))
 
@@ -272,11 +277,15 @@ def block_frames(
         event = tables[name]
         if name == "recipients":  # its state is the frame's recipient_state; "state" stays the funnel's
             event = event.drop_columns(["state"])
-        at = _positions(account_id, event.column("account_id"))
         borrowed = [c for c in frame.column_names if c not in own_columns[name]]
         if needs is not None:
             borrowed = [c for c in borrowed if c in needs[name]]
-        merged = dict(zip(borrowed, frame.select(borrowed).take(pa.array(at)).columns, strict=True))
+        merged = {}
+        if borrowed:
+            at = rows.positions.get(name)
+            if at is None:
+                at = _positions(account_id, event.column("account_id"))
+            merged = dict(zip(borrowed, frame.select(borrowed).take(pa.array(at)).columns, strict=True))
         merged.update({c: event.column(c) for c in event.column_names})
         events[name] = pa.table(merged)
     return BlockFrames(frame, events)
