@@ -40,7 +40,7 @@ def prepare_database(
     and/or the given resident rows (population column names); open the waves {number: quota}."""
     rows = list(residents)
     if population is not None:
-        from simulator.io.population import read_table
+        from simulator.io.reader import read_table
 
         rows += read_table(population, "residents").to_pylist()
     conn = connect(str(path))
