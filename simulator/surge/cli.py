@@ -17,6 +17,7 @@ from simulator.errors import InvalidOption
 Examples:
   prakerja-sim surge --plan                     (what each built-in scenario costs on this machine)
   prakerja-sim surge --scenario smoke --host http://127.0.0.1:8000 --population pop --out report
+  prakerja-sim surge --scenario smoke --host URL --target-profile my-api.toml --check-profile
   prakerja-sim surge --scenario wave-11 --host http://127.0.0.1:8000 --population pop --processes 2
   prakerja-sim surge --scenario wave-11 --host URL --master --expect-workers 4 --out wave11
   prakerja-sim surge --worker --master-host 10.0.0.5          (on each load-generator machine)
@@ -92,6 +93,20 @@ is written, and every process the run started is stopped)."""
     "report shows the upstream load beside the planner's forecast.",
 )
 @click.option(
+    "--target-profile",
+    "target_profile",
+    metavar="FILE|NAME",
+    help="Target profile (TOML) saying how to drive the API: paths, bodies, sessions, refusal codes, "
+    "OTP and count sources (docs/target-profile.md). Default: the scenario's target_profile, else "
+    "`reference` (the reference API).",
+)
+@click.option(
+    "--check-profile",
+    is_flag=True,
+    help="Walk ONE applicant through the whole journey once (no load), print each request and "
+    "answer, and exit non-zero with one line on the first step that does not do what the profile says.",
+)
+@click.option(
     "--progress",
     "progress_s",
     type=click.FloatRange(min=0),
@@ -116,9 +131,11 @@ def surge(
     plan,
     progress_s,
     upstreams=None,
+    target_profile=None,
+    check_profile=False,
 ) -> int:
     """Replay a wave opening against a registration API (open model, headless) and report it."""
-    from simulator.surge.runner import SurgeOptions, run_surge, run_worker
+    from simulator.surge.runner import SurgeOptions, run_profile_check, run_surge, run_worker
 
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     if plan:
@@ -149,7 +166,10 @@ def surge(
         allow_remote=allow_remote,
         progress_s=progress_s,
         upstreams=upstreams,
+        target_profile=target_profile,
     )
+    if check_profile:
+        return run_profile_check(options, say=say)
     result = run_surge(options, say=say)
     click.echo(result.summary)
     return result.exit_code

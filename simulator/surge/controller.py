@@ -26,6 +26,7 @@ from simulator.surge.generator import ArrivalGenerator
 from simulator.surge.harness import JourneyUser
 from simulator.surge.locust_process import PARENT_ENV
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
+from simulator.surge.profile.format import Profile, parse_profile, profile_text
 from simulator.surge.protocol import (
     FINAL_TIMEOUT_S,
     MSG_FINAL,
@@ -60,6 +61,8 @@ class SurgeController:
 
     def reset(self) -> None:
         self.scenario: Scenario | None = None
+        self.profile: Profile | None = None
+        self.profile_source: tuple[str, str] = ("", "")
         self.schedule: Schedule | None = None
         self.workers: dict[str, int] = {}
         self.ready: dict[int, dict[str, Any]] = {}
@@ -81,6 +84,10 @@ class SurgeController:
         options = environment.parsed_options
         try:
             self.scenario = load_scenario(options.surge_scenario)
+            self.profile_source = profile_text(
+                options.surge_target_profile or self.scenario.target.target_profile
+            )
+            self.profile = parse_profile(*self.profile_source)
             self.schedule = build_schedule(self.scenario)
             self.skip = options.surge_skip
             if not options.surge_managed:
@@ -105,6 +112,8 @@ class SurgeController:
             "run_id": uuid.uuid4().hex[:12],
             "host": environment.host,
             "upstreams": options.surge_upstreams or None,
+            "profile": self.profile_source[0],
+            "profile_source": self.profile_source[1],
         }
         self.state = "preparing"
         self.deadline = time.monotonic() + PREPARE_TIMEOUT_S
@@ -128,8 +137,9 @@ class SurgeController:
                 "no --host (or Host in the web UI): the API to load, e.g. http://127.0.0.1:8000"
             )
         host = check_target(self.environment.host, options.surge_allow_remote, "--surge-allow-remote")
-        self.skip = fresh_skip(host, self.scenario, options.surge_population or None, self.skip, say)
-        self.before = prepare_target(host, self.scenario, say)
+        if self.profile.reference_admin:
+            self.skip = fresh_skip(host, self.scenario, options.surge_population or None, self.skip, say)
+        self.before = prepare_target(host, self.scenario, say, self.profile)
 
     def _write_report(self, raw: dict[str, Any]) -> None:
         """What ``prakerja-sim surge`` does after Locust: reconcile, judge and write the report."""
@@ -147,7 +157,9 @@ class SurgeController:
             "interrupted_by": "locust (web UI stop or Ctrl-C)" if self.interrupted else None,
         }
         try:
-            result = finish_run(self.scenario, raw, self.before, Path(options.surge_out), params, say)
+            result = finish_run(
+                self.scenario, raw, self.before, Path(options.surge_out), params, say, profile=self.profile
+            )
         except Exception as err:  # noqa: BLE001 - the raw results are written: say why there is no report
             say(f"surge: error: no report ({type(err).__name__}: {err}); raw results in {self.results_path}")
             self.environment.process_exit_code = 2

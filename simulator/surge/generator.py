@@ -17,6 +17,7 @@ from geventhttpclient.client import HTTPClientPool
 from simulator.surge.applicants import JourneyPlans, build_plans, load_applicants, select_applicants
 from simulator.surge.harness import JourneyUser
 from simulator.surge.metrics import SurgeMetrics
+from simulator.surge.profile.format import Profile, build_otp_sources, parse_profile
 from simulator.surge.protocol import (
     MSG_FINAL,
     MSG_FINISH,
@@ -46,6 +47,8 @@ class ArrivalGenerator:
         self.index = 0
         self.run_id = ""
         self.otp_source = ""  # "": the target's sandbox outbox; else the stand-ins' base URL
+        self.profile: Profile | None = None  # the target profile (how the API is driven)
+        self.otp_sources: dict[str, Any] = {}  # channel -> simulator.surge.sources.otp.OtpSource
         self.t0_perf = 0.0
         self.journeys = Group()
         self.spawner: gevent.Greenlet | None = None
@@ -102,6 +105,11 @@ class ArrivalGenerator:
         self.scenario = scenario
         self.run_id = data["run_id"]
         self.otp_source = data.get("upstreams") or ""
+        self.profile = parse_profile(data["profile"], data["profile_source"])
+        self.otp_sources = build_otp_sources(self.profile, data["host"], data.get("upstreams"))
+        prepare = getattr(self.journey_class, "prepare_run", None)
+        if prepare is not None:
+            prepare(self)
         self.journey_class.host = data["host"]
         self.journey_class.network_timeout = scenario.target.timeout_s
         self.journey_class.connection_timeout = scenario.target.timeout_s

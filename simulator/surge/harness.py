@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,10 +57,12 @@ class Answer:
     content: bytes | None
     expected: bool  # a refusal the applicant's data predicts
     retry_after: float | None = None  # seconds, from a Retry-After header
+    headers: Any = None  # the answer's headers (what a profile keeps from them)
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.status < 300
+        """Answered, and not a refusal (JourneyUser.answer_code found no code in it)."""
+        return self.status != 0 and self.code is None
 
     @property
     def body(self) -> Any:
@@ -99,6 +102,7 @@ class JourneyUser(FastHttpUser):
 
     abstract = True
     generator: ArrivalGenerator | None = None
+    idempotency_header: str | None = "Idempotency-Key"  # sent with every write (None: not sent)
 
     def __init__(self, environment: Any, generator: ArrivalGenerator | None = None, row: int = 0):
         super().__init__(environment)
@@ -128,15 +132,14 @@ class JourneyUser(FastHttpUser):
         scheduled = float(plans.scheduled_s[row])
         metrics.record_arrival(scheduled, self.now(), gen.scenario.replay.late_after_s)
         gen.begun[row] = True
-        last = int(plans.last_step[row])
         outcome, intended = "completed", scheduled
         try:
-            for k in range(last + 1):
-                self.current_step = STEPS[k]
+            for k in self.journey_steps(int(plans.last_step[row])):
+                step = self.current_step = STEPS[k]
                 intended += float(plans.think_s[row, k])
                 self.sleep_until(intended)
-                getattr(self, STEPS[k])(intended)
-                metrics.acknowledged[STEPS[k]] += 1
+                self.run_step(step, intended)
+                metrics.acknowledged[step] += 1
                 intended = self.now()
         except JourneyOver as over:
             outcome = over.outcome
@@ -147,6 +150,15 @@ class JourneyUser(FastHttpUser):
             raise
         finally:
             metrics.record_journey(outcome, self.current_step, scheduled, self.now())
+
+    def journey_steps(self, last: int) -> Iterable[int]:
+        """Indexes into STEPS of the steps this applicant takes, in order (``last``: their fate's
+        last step). A profile may leave steps out or reorder them (simulator/surge/profile)."""
+        return range(last + 1)
+
+    def run_step(self, step: str, intended: float) -> None:
+        """Do one planned step: by default the method of that name (loadtests/journey.py)."""
+        getattr(self, step)(intended)
 
     # -- helpers for step methods ----------------------------------------------------------------
     def now(self) -> float:
@@ -178,8 +190,8 @@ class JourneyUser(FastHttpUser):
         """
         headers = dict(self.auth)
         headers.update(kwargs.pop("headers", {}))
-        if method != "GET":
-            headers["Idempotency-Key"] = key or self.idempotency_key(name)
+        if method != "GET" and self.idempotency_header:
+            headers[self.idempotency_header] = key or self.idempotency_key(name)
         while True:
             answer, label, sent, end = self._exchange(name, method, path, headers, expect, kwargs)
             unexpected = not answer.ok and not answer.expected
@@ -229,18 +241,30 @@ class JourneyUser(FastHttpUser):
             retry_after = None
             if not status:
                 code = failure_code(getattr(response, "error", None))
-            elif status >= 400:
-                retry_after = _seconds(response.headers.get("Retry-After") if response.headers else None)
-                body = _parse_json(content)
-                code = body.get("error", {}).get("code") if isinstance(body, dict) else None
-                code = code or "HTTP_ERROR"
-            expected = status >= 400 and self._expected_refusal(code, expect)
-            if status and (status < 400 or expected):
+            else:
+                code = self.answer_code(name, status, response.headers, content)
+                if status >= 400:
+                    retry_after = _seconds(response.headers.get("Retry-After") if response.headers else None)
+            expected = bool(status) and code is not None and self._expected_refusal(code, expect)
+            if status and (code is None or expected):
                 response.success()
             else:
                 response.failure(f"{status} {code}")
+            answer_headers = response.headers
         label = str(status) if code is None else f"{status} {code}"
-        return Answer(status, code, content, expected, retry_after), label, sent, end
+        return Answer(status, code, content, expected, retry_after, answer_headers), label, sent, end
+
+    def answer_code(self, name: str, status: int, headers: Any, content: bytes | None) -> str | None:
+        """The refusal or error code of an answer, None when the request succeeded.
+
+        The reference API's shape: a status >= 400 with ``{"error": {"code": ...}}``. A target
+        profile reads it where its API puts it (and finds errors inside 200 answers).
+        """
+        if status < 400:
+            return None
+        body = _parse_json(content)
+        code = body.get("error", {}).get("code") if isinstance(body, dict) else None
+        return code or "HTTP_ERROR"
 
     def _expected_refusal(self, code: str | None, expect: str | None) -> bool:
         if code is None:
@@ -270,13 +294,9 @@ class JourneyUser(FastHttpUser):
         funnel = self.generator.scenario.funnel
         deadline = intended + funnel.otp_wait_s
         while True:
-            # The same outbox shape on the target (sandbox mode) or on the upstream stand-ins.
-            outbox = self.generator.otp_source + "/v1/sandbox/outbox"
-            answer = self.call(OTP_POLL, "GET", outbox, intended, params={"to": address})
-            messages = (answer.body or {}).get("messages", []) if isinstance(answer.body, dict) else []
-            for message in messages:
-                if message.get("channel") == channel and message.get("code"):
-                    return str(message["code"])
+            code = self.poll_otp(address, channel, intended)
+            if code is not None:
+                return code
             if self.now() >= deadline:
                 self.generator.metrics.mismatches[
                     f"{channel} OTP not delivered in {funnel.otp_wait_s:g} s"
@@ -284,6 +304,16 @@ class JourneyUser(FastHttpUser):
                 raise JourneyOver("failed")
             intended = self.now() + funnel.otp_poll_s
             self.sleep_until(intended)
+
+    def poll_otp(self, address: str, channel: str, intended: float) -> str | None:
+        """One look for the newest code: the sandbox outbox on the target, or on the stand-ins."""
+        outbox = self.generator.otp_source + "/v1/sandbox/outbox"
+        answer = self.call(OTP_POLL, "GET", outbox, intended, params={"to": address})
+        messages = (answer.body or {}).get("messages", []) if isinstance(answer.body, dict) else []
+        for message in messages:
+            if message.get("channel") == channel and message.get("code"):
+                return str(message["code"])
+        return None
 
     def next_upload(self) -> UploadBody | None:
         """The next KTP upload this applicant makes (None when they have made them all)."""

@@ -77,6 +77,12 @@ def add_arguments(parser: Any) -> None:
         help="leave out the first N applicants (the run also moves past those the target already holds)",
     )
     group.add_argument(
+        "--surge-target-profile",
+        default="",
+        help="target profile (TOML) saying how to drive the API; empty: the scenario's, else the "
+        "reference API's (docs/target-profile.md)",
+    )
+    group.add_argument(
         "--surge-upstreams", default="", help="base URL of the upstream stand-ins' read API (OTP source)"
     )
     group.add_argument(

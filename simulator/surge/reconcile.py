@@ -60,18 +60,23 @@ def reconcile(
     wave: int,
     quota: int,
     selection: str,
+    commits: dict[str, str] | None = None,
+    truth: str = "/v1/admin/stats",
 ) -> Reconciliation:
     """Compare per step; in ``fcfs`` also check that the wave never took more joins than its quota.
 
     ``before`` / ``after`` are ``/v1/admin/stats`` bodies (None when the target has no such
-    endpoint: then nothing can be reconciled, and the report says so).
+    endpoint: then nothing can be reconciled, and the report says so), or ``{"steps": {step: n}}``
+    from a target profile's truth source (``commits`` then maps each step to itself, ``truth``
+    names the source, and the wave's quota is not checked: only the admin stats carry it).
     """
     if before is None or "steps" not in before:
-        return Reconciliation(False, "the target does not offer /v1/admin/stats")
+        return Reconciliation(False, f"the target does not offer {truth}")
     if after is None or "steps" not in after:
-        return Reconciliation(False, "the target stopped answering /v1/admin/stats after the run")
+        return Reconciliation(False, f"the target stopped answering {truth} after the run")
     result = Reconciliation(True)
-    for step, key in STEP_COMMITS.items():
+    admin = commits is None
+    for step, key in (STEP_COMMITS if admin else commits).items():
         if key not in after["steps"]:
             continue
         acked, maybe = int(acknowledged.get(step, 0)), int(unknown.get(step, 0))
@@ -81,6 +86,8 @@ def reconcile(
         ok = not missing and not extra
         result.steps.append(StepCheck(step, key, acked, maybe, committed, missing, extra, ok))
         result.mismatches += missing + extra
+    if not admin:
+        return result
     status = (after.get("waves") or {}).get(str(wave))
     if status is not None:
         joined = int(status.get("joined", 0))

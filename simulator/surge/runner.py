@@ -27,16 +27,16 @@ from simulator.progress import progress_bar
 from simulator.surge.locust_process import RunInterrupted, StopSignals, run_locust, signal_name
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
 from simulator.surge.reconcile import Reconciliation, reconcile
-from simulator.surge.scenario import Scenario, load_scenario
+from simulator.surge.profile.format import Profile, build_otp_sources, load_profile
+from simulator.surge.scenario import STEPS, Scenario, load_scenario
 from simulator.surge.schedule import build_schedule
 from simulator.surge.target import (
     check_target,
     fault_serve_options,
     fault_settings,
-    fetch_stats,
-    fresh_skip,
     http_json,
     prepare_target,
+    server_counts,
 )
 from simulator.surge.thresholds import evaluate, exit_code
 
@@ -69,6 +69,7 @@ class SurgeOptions:
     allow_remote: bool = False
     progress_s: float = 2.0
     upstreams: str | None = None  # the stand-ins' base URL (OTP source, upstream load in the report)
+    target_profile: str | os.PathLike[str] | None = None  # default: the scenario's, else "reference"
     extra_locust_args: list[str] = field(default_factory=list)
 
 
@@ -99,7 +100,13 @@ def _locust() -> list[str]:
 
 
 def locust_command(
-    options: SurgeOptions, host: str, population: str | None, out: Path, scenario_arg: str, skip: int
+    options: SurgeOptions,
+    host: str,
+    population: str | None,
+    out: Path,
+    scenario_arg: str,
+    skip: int,
+    profile_arg: str | None = None,
 ) -> list[str]:
     cmd = [
         *_locust(),
@@ -127,6 +134,8 @@ def locust_command(
         cmd += ["--surge-population", population]
     if options.upstreams:
         cmd += ["--surge-upstreams", options.upstreams]
+    if profile_arg:
+        cmd += ["--surge-target-profile", profile_arg]
     if options.processes:
         cmd += ["--processes", str(options.processes)]
     elif options.master:
@@ -158,13 +167,24 @@ def worker_command(master_host: str, master_port: int | None = None, processes: 
 
 
 def prepare_population(
-    scenario: Scenario, options: SurgeOptions, out: Path, host: str, say: Callable[[str], None]
+    scenario: Scenario,
+    options: SurgeOptions,
+    out: Path,
+    host: str,
+    say: Callable[[str], None],
+    profile: Profile | None = None,
 ) -> tuple[str, bool, int]:
     """(population directory, whether it was generated, applicants to skip) for this run.
 
     A given directory is checked; without one, ``count + skip`` applicants are generated into
-    ``out/population``. Either way the skip is moved past applicants the target already holds.
+    ``out/population``. Either way the skip is moved past applicants the target already holds
+    (on a target with the reference admin API: other targets take ``--skip-applicants``).
     """
+    if profile is not None and not profile.reference_admin:
+        def fresh_skip(_host, _scenario, _population, skip, _say):  # noqa: ANN001, ANN202
+            return skip
+    else:
+        from simulator.surge.target import fresh_skip
     if options.population:
         from simulator.io.population import check_population
 
@@ -207,6 +227,8 @@ def run_surge(options: SurgeOptions, *, say: Callable[[str], None] = print) -> S
 
 def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], None]) -> SurgeResult:
     scenario = load_scenario(options.scenario)
+    profile_arg = resolve_profile_arg(options.target_profile, scenario)
+    profile = load_profile(profile_arg)
     host = options.host or scenario.target.host
     if not host:
         raise InvalidOption("--host is required (the scenario file names no [target] host)")
@@ -219,6 +241,7 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         upstreams = options.upstreams = check_target(upstreams, options.allow_remote, option="--upstreams")
     if options.processes < 0:
         raise InvalidOption(f"--processes must be >= 1, got {options.processes}")
+    build_otp_sources(profile, host, upstreams or None)  # a bad [otp.*] table fails here, in one line
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / RAW_RESULTS
@@ -226,7 +249,7 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         raw_path.unlink()  # never report an older run's numbers
 
     # The population is checked (manifest, sizes, sha256) before the target is contacted.
-    population, generated, skip = prepare_population(scenario, options, out, host, say)
+    population, generated, skip = prepare_population(scenario, options, out, host, say, profile)
     http_json("GET", f"{host}/", timeout=10.0)  # TargetUnavailable now rather than mid-run
     if generated:
         say(
@@ -238,12 +261,12 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         upstreams_before = upstream_report.fetch(upstreams, "/v1/stats")
         if upstreams_before is None:
             raise TargetUnavailable(f"--upstreams {upstreams}: the stand-ins' read API does not answer")
-    before = prepare_target(host, scenario, say)
+    before = prepare_target(host, scenario, say, profile)
 
     scenario_arg = (
         str(Path(options.scenario).resolve()) if Path(options.scenario).is_file() else str(options.scenario)
     )
-    cmd = locust_command(options, host, population, out, scenario_arg, skip)
+    cmd = locust_command(options, host, population, out, scenario_arg, skip, profile_arg)
     started = time.time()
     code = run_locust(cmd, stops)
     stops.after_load = f"while writing the report (the raw measurements are in {raw_path})"
@@ -272,7 +295,18 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         raw["upstream_stats"] = upstream_report.measure(
             upstreams, upstreams_before, raw.get("t0_epoch") or started, raw.get("ended_epoch") or time.time()
         )
-    return finish_run(scenario, raw, before, out, params, say, signum=stops.received)
+    params["target_profile"] = profile.source
+    return finish_run(scenario, raw, before, out, params, say, signum=stops.received, profile=profile)
+
+
+def resolve_profile_arg(given: str | os.PathLike[str] | None, scenario: Scenario) -> str | None:
+    """What to hand Locust as --surge-target-profile: an absolute path, a built-in's name, or None
+    (the scenario's ``target_profile``, else the reference API's)."""
+    value = given or scenario.target.target_profile
+    if value is None:
+        return None
+    path = Path(value)
+    return str(path.resolve()) if path.is_file() else str(value)
 
 
 def say_cost(scenario: Scenario, host: str, options: SurgeOptions, say: Callable[[str], None]) -> None:
@@ -314,14 +348,15 @@ def finish_run(
     params: dict[str, Any],
     say: Callable[[str], None],
     signum: int | None = None,
+    profile: Profile | None = None,
 ) -> SurgeResult:
     """After the load: read the target's counts again, reconcile, judge, write the report."""
     try:
-        after = fetch_stats(params["host"])
-    except TargetUnavailable as err:  # the surge may have brought it down: still report the run
+        after = server_counts(params["host"], profile)
+    except (TargetUnavailable, SimulatorError) as err:  # the surge may have brought it down: still report
         say(f"after the run: {err}")
         after = None
-    return assemble(scenario, raw, before, after, out, params, signum=signum)
+    return assemble(scenario, raw, before, after, out, params, signum=signum, profile=profile)
 
 
 def assemble(
@@ -332,24 +367,34 @@ def assemble(
     out: Path,
     params: dict[str, Any],
     signum: int | None = None,
+    profile: Profile | None = None,
 ) -> SurgeResult:
     """Reconcile, check thresholds and write the report from Locust's raw results.
 
     ``signum``: the signal that stopped the run; the exit code is then 128 + its number.
+    ``profile``: the target profile, whose ``[reconcile]`` says where the server's counts came from.
     """
     from simulator import report as report_lib
     from simulator.surge import report
 
     metrics = SurgeMetrics.from_wire(raw["metrics"])
-    reconciliation = reconcile(
-        dict(metrics.acknowledged),
-        dict(metrics.unknown),
-        before,
-        after,
-        wave=scenario.wave.number,
-        quota=scenario.scaled_quota,
-        selection=scenario.wave.selection,
-    )
+    truth = "admin-stats" if profile is None else profile.reconcile.get("source", "off")
+    if truth == "off":
+        reconciliation = Reconciliation(
+            False, f"not reconciled: {profile.where('reconcile')} source is \"off\""
+        )
+    else:
+        reconciliation = reconcile(
+            dict(metrics.acknowledged),
+            dict(metrics.unknown),
+            before,
+            after,
+            wave=scenario.wave.number,
+            quota=scenario.scaled_quota,
+            selection=scenario.wave.selection,
+            commits=None if truth == "admin-stats" else {step: step for step in STEPS},
+            truth="/v1/admin/stats" if truth == "admin-stats" else f"{truth} counts ({profile.where('reconcile')})",
+        )
     reported, workers = len(raw.get("workers_reported") or []), raw.get("workers") or 0
     if reported < workers:
         # Without every load generator's counts, server rows cannot be matched to client answers.
@@ -373,3 +418,36 @@ def assemble(
     data = report.build_data(scenario, raw, metrics, reconciliation, thresholds, code, params)
     json_path, html_path = report_lib.write_report(out, data, report.render(data))
     return SurgeResult(code, json_path, html_path, report.summary_text(data, html_path), data)
+
+
+def run_profile_check(options: SurgeOptions, *, say: Callable[[str], None] = print) -> int:
+    """``surge --check-profile``: walk one applicant through the profile (simulator/surge/profile/check.py).
+
+    Returns its exit code: 0 every step did what the profile says, 1 one did not (one line says
+    which), 2 bad input, 3 the target does not answer.
+    """
+    import subprocess
+
+    scenario = load_scenario(options.scenario)
+    profile_arg = resolve_profile_arg(options.target_profile, scenario)
+    load_profile(profile_arg)  # bad input is reported here, in one line
+    host = options.host or scenario.target.host
+    if not host:
+        raise InvalidOption("--host is required (the scenario file names no [target] host)")
+    host = check_target(host, options.allow_remote)
+    upstreams = options.upstreams or scenario.target.upstreams
+    if upstreams:
+        upstreams = check_target(upstreams, options.allow_remote, option="--upstreams")
+    http_json("GET", f"{host}/", timeout=10.0)  # TargetUnavailable now, in one line
+    scenario_arg = (
+        str(Path(options.scenario).resolve()) if Path(options.scenario).is_file() else str(options.scenario)
+    )
+    cmd = [sys.executable, "-m", "simulator.surge.profile.check", "--host", host, "--scenario", scenario_arg,
+           "--skip", str(options.skip_applicants)]
+    if profile_arg:
+        cmd += ["--profile", profile_arg]
+    if options.population:
+        cmd += ["--population", str(Path(options.population).resolve())]
+    if upstreams:
+        cmd += ["--upstreams", upstreams]
+    return subprocess.run(cmd, check=False).returncode

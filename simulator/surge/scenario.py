@@ -23,6 +23,9 @@ real scale (the whole country) and are shrunk by ``replay.population_scale`` whe
     ``reuse_connections`` (bool, default false): false, each applicant opens their own connections,
       as people's phones do; true, journeys share one keep-alive pool per load generator, like
       traffic arriving through a reverse proxy (cheaper for the load generator).
+    ``target_profile`` (str): the target profile (docs/target-profile.md) that says how to drive the
+      API, relative to the scenario file, or a built-in's name; default ``reference``;
+      ``surge --target-profile`` overrides it.
     ``upstreams`` (str): base URL of ``prakerja-sim upstreams``' read API, e.g. ``http://127.0.0.1:8100``:
       OTPs are read there instead of the target's sandbox outbox, and the report shows the upstream
       load beside the planner's forecast (docs/upstreams.md); ``--upstreams`` overrides it.
@@ -188,6 +191,7 @@ class Target:
     apply_faults: bool = True
     reuse_connections: bool = False
     upstreams: str | None = None
+    target_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -520,7 +524,7 @@ def _read_scenario(root: _Table) -> Scenario:
     seed = meta.integer("seed", 1, low=0)
     meta.finish()
 
-    target = _read_target(root.table("target"))
+    target = _read_target(root.table("target"), root.source)
     wave = _read_wave(root.table("wave", required=True))
     replay = _read_replay(root.table("replay", required=True))
     wave_s = wave.duration_h * 3600
@@ -550,7 +554,7 @@ def _read_scenario(root: _Table) -> Scenario:
     )
 
 
-def _read_target(t: _Table) -> Target:
+def _read_target(t: _Table, source: str) -> Target:
     host = t.string("host", None)
     if host is not None and not host.startswith(("http://", "https://")):
         raise t.fail("host", "a URL starting with http:// or https://", host)
@@ -561,11 +565,23 @@ def _read_target(t: _Table) -> Target:
         apply_faults=t.boolean("apply_faults", True),
         reuse_connections=t.boolean("reuse_connections", False),
         upstreams=t.string("upstreams", None),
+        target_profile=_profile_path(t.string("target_profile", None), source),
     )
     if target.upstreams is not None and not target.upstreams.startswith("http://"):
         raise t.fail("upstreams", "a URL starting with http://", target.upstreams)
     t.finish()
     return target
+
+
+def _profile_path(value: str | None, source: str) -> str | None:
+    """A profile file relative to the scenario file (kept as given when it names a built-in)."""
+    if value is None or Path(value).is_absolute():
+        return value
+    base = Path(source).parent if not source.startswith(("builtin:", "<")) else Path.cwd()
+    candidate = base / value
+    if candidate.suffix or "/" in value or candidate.is_file():
+        return str(candidate.resolve())
+    return value  # a built-in profile's name, e.g. "reference"
 
 
 def _read_wave(t: _Table) -> Wave:

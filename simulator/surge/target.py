@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simulator.api.admin_auth import admin_headers
 from simulator.errors import InvalidInputFile, InvalidOption, TargetUnavailable
@@ -23,6 +23,9 @@ from simulator.rules.reasons import ACCEPT, Reason
 from simulator.surge.applicants import applicant_password, load_applicants, select_applicants
 from simulator.surge.scenario import Faults, Scenario
 from simulator.surge.schedule import build_schedule
+
+if TYPE_CHECKING:
+    from simulator.surge.profile.format import Profile
 
 REGISTERED_PROBES = 3
 """Applicants whose log-in is tried to tell whether the target already holds a run's applicants."""
@@ -206,17 +209,76 @@ def fresh_skip(
     return skip
 
 
-def prepare_target(host: str, scenario: Scenario, say: Callable[[str], None]) -> dict[str, Any] | None:
+def prepare_target(
+    host: str, scenario: Scenario, say: Callable[[str], None], profile: Profile | None = None
+) -> dict[str, Any] | None:
     """Before the first arrival: say which faults to start the server with, read its counts, open the wave.
 
-    Returns ``GET /v1/admin/stats`` as it was before the run (None when the target has none).
+    Returns the server's counts as they were before the run (:func:`server_counts`; None when the
+    target has none). ``profile``: the target profile (default: the reference API's).
     """
     if scenario.faults.any and scenario.target.apply_faults:
         say(
             "this scenario injects upstream faults; the reference API takes them at start: "
             "prakerja-sim serve " + " ".join(fault_serve_options(scenario.faults))
         )
-    before = fetch_stats(host)
+    before = server_counts(host, profile)
     if scenario.target.open_wave:
-        say(open_wave(host, scenario))
+        say(open_profile_wave(host, scenario, profile))
     return before
+
+
+def server_counts(host: str, profile: Profile | None = None) -> dict[str, Any] | None:
+    """The server's committed rows now, as reconcile() reads them: the ``/v1/admin/stats`` body
+    (reference), ``{"steps": {step: count}}`` from the profile's truth source, None when unavailable."""
+    source = "admin-stats" if profile is None else profile.reconcile.get("source", "off")
+    if source == "admin-stats":
+        return fetch_stats(host)
+    if source == "off":
+        return None
+    from simulator.surge.sources.truth import truth_source
+
+    counts = truth_source(profile.reconcile, target=host, where=profile.where("reconcile")).counts()
+    return None if counts is None else {"steps": dict(counts), "truth": source}
+
+
+def open_profile_wave(host: str, scenario: Scenario, profile: Profile | None) -> str:
+    """Open the wave as the profile says: the reference admin API, one request, or not at all."""
+    how = None if profile is None else profile.wave_open
+    if profile is None or (how is not None and how.kind == "reference"):
+        return open_wave(host, scenario)
+    if how is None:
+        return f"{profile.source} has no [wave] open: wave {scenario.wave.number} must already be open"
+    from simulator.surge.profile.template import render_value
+
+    values = {
+        "wave": scenario.wave.number,
+        "quota": scenario.scaled_quota,
+        "selection": scenario.wave.selection,
+    }.get
+    url = host + how.path.render(values)
+    body = render_value(how.body, values) if how.body is not None else None
+    status, answer = http_form_or_json(how.method, url, body, how.body_kind)
+    ok = status in how.success.status if how.success.status else 200 <= status < 300
+    if not ok:
+        raise TargetUnavailable(
+            f"{profile.where('wave')}: {how.method} {how.path.source} answered {status}: expected "
+            f"{how.success.describe()}"
+        )
+    return f"opened wave {scenario.wave.number} ({how.method} {how.path.source} answered {status})"
+
+
+def http_form_or_json(method: str, url: str, body: Any, kind: str | None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One request with a JSON or form-encoded body (standard library)."""
+    if kind != "form":
+        return http_json(method, url, body, timeout=timeout)
+    data = urllib.parse.urlencode({k: "" if v is None else str(v) for k, v in (body or {}).items()}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, _json_or_none(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, _json_or_none(err.read())
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        raise TargetUnavailable(f"{url}: cannot connect ({getattr(err, 'reason', err)})") from err
