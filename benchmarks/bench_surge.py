@@ -74,6 +74,66 @@ CHEAP_JOURNEY = textwrap.dedent(
     '''
 )
 
+PROFILE_JOURNEY = textwrap.dedent(
+    '''
+    """Benchmark: the profile-driven journey (simulator/surge/profile), steps from --surge-target-profile."""
+    from simulator.surge.controller import register
+    from simulator.surge.profile.journey import ProfileJourney
+    from loadtests.shape import WaveOpening
+
+
+    class BenchProfileJourney(ProfileJourney):
+        pass
+
+
+    register(lambda: BenchProfileJourney)
+    '''
+)
+
+
+def profile_toml(path: str) -> str:
+    """A target profile for the cheap target: a JSON sign-up keeping a bearer token, then nine GETs."""
+    steps = [
+        textwrap.dedent(
+            f"""
+            [[step]]
+            name = "{STEPS[0]}"
+            method = "POST"
+            path = "{path}"
+            json = {{ name = "{{applicant.full_name}}", email = "{{applicant.email}}" }}
+            keep = {{ token = "json:/ok" }}
+            """
+        )
+    ]
+    steps += [f'\n[[step]]\nname = "{step}"\nmethod = "GET"\npath = "{path}"\n' for step in STEPS[1:]]
+    head = textwrap.dedent(
+        """
+        [profile]
+        name = "bench"
+        version = 1
+
+        [defaults]
+        refusal_code = "json:/error/code"
+
+        [session]
+        kind = "bearer"
+        token = "{kept.token}"
+
+        [reconcile]
+        source = "off"
+        """
+    )
+    return head + "".join(steps)
+
+
+def profile_available() -> bool:
+    try:
+        import simulator.surge.profile.journey  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 BARE_USER = textwrap.dedent(
     '''
     """Benchmark baseline: a bare FastHttpUser looping on the cheapest path."""
@@ -255,7 +315,7 @@ class Measured:
 
     def line(self, label: str) -> str:
         return (
-            f"  {label:<38} {self.rps:7.0f} req/s  {self.client_us:6.0f} client CPU-us/req  "
+            f"  {label:<44} {self.rps:7.0f} req/s  {self.client_us:6.0f} client CPU-us/req  "
             f"busy: client {self.client_busy:4.2f} target {self.target_busy:4.2f} of a core "
             f"-> {self.saturated()} saturated{('  ' + self.detail) if self.detail else ''}"
         )
@@ -323,11 +383,17 @@ def reference_target(placement: Placement) -> Iterator[Target]:
 
 # -- the runs -------------------------------------------------------------------------------------
 def run_surge(
-    locustfile: Path, target: Target, scenario: Path, out: Path, placement: Placement
+    locustfile: Path,
+    target: Target,
+    scenario: Path,
+    out: Path,
+    placement: Placement,
+    profile: Path | None = None,
 ) -> tuple[SurgeMetrics, dict, CpuSampler]:
     """Run one headless surge of ``scenario`` through ``locustfile``; its merged metrics and raw results."""
     sampler = run_locust(
-        [
+        (["--surge-target-profile", str(profile)] if profile else [])
+        + [
             "-f",
             str(locustfile),
             "--host",
@@ -388,6 +454,7 @@ def journey_run(
     reuse: bool,
     placement: Placement,
     label: str,
+    profile: Path | None = None,
 ) -> Measured:
     scenario = work / f"{label}.toml"
     # Arrivals a little above what the bare rate could serve (10 requests per journey): the cap
@@ -404,7 +471,7 @@ def journey_run(
         ),
         encoding="utf-8",
     )
-    metrics, raw, sampler = run_surge(locustfile, target, scenario, work / f"{label}-out", placement)
+    metrics, raw, sampler = run_surge(locustfile, target, scenario, work / f"{label}-out", placement, profile)
     per_second = metrics.step_series.sum(axis=0)
     journeys = dict(metrics.journeys)
     unexpected = metrics.step_unexpected()
@@ -534,19 +601,36 @@ def main() -> None:
         bare = bare_run(work, target, args.seconds, args.concurrency, placement)
         shared = run(True, "journeys-shared")
         own = run(False, "journeys-own")
+        runs = [
+            ("journeys, shared keep-alive pool", "shared keep-alive pool", shared, 0.85),
+            ("journeys, new connection per person", "connection per person", own, 0.70),
+        ]
+        if profile_available():
+            profile_file = work / "bench-profile.toml"
+            profile_file.write_text(profile_toml(target.path), encoding="utf-8")
+            profile_locustfile = work / "profile_journey.py"
+            profile_locustfile.write_text(PROFILE_JOURNEY, encoding="utf-8")
+            for reuse, label, short, goal in (
+                (True, "profile journeys, shared keep-alive pool", "profile, shared pool", 0.85),
+                (False, "profile journeys, new connection per person", "profile, per person", 0.70),
+            ):
+                measured = journey_run(
+                    work, target, profile_locustfile, args.seconds, args.concurrency, bare, reuse,
+                    placement, "profile-" + ("shared" if reuse else "own"), profile_file,
+                )
+                runs.append((label, short, measured, goal))
         print(
             f"harness cost: GET {target.path} on the {target.kind}, {args.concurrency} in flight, "
             f"one Locust process, {args.seconds:g} s each; {placement.describe()}"
         )
         print(bare.line("bare FastHttpUser (keep-alive per user)"))
-        print(shared.line("journeys, shared keep-alive pool"))
-        print(own.line("journeys, new connection per person"))
-        goals = (("shared keep-alive pool", shared, 0.85), ("connection per person", own, 0.70))
-        for label, measured, goal in goals:
+        for label, _short, measured, _goal in runs:
+            print(measured.line(label))
+        for _label, label, measured, goal in runs:
             ratio = measured.rps / bare.rps
             cpu_ratio = bare.client_us / measured.client_us
             print(
-                f"  ratio journeys/bare, {label:<24} {ratio:5.2f} req/s, {cpu_ratio:5.2f} by client CPU "
+                f"  ratio journeys/bare, {label:<23} {ratio:5.2f} req/s, {cpu_ratio:5.2f} by client CPU "
                 f"per request   (goal >= {goal:.2f}: {'met' if ratio >= goal else 'NOT met'})"
             )
         print(f"load average after the cost runs {loadavg()}")
