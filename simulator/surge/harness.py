@@ -154,6 +154,13 @@ class JourneyUser(FastHttpUser):
             raise
         finally:
             metrics.record_journey(outcome, self.current_step, scheduled, self.now())
+            self.leave()
+
+    def leave(self) -> None:
+        """The person is done: connections of their own close now, as a browser closes a tab's
+        (on a shared keep-alive pool they stay open for the next journey)."""
+        if type(self).client_pool is None:
+            self.client.client.clientpool.close()
 
     def journey_steps(self, last: int) -> Iterable[int]:
         """Indexes into STEPS of the steps this applicant takes, in order (``last``: their fate's
