@@ -90,6 +90,8 @@ class ArrivalGenerator:
         self.otp_sources: dict[str, Any] = {}  # channel -> simulator.surge.sources.otp.OtpSource
         self.t0_perf = 0.0
         self.journeys = Group()
+        self.clock = time.perf_counter  # the spawner's clock and sleep (a test gives virtual ones)
+        self.sleep = gevent.sleep
         self.spawner: gevent.Greenlet | None = None
         self.reporter: gevent.Greenlet | None = None
         self.dropped = 0
@@ -177,19 +179,23 @@ class ArrivalGenerator:
         self.reporter = gevent.spawn(self._report_progress)
 
     def _spawn_arrivals(self) -> None:
+        """Start each arrival at its scheduled time: sleep until the next one is due, then start
+        every one that is due (a late wake-up starts the ones it overslept at once, in order)."""
         plans, metrics = self.plans, self.metrics
         cap = self.scenario.replay.max_in_flight
-        environment = self.environment
-        for row in range(len(plans)):
-            delay = plans.scheduled_s[row] - (time.perf_counter() - self.t0_perf)
+        environment, journeys, journey_class = self.environment, self.journeys, self.journey_class
+        clock, sleep, t0 = self.clock, self.sleep, self.t0_perf
+        scheduled = plans.scheduled_s.tolist()  # Python floats: a numpy scalar per row costs more
+        for row, at in enumerate(scheduled):
+            delay = at - (clock() - t0)
             if delay > 0:
-                gevent.sleep(delay)
-            if cap and len(self.journeys) >= cap:
-                metrics.record_dropped(float(plans.scheduled_s[row]))
+                sleep(delay)
+            if cap and len(journeys) >= cap:
+                metrics.record_dropped(at)
                 self.dropped += 1
                 self.begun[row] = True
                 continue
-            self.journeys.spawn(self.journey_class(environment, self, row).run_journey)
+            journeys.spawn(journey_class(environment, self, row).run_journey)
 
     def progress(self) -> dict[str, Any]:
         metrics = self.metrics
