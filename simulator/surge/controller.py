@@ -63,6 +63,7 @@ class SurgeController:
         self.scenario: Scenario | None = None
         self.profile: Profile | None = None
         self.profile_source: tuple[str, str] = ("", "")
+        self.truth: Any = None  # the profile's [reconcile] source (None: /v1/admin/stats)
         self.schedule: Schedule | None = None
         self.workers: dict[str, int] = {}
         self.ready: dict[int, dict[str, Any]] = {}
@@ -114,6 +115,7 @@ class SurgeController:
             "upstreams": options.surge_upstreams or None,
             "profile": self.profile_source[0],
             "profile_source": self.profile_source[1],
+            "allow_remote": bool(options.surge_allow_remote),
         }
         self.state = "preparing"
         self.deadline = time.monotonic() + PREPARE_TIMEOUT_S
@@ -129,7 +131,7 @@ class SurgeController:
 
     def _prepare_target(self) -> None:
         """What ``prakerja-sim surge`` does before starting Locust, for a plain ``locust -f`` run."""
-        from simulator.surge.target import check_target, fresh_skip, prepare_target
+        from simulator.surge.target import check_target, fresh_skip, prepare_target, truth_of
 
         options = self.environment.parsed_options
         if not self.environment.host:
@@ -139,7 +141,8 @@ class SurgeController:
         host = check_target(self.environment.host, options.surge_allow_remote, "--surge-allow-remote")
         if self.profile.reference_admin:
             self.skip = fresh_skip(host, self.scenario, options.surge_population or None, self.skip, say)
-        self.before = prepare_target(host, self.scenario, say, self.profile)
+        self.truth = truth_of(host, self.profile, options.surge_allow_remote)
+        self.before = prepare_target(host, self.scenario, say, self.profile, self.truth)
 
     def _write_report(self, raw: dict[str, Any]) -> None:
         """What ``prakerja-sim surge`` does after Locust: reconcile, judge and write the report."""
@@ -158,7 +161,14 @@ class SurgeController:
         }
         try:
             result = finish_run(
-                self.scenario, raw, self.before, Path(options.surge_out), params, say, profile=self.profile
+                self.scenario,
+                raw,
+                self.before,
+                Path(options.surge_out),
+                params,
+                say,
+                profile=self.profile,
+                truth=self.truth,
             )
         except Exception as err:  # noqa: BLE001 - the raw results are written: say why there is no report
             say(f"surge: error: no report ({type(err).__name__}: {err}); raw results in {self.results_path}")

@@ -152,7 +152,9 @@ class ArrivalGenerator:
         self.run_id = data["run_id"]
         self.otp_source = data.get("upstreams") or ""
         self.profile = parse_profile(data["profile"], data["profile_source"])
-        self.otp_sources = build_otp_sources(self.profile, data["host"], data.get("upstreams"))
+        self.otp_sources = build_otp_sources(
+            self.profile, data["host"], data.get("upstreams"), bool(data.get("allow_remote"))
+        )
         prepare = getattr(self.journey_class, "prepare_run", None)
         if prepare is not None:
             prepare(self)

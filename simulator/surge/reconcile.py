@@ -40,6 +40,7 @@ class Reconciliation:
     steps: list[StepCheck] = field(default_factory=list)
     wave: dict[str, Any] = field(default_factory=dict)
     mismatches: int = 0
+    source: str = "/v1/admin/stats"  # where the server's counts were read (a profile's [reconcile])
 
     @property
     def ok(self) -> bool:
@@ -74,7 +75,7 @@ def reconcile(
         return Reconciliation(False, f"the target does not offer {truth}")
     if after is None or "steps" not in after:
         return Reconciliation(False, f"the target stopped answering {truth} after the run")
-    result = Reconciliation(True)
+    result = Reconciliation(True, source=truth)
     admin = commits is None
     for step, key in (STEP_COMMITS if admin else commits).items():
         if key not in after["steps"]:

@@ -188,7 +188,7 @@ def summary_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
             (
                 "server",
                 f"reconciliation {'OK' if rec['ok'] else 'MISMATCH'} "
-                f"({rec['mismatches']} mismatch(es) against /v1/admin/stats)",
+                f"({rec['mismatches']} mismatch(es) against {rec.get('source') or '/v1/admin/stats'})",
             )
         )
     else:

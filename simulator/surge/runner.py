@@ -26,8 +26,8 @@ from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError, Ta
 from simulator.progress import progress_bar
 from simulator.surge.locust_process import RunInterrupted, StopSignals, run_locust, signal_name
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
-from simulator.surge.reconcile import Reconciliation, reconcile
 from simulator.surge.profile.format import Profile, build_otp_sources, load_profile
+from simulator.surge.reconcile import Reconciliation, reconcile
 from simulator.surge.scenario import STEPS, Scenario, load_scenario
 from simulator.surge.schedule import build_schedule
 from simulator.surge.target import (
@@ -37,6 +37,7 @@ from simulator.surge.target import (
     http_json,
     prepare_target,
     server_counts,
+    truth_of,
 )
 from simulator.surge.thresholds import evaluate, exit_code
 
@@ -134,6 +135,8 @@ def locust_command(
         cmd += ["--surge-population", population]
     if options.upstreams:
         cmd += ["--surge-upstreams", options.upstreams]
+    if options.allow_remote:
+        cmd += ["--surge-allow-remote"]  # the OTP sources' own URLs are guarded in the workers too
     if profile_arg:
         cmd += ["--surge-target-profile", profile_arg]
     if options.processes:
@@ -241,7 +244,9 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         upstreams = options.upstreams = check_target(upstreams, options.allow_remote, option="--upstreams")
     if options.processes < 0:
         raise InvalidOption(f"--processes must be >= 1, got {options.processes}")
-    build_otp_sources(profile, host, upstreams or None)  # a bad [otp.*] table fails here, in one line
+    # A bad [otp.*] or [reconcile] table (or a wrong count query) fails here, in one line.
+    build_otp_sources(profile, host, upstreams or None, allow_remote=options.allow_remote)
+    truth = truth_of(host, profile, options.allow_remote)
     out = Path(options.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     raw_path = out / RAW_RESULTS
@@ -261,7 +266,7 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
         upstreams_before = upstream_report.fetch(upstreams, "/v1/stats")
         if upstreams_before is None:
             raise TargetUnavailable(f"--upstreams {upstreams}: the stand-ins' read API does not answer")
-    before = prepare_target(host, scenario, say, profile)
+    before = prepare_target(host, scenario, say, profile, truth)
 
     scenario_arg = (
         str(Path(options.scenario).resolve()) if Path(options.scenario).is_file() else str(options.scenario)
@@ -296,7 +301,9 @@ def _run_surge(options: SurgeOptions, stops: StopSignals, say: Callable[[str], N
             upstreams, upstreams_before, raw.get("t0_epoch") or started, raw.get("ended_epoch") or time.time()
         )
     params["target_profile"] = profile.source
-    return finish_run(scenario, raw, before, out, params, say, signum=stops.received, profile=profile)
+    return finish_run(
+        scenario, raw, before, out, params, say, signum=stops.received, profile=profile, truth=truth
+    )
 
 
 def resolve_profile_arg(given: str | os.PathLike[str] | None, scenario: Scenario) -> str | None:
@@ -349,14 +356,18 @@ def finish_run(
     say: Callable[[str], None],
     signum: int | None = None,
     profile: Profile | None = None,
+    truth: Any = None,
 ) -> SurgeResult:
-    """After the load: read the target's counts again, reconcile, judge, write the report."""
+    """After the load: read the target's counts again, reconcile, judge, write the report.
+
+    ``truth``: the profile's ``[reconcile]`` source (target.truth_of; None: /v1/admin/stats).
+    """
     try:
-        after = server_counts(params["host"], profile)
+        after = server_counts(params["host"], truth, scenario.wave.number)
     except (TargetUnavailable, SimulatorError) as err:  # the surge may have brought it down: still report
         say(f"after the run: {err}")
         after = None
-    return assemble(scenario, raw, before, after, out, params, signum=signum, profile=profile)
+    return assemble(scenario, raw, before, after, out, params, signum=signum, profile=profile, truth=truth)
 
 
 def assemble(
@@ -368,6 +379,7 @@ def assemble(
     params: dict[str, Any],
     signum: int | None = None,
     profile: Profile | None = None,
+    truth: Any = None,
 ) -> SurgeResult:
     """Reconcile, check thresholds and write the report from Locust's raw results.
 
@@ -378,23 +390,20 @@ def assemble(
     from simulator.surge import report
 
     metrics = SurgeMetrics.from_wire(raw["metrics"])
-    truth = "admin-stats" if profile is None else profile.reconcile.get("source", "off")
-    if truth == "off":
+    judged = dict(
+        wave=scenario.wave.number, quota=scenario.scaled_quota, selection=scenario.wave.selection
+    )
+    if truth is None:  # the reference API's /v1/admin/stats
+        reconciliation = reconcile(dict(metrics.acknowledged), dict(metrics.unknown), before, after, **judged)
+    elif getattr(truth, "kind", None) == "off":
         reconciliation = Reconciliation(
-            False, f"not reconciled: {profile.where('reconcile')} source is \"off\""
+            False, f"not reconciled: {profile.where('reconcile')} source is \"off\" (nothing compared)"
         )
     else:
-        reconciliation = reconcile(
-            dict(metrics.acknowledged),
-            dict(metrics.unknown),
-            before,
-            after,
-            wave=scenario.wave.number,
-            quota=scenario.scaled_quota,
-            selection=scenario.wave.selection,
-            commits=None if truth == "admin-stats" else {step: step for step in STEPS},
-            truth="/v1/admin/stats" if truth == "admin-stats" else f"{truth} counts ({profile.where('reconcile')})",
-        )
+        from simulator.surge.sources.truth import reconcile_truth
+
+        acknowledged = {step: n for step, n in metrics.acknowledged.items() if step in STEPS}
+        reconciliation = reconcile_truth(truth, acknowledged, dict(metrics.unknown), before, after, **judged)
     reported, workers = len(raw.get("workers_reported") or []), raw.get("workers") or 0
     if reported < workers:
         # Without every load generator's counts, server rows cannot be matched to client answers.
@@ -450,4 +459,6 @@ def run_profile_check(options: SurgeOptions, *, say: Callable[[str], None] = pri
         cmd += ["--population", str(Path(options.population).resolve())]
     if upstreams:
         cmd += ["--upstreams", upstreams]
+    if options.allow_remote:
+        cmd += ["--allow-remote"]
     return subprocess.run(cmd, check=False).returncode

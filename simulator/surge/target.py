@@ -26,6 +26,7 @@ from simulator.surge.schedule import build_schedule
 
 if TYPE_CHECKING:
     from simulator.surge.profile.format import Profile
+    from simulator.surge.sources.truth import TruthSource
 
 REGISTERED_PROBES = 3
 """Applicants whose log-in is tried to tell whether the target already holds a run's applicants."""
@@ -210,36 +211,55 @@ def fresh_skip(
 
 
 def prepare_target(
-    host: str, scenario: Scenario, say: Callable[[str], None], profile: Profile | None = None
+    host: str,
+    scenario: Scenario,
+    say: Callable[[str], None],
+    profile: Profile | None = None,
+    truth: TruthSource | None = None,
 ) -> dict[str, Any] | None:
     """Before the first arrival: say which faults to start the server with, read its counts, open the wave.
 
     Returns the server's counts as they were before the run (:func:`server_counts`; None when the
-    target has none). ``profile``: the target profile (default: the reference API's).
+    target has none). ``profile``: the target profile (default: the reference API's); ``truth``:
+    its ``[reconcile]`` source (:func:`truth_of`).
     """
     if scenario.faults.any and scenario.target.apply_faults:
         say(
             "this scenario injects upstream faults; the reference API takes them at start: "
             "prakerja-sim serve " + " ".join(fault_serve_options(scenario.faults))
         )
-    before = server_counts(host, profile)
+    before = server_counts(host, truth, scenario.wave.number)
     if scenario.target.open_wave:
         say(open_profile_wave(host, scenario, profile))
     return before
 
 
-def server_counts(host: str, profile: Profile | None = None) -> dict[str, Any] | None:
-    """The server's committed rows now, as reconcile() reads them: the ``/v1/admin/stats`` body
-    (reference), ``{"steps": {step: count}}`` from the profile's truth source, None when unavailable."""
-    source = "admin-stats" if profile is None else profile.reconcile.get("source", "off")
-    if source == "admin-stats":
-        return fetch_stats(host)
-    if source == "off":
+def truth_of(host: str, profile: Profile | None, allow_remote: bool = False) -> TruthSource | None:
+    """The profile's ``[reconcile]`` source (simulator/surge/sources/truth.py), made once per run
+    (a bad spec or a wrong query is one line before any load); None: the reference API's
+    ``/v1/admin/stats``, read as it always was."""
+    if profile is None or profile.reference_admin:
         return None
     from simulator.surge.sources.truth import truth_source
 
-    counts = truth_source(profile.reconcile, target=host, where=profile.where("reconcile")).counts()
-    return None if counts is None else {"steps": dict(counts), "truth": source}
+    return truth_source(
+        profile.reconcile,
+        target=host,
+        where=profile.where("reconcile"),
+        steps=profile.order,
+        allow_remote=allow_remote,
+    )
+
+
+def server_counts(host: str, truth: TruthSource | None = None, wave: int = 0) -> dict[str, Any] | None:
+    """The server's committed rows now, as reconcile() reads them: the ``/v1/admin/stats`` body
+    (``truth`` None), or the truth source's snapshot (``{"steps": {step: n}, "waves": ...}``);
+    None when unavailable (and always for ``off``)."""
+    if truth is None:
+        return fetch_stats(host)
+    from simulator.surge.sources.truth import snapshot
+
+    return snapshot(truth, wave)
 
 
 def open_profile_wave(host: str, scenario: Scenario, profile: Profile | None) -> str:
@@ -268,7 +288,9 @@ def open_profile_wave(host: str, scenario: Scenario, profile: Profile | None) ->
     return f"opened wave {scenario.wave.number} ({how.method} {how.path.source} answered {status})"
 
 
-def http_form_or_json(method: str, url: str, body: Any, kind: str | None, timeout: float = 10.0) -> tuple[int, Any]:
+def http_form_or_json(
+    method: str, url: str, body: Any, kind: str | None, timeout: float = 10.0
+) -> tuple[int, Any]:
     """One request with a JSON or form-encoded body (standard library)."""
     if kind != "form":
         return http_json(method, url, body, timeout=timeout)

@@ -25,7 +25,13 @@ import numpy as np  # noqa: E402
 
 from simulator.errors import SimulatorError  # noqa: E402
 from simulator.rules.reasons import ACCEPT  # noqa: E402
-from simulator.surge.applicants import DUPLICATE_REASONS, MAX_KTP_UPLOADS, MAX_RETRIES, JourneyPlans, load_applicants  # noqa: E402
+from simulator.surge.applicants import (  # noqa: E402
+    DUPLICATE_REASONS,
+    MAX_KTP_UPLOADS,
+    MAX_RETRIES,
+    JourneyPlans,
+    load_applicants,
+)  # noqa: E402
 from simulator.surge.metrics import OTP_POLL, SurgeMetrics  # noqa: E402
 from simulator.surge.profile.format import Profile, Step, load_profile  # noqa: E402
 from simulator.surge.profile.journey import ProfileJourney  # noqa: E402
@@ -34,25 +40,49 @@ from simulator.surge.scenario import STEPS, Scenario, load_scenario  # noqa: E40
 SHOWN = 60  # characters of a kept value shown
 
 
-def pick_applicant(scenario: Scenario, population: str | None, skip: int, count: int) -> dict[str, Any]:
+def pick_applicant(
+    scenario: Scenario,
+    population: str | None,
+    skip: int,
+    count: int,
+    probe: Callable[[dict], Any] | None = None,
+) -> dict[str, Any]:
     """An applicant whose data should pass every step: the last such one of the population, which
-    the surge itself uses last (or not at all), so the check's account rarely collides with it."""
+    the surge itself uses last (or not at all), so the check's account rarely collides with it.
+    ``probe`` (reference admin API: a log-in attempt) moves past those the target already holds."""
     from simulator.surge.applicants import FORM_COLUMNS
 
     applicants, _label = load_applicants(population, count + skip + 64, scenario.seed)
     outcomes = applicants.column("expected_outcome").to_pylist()
     rows = [i for i in range(skip, len(outcomes)) if outcomes[i] == ACCEPT]
     if not rows:
-        raise SimulatorError("no applicant in the population whose data passes every step (expected_outcome accept)")
+        raise SimulatorError(
+            "no applicant in the population whose data passes every step (expected_outcome accept)"
+        )
     columns = [c for c in FORM_COLUMNS if c in applicants.column_names]
-    return applicants.select(columns).slice(rows[-1], 1).to_pylist()[0]
+    table = applicants.select(columns)
+    for row in reversed(rows[-20:]):
+        applicant = table.slice(row, 1).to_pylist()[0]
+        if probe is None or not probe(applicant):
+            return applicant
+    raise SimulatorError(
+        "the target already holds the last 20 applicants of the population that pass every "
+        "step (earlier checks): use a fresh database or a bigger population"
+    )
 
 
 class _Walk:
     """Stands in for the ArrivalGenerator: one applicant, no think times, no retries."""
 
-    def __init__(self, scenario: Scenario, profile: Profile, applicant: dict[str, Any], upstreams: str | None,
-                 host: str):
+    def __init__(
+        self,
+        scenario: Scenario,
+        profile: Profile,
+        applicant: dict[str, Any],
+        upstreams: str | None,
+        host: str,
+        allow_remote: bool = False,
+    ):
         from simulator.surge.profile.format import build_otp_sources
         from simulator.surge.uploads import build_pool
 
@@ -73,7 +103,7 @@ class _Walk:
         self.upload_pool = build_pool([applicant], [], scenario.seed, valid_count=1)
         self.run_id = "check-" + uuid.uuid4().hex[:8]
         self.otp_source = upstreams or ""
-        self.otp_sources = build_otp_sources(profile, host, upstreams)
+        self.otp_sources = build_otp_sources(profile, host, upstreams, allow_remote=allow_remote)
         self.begun = np.zeros(1, dtype=bool)
         self.t0_perf = time.perf_counter()
 
@@ -114,7 +144,8 @@ class CheckJourney(ProfileJourney):
 
     def missing_keep(self, spec: Step, name: str, where: str) -> None:
         self.failure = (
-            f"{self.profile.source} [step '{spec.name}']: kept value '{name}' ({where}) is not in the answer"
+            f"{self.target_profile.source} [step '{spec.name}']: kept value '{name}' ({where}) "
+            "is not in the answer"
         )
 
 
@@ -145,6 +176,7 @@ def walk(
     applicant: dict[str, Any],
     upstreams: str | None,
     say: Callable[[str], None] = print,
+    allow_remote: bool = False,
 ) -> tuple[int, str | None]:
     """Walk one applicant through the profile: (0, None) or (1, the line saying what went wrong)."""
     from locust import events
@@ -158,10 +190,17 @@ def walk(
     Walker.network_timeout = Walker.connection_timeout = scenario.target.timeout_s
     Walker.client_pool = None
     environment = Environment(user_classes=[Walker], events=events, host=host)
-    generator = _Walk(scenario, profile, applicant, upstreams, host)
+    generator = _Walk(scenario, profile, applicant, upstreams, host, allow_remote)
     Walker.prepare_run(generator)
     user = Walker(environment, generator, 0)
-    gevent.spawn(user.run_journey).join()
+    journey = gevent.spawn(user.run_journey)
+    journey.join()
+    if journey.exception is not None:  # not an answer of the API: say where the journey broke
+        error = journey.exception
+        return 1, (
+            f"{profile.source} [step '{user.current_step}']: the journey raised "
+            f"{type(error).__name__}: {error}"
+        )
     journeys = dict(generator.metrics.journeys)
     if journeys.get("completed") == 1 and user.failure is None:
         missing = [s for s in profile.order if generator.metrics.acknowledged[s] != 1]
@@ -178,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--population", default=None)
     parser.add_argument("--upstreams", default=None)
     parser.add_argument("--skip", type=int, default=0)
+    parser.add_argument("--allow-remote", action="store_true")
     args = parser.parse_args(argv)
     say = lambda line: print(line, flush=True)  # noqa: E731
     try:
@@ -188,20 +228,29 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile)
         host = args.host.rstrip("/")
         count = len(build_schedule(scenario))
-        applicant = pick_applicant(scenario, args.population, args.skip, count)
-        say(f"check-profile: {profile.source} ({profile.name}) against {host}, one applicant "
-            f"({applicant.get('email')}), every step once, no load")
+        probe = None
+        if profile.reference_admin:
+            from simulator.surge.target import is_registered
+
+            probe = lambda applicant: is_registered(host, applicant)  # noqa: E731
+        applicant = pick_applicant(scenario, args.population, args.skip, count, probe)
+        say(
+            f"check-profile: {profile.source} ({profile.name}) against {host}, one applicant "
+            f"({applicant.get('email')}), every step once, no load"
+        )
         if scenario.target.open_wave:
             say("  " + open_profile_wave(host, scenario, profile))
-        code, line = walk(host, scenario, profile, applicant, args.upstreams, say)
+        code, line = walk(host, scenario, profile, applicant, args.upstreams, say, args.allow_remote)
     except SimulatorError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return err.exit_code
     if code:
         print(f"check-profile: failed: {line}", file=sys.stderr, flush=True)
         return code
-    say(f"check-profile: ok: {len(profile.order)} planned steps ({', '.join(profile.order)}) did what "
-        f"{profile.source} says")
+    say(
+        f"check-profile: ok: {len(profile.order)} planned steps ({', '.join(profile.order)}) did what "
+        f"{profile.source} says"
+    )
     return 0
 
 

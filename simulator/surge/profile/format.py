@@ -30,7 +30,7 @@ from simulator.surge.profile.template import (
 from simulator.surge.scenario import STEPS, _Table
 
 PROFILE_VERSION = 1
-SESSION_KINDS = ("bearer", "cookie", "none")
+SESSION_KINDS = ("bearer", "cookie")
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 OTP_CHANNELS = ("email", "sms")
 OTP_SOURCES = ("outbox", "fixed", "sql", "redis", "upstreams")
@@ -90,7 +90,10 @@ class Csrf:
 
 @dataclass(frozen=True)
 class Session:
-    kind: str = "bearer"
+    """``cookie``: only the applicant's cookie jar (always kept, as a browser does); ``bearer``: also
+    a token header from ``token`` (a template over kept values)."""
+
+    kind: str = "cookie"
     token: Template | None = None
     header: str = "Authorization"
     scheme: str = "Bearer"
@@ -148,12 +151,20 @@ class Profile:
         return f"{self.source} [{table}]"
 
 
-def build_otp_sources(profile: Profile, host: str, upstreams: str | None) -> dict[str, Any]:
+def build_otp_sources(
+    profile: Profile, host: str, upstreams: str | None, allow_remote: bool = False
+) -> dict[str, Any]:
     """The profile's OTP sources, one per channel (simulator/surge/sources/otp.py)."""
     from simulator.surge.sources.otp import otp_source
 
     return {
-        channel: otp_source(spec, target=host, upstreams=upstreams, where=profile.where(f"otp.{channel}"))
+        channel: otp_source(
+            spec,
+            target=host,
+            upstreams=upstreams,
+            where=profile.where(f"otp.{channel}"),
+            allow_remote=allow_remote,
+        )
         for channel, spec in profile.otp.items()
     }
 
@@ -216,7 +227,9 @@ def _read_profile(root: _Table) -> Profile:
         raise meta.fail("name", "a non-empty string", name)
     version = meta.integer("version", PROFILE_VERSION, low=1)
     if version != PROFILE_VERSION:
-        raise meta.fail("version", f"{PROFILE_VERSION} (the only profile version this harness reads)", version)
+        raise meta.fail(
+            "version", f"{PROFILE_VERSION} (the only profile version this harness reads)", version
+        )
     description = meta.string("description", "")
     meta.finish()
 
@@ -242,7 +255,8 @@ def _read_profile(root: _Table) -> Profile:
     for step in steps:
         if step.otp is not None and step.otp not in otp:
             raise InvalidInputFile(
-                f"{root.source}: step '{step.name}' uses {{otp.{step.otp}}}: expected a table [otp.{step.otp}] "
+                f"{root.source}: step '{step.name}' uses {{otp.{step.otp}}}: "
+                f"expected a table [otp.{step.otp}] "
                 "saying where its codes come from"
             )
     truth = root.table("reconcile")
@@ -350,14 +364,21 @@ def _read_refusals(t: _Table) -> dict[str, str]:
     for theirs in list(t.data):
         ours = t.string(theirs)
         if ours not in REASON_CODES:
-            raise t.fail(theirs, "one of our reason codes (simulator/rules/reasons.py, e.g. EMAIL_TAKEN)", ours)
+            raise t.fail(
+                theirs, "one of our reason codes (simulator/rules/reasons.py, e.g. EMAIL_TAKEN)", ours
+            )
         mapping[theirs] = ours
     t.finish()
     return mapping
 
 
 def _read_session(t: _Table) -> Session:
-    kind = t.string("kind", "bearer", choices=SESSION_KINDS)
+    kind = t.string("kind", "cookie", choices=SESSION_KINDS)
+    for name in ("token", "header", "scheme"):
+        if kind != "bearer" and name in t.data:
+            raise t.fail(
+                name, 'kind = "bearer" beside it (a cookie session sends no token header)', show=False
+            )
     token = _template(t, "token", "{kept.token}" if kind == "bearer" else None)
     header = t.string("header", "Authorization")
     scheme = t.string("scheme", "Bearer")
@@ -407,7 +428,8 @@ def _read_steps(
     planned_positions = [i for i, (_t, n) in enumerate(raw) if n in STEPS]
     if not planned_positions:
         raise InvalidInputFile(
-            f"{root.source}: key 'step': expected at least one step named after a planned step ({_PLANNED_HINT})"
+            f"{root.source}: key 'step': expected at least one step named after a planned step "
+            f"({_PLANNED_HINT})"
         )
     kept: set[str] = set()
     steps = []
@@ -453,11 +475,12 @@ def _read_steps(
                 )
             if used.startswith("applicant.") and used[10:] not in FORM_COLUMNS:
                 raise t.fail(
-                    body_kind or "path", f"{{{used}}}: an applicant column (" + ", ".join(FORM_COLUMNS) + ")",
+                    body_kind or "path",
+                    f"{{{used}}}: an applicant column (" + ", ".join(FORM_COLUMNS) + ")",
                     show=False,
                 )
             if used == "upload":
-                raise t.fail(body_kind or "path", "the photo as upload = \"FIELD\", not {upload}", show=False)
+                raise t.fail(body_kind or "path", 'the photo as upload = "FIELD", not {upload}', show=False)
         channels = [c for c in OTP_CHANNELS if f"otp.{c}" in uses]
         if len(channels) > 1:
             raise t.fail(body_kind or "path", "one OTP per step ({otp.email} or {otp.sms})", show=False)
@@ -499,7 +522,7 @@ def _check_session_sources(source: str, session: Session, steps: tuple[Step, ...
         if missing:
             raise InvalidInputFile(
                 f"{source}: key 'session.token': expected a token kept by a step (keep = {{ {missing[0]} = "
-                f"\"json:/...\" }}), got {session.token.source!r}"
+                f'"json:/..." }}), got {session.token.source!r}'
             )
     if session.csrf is not None and session.csrf.source == "kept" and session.csrf.name not in kept:
         raise InvalidInputFile(

@@ -33,7 +33,7 @@ class ProfileJourney(JourneyUser):
     """A JourneyUser whose steps come from a target profile (``prepare_run`` sets it per process)."""
 
     abstract = True
-    profile: Profile | None = None
+    target_profile: Profile | None = None  # not "profile": that is a step name
     _order: tuple[int, ...] = ()
     _python_steps: frozenset[str] = frozenset()
 
@@ -41,21 +41,26 @@ class ProfileJourney(JourneyUser):
         super().__init__(environment, generator, row)
         self.kept: dict[str, Any] = {}
         self.otp_codes: dict[str, str] = {}
-        self.step_spec: Step | None = None
+        self.step_spec: Step | None = None  # the profile step whose request is on the wire
+        self.python_spec: Step | None = None  # the profile step a subclass's method is doing
         self._parsed: tuple[bytes | None, Any] = (None, None)
 
     @classmethod
     def prepare_run(cls, generator: Any) -> None:
         """Per load-generator process, before the first arrival: take the run's profile."""
         profile = generator.profile
-        cls.profile = profile
+        cls.target_profile = profile
         cls.idempotency_header = profile.idempotency_header
         cls._order = tuple(STEPS.index(name) for name in profile.order)
         own = set()
         for klass in cls.__mro__:
             if klass is ProfileJourney:
                 break
-            own.update(n for n in vars(klass) if n in STEPS or any(s.name == n for s in profile.steps))
+            own.update(
+                n
+                for n, v in vars(klass).items()
+                if callable(v) and (n in STEPS or any(s.name == n for s in profile.steps))
+            )
         cls._python_steps = frozenset(own)
 
     # -- the journey -----------------------------------------------------------------------------
@@ -63,15 +68,24 @@ class ProfileJourney(JourneyUser):
         return tuple(k for k in self._order if k <= last)
 
     def run_step(self, step: str, intended: float) -> None:
-        if step in self._python_steps:
-            getattr(self, step)(intended)  # a subclass's own method for this step
+        group = self.target_profile.groups[step]
+        if step in self._python_steps:  # a subclass's own method for this step
+            self._python_step(step, next(s for s in group if s.own), intended)
             return
-        for spec in self.profile.groups[step]:
-            if spec.name != step and spec.name in self._python_steps:
-                getattr(self, spec.name)(intended)
+        for spec in group:
+            if not spec.own and spec.name in self._python_steps:
+                self._python_step(spec.name, spec, intended)
             else:
                 self.send_step(spec, intended)
             intended = self.now()
+
+    def _python_step(self, method: str, spec: Step, intended: float) -> None:
+        """Run a subclass's step method; its answers are read as the profile's step says."""
+        self.python_spec = spec
+        try:
+            getattr(self, method)(intended)
+        finally:
+            self.python_spec = None
 
     def send_step(self, spec: Step, intended: float) -> None:
         """One step of the profile: read its OTP if it needs one, send every upload if it has them."""
@@ -92,7 +106,7 @@ class ProfileJourney(JourneyUser):
                     self.otp_codes[spec.otp] = self.read_otp(address, spec.otp, intended)
                 except JourneyOver:
                     # The code never came: ask for another one once, as people do.
-                    again = next(s for s in self.profile.steps if s.name == spec.resend)
+                    again = next(s for s in self.target_profile.steps if s.name == spec.resend)
                     self.request(again, self.now(), key=self.idempotency_key(again.name, "-again"))
                     self.otp_codes[spec.otp] = self.read_otp(address, spec.otp, self.now())
             intended = self.now()
@@ -110,7 +124,7 @@ class ProfileJourney(JourneyUser):
         """Send one request of a step (through JourneyUser.call) and keep what the step keeps."""
         value = self.value
         headers = {name: t.render(value) for name, t in spec.headers.items()} if spec.headers else {}
-        session = self.profile.session
+        session = self.target_profile.session
         if session.token is not None:
             token = session.token.render(value)
             if token:
@@ -158,7 +172,9 @@ class ProfileJourney(JourneyUser):
             self.step_spec = None
         if spec.keep and answer.ok:
             for name, extractor in spec.keep.items():
-                kept = extractor.read(answer.content, lambda a=answer: self._json(a.content), answer.headers, self.cookie)
+                kept = extractor.read(
+                    answer.content, lambda a=answer: self._json(a.content), answer.headers, self.cookie
+                )
                 if kept is None or kept == "":
                     self.generator.metrics.mismatches[f"{spec.name}: no {extractor.text} in the answer"] += 1
                     self.missing_keep(spec, name, extractor.text)
@@ -171,7 +187,7 @@ class ProfileJourney(JourneyUser):
 
     # -- reading answers -------------------------------------------------------------------------
     def answer_code(self, name: str, status: int, headers: Any, content: bytes | None) -> str | None:
-        spec = self.step_spec
+        spec = self.step_spec or self.python_spec
         if spec is None or name != spec.planned:
             return super().answer_code(name, status, headers, content)
         success = spec.success
@@ -228,8 +244,8 @@ class ProfileJourney(JourneyUser):
 
     # -- OTPs ------------------------------------------------------------------------------------
     def poll_otp(self, address: str, channel: str, intended: float) -> str | None:
-        spec = self.profile.otp[channel]
-        if spec["source"] in HARNESS_OTP_SOURCES:
+        spec = self.target_profile.otp[channel]
+        if spec["source"] in HARNESS_OTP_SOURCES and "url" not in spec:
             return super().poll_otp(address, channel, intended)
         # Another source (fixed code, SQL, Redis): not a request to the target, not measured as one.
         return self.generator.otp_sources[channel].code(channel, str(address))
@@ -256,7 +272,8 @@ def multipart_body(fields: dict[str, Any], upload: UploadBody | None, field: str
         boundary = "prakerja-" + secrets.token_hex(12)
         photo = f"--{boundary}--\r\n".encode()
     head = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{"" if v is None else v}\r\n'.encode()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'
+        f'{"" if v is None else v}\r\n'.encode()
         for k, v in fields.items()
     )
     return head + photo, f"multipart/form-data; boundary={boundary}"

@@ -14,7 +14,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-TEMPLATE_NAMES = ("password", "otp.email", "otp.sms", "wave", "quota", "selection", "answers", "arrival", "upload")
+TEMPLATE_NAMES = (
+    "password",
+    "otp.email",
+    "otp.sms",
+    "wave",
+    "quota",
+    "selection",
+    "answers",
+    "arrival",
+    "upload",
+)
 """Names a template may use besides ``applicant.COLUMN`` and ``kept.NAME``."""
 EXTRACT_KINDS = ("json", "header", "cookie", "regex")
 _FIELD = re.compile(r"\{([^{}]*)\}")
@@ -110,7 +120,8 @@ def _compile_ref(inner: str) -> Ref:
             not name.startswith(("applicant.", "kept.")) and name not in TEMPLATE_NAMES
         ):
             raise TemplateError(
-                f"{{{inner}}}: fields applicant.COLUMN, kept.NAME, " + ", ".join(TEMPLATE_NAMES)
+                f"{{{inner}}}: fields applicant.COLUMN, kept.NAME, "
+                + ", ".join(TEMPLATE_NAMES)
                 + ' (alternatives a|b|"default")'
             )
     return Ref(tuple(alternatives), literal)
@@ -166,7 +177,9 @@ class Extractor:
     def text(self) -> str:
         return f"{self.kind}:{self.arg}"
 
-    def read(self, content: bytes | None, body: Callable[[], Any], headers: Any, cookies: Callable[[str], Any]) -> Any:
+    def read(
+        self, content: bytes | None, body: Callable[[], Any], headers: Any, cookies: Callable[[str], Any]
+    ) -> Any:
         """The value, or None when the answer does not have it. ``body`` parses JSON lazily."""
         if self.kind == "json":
             value = body()
@@ -192,13 +205,13 @@ class Extractor:
 def compile_extractor(text: str) -> Extractor:
     kind, sep, arg = text.partition(":")
     if not sep or kind not in EXTRACT_KINDS or not arg:
-        raise TemplateError(
-            "json:/POINTER, header:NAME, cookie:NAME or regex:PATTERN"
-        )
+        raise TemplateError("json:/POINTER, header:NAME, cookie:NAME or regex:PATTERN")
     if kind == "json":
         if arg != "/" and not arg.startswith("/"):
             raise TemplateError("a JSON pointer starting with / (json:/token, json:/data/0/id)")
-        tokens = tuple(t.replace("~1", "/").replace("~0", "~") for t in arg.split("/")[1:]) if arg != "/" else ()
+        tokens = (
+            tuple(t.replace("~1", "/").replace("~0", "~") for t in arg.split("/")[1:]) if arg != "/" else ()
+        )
         return Extractor(kind, arg, pointer=tokens)
     if kind == "regex":
         try:

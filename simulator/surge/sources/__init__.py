@@ -1,5 +1,7 @@
-"""Where a surge reads OTP codes (otp.py) and the server's committed counts (truth.py) from.
+"""Pluggable sources a target profile names: where OTPs come from (otp.py) and what the server
+committed (truth.py). docs/target-profile-sources.md describes each source key by key."""
 
-A target profile's ``[otp.email]``, ``[otp.sms]`` and ``[reconcile]`` tables name a source and its
-keys (docs/target-profile.md).
-"""
+from simulator.surge.sources.otp import OtpSource, otp_source
+from simulator.surge.sources.truth import TruthSource, reconcile_truth, snapshot, truth_source
+
+__all__ = ["OtpSource", "TruthSource", "otp_source", "reconcile_truth", "snapshot", "truth_source"]
