@@ -17,8 +17,9 @@
    Goal: journeys/bare >= 0.85 with keep-alive, >= 0.70 with a connection per person.
 2. Arrival accuracy. A wave-opening curve (crowd, decay, baseline), each arrival one request:
    started vs scheduled arrivals per 10 s window, at 45 arrivals/s and at the harness's top rate
-   (what this one process was measured to start and serve with its own connection per person,
-   from part 1). Goal: within 2% per window.
+   (what `surge --plan` rates one load-generator process for: HEADROOM of a core at
+   CPU_MS_PER_REQUEST per request, simulator/surge/cost.py), one process, a connection per person.
+   Goal: within 2% per window.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import numpy as np
 import psutil
 
 from simulator.api.testing import running_server
+from simulator.surge.cost import CPU_MS_PER_REQUEST, HEADROOM
 from simulator.surge.metrics import RAW_RESULTS, SurgeMetrics
 from simulator.surge.scenario import STEPS
 
@@ -637,11 +639,13 @@ def main() -> None:
         if args.skip_accuracy:
             return
         length = max(args.seconds * 3, 60.0)
-        # The top rate: one-request journeys with their own connection, as many per second as
-        # this process served journey requests with its own connections (a little below, so a
-        # run that keeps up is possible at all on a busy machine).
-        top = 0.9 * own.rps
-        print("arrival accuracy: started vs scheduled per 10 s window (one request per arrival)")
+        # The top rate: what `surge --plan` rates one load-generator process for (HEADROOM of a
+        # core at CPU_MS_PER_REQUEST each, simulator/surge/cost.py), one request per arrival.
+        top = HEADROOM / (CPU_MS_PER_REQUEST["load_generator"] / 1000.0)
+        print(
+            "arrival accuracy: started vs scheduled per 10 s window (one request per arrival, "
+            f"own connection), at 45/s and at the top rate surge --plan gives one process ({top:.0f}/s)"
+        )
         for peak in (45.0, top):
             worst, measured_peak, windows = arrival_accuracy(
                 work, target, locustfile, length, peak, placement
