@@ -295,6 +295,7 @@ class Measured:
     client_cpu_s: float
     target_cpu_s: float
     detail: str = ""
+    capped: bool = True  # journeys: the in-flight cap dropped arrivals (else the schedule set the pace)
 
     @property
     def client_us(self) -> float:
@@ -309,17 +310,21 @@ class Measured:
         return self.target_cpu_s / self.wall_s
 
     def saturated(self) -> str:
+        """Which side set the pace: the busier one, when it is clearly busier and the journeys
+        were held back by the in-flight cap (not by the schedule)."""
+        if not self.capped:
+            return "neither saturated (arrival-limited)"
         if self.client_busy > 2 * self.target_busy:
-            return "load generator"
+            return "load generator saturated"
         if self.target_busy > 2 * self.client_busy:
-            return "target"
-        return "unclear"
+            return "target saturated"
+        return "saturation unclear"
 
     def line(self, label: str) -> str:
         return (
             f"  {label:<44} {self.rps:7.0f} req/s  {self.client_us:6.0f} client CPU-us/req  "
             f"busy: client {self.client_busy:4.2f} target {self.target_busy:4.2f} of a core "
-            f"-> {self.saturated()} saturated{('  ' + self.detail) if self.detail else ''}"
+            f"-> {self.saturated()}{('  ' + self.detail) if self.detail else ''}"
         )
 
 
@@ -459,13 +464,13 @@ def journey_run(
     profile: Path | None = None,
 ) -> Measured:
     scenario = work / f"{label}.toml"
-    # Arrivals a little above what the bare rate could serve (10 requests per journey): the cap
-    # keeps `concurrency` journeys in flight, like the bare run's users.
+    # Arrivals well above what the bare rate could serve (10 requests per journey): the cap
+    # keeps `concurrency` journeys in flight, like the bare run's users, and drops the rest.
     scenario.write_text(
         scenario_toml(
             "harness-cost",
             seconds,
-            baseline=round(1.3 * bare.rps / len(STEPS), 1),
+            baseline=round(max(2.0 * bare.rps / len(STEPS), 100.0), 1),
             crowd=0.0,
             cap=concurrency,
             one_step=False,
@@ -478,7 +483,10 @@ def journey_run(
     journeys = dict(metrics.journeys)
     unexpected = metrics.step_unexpected()
     detail = f"journeys {journeys}" + (f", {unexpected} unexpected errors" if unexpected else "")
-    return steady(per_second, float(raw["t0_epoch"]), sampler, detail)
+    measured = steady(per_second, float(raw["t0_epoch"]), sampler, detail)
+    # Capacity-bound when the cap dropped at least 5% of the arrivals.
+    measured.capped = journeys.get("dropped", 0) >= 0.05 * sum(journeys.values())
+    return measured
 
 
 def arrival_accuracy(
