@@ -658,7 +658,10 @@ def main() -> None:
             worst, measured_peak, windows = arrival_accuracy(
                 work, target, locustfile, length, peak, placement
             )
-            print(f"  peak {measured_peak:.0f} arrivals/s (asked {peak:.0f}), load average {loadavg()}")
+            print(
+                f"  {peak:.0f} arrivals/s at the peak (busiest second {measured_peak:.0f}), "
+                f"load average {loadavg()}"
+            )
             for k, (scheduled, started) in enumerate(windows):
                 print(f"    {k * 10:4d}-{k * 10 + 10:<4d}s  scheduled {scheduled:6d}  started {started:6d}")
             verdict = "met" if worst <= 0.02 else "NOT met"
