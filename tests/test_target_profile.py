@@ -489,6 +489,18 @@ def test_check_profile_walks_a_cookie_csrf_api_and_maps_its_refusal_inside_a_200
     walked = check(scenario, made_up_api, from_html, population)
     assert walked.returncode == 0, walked.stdout + walked.stderr
 
+    # Reordered (join before identity): the journey follows the profile's order.
+    head, *blocks = MADE_UP_PROFILE.split("[[step]]")
+    blocks[2], blocks[3] = blocks[3], blocks[2]
+    reordered = tmp_path / "reordered.toml"
+    reordered.write_text(
+        "[[step]]".join([head, *blocks]).replace("{applicant.email}", "r{applicant.email}"), encoding="utf-8"
+    )
+    walked = check(scenario, made_up_api, reordered, population)
+    assert walked.returncode == 0, walked.stdout + walked.stderr
+    assert walked.stdout.index("/gabung/3 -> 200") < walked.stdout.index("/identitas -> 200")
+    assert "3 planned steps (create_account, join, identity)" in walked.stdout
+
     # A kept value the answer lacks: one line naming the step and the key.
     lacking = tmp_path / "lacking.toml"
     lacking.write_text(
@@ -526,6 +538,8 @@ from simulator.surge.controller import register
 class MadeUpJourney(ApplicantJourney):
     def identity(self, intended):
         a = self.applicant
+        if self.arrival % 3 == 0:
+            raise KeyError("a bug in this step")  # counted as a failed journey, never completed
         body = urllib.parse.urlencode({"nik": a["nik"], "tgl_lahir": str(a["birth_date"])})
         self.call("identity", "POST", "/identitas", intended, data=body, headers={
             "Content-Type": "application/x-www-form-urlencoded",
@@ -585,7 +599,9 @@ def test_a_journey_subclass_replaces_one_step_under_plain_locust(tmp_path, made_
     assert identity["requests"] > 0, result.stderr[-2000:]
     assert MadeUpApi.from_python - before == identity["requests"]  # every identity request was Python's
     assert data["summary"]["unexpected_errors"] == 0, (data["steps"], result.stderr[-2000:])
-    assert data["journeys"]["outcomes"].get("failed", 0) == 0
+    crashed = data["mismatches"].get("identity: the journey raised KeyError", 0)
+    assert crashed > 0 and data["journeys"]["outcomes"].get("failed", 0) == crashed, data["mismatches"]
+    assert "identity: the journey raised KeyError: 'a bug in this step'" in result.stderr
     # Malformed NIKs were refused inside 200 answers with the API's code, read as the profile says.
     predicted = identity["outcomes"].get("200 NIK_MALFORMED", 0)
     assert predicted == data["journeys"]["stopped_at"].get("identity", {}).get("refused", 0)

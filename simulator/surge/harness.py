@@ -7,6 +7,7 @@ Owns how one request is timed (from its intended start), retried like a person, 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from simulator.surge.uploads import UploadBody
 if TYPE_CHECKING:
     from simulator.surge.generator import ArrivalGenerator
 
+log = logging.getLogger("surge")
 RETRIABLE = (0, 429, 500, 502, 503, 504)
 ACCEPT_ENCODING = "gzip, deflate, br"  # what FastHttpSession.request asks for unless told otherwise
 _LEAN_KWARGS = frozenset(("data", "json", "params", "allow_redirects"))
@@ -123,6 +125,7 @@ class JourneyUser(FastHttpUser):
         self.current_step = STEPS[0]
         self.pending: str | None = None  # the request on the wire, if any
         self.ktp_attempt = 0
+        self.crash: BaseException | None = None  # what a step raised that is not a JourneyOver
 
     @task
     def _not_a_loop(self) -> None:
@@ -152,6 +155,15 @@ class JourneyUser(FastHttpUser):
             if self.pending is not None:  # stopped mid-request: the server may have committed it
                 metrics.unknown[self.pending] += 1
             raise
+        except Exception as err:  # noqa: BLE001 - a bug in a step: counted and shown, never "completed"
+            outcome = "failed"
+            self.crash = err
+            problem = f"{self.current_step}: the journey raised {type(err).__name__}"
+            if not metrics.mismatches[problem]:
+                log.error("surge: %s: %s (further ones are only counted)", problem, err, exc_info=err)
+            metrics.mismatches[problem] += 1
+            if self.pending is not None:
+                metrics.unknown[self.pending] += 1
         finally:
             metrics.record_journey(outcome, self.current_step, scheduled, self.now())
             self.leave()

@@ -195,8 +195,8 @@ def walk(
     user = Walker(environment, generator, 0)
     journey = gevent.spawn(user.run_journey)
     journey.join()
-    if journey.exception is not None:  # not an answer of the API: say where the journey broke
-        error = journey.exception
+    error = user.crash or journey.exception
+    if error is not None:  # not an answer of the API: say where the journey broke
         return 1, (
             f"{profile.source} [step '{user.current_step}']: the journey raised "
             f"{type(error).__name__}: {error}"

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 TEMPLATE_NAMES = (
@@ -50,15 +50,30 @@ class Template:
 
     parts: tuple[str | Ref, ...]
     source: str
+    # Worked out once: most templates are plain text (paths) or one field (body values).
+    whole: bool = field(init=False, compare=False, repr=False)
+    _literal: str | None = field(init=False, compare=False, repr=False)
+    _single: str | None = field(init=False, compare=False, repr=False)
 
-    @property
-    def whole(self) -> bool:
-        return len(self.parts) == 1 and isinstance(self.parts[0], Ref)
+    def __post_init__(self) -> None:
+        parts = self.parts
+        whole = len(parts) == 1 and isinstance(parts[0], Ref)
+        object.__setattr__(self, "whole", whole)
+        literal = None if any(isinstance(p, Ref) for p in parts) else "".join(parts)
+        object.__setattr__(self, "_literal", literal)
+        plain_ref = whole and len(parts[0].names) == 1 and parts[0].literal is None
+        single = parts[0].names[0] if plain_ref else None
+        object.__setattr__(self, "_single", single)
 
     def names(self) -> set[str]:
         return {n for p in self.parts if isinstance(p, Ref) for n in p.names}
 
     def render(self, values: Callable[[str], Any]) -> Any:
+        if self._literal is not None:
+            return self._literal
+        if self._single is not None:
+            value = values(self._single)
+            return None if value is None or value == "" else _plain(value)
         if self.whole:
             return _plain(_resolve(self.parts[0], values))
         out = []
