@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from simulator.surge.metrics import SurgeMetrics, histogram_summary, new_histogram
+from simulator.surge import metrics as metrics_module
+from simulator.surge.metrics import (
+    HIGHEST_US,
+    REQUEST_NAMES,
+    SurgeMetrics,
+    histogram_summary,
+    new_histogram,
+    record_many,
+)
 
 
 def record_some(metrics: SurgeMetrics, rng: np.random.Generator, n: int) -> None:
@@ -76,3 +84,72 @@ def test_merging_different_runs_is_refused():
 def test_empty_histograms_summarise_to_none():
     summary = histogram_summary(HdrHistogram(1, 1000, 3))
     assert summary["count"] == 0 and summary["p99"] is None
+
+
+def edge_values() -> list[int]:
+    """Values at every power-of-two boundary of the histograms' range, and the range's ends."""
+    values = {1, 2, 3, HIGHEST_US - 1, HIGHEST_US}
+    for bit in range(1, 32):
+        values.update(v for v in (2**bit - 1, 2**bit, 2**bit + 1) if 1 <= v <= HIGHEST_US)
+    return sorted(values)
+
+
+@pytest.mark.parametrize("sig_figs", [3, 2])
+def test_bulk_recording_equals_one_value_at_a_time(sig_figs):
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [
+            np.clip(rng.lognormal(9, 3, 20_000), 1, HIGHEST_US).astype(np.int64),
+            np.array(edge_values(), dtype=np.int64),
+        ]
+    )
+    one, bulk = new_histogram(sig_figs), new_histogram(sig_figs)
+    for value in values.tolist():
+        one.record_value(value)
+    record_many(bulk, values[:1000])
+    record_many(bulk, values[1000:])  # twice: adds to what is there
+    np.testing.assert_array_equal(np.ctypeslib.as_array(bulk.counts), np.ctypeslib.as_array(one.counts))
+    assert (bulk.get_total_count(), bulk.get_min_value(), bulk.get_max_value()) == (
+        one.get_total_count(),
+        one.get_min_value(),
+        one.get_max_value(),
+    )
+    assert bulk.encode() == one.encode()
+
+
+def test_recorded_times_are_the_same_flushed_early_or_late(monkeypatch):
+    """Times wait in a list until a read or FLUSH_EVERY of them: when they are added changes nothing."""
+    late = SurgeMetrics(60, 2)
+    record_some(late, np.random.default_rng(5), 700)
+    monkeypatch.setattr(metrics_module, "FLUSH_EVERY", 7)
+    early = SurgeMetrics(60, 2)
+    record_some(early, np.random.default_rng(5), 700)
+    assert early.to_wire() == late.to_wire()
+    np.testing.assert_array_equal(early.step_series, late.step_series)
+
+
+def test_times_land_where_one_value_at_a_time_put_them():
+    """Each attempt's latency and service time, its over-time window and its second, as the
+    per-value arithmetic did it (whole microseconds, clamped to the histograms' range)."""
+    rng = np.random.default_rng(11)
+    metrics = SurgeMetrics(60, 2)
+    latency, service = new_histogram(), new_histogram()
+    windows = [new_histogram(2) for _ in range(metrics.windows)]
+    seconds = np.zeros(metrics.seconds, dtype=np.int64)
+    for _ in range(3000):
+        intended = float(rng.uniform(-1, 70))  # before the start and past the end clamp too
+        sent = intended + float(rng.exponential(0.01))
+        end = sent + float(rng.choice([rng.lognormal(-3, 1), 0.0, 1e-7, 5000.0]))
+        metrics.record_request("identity", intended, sent, end, "200", False)
+        us = min(max(int((end - intended) * 1e6), 1), HIGHEST_US)
+        latency.record_value(us)
+        service.record_value(min(max(int((end - sent) * 1e6), 1), HIGHEST_US))
+        windows[min(max(int(intended / 2), 0), metrics.windows - 1)].record_value(us)
+        seconds[min(max(int(end), 0), metrics.seconds - 1)] += 1
+    assert metrics.latency["identity"].encode() == latency.encode()
+    assert metrics.service["identity"].encode() == service.encode()
+    assert [h.get_total_count() for h in metrics.window_latency] == [h.get_total_count() for h in windows]
+    for mine, expected in zip(metrics.window_latency, windows, strict=True):
+        assert mine.encode() == expected.encode() or not expected.get_total_count()
+    np.testing.assert_array_equal(metrics.step_series[REQUEST_NAMES.index("identity")], seconds)
+    assert metrics.requests["identity"] == 3000

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 from locust import task
-from locust.contrib.fasthttp import FastHttpUser
-from locust.exception import StopUser
+from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, FastHttpUser
+from locust.exception import CatchResponseError, StopUser
 
 from simulator.rules.reasons import Reason
 from simulator.surge.applicants import DUPLICATE_REASONS, KTP_CHOICES, MAX_RETRIES, REFUSAL_STEP
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("surge")
 RETRIABLE = (0, 429, 500, 502, 503, 504)
+ACCEPT_ENCODING = "gzip, deflate, br"  # what FastHttpSession.request asks for unless told otherwise
+_LEAN_KWARGS = frozenset(("data", "json", "params", "allow_redirects"))
+"""What :meth:`JourneyUser._exchange` sends itself; other arguments go through FastHttpSession.request."""
+_STATUS_LABELS = {status: str(status) for status in range(100, 600)}
 _FIRST_COMER_WINS = frozenset(DUPLICATE_REASONS.values())
 TIMEOUT = "TIMEOUT"
 """No answer within ``target.timeout_s``: the request may still be running (and commit) on the server."""
@@ -162,6 +166,13 @@ class JourneyUser(FastHttpUser):
                 metrics.unknown[self.pending] += 1
         finally:
             metrics.record_journey(outcome, self.current_step, scheduled, self.now())
+            self.leave()
+
+    def leave(self) -> None:
+        """The person is done: connections of their own close now, as a browser closes a tab's
+        (on a shared keep-alive pool they stay open for the next journey)."""
+        if type(self).client_pool is None:
+            self.client.client.clientpool.close()
 
     def journey_steps(self, last: int) -> Iterable[int]:
         """Indexes into STEPS of the steps this applicant takes, in order (``last``: their fate's
@@ -240,6 +251,100 @@ class JourneyUser(FastHttpUser):
         expect: str | None,
         kwargs: dict[str, Any],
     ) -> tuple[Answer, str, float, float]:
+        """One attempt: send, read the whole answer, judge it, report it to Locust's statistics.
+
+        The same request on the wire as ``FastHttpSession.request`` sends (its headers, JSON
+        encoding, basic auth from the host URL, redirects, cookies through the session's user
+        agent), without its per-request context manager and copies: a journey request costs
+        the load generator little more than a bare Locust request (benchmarks/bench_surge.py).
+        """
+        session = self.client
+        if not _LEAN_KWARGS.issuperset(kwargs):
+            return self._exchange_locust(name, method, path, headers, expect, kwargs)
+        payload = kwargs.get("data")
+        if not payload and kwargs.get("json") is not None:
+            payload = json.dumps(kwargs["json"])
+            if "Content-Type" not in headers and "content-type" not in headers:
+                headers["Content-Type"] = "application/json"
+            if "Accept" not in headers and "accept" not in headers:
+                headers["Accept"] = "application/json"
+        if session.auth_header:
+            headers["Authorization"] = session.auth_header
+        if "Accept-Encoding" not in headers and "accept-encoding" not in headers:
+            headers["Accept-Encoding"] = ACCEPT_ENCODING
+        url = session.base_url + path if path[:1] == "/" else session._build_url(path)
+        extra = {"params": kwargs["params"]} if kwargs.get("params") else {}
+        agent = session.client
+        follow = kwargs.get("allow_redirects", True)
+        start_time = time.time()
+        sent = self.now()
+        self.pending = name
+        if not follow:
+            redirects, agent.redirect_response_codes = agent.redirect_response_codes, frozenset()
+        try:
+            response = session._send_request_safe_mode(
+                method, url, payload=payload, headers=headers, **extra
+            )
+            status = response.status_code or 0
+            error = getattr(response, "error", None)
+            content = None
+            if status:
+                try:
+                    content = response.content  # the whole body: what a person waits for
+                except FAILURE_EXCEPTIONS as err:  # the body never came in full: no answer
+                    status, error = 0, err
+        finally:
+            if not follow:
+                agent.redirect_response_codes = redirects
+        self.pending = None
+        end = self.now()
+        answer_headers = response.headers if status else None
+        answer, label = self._judge(name, status, answer_headers, content, error, expect)
+        session.request_event.fire(
+            request_type=method,
+            name=name,
+            context=self.context(),
+            response=response,
+            exception=None if answer.ok or answer.expected else CatchResponseError(label),
+            start_time=start_time,
+            url=url,
+            response_length=len(content) if content else 0,
+            response_time=(end - sent) * 1000.0,
+        )
+        return answer, label, sent, end
+
+    def _judge(
+        self,
+        name: str,
+        status: int,
+        headers: Any,
+        content: bytes | None,
+        error: BaseException | None,
+        expect: str | None,
+    ) -> tuple[Answer, str]:
+        """What an attempt's answer means: its refusal code (None: success), whether the applicant's
+        data predicts it, and its label in the outcome counts (``201``, ``409 EMAIL_TAKEN``)."""
+        retry_after = None
+        if not status:
+            code = failure_code(error)
+        else:
+            code = self.answer_code(name, status, headers, content)
+            if status >= 400 and headers:
+                retry_after = _seconds(headers.get("Retry-After"))
+        expected = bool(status) and code is not None and self._expected_refusal(code, expect)
+        label = _STATUS_LABELS.get(status) or str(status) if code is None else f"{status} {code}"
+        return Answer(status, code, content, expected, retry_after, headers), label
+
+    def _exchange_locust(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        expect: str | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[Answer, str, float, float]:
+        """An attempt with arguments only ``FastHttpSession.request`` knows (``files``, ``auth``...)."""
         sent = self.now()
         self.pending = name
         with self.client.request(
@@ -249,22 +354,14 @@ class JourneyUser(FastHttpUser):
             end = self.now()
             status = response.status_code or 0
             content = response.content if status else None
-            code = None
-            retry_after = None
-            if not status:
-                code = failure_code(getattr(response, "error", None))
-            else:
-                code = self.answer_code(name, status, response.headers, content)
-                if status >= 400:
-                    retry_after = _seconds(response.headers.get("Retry-After") if response.headers else None)
-            expected = bool(status) and code is not None and self._expected_refusal(code, expect)
-            if status and (code is None or expected):
+            error = getattr(response, "error", None)
+            answer_headers = response.headers if status else None
+            answer, label = self._judge(name, status, answer_headers, content, error, expect)
+            if status and (answer.ok or answer.expected):
                 response.success()
             else:
-                response.failure(f"{status} {code}")
-            answer_headers = response.headers
-        label = str(status) if code is None else f"{status} {code}"
-        return Answer(status, code, content, expected, retry_after, answer_headers), label, sent, end
+                response.failure(label)
+        return answer, label, sent, end
 
     def answer_code(self, name: str, status: int, headers: Any, content: bytes | None) -> str | None:
         """The refusal or error code of an answer, None when the request succeeded.

@@ -28,6 +28,9 @@ HIGHEST_US = 3_600_000_000  # one hour: anything slower is clamped and still cou
 SIG_FIGS = 3
 WINDOW_SIG_FIGS = 2  # the over-time histograms only feed charts
 
+FLUSH_EVERY = 4096
+"""Recorded times kept before they are added to the histograms in one go (SurgeMetrics.flush)."""
+
 OTP_POLL = "otp_outbox"
 """Sandbox-only requests that read the OTP a real person would get by email or SMS."""
 
@@ -63,6 +66,36 @@ def _encode(hist: HdrHistogram) -> str | None:
 def _add_encoded(hist: HdrHistogram, encoded: str | None) -> None:
     if encoded:
         hist.add(HdrHistogram.decode(encoded.encode("ascii")))
+
+
+def _us(seconds: np.ndarray) -> np.ndarray:
+    """Harness seconds to whole microseconds in the histograms' range: ``min(max(int(s * 1e6), 1),
+    HIGHEST_US)`` for each value, as the per-value code did."""
+    return np.clip(seconds * 1e6, 1, HIGHEST_US).astype(np.int64)
+
+
+def record_many(hist: HdrHistogram, values: np.ndarray) -> None:
+    """Record many values (ints in 1..HIGHEST_US) at once: the same counts, total, min and max as
+    calling ``hist.record_value`` for each, computed with numpy on the counts array.
+
+    HdrHistogram's index of a value: bucket = bit_length(value | sub_bucket_mask) - unit_magnitude
+    - (sub_bucket_half_count_magnitude + 1); sub-bucket = value >> (bucket + unit_magnitude);
+    index = (bucket + 1) << sub_bucket_half_count_magnitude + sub-bucket - sub_bucket_half_count.
+    ``frexp`` gives the exact bit length of an integer below 2**53.
+    """
+    if not len(values):
+        return
+    values = np.asarray(values, dtype=np.int64)
+    bits = np.frexp((values | hist.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = bits - hist.unit_magnitude - (hist.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = values >> (bucket + hist.unit_magnitude)
+    index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (sub_bucket - hist.sub_bucket_half_count)
+    counts = np.ctypeslib.as_array(hist.counts)
+    index, n = np.unique(index, return_counts=True)
+    counts[index] += n.astype(counts.dtype)
+    hist.total_count += len(values)
+    hist.min_value = min(hist.min_value, int(values.min()))
+    hist.max_value = max(hist.max_value, int(values.max()))
 
 
 def histogram_summary(hist: HdrHistogram) -> dict[str, float | int | None]:
@@ -118,11 +151,12 @@ class SurgeMetrics:
         self.window_s = float(window_s)
         self.seconds = int(math.ceil(length_s)) + 1
         self.windows = int(math.ceil(length_s / window_s)) + 1
-        self.latency = {name: new_histogram() for name in REQUEST_NAMES}
-        self.service = {name: new_histogram() for name in REQUEST_NAMES}
-        self.window_latency = [new_histogram(WINDOW_SIG_FIGS) for _ in range(self.windows)]
-        self.arrival_lag = new_histogram()
-        self.journey_time = new_histogram()
+        # What the properties below return, once the values recorded since were added (flush).
+        self._latency = {name: new_histogram() for name in REQUEST_NAMES}
+        self._service = {name: new_histogram() for name in REQUEST_NAMES}
+        self._window_latency = [new_histogram(WINDOW_SIG_FIGS) for _ in range(self.windows)]
+        self._arrival_lag = new_histogram()
+        self._journey_time = new_histogram()
         self.requests: Counter[str] = Counter()
         self.unexpected: Counter[str] = Counter()
         self.outcomes: dict[str, Counter[str]] = {name: Counter() for name in REQUEST_NAMES}
@@ -134,10 +168,69 @@ class SurgeMetrics:
         self.mismatches: Counter[str] = Counter()  # the API answered other than the data predicts
         # Plain lists on the hot path: a list item += 1 costs a tenth of a numpy scalar update.
         self._series = {name: [0] * self.seconds for name in SERIES}
-        self._steps = [[0] * self.seconds for _ in REQUEST_NAMES]
+        self._steps = np.zeros((len(REQUEST_NAMES), self.seconds), dtype=np.int64)
         self._step_index = {name: i for i, name in enumerate(REQUEST_NAMES)}
+        # Times recorded since the last flush: a list append per request instead of three
+        # histogram updates in Python (HdrHistogram.record_value), added in bulk by flush().
+        self._pending: list[tuple[int, float, float, float]] = []  # (name index, intended, sent, end)
+        self._pending_lags: list[float] = []
+        self._pending_journeys: list[float] = []
 
-    # -- recording (hot path: a few microseconds each) -----------------------------------------
+    # -- the histograms, up to date --------------------------------------------------------------
+    @property
+    def latency(self) -> dict[str, HdrHistogram]:
+        """Per request name, from each attempt's intended start to its answer."""
+        self.flush()
+        return self._latency
+
+    @property
+    def service(self) -> dict[str, HdrHistogram]:
+        """Per request name, from the moment the attempt was sent to its answer."""
+        self.flush()
+        return self._service
+
+    @property
+    def window_latency(self) -> list[HdrHistogram]:
+        """Latency of journey steps (OTP polls left out), one histogram per window of ``window_s``."""
+        self.flush()
+        return self._window_latency
+
+    @property
+    def arrival_lag(self) -> HdrHistogram:
+        self.flush()
+        return self._arrival_lag
+
+    @property
+    def journey_time(self) -> HdrHistogram:
+        self.flush()
+        return self._journey_time
+
+    def flush(self) -> None:
+        """Add the times recorded since the last flush to the histograms and per-second counts."""
+        if self._pending:
+            data = np.array(self._pending, dtype=np.float64)
+            self._pending = []
+            names = data[:, 0].astype(np.int64)
+            intended, sent, end = data[:, 1], data[:, 2], data[:, 3]
+            latency, service = _us(end - intended), _us(end - sent)
+            seconds = np.clip(end.astype(np.int64), 0, self.seconds - 1)
+            for i in np.unique(names).tolist():
+                mine = names == i
+                record_many(self._latency[REQUEST_NAMES[i]], latency[mine])
+                record_many(self._service[REQUEST_NAMES[i]], service[mine])
+                self._steps[i] += np.bincount(seconds[mine], minlength=self.seconds)
+            steps = names != self._step_index[OTP_POLL]
+            windows = np.clip((intended / self.window_s).astype(np.int64), 0, self.windows - 1)
+            for w in np.unique(windows[steps]).tolist():
+                record_many(self._window_latency[w], latency[steps & (windows == w)])
+        if self._pending_lags:
+            record_many(self._arrival_lag, _us(np.array(self._pending_lags, dtype=np.float64)))
+            self._pending_lags = []
+        if self._pending_journeys:
+            record_many(self._journey_time, _us(np.array(self._pending_journeys, dtype=np.float64)))
+            self._pending_journeys = []
+
+    # -- recording (hot path: a list append each; the histograms are filled by flush) ------------
     def _second(self, h: float) -> int:
         return min(max(int(h), 0), self.seconds - 1)
 
@@ -145,19 +238,15 @@ class SurgeMetrics:
         self, name: str, intended_h: float, sent_h: float, end_h: float, outcome: str, unexpected: bool
     ) -> None:
         """One HTTP exchange; times are harness seconds, ``outcome`` like ``201`` or ``404 NIK_NOT_FOUND``."""
-        latency_us = min(max(int((end_h - intended_h) * 1e6), 1), HIGHEST_US)
-        self.latency[name].record_value(latency_us)
-        self.service[name].record_value(min(max(int((end_h - sent_h) * 1e6), 1), HIGHEST_US))
-        window = min(max(int(intended_h / self.window_s), 0), self.windows - 1)
-        if name != OTP_POLL:
-            self.window_latency[window].record_value(latency_us)
         self.requests[name] += 1
         self.outcomes[name][outcome] += 1
-        second = self._second(end_h)
-        self._steps[self._step_index[name]][second] += 1
+        pending = self._pending
+        pending.append((self._step_index[name], intended_h, sent_h, end_h))
         if unexpected:
             self.unexpected[name] += 1
-            self._series["errors"][second] += 1
+            self._series["errors"][self._second(end_h)] += 1
+        if len(pending) >= FLUSH_EVERY:
+            self.flush()
 
     def record_scheduled(self, scheduled_h: np.ndarray) -> None:
         """All arrivals this process is responsible for (counted once, before the run)."""
@@ -167,7 +256,9 @@ class SurgeMetrics:
 
     def record_arrival(self, scheduled_h: float, started_h: float, late_after_s: float) -> None:
         lag = started_h - scheduled_h
-        self.arrival_lag.record_value(min(max(int(lag * 1e6), 1), HIGHEST_US))
+        self._pending_lags.append(lag)
+        if len(self._pending_lags) >= FLUSH_EVERY:
+            self.flush()
         second = self._second(started_h)
         self._series["started"][second] += 1
         if lag > late_after_s:
@@ -181,7 +272,9 @@ class SurgeMetrics:
         self.journeys[outcome] += 1
         self.stopped_at[f"{outcome}:{last_step}"] += 1
         if outcome in ("completed", "refused"):
-            self.journey_time.record_value(min(max(int((end_h - scheduled_h) * 1e6), 1), HIGHEST_US))
+            self._pending_journeys.append(end_h - scheduled_h)
+            if len(self._pending_journeys) >= FLUSH_EVERY:
+                self.flush()
             self._series["finished"][self._second(end_h)] += 1
 
     @property
@@ -192,11 +285,13 @@ class SurgeMetrics:
     @property
     def step_series(self) -> np.ndarray:
         """Responses per second, one row per name of REQUEST_NAMES (a copy)."""
-        return np.asarray(self._steps, dtype=np.int64)
+        self.flush()
+        return self._steps.copy()
 
     # -- shipping and merging --------------------------------------------------------------------
     def to_wire(self) -> dict[str, Any]:
         """Plain JSON-able data (histograms base64-encoded, compressed) for Locust messages."""
+        self.flush()
         return {
             "length_s": self.length_s,
             "window_s": self.window_s,
@@ -215,7 +310,7 @@ class SurgeMetrics:
             "stopped_at": dict(self.stopped_at),
             "mismatches": dict(self.mismatches),
             "series": {k: list(v) for k, v in self._series.items()},
-            "step_series": {name: list(self._steps[i]) for i, name in enumerate(REQUEST_NAMES)},
+            "step_series": {name: self._steps[i].tolist() for i, name in enumerate(REQUEST_NAMES)},
         }
 
     @classmethod
@@ -245,8 +340,7 @@ class SurgeMetrics:
                 np.asarray(self._series[name]) + np.asarray(values, dtype=np.int64)
             ).tolist()
         for name, values in data["step_series"].items():
-            row = self._step_index[name]
-            self._steps[row] = (np.asarray(self._steps[row]) + np.asarray(values, dtype=np.int64)).tolist()
+            self._steps[self._step_index[name]] += np.asarray(values, dtype=np.int64)
 
     # -- reading ---------------------------------------------------------------------------------
     def step_table(self) -> dict[str, dict[str, Any]]:

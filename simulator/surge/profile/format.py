@@ -10,6 +10,7 @@ one-line errors and docs/target-profile.md can be read side by side; split, each
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import re
 import tomllib
@@ -138,9 +139,10 @@ class Profile:
                 seen.append(step.planned)
         return tuple(seen)
 
-    @property
+    @functools.cached_property
     def groups(self) -> dict[str, tuple[Step, ...]]:
-        """Planned step -> the profile's requests for it (added steps included), in order."""
+        """Planned step -> the profile's requests for it (added steps included), in order
+        (worked out once: the journey asks at every step)."""
         groups: dict[str, list[Step]] = {}
         for step in self.steps:
             groups.setdefault(step.planned, []).append(step)
