@@ -225,7 +225,7 @@ def _line(label: str, result: dict, unit: str) -> str:
     )
 
 
-def bench_database(label: str, db_url: str, args) -> dict:  # noqa: ANN001
+def bench_database(label: str, db_url: str, args) -> dict:
     settings = {
         "workers": args.workers,
         "password_cost": args.password_cost,
@@ -306,7 +306,7 @@ def bench_database(label: str, db_url: str, args) -> dict:  # noqa: ANN001
 
 
 @contextlib.contextmanager
-def code_of_revision(rev: str):  # noqa: ANN201
+def code_of_revision(rev: str):
     """Run the servers started inside on the code of git revision ``rev`` (exported, then removed)."""
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="bench-api-rev-") as tree:

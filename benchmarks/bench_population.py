@@ -47,42 +47,83 @@ def faker_baseline(count: int, seed: int) -> float:
         address = {
             "address": fake.street_address().upper(),
             "rt_rw": f"{fake.random_int(1, 20):03d}/{fake.random_int(1, 15):03d}",
-            "village": fake.city().upper(), "district": fake.city().upper(), "regency": fake.city().upper(),
-            "province": fake.state().upper(), "postal_code": fake.postcode(),
-            "province_code": region[:2], "regency_code": f"{region[:2]}.{region[2:4]}",
+            "village": fake.city().upper(),
+            "district": fake.city().upper(),
+            "regency": fake.city().upper(),
+            "province": fake.state().upper(),
+            "postal_code": fake.postcode(),
+            "province_code": region[:2],
+            "regency_code": f"{region[:2]}.{region[2:4]}",
             "district_code": f"{region[:2]}.{region[2:4]}.{region[4:]}",
             "village_code": f"{region[:2]}.{region[2:4]}.{region[4:]}.{fake.random_int(1001, 2030)}",
         }
         person = {
-            "nik": nik, "kk": kk, "full_name": name, "gender": "P" if female else "L",
-            "birth_place": fake.city().upper(), "birth_date": born.isoformat(),
+            "nik": nik,
+            "kk": kk,
+            "full_name": name,
+            "gender": "P" if female else "L",
+            "birth_place": fake.city().upper(),
+            "birth_date": born.isoformat(),
             "religion": pick(("ISLAM", "KRISTEN", "KATOLIK", "HINDU", "BUDDHA", "KONGHUCU")),
             "marital_status": pick(("BELUM KAWIN", "KAWIN", "CERAI HIDUP", "CERAI MATI")),
-            "occupation": fake.job().upper(), "blood_type": pick(("A", "B", "AB", "O", "-")),
-            "nationality": "WNI", **address,
+            "occupation": fake.job().upper(),
+            "blood_type": pick(("A", "B", "AB", "O", "-")),
+            "nationality": "WNI",
+            **address,
             "ktp_issued_on": fake.date_between(start_date="-9y", end_date="today").isoformat(),
-            "is_student": False, "is_recipient": fake.boolean(1), "receives_other_aid": fake.boolean(1),
+            "is_student": False,
+            "is_recipient": fake.boolean(1),
+            "receives_other_aid": fake.boolean(1),
             "is_priority": fake.boolean(5),
         }
         residents.append(person)
         away = fake.boolean(15)
-        domicile = {f"domicile_{k}": (fake.city().upper() if away else v) for k, v in address.items()
-                    if k in ("province_code", "regency_code", "district_code", "village_code", "province",
-                             "regency", "district", "village")}
+        domicile = {
+            f"domicile_{k}": (fake.city().upper() if away else v)
+            for k, v in address.items()
+            if k
+            in (
+                "province_code",
+                "regency_code",
+                "district_code",
+                "village_code",
+                "province",
+                "regency",
+                "district",
+                "village",
+            )
+        }
         steps = [fake.boolean(65), fake.boolean(85), fake.boolean(90), fake.boolean(95), fake.boolean(92)]
-        applicants.append({
-            "applicant_id": index + 1, "nik": nik, "kk": kk, "full_name": name.title(),
-            "gender": person["gender"], "birth_place": person["birth_place"],
-            "birth_date": person["birth_date"],
-            "email": fake.free_email(), "phone": fake.phone_number(), "password": fake.password(length=10),
-            **address, "domicile_differs": away, **domicile,
-            "education": pick(("SD", "SMP", "SMA/SMK", "D1-D3", "D4/S1", "S2")),
-            "employment_status": pick(("TIDAK BEKERJA", "KORBAN PHK", "DIRUMAHKAN", "BEKERJA", "WIRAUSAHA")),
-            "expected_outcome": "accept", "defect": "",
-            "fate_email_verified": steps[0], "fate_identity_submitted": steps[0] and steps[1],
-            "fate_phone_verified": all(steps[:3]), "fate_test_finished": all(steps[:4]),
-            "fate_joins_wave": all(steps), "fate_drop_step": "", "fate_retries": fake.random_int(0, 3),
-        })
+        applicants.append(
+            {
+                "applicant_id": index + 1,
+                "nik": nik,
+                "kk": kk,
+                "full_name": name.title(),
+                "gender": person["gender"],
+                "birth_place": person["birth_place"],
+                "birth_date": person["birth_date"],
+                "email": fake.free_email(),
+                "phone": fake.phone_number(),
+                "password": fake.password(length=10),
+                **address,
+                "domicile_differs": away,
+                **domicile,
+                "education": pick(("SD", "SMP", "SMA/SMK", "D1-D3", "D4/S1", "S2")),
+                "employment_status": pick(
+                    ("TIDAK BEKERJA", "KORBAN PHK", "DIRUMAHKAN", "BEKERJA", "WIRAUSAHA")
+                ),
+                "expected_outcome": "accept",
+                "defect": "",
+                "fate_email_verified": steps[0],
+                "fate_identity_submitted": steps[0] and steps[1],
+                "fate_phone_verified": all(steps[:3]),
+                "fate_test_finished": all(steps[:4]),
+                "fate_joins_wave": all(steps),
+                "fate_drop_step": "",
+                "fate_retries": fake.random_int(0, 3),
+            }
+        )
     return count / (time.process_time() - start)
 
 
@@ -121,9 +162,11 @@ def big_run(size: int, seed: int, fmt: str, workers: int) -> dict[str, float]:
             elapsed = time.perf_counter() - start
             main_after, workers_after = _cpu_seconds()
         return {
-            "wall": elapsed, "main_cpu": main_after - main_before,
+            "wall": elapsed,
+            "main_cpu": main_after - main_before,
             "workers_cpu": workers_after - workers_before,
-            "peak": memory.peak, "peak_rss": memory.peak_rss,
+            "peak": memory.peak,
+            "peak_rss": memory.peak_rss,
             "written": sum(entry["bytes"] for entry in manifest["files"].values()),
         }
     finally:
@@ -131,8 +174,9 @@ def big_run(size: int, seed: int, fmt: str, workers: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--faker-rows", type=int, default=2_000, help="people per round, Faker baseline")
     parser.add_argument("--rows", type=int, default=200_000, help="people per round, our generator")
     parser.add_argument("--seed", type=int, default=1)
@@ -153,36 +197,48 @@ def main(argv: list[str] | None = None) -> int:
         baseline = max(baseline, faker_baseline(args.faker_rows, args.seed + round_))
         ours = max(ours, generator_rate(args.rows, args.seed + round_))
         plain = max(plain, generator_rate(args.rows, args.seed + round_, dictionary=False))
-    print(f"faker id_ID, record by record: {baseline:,.0f} people per CPU-s "
-          f"(best of {args.rounds} rounds of {args.faker_rows:,} people)")
-    print(f"prakerja-sim generator, columns: {ours:,.0f} people per CPU-s "
-          f"(best of {args.rounds} rounds of {args.rows:,} people, residents + applicants, one process)")
+    print(
+        f"faker id_ID, record by record: {baseline:,.0f} people per CPU-s "
+        f"(best of {args.rounds} rounds of {args.faker_rows:,} people)"
+    )
+    print(
+        f"prakerja-sim generator, columns: {ours:,.0f} people per CPU-s "
+        f"(best of {args.rounds} rounds of {args.rows:,} people, residents + applicants, one process)"
+    )
     print(f"ratio: {ours / baseline:,.1f}x the Faker baseline (goal >= 100x)")
-    print(f"  (tables decoded to plain strings, as generate_chunk() returns them by default: "
-          f"{plain:,.0f} people per CPU-s, {plain / baseline:,.1f}x)")
+    print(
+        f"  (tables decoded to plain strings, as generate_chunk() returns them by default: "
+        f"{plain:,.0f} people per CPU-s, {plain / baseline:,.1f}x)"
+    )
     if args.big:
         run = big_run(args.big, args.seed, args.big_format, args.workers)
         cores = psutil.cpu_count()
         cpu = run["main_cpu"] + run["workers_cpu"]
-        print(f"big run: {args.big:,} people -> {args.big_format}, {args.workers} workers: "
-              f"{run['wall']:,.1f} s wall, CPU {run['main_cpu']:,.1f} s main "
-              f"+ {run['workers_cpu']:,.1f} s workers, "
-              f"peak memory {run['peak'] / 2**30:.2f} GiB PSS "
-              f"({run['peak_rss'] / 2**30:.2f} GiB summing RSS), "
-              f"{run['written'] / 2**30:.2f} GiB written, "
-              f"{args.big / run['wall']:,.0f} people/s")
+        print(
+            f"big run: {args.big:,} people -> {args.big_format}, {args.workers} workers: "
+            f"{run['wall']:,.1f} s wall, CPU {run['main_cpu']:,.1f} s main "
+            f"+ {run['workers_cpu']:,.1f} s workers, "
+            f"peak memory {run['peak'] / 2**30:.2f} GiB PSS "
+            f"({run['peak_rss'] / 2**30:.2f} GiB summing RSS), "
+            f"{run['written'] / 2**30:.2f} GiB written, "
+            f"{args.big / run['wall']:,.0f} people/s"
+        )
         # Wall time depends on what else runs; CPU time much less so. On an otherwise idle machine
         # a run lasts about the larger of (all CPU / cores) and (the main process's own CPU).
         idle = max(cpu / cores, run["main_cpu"])
-        print(f"  CPU per million people: {cpu / args.big * 1e6:,.1f} s "
-              f"({run['main_cpu'] / args.big * 1e6:,.1f} s main, "
-              f"{run['workers_cpu'] / args.big * 1e6:,.1f} s workers)")
+        print(
+            f"  CPU per million people: {cpu / args.big * 1e6:,.1f} s "
+            f"({run['main_cpu'] / args.big * 1e6:,.1f} s main, "
+            f"{run['workers_cpu'] / args.big * 1e6:,.1f} s workers)"
+        )
         print(f"  on an idle {cores}-core machine: about {idle:,.0f} s")
         if args.big != 40_000_000:
             scale = 40_000_000 / args.big
-            print(f"  extrapolated to 40,000,000 people (linear; memory is bounded by the chunks in flight): "
-                  f"{run['wall'] * scale:,.0f} s at this run's load, about {idle * scale:,.0f} s idle, "
-                  f"peak memory about the same")
+            print(
+                f"  extrapolated to 40,000,000 people (linear; memory is bounded by the chunks in flight): "
+                f"{run['wall'] * scale:,.0f} s at this run's load, about {idle * scale:,.0f} s idle, "
+                f"peak memory about the same"
+            )
         print(f"load average at the end: {psutil.getloadavg()[0]:.1f}")
     return 0
 

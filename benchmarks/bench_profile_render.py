@@ -39,7 +39,7 @@ def main() -> None:
     class Stubbed(ProfileJourney):
         host = "http://127.0.0.1:1"
 
-        def call(self, name, method, path, intended, *, key=None, expect=None, **kwargs):  # noqa: ANN001, ANN201
+        def call(self, name, method, path, intended, *, key=None, expect=None, **kwargs):
             return ok
 
     generator = SimpleNamespace(profile=profile, scenario=scenario, otp_sources={}, run_id="r", metrics=None)
@@ -54,21 +54,26 @@ def main() -> None:
         password = applicant_password(a)
         bodies = {
             "create_account": lambda: {
-                "name": a["full_name"], "email": a["email"], "password": password,
+                "name": a["full_name"],
+                "email": a["email"],
+                "password": password,
                 "password_confirmation": password,
             },
             "identity": lambda: {"nik": a["nik"], "kk": a["kk"], "birth_date": str(a["birth_date"])},
             "profile": lambda: {
                 "address": a.get("address") or "-",
-                **{f: a.get(f"domicile_{f}") or a.get(f)
-                   for f in ("province_code", "regency_code", "district_code", "village_code")},
-                "postal_code": a.get("postal_code"), "education": a.get("education") or "SMA/SMK",
+                **{
+                    f: a.get(f"domicile_{f}") or a.get(f)
+                    for f in ("province_code", "regency_code", "district_code", "village_code")
+                },
+                "postal_code": a.get("postal_code"),
+                "education": a.get("education") or "SMA/SMK",
                 "employment_status": a.get("employment_status") or "BELUM BEKERJA",
             },
         }
         return {"headers": {"Authorization": "Bearer t"}, "json": bodies.get(name, lambda: {"code": "1"})()}
 
-    def cpu_us(fn) -> float:  # noqa: ANN001
+    def cpu_us(fn) -> float:
         best = []
         for _ in range(ROUNDS):
             start = time.process_time()

@@ -94,8 +94,14 @@ class SeedRun:
     server_cpu: float | None
 
 
-def seed(db_url: str, size: int, passwords: str, *extra: str, sample_memory: bool = False,
-         population: str | None = None) -> SeedRun:
+def seed(
+    db_url: str,
+    size: int,
+    passwords: str,
+    *extra: str,
+    sample_memory: bool = False,
+    population: str | None = None,
+) -> SeedRun:
     """``prakerja-sim seed-db --size`` (or ``--from population``) in a subprocess: rows, time, CPU
     and (if asked) peak memory.
 
@@ -236,8 +242,10 @@ def pairs(
         if run.server_cpu is not None and anchor.server_cpu is not None:
             # On a shared machine the wall-clock ratio moves with the load; CPU time much less.
             seed_cpu, restore_cpu = run.client_cpu + run.server_cpu, anchor.client_cpu + anchor.server_cpu
-            print(f"  by CPU time (client + server): {seed_cpu:.1f} s / {restore_cpu:.1f} s = "
-                  f"{seed_cpu / restore_cpu:.2f}")
+            print(
+                f"  by CPU time (client + server): {seed_cpu:.1f} s / {restore_cpu:.1f} s = "
+                f"{seed_cpu / restore_cpu:.2f}"
+            )
         if foreign:
             mapped.append(foreign_pair(server, size, tmp, run))
         print(f"  load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")

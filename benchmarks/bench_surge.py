@@ -383,8 +383,11 @@ def cheap_target(placement: Placement) -> Iterator[Target]:
 def reference_target(placement: Placement) -> Iterator[Target]:
     with running_server(password_cost=0, access_log=False, workers=1) as host:
         if placement.target is not None:
-            subprocess.run(["taskset", "-a", "-p", "-c", placement.target, str(host.process.pid)],
-                           stdout=subprocess.DEVNULL, check=False)
+            subprocess.run(
+                ["taskset", "-a", "-p", "-c", placement.target, str(host.process.pid)],
+                stdout=subprocess.DEVNULL,
+                check=False,
+            )
         yield Target(host, cheapest_path(host), host.process.pid, "reference API (prakerja-sim serve)")
 
 
@@ -625,8 +628,16 @@ def main() -> None:
                 (False, "profile journeys, new connection per person", "profile, per person", 0.70),
             ):
                 measured = journey_run(
-                    work, target, profile_locustfile, args.seconds, args.concurrency, bare, reuse,
-                    placement, "profile-" + ("shared" if reuse else "own"), profile_file,
+                    work,
+                    target,
+                    profile_locustfile,
+                    args.seconds,
+                    args.concurrency,
+                    bare,
+                    reuse,
+                    placement,
+                    "profile-" + ("shared" if reuse else "own"),
+                    profile_file,
                 )
                 runs.append((label, short, measured, goal))
         print(

@@ -154,7 +154,7 @@ def cpu_s(pid: int) -> float:
     return times.user + times.system
 
 
-def with_cpu(pid: int, run):  # noqa: ANN001, ANN201
+def with_cpu(pid: int, run):
     """``run()``'s wrk result, with ``cpu_us`` = the process ``pid``'s CPU time per request."""
     before = cpu_s(pid)
     result = run()
@@ -269,7 +269,7 @@ def main() -> None:
         wrk(hello_url, hello_lua, 2, 64)  # warm-up
         wrk(url + "/registry/v1/check", registry_lua(population), 2, 64)
 
-        def bracketed(measure):  # noqa: ANN001, ANN202
+        def bracketed(measure):
             # The machine's load drifts: each figure is taken between two baseline runs and set
             # against their mean, so both see the same contention.
             before = wrk(hello_url, hello_lua, args.seconds, 64)["rps"]
@@ -377,7 +377,7 @@ def soak(url: str, smtp_port: int, pid: int, population: Path, args: argparse.Na
     lua = registry_lua(population, think_ms=20)
     results: dict[str, dict] = {}
 
-    def run(name: str, target, *a) -> None:  # noqa: ANN001
+    def run(name: str, target, *a) -> None:
         results[name] = target(*a)
 
     loads = [
@@ -424,7 +424,7 @@ def soak(url: str, smtp_port: int, pid: int, population: Path, args: argparse.Na
     return (f"memory flat over a {args.soak / 60:g}-minute soak ({growth:+.1f} MiB in its second half)", flat)
 
 
-def urllib_request(url: str):  # noqa: ANN201 - a context manager
+def urllib_request(url: str):  # a context manager
     import urllib.request
 
     return urllib.request.urlopen(url, timeout=30)

@@ -66,8 +66,13 @@ class Endpoint:
         return self.socket or is_loopback(self.host)
 
 
-def require_local(endpoints: list[Endpoint] | tuple[Endpoint, ...], *, allow_remote: bool,
-                  what: str, flag: str = "--allow-remote") -> None:
+def require_local(
+    endpoints: list[Endpoint] | tuple[Endpoint, ...],
+    *,
+    allow_remote: bool,
+    what: str,
+    flag: str = "--allow-remote",
+) -> None:
     """Raise :class:`UnsafeTarget` unless every endpoint is on this machine (or ``allow_remote``).
 
     Runs before anything is opened: a name is resolved (``is_loopback``), never connected to.
@@ -77,8 +82,9 @@ def require_local(endpoints: list[Endpoint] | tuple[Endpoint, ...], *, allow_rem
     remote = [e for e in endpoints if not e.is_local()]
     if remote:
         hosts = ", ".join(f"{e.host!r} (from {e.source})" for e in remote)
-        raise UnsafeTarget(f"{what} would connect to {hosts}, which is not this machine; "
-                           f"pass {flag} if you mean it")
+        raise UnsafeTarget(
+            f"{what} would connect to {hosts}, which is not this machine; pass {flag} if you mean it"
+        )
 
 
 def http_endpoint(url: str, option: str = "--host") -> Endpoint:
@@ -109,20 +115,24 @@ class DatabaseTarget:
     database: str
 
 
-def resolve_database(db: str, *, option: str = "--db",
-                     environ: Mapping[str, str] | None = None) -> DatabaseTarget:
+def resolve_database(
+    db: str, *, option: str = "--db", environ: Mapping[str, str] | None = None
+) -> DatabaseTarget:
     """Resolve a database URL (or a SQLite path) the way its driver will, without connecting."""
     env = os.environ if environ is None else environ
     text = db.strip()
     if "://" not in text:
         path = str(Path(text).expanduser().absolute())
-        return DatabaseTarget(SQLITE, f"sqlite:///{path}", (Endpoint(path, "a file", socket=True),),
-                              path, path)
+        return DatabaseTarget(
+            SQLITE, f"sqlite:///{path}", (Endpoint(path, "a file", socket=True),), path, path
+        )
     scheme = text.partition("://")[0].partition("+")[0].lower()
     kind = DATABASE_SCHEMES.get(scheme)
     if kind is None:
-        raise InvalidOption(f"{option} {_hide_password(text)!r}: unsupported database URL scheme {scheme!r}; "
-                            "use a SQLite path, postgresql://, mysql:// or mariadb://")
+        raise InvalidOption(
+            f"{option} {_hide_password(text)!r}: unsupported database URL scheme {scheme!r}; "
+            "use a SQLite path, postgresql://, mysql:// or mariadb://"
+        )
     if kind == SQLITE:
         path = text.partition("://")[2].partition("?")[0][1:] or ":memory:"
         return DatabaseTarget(SQLITE, text, (Endpoint(path, "a file", socket=True),), path, path)
@@ -131,8 +141,9 @@ def resolve_database(db: str, *, option: str = "--db",
     return _resolve_mysql(text, option)
 
 
-def check_database(db: str, *, allow_remote: bool, option: str = "--db",
-                   environ: Mapping[str, str] | None = None) -> DatabaseTarget:
+def check_database(
+    db: str, *, allow_remote: bool, option: str = "--db", environ: Mapping[str, str] | None = None
+) -> DatabaseTarget:
     """:func:`resolve_database`, refusing a target with any host off this machine."""
     target = resolve_database(db, option=option, environ=environ)
     require_local(target.endpoints, allow_remote=allow_remote, what=f"{option} {target.label}")
@@ -155,13 +166,14 @@ def _resolve_postgres(text: str, option: str, env: Mapping[str, str]) -> Databas
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    uri = "postgresql" + text[text.index("://"):]  # libpq knows no "+driver" suffix
+    uri = "postgresql" + text[text.index("://") :]  # libpq knows no "+driver" suffix
     label = _hide_password(text)
     try:
         params = conninfo_to_dict(uri)  # libpq's own parser: multi-host lists, ?host=, ?hostaddr=
     except psycopg.Error as err:
-        raise InvalidOption(f"{option} {label!r} is not a URL libpq can read "
-                            f"({str(err).strip().splitlines()[-1]})") from None
+        raise InvalidOption(
+            f"{option} {label!r} is not a URL libpq can read ({str(err).strip().splitlines()[-1]})"
+        ) from None
     if not params.get("dbname"):
         raise InvalidOption(f"{option} {label!r} names no database")
     # libpq fills what the URL leaves out from the service, then from PG* variables.
@@ -179,8 +191,9 @@ def _resolve_postgres(text: str, option: str, env: Mapping[str, str]) -> Databas
     addresses = _split(resolved.get("hostaddr"))
     ports = _split(resolved.get("port"))
     if hosts and addresses and len(hosts) != len(addresses):
-        raise InvalidOption(f"{option} {label!r}: {len(hosts)} host(s) "
-                            f"but {len(addresses)} hostaddr value(s)")
+        raise InvalidOption(
+            f"{option} {label!r}: {len(hosts)} host(s) but {len(addresses)} hostaddr value(s)"
+        )
     count = max(len(hosts), len(addresses), 1)
     if len(ports) > 1 and len(ports) != count:
         raise InvalidOption(f"{option} {label!r}: {len(ports)} ports for {count} host(s)")
@@ -197,17 +210,26 @@ def _resolve_postgres(text: str, option: str, env: Mapping[str, str]) -> Databas
         else:
             endpoints.append(Endpoint(host, resolved["host"][1]))
     # Pinned: every resolved value is written out, so neither PG* nor a service can change it.
-    query = {k: str(v) for k, v in params.items() if k not in ("user", "password", "dbname", "host",
-                                                                "hostaddr", "port")}
+    query = {
+        k: str(v)
+        for k, v in params.items()
+        if k not in ("user", "password", "dbname", "host", "hostaddr", "port")
+    }
     for key, _variable in _PG_WHERE:
         if key in resolved and resolved[key][0]:
             query[key] = resolved[key][0]
     from sqlalchemy.engine import URL
 
-    url = URL.create(DRIVERS[POSTGRESQL], username=params.get("user"), password=params.get("password"),
-                     database=params["dbname"], query=query)
-    return DatabaseTarget(POSTGRESQL, url.render_as_string(hide_password=False), tuple(endpoints), label,
-                          params["dbname"])
+    url = URL.create(
+        DRIVERS[POSTGRESQL],
+        username=params.get("user"),
+        password=params.get("password"),
+        database=params["dbname"],
+        query=query,
+    )
+    return DatabaseTarget(
+        POSTGRESQL, url.render_as_string(hide_password=False), tuple(endpoints), label, params["dbname"]
+    )
 
 
 def _split(value: tuple[str, str] | None) -> list[str]:
@@ -233,8 +255,10 @@ def _pg_service(name: str, env: Mapping[str, str], option: str) -> tuple[dict[st
             raise InvalidOption(f"{option}: service file {path} is unreadable ({err})") from None
         if parser.has_section(name):
             return dict(parser.items(name)), f"service {name!r} in {path}"
-    raise InvalidOption(f"{option}: PostgreSQL service {name!r} is not defined in {' or '.join(files)}; "
-                        "name the host in the URL instead")
+    raise InvalidOption(
+        f"{option}: PostgreSQL service {name!r} is not defined in {' or '.join(files)}; "
+        "name the host in the URL instead"
+    )
 
 
 def _resolve_mysql(text: str, option: str) -> DatabaseTarget:
@@ -248,8 +272,9 @@ def _resolve_mysql(text: str, option: str) -> DatabaseTarget:
         url = make_url(text)
         port = url.port
     except (sa.exc.ArgumentError, ValueError) as err:
-        raise InvalidOption(f"{option} {label!r} is not a database URL with one host "
-                            f"({str(err).splitlines()[0]})") from None
+        raise InvalidOption(
+            f"{option} {label!r} is not a database URL with one host ({str(err).splitlines()[0]})"
+        ) from None
     if not url.database:
         raise InvalidOption(f"{option} {label!r} names no database")
     query = dict(url.query)
@@ -290,5 +315,6 @@ def _resolve_mysql(text: str, option: str) -> DatabaseTarget:
     except ValueError:
         raise InvalidOption(f"{option} {label!r}: port {query_port!r} is not a number") from None
     pinned = url.set(drivername=DRIVERS[MARIADB], host=host, port=port, query=query)
-    return DatabaseTarget(MARIADB, pinned.render_as_string(hide_password=False), endpoints, label,
-                          url.database)
+    return DatabaseTarget(
+        MARIADB, pinned.render_as_string(hide_password=False), endpoints, label, url.database
+    )

@@ -21,12 +21,38 @@ import pyarrow as pa
 # split in 2022; their 2020 totals are shared among the successor provinces (Kemendagri codes
 # 91, 93, 94, 95 and 92, 96) in proportion to their number of villages (see _province_weights).
 CENSUS_2020_THOUSANDS: dict[str, float] = {
-    "11": 5274.9, "12": 14799.4, "13": 5534.5, "14": 6394.1, "15": 3548.2, "16": 8467.4,
-    "17": 2010.7, "18": 9007.8, "19": 1455.7, "21": 2064.6, "31": 10562.1, "32": 48274.2,
-    "33": 36516.0, "34": 3668.7, "35": 40665.7, "36": 11904.6, "51": 4317.4, "52": 5320.1,
-    "53": 5326.0, "61": 5414.4, "62": 2670.0, "63": 4073.6, "64": 3766.0, "65": 701.8,
-    "71": 2622.0, "72": 2985.7, "73": 9073.5, "74": 2624.9, "75": 1171.7, "76": 1419.2,
-    "81": 1848.9, "82": 1282.9,
+    "11": 5274.9,
+    "12": 14799.4,
+    "13": 5534.5,
+    "14": 6394.1,
+    "15": 3548.2,
+    "16": 8467.4,
+    "17": 2010.7,
+    "18": 9007.8,
+    "19": 1455.7,
+    "21": 2064.6,
+    "31": 10562.1,
+    "32": 48274.2,
+    "33": 36516.0,
+    "34": 3668.7,
+    "35": 40665.7,
+    "36": 11904.6,
+    "51": 4317.4,
+    "52": 5320.1,
+    "53": 5326.0,
+    "61": 5414.4,
+    "62": 2670.0,
+    "63": 4073.6,
+    "64": 3766.0,
+    "65": 701.8,
+    "71": 2622.0,
+    "72": 2985.7,
+    "73": 9073.5,
+    "74": 2624.9,
+    "75": 1171.7,
+    "76": 1419.2,
+    "81": 1848.9,
+    "82": 1282.9,
     "91": 4303.7,  # Papua before the 2022 split: 91, 93, 94, 95 today
     "92": 1134.1,  # Papua Barat before the 2022 split: 92, 96 today
 }
@@ -64,8 +90,16 @@ class RegionTables:
     def arrow(self) -> dict[str, pa.Array]:
         """The name and code arrays as Arrow strings, for ``pyarrow.compute.take``."""
         names = (
-            "province_codes", "province_names", "regency_codes", "regency_names", "regency_place_names",
-            "district_codes", "district_names", "village_codes", "village_names", "village_postal",
+            "province_codes",
+            "province_names",
+            "regency_codes",
+            "regency_names",
+            "regency_place_names",
+            "district_codes",
+            "district_names",
+            "village_codes",
+            "village_names",
+            "village_postal",
         )
         return {name: pa.array(getattr(self, name).tolist(), type=pa.string()) for name in names}
 
@@ -113,7 +147,7 @@ def _place_name(regency_name: str) -> str:
     # A KTP writes the birth place as the bare city name: "Kota Bandung" -> "BANDUNG".
     for prefix in ("Kabupaten Administrasi ", "Kota Administrasi ", "Kabupaten ", "Kota "):
         if regency_name.startswith(prefix):
-            return regency_name[len(prefix):].upper()
+            return regency_name[len(prefix) :].upper()
     return regency_name.upper()
 
 

@@ -17,13 +17,18 @@ def test_prepared_statements_bind_what_sqlalchemy_binds(tmp_path):
     sent: list = []
 
     @sa.event.listens_for(engine, "before_cursor_execute")
-    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+    def capture(conn, cursor, statement, parameters, context, executemany):
         if statement.startswith("INSERT INTO accounts"):
             sent.append(parameters)
 
     values = {
-        "id": "acc-1", "email": "a@example.invalid", "name": "Siti", "password_hash": "x",
-        "email_verified_at": dt.datetime(2020, 11, 2, 12, 5), "phone": None, "phone_verified_at": None,
+        "id": "acc-1",
+        "email": "a@example.invalid",
+        "name": "Siti",
+        "password_hash": "x",
+        "email_verified_at": dt.datetime(2020, 11, 2, 12, 5),
+        "phone": None,
+        "phone_verified_at": None,
         "created_at": dt.datetime(2020, 11, 2, 12, 0, 0, 123456),
     }
     statement = sa.insert(t.accounts)

@@ -31,7 +31,7 @@ def signups(request):
         engine.dispose()
 
 
-def _count(engine, table, *where) -> int:  # noqa: ANN001
+def _count(engine, table, *where) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
 
@@ -53,14 +53,19 @@ def test_a_taken_email_refuses_only_its_own_sign_up(signups):
     ]
     results = signups.create_batch(batch)
     assert [r.status if isinstance(r, Reply) else r.reason for r in results] == [
-        201, Reason.EMAIL_TAKEN, 201, Reason.EMAIL_TAKEN
+        201,
+        Reason.EMAIL_TAKEN,
+        201,
+        Reason.EMAIL_TAKEN,
     ]
     assert _count(engine, t.accounts) == 3
     assert _count(engine, t.otps, t.otps.c.channel == "email") == 3  # one code per account made
     with engine.connect() as conn:
         names = dict(conn.execute(select(t.accounts.c.email, t.accounts.c.name)).all())
     assert names == {
-        "ani@example.invalid": "Ani", "budi@example.invalid": "Budi", "citra@example.invalid": "Citra"
+        "ani@example.invalid": "Ani",
+        "budi@example.invalid": "Budi",
+        "citra@example.invalid": "Citra",
     }
 
 

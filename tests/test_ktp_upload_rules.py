@@ -14,11 +14,23 @@ from simulator.rules.reasons import ACCEPT, Reason
 from simulator.rules.upload import MAX_UPLOAD_BYTES, sniff_format, validate_upload
 
 PERSON = {
-    "nik": "3204123108900003", "kk": "3204120101090012", "full_name": "Siti Nurhaliza", "gender": "P",
-    "birth_place": "Bandung", "birth_date": "1990-08-31", "religion": "ISLAM", "marital_status": "KAWIN",
-    "occupation": "KARYAWAN SWASTA", "blood_type": "O", "province": "JAWA BARAT",
-    "regency": "KABUPATEN BANDUNG", "district": "CILEUNYI", "village": "CINUNUK",
-    "address": "JL. RAYA CINUNUK NO. 12", "rt_rw": "003/019", "postal_code": "40624",
+    "nik": "3204123108900003",
+    "kk": "3204120101090012",
+    "full_name": "Siti Nurhaliza",
+    "gender": "P",
+    "birth_place": "Bandung",
+    "birth_date": "1990-08-31",
+    "religion": "ISLAM",
+    "marital_status": "KAWIN",
+    "occupation": "KARYAWAN SWASTA",
+    "blood_type": "O",
+    "province": "JAWA BARAT",
+    "regency": "KABUPATEN BANDUNG",
+    "district": "CILEUNYI",
+    "village": "CINUNUK",
+    "address": "JL. RAYA CINUNUK NO. 12",
+    "rt_rw": "003/019",
+    "postal_code": "40624",
 }
 
 

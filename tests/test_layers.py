@@ -20,20 +20,32 @@ ROOT = Path(simulator.__file__).resolve().parent
 COMMANDS = "commands"
 
 PEER_ARROWS: dict[tuple[str, str], str] = {
-    ("simulator.surge", "simulator.api"):
-        "the demo and the upload bodies run the reference API in process (api.testing); the target "
-        "check sends the admin token the API expects (api.admin_auth)",
-    ("simulator.surge", "simulator.upstreams"):
-        "a surge against the stand-ins reads what they recorded into its report",
-    ("simulator.demand", "simulator.surge"):
-        "demand --fit-trace reads recorded traffic with the surge's trace reader (surge.trace)",
-    ("simulator.upstreams", "simulator.demand"):
-        "the stand-ins' report sets each service's calls beside the planner's forecast (params.toml)",
-    ("simulator.upstreams", "simulator.api"):
-        "the API's clients of the stand-ins (upstreams.client) speak the API's registry, settings "
-        "and database; the stand-ins take serve's latency forms",
-    ("simulator.api", "simulator.upstreams"):
-        "serve calls the stand-ins through upstreams.client when a registry or relay URL is given",
+    (
+        "simulator.surge",
+        "simulator.api",
+    ): "the demo and the upload bodies run the reference API in process (api.testing); the target "
+    "check sends the admin token the API expects (api.admin_auth)",
+    (
+        "simulator.surge",
+        "simulator.upstreams",
+    ): "a surge against the stand-ins reads what they recorded into its report",
+    (
+        "simulator.demand",
+        "simulator.surge",
+    ): "demand --fit-trace reads recorded traffic with the surge's trace reader (surge.trace)",
+    (
+        "simulator.upstreams",
+        "simulator.demand",
+    ): "the stand-ins' report sets each service's calls beside the planner's forecast (params.toml)",
+    (
+        "simulator.upstreams",
+        "simulator.api",
+    ): "the API's clients of the stand-ins (upstreams.client) speak the API's registry, settings "
+    "and database; the stand-ins take serve's latency forms",
+    (
+        "simulator.api",
+        "simulator.upstreams",
+    ): "serve calls the stand-ins through upstreams.client when a registry or relay URL is given",
 }
 """Imports between commands that are part of the design, (importer, imported) -> why."""
 
@@ -139,7 +151,8 @@ def test_every_module_has_a_layer() -> None:
     layers = _layers()
     missing = [m for m in _modules() if _layer_of(m, layers) is None]
     assert not missing, (
-        f"no layer for {', '.join(missing)}: add its package to the layer list in simulator/__init__.py")
+        f"no layer for {', '.join(missing)}: add its package to the layer list in simulator/__init__.py"
+    )
 
 
 def test_no_lower_layer_imports_a_higher_one() -> None:
@@ -191,8 +204,11 @@ def test_every_listed_package_exists() -> None:
     ("source", "importer", "expected"),
     [
         ("import simulator.io.atomic\n", "simulator.generators.x", "simulator.io.atomic"),
-        ("def f():\n    from simulator.io import population\n", "simulator.generators.x",
-         "simulator.io.population"),
+        (
+            "def f():\n    from simulator.io import population\n",
+            "simulator.generators.x",
+            "simulator.io.population",
+        ),
         ("from simulator import DEFAULT_SEED\n", "simulator.io.x", "simulator"),
         ("from ..io import atomic\n", "simulator.generators.x", "simulator.io.atomic"),
         ("TABLE = {'a': 'simulator.api.cli:serve'}\n", "simulator.cli", "simulator.api.cli"),
@@ -244,7 +260,8 @@ def test_no_module_is_over_500_lines_without_a_reason() -> None:
 def test_the_oversized_list_holds_only_modules_still_over_the_limit() -> None:
     modules = _modules()
     stale = [
-        m for m in sorted(OVERSIZED_IN_OTHER_HANDS)
+        m
+        for m in sorted(OVERSIZED_IN_OTHER_HANDS)
         if m not in modules or _line_count(modules[m]) <= MAX_LINES
     ]
     assert not stale, f"split or gone, remove from OVERSIZED_IN_OTHER_HANDS: {', '.join(stale)}"
@@ -253,7 +270,8 @@ def test_the_oversized_list_holds_only_modules_still_over_the_limit() -> None:
 def test_every_package_says_what_it_owns() -> None:
     """Each folder's __init__.py opens with a docstring: what the package owns, at a glance."""
     silent = [
-        m for m, p in _modules().items()
+        m
+        for m, p in _modules().items()
         if p.name == "__init__.py" and not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8")))
     ]
     assert not silent, f"no docstring in the __init__.py of {', '.join(silent)}"

@@ -128,8 +128,9 @@ def test_one_person_numbers_are_the_column_encoders_and_parse_back():
     born, recorded = dt.date(1995, 8, 7), dt.date(2012, 3, 12)
     nik = rules.nik_of(327302, born, True, 12)
     assert nik == "3273024708950012"
-    column = rules.encode_nik(np.array([327302]), np.array([born], dtype="datetime64[D]"), np.array([True]),
-                              np.array([12]))
+    column = rules.encode_nik(
+        np.array([327302]), np.array([born], dtype="datetime64[D]"), np.array([True]), np.array([12])
+    )
     assert nik == f"{int(column[0]):016d}"
     info = rules.parse_nik(nik)
     assert (info.birth_date, info.gender, info.serial) == (born, "P", 12)

@@ -32,7 +32,7 @@ def _population(directory: Path, seed: int = 1, fmt: str = "csv") -> Path:
     return directory
 
 
-def _edit_manifest(directory: Path, change) -> None:  # noqa: ANN001
+def _edit_manifest(directory: Path, change) -> None:
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text(encoding="utf-8"))
     change(manifest)
@@ -85,7 +85,7 @@ def test_a_rewrite_killed_half_way_leaves_no_readable_population(tmp_path, monke
     population = _population(tmp_path / "pop", seed=1)
     commit = atomic.AtomicFile.commit
 
-    def killed_after_residents(self):  # noqa: ANN001
+    def killed_after_residents(self):
         if self.target.name == "applicants.csv":
             raise KeyboardInterrupt  # as if killed between two renames
         commit(self)
@@ -151,8 +151,10 @@ def test_a_symlink_out_of_the_directory_is_refused(tmp_path):
 def test_a_bad_manifest_is_one_line_on_the_command_line(tmp_path, capsys):
     population = _population(tmp_path / "pop")
     _edit_manifest(population, lambda m: m.update(shard=3))
-    for args in (["seed-db", "--db", str(tmp_path / "qa.db"), "--from", str(population)],
-                 ["ktp", "--population", str(population), "--count", "2", "--out", str(tmp_path / "ktp")]):
+    for args in (
+        ["seed-db", "--db", str(tmp_path / "qa.db"), "--from", str(population)],
+        ["ktp", "--population", str(population), "--count", "2", "--out", str(tmp_path / "ktp")],
+    ):
         with pytest.raises(SystemExit) as exit_:
             main(args)
         err = capsys.readouterr().err
@@ -177,8 +179,11 @@ def test_files_get_the_usual_mode_and_passwords_stay_private(tmp_path):
 def test_one_atomic_write_helper():
     """No module renames a temporary file into place but io/atomic.py."""
     root = Path(simulator.__file__).parent
-    others = [p.relative_to(root) for p in root.rglob("*.py")
-              if p.name != "atomic.py" and re.search(r"os\.replace\(|mkstemp\(|os\.rename\(", p.read_text())]
+    others = [
+        p.relative_to(root)
+        for p in root.rglob("*.py")
+        if p.name != "atomic.py" and re.search(r"os\.replace\(|mkstemp\(|os\.rename\(", p.read_text())
+    ]
     assert others == []
 
 
@@ -204,9 +209,23 @@ def test_the_next_population_run_removes_what_a_killed_one_left(tmp_path):
     out = tmp_path / "pop"
     semaphores_before = {n for n in os.listdir("/dev/shm") if n.startswith("sem.mp-")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "simulator.cli", "population", "--size", "2000000", "--workers", "2",
-         "--chunk-rows", "20000", "--out", str(out)],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "simulator.cli",
+            "population",
+            "--size",
+            "2000000",
+            "--workers",
+            "2",
+            "--chunk-rows",
+            "20000",
+            "--out",
+            str(out),
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 120

@@ -15,7 +15,7 @@ from simulator.seed.copy_binary import encode_binary_rows
 _EPOCH = dt.datetime(2000, 1, 1)
 
 
-def _field(column: sa.Column, value) -> bytes:  # noqa: ANN001
+def _field(column: sa.Column, value) -> bytes:
     if value is None:
         return struct.pack(">i", -1)
     kind = column.type

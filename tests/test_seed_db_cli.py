@@ -115,8 +115,15 @@ def test_passwords_of_a_server_database_never_land_in_the_current_directory(tmp_
 
 
 def test_passwords_out_in_a_missing_directory_is_refused(capsys, tmp_path):
-    code, _, err = run(capsys, "--db", str(tmp_path / "qa.db"), "--size", "10",
-                       "--passwords-out", str(tmp_path / "nowhere" / "pw.csv"))
+    code, _, err = run(
+        capsys,
+        "--db",
+        str(tmp_path / "qa.db"),
+        "--size",
+        "10",
+        "--passwords-out",
+        str(tmp_path / "nowhere" / "pw.csv"),
+    )
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "qa.db").exists() and not (tmp_path / "nowhere").exists()
 

@@ -205,7 +205,7 @@ def test_shared_memory_left_by_a_killed_run_is_removed_and_a_live_runs_kept():
                 os.unlink(path)
 
 
-def _no_room(plan, k, run, slot):  # noqa: ANN001 - on the worker, in place of _generate_and_hand_over
+def _no_room(plan, k, run, slot):  # on the worker, in place of _generate_and_hand_over
     raise OSError(28, "No space left on device", "/dev/shm")
 
 

@@ -20,7 +20,7 @@ ELSEWHERE = "db.invalid"  # reserved: never resolves, so nothing leaves the mach
 def no_connections(monkeypatch):
     """Fail the test if anything opens a network connection."""
 
-    def refuse(self, address):  # noqa: ANN001
+    def refuse(self, address):
         raise AssertionError(f"a connection was opened to {address!r}")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)

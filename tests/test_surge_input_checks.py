@@ -19,7 +19,7 @@ SMOKE = load_scenario("smoke")
 
 @pytest.fixture
 def no_requests(monkeypatch):
-    def refuse(method, url, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def refuse(method, url, *args, **kwargs):
         raise AssertionError(f"the target was contacted: {method} {url}")
 
     monkeypatch.setattr(runner, "http_json", refuse)
@@ -38,8 +38,9 @@ def test_a_changed_applicants_file_is_refused_before_any_request(tmp_path, no_re
     write_population(population, 1500, 1, chunk_rows=1000)
     applicants = population / "applicants.csv"
     applicants.write_bytes(applicants.read_bytes()[:-1] + b" ")  # same size, one byte changed
-    options = SurgeOptions(scenario="smoke", out=tmp_path / "out", host="http://127.0.0.1:9",
-                           population=population)
+    options = SurgeOptions(
+        scenario="smoke", out=tmp_path / "out", host="http://127.0.0.1:9", population=population
+    )
     with pytest.raises(InvalidInputFile, match="sha256 differs"):
         run_surge(options)
 
@@ -47,8 +48,13 @@ def test_a_changed_applicants_file_is_refused_before_any_request(tmp_path, no_re
 def test_a_population_too_small_for_the_schedule_is_refused_before_any_request(tmp_path, no_requests):
     population = tmp_path / "pop"
     write_population(population, 1000, 1, chunk_rows=1000)
-    options = SurgeOptions(scenario="smoke", out=tmp_path / "out", host="http://127.0.0.1:9",
-                           population=population, skip_applicants=990)
+    options = SurgeOptions(
+        scenario="smoke",
+        out=tmp_path / "out",
+        host="http://127.0.0.1:9",
+        population=population,
+        skip_applicants=990,
+    )
     with pytest.raises(InvalidInputFile, match="make a bigger population"):
         run_surge(options)
 

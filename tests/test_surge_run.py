@@ -402,8 +402,10 @@ def test_plain_locust_refuses_a_non_loopback_host(tmp_path):
         timeout=120,
     )
     assert run.returncode == 2, run.stderr[-2000:]
-    assert "surge: error: --host (a surge is real load on a real system) would connect to " \
+    assert (
+        "surge: error: --host (a surge is real load on a real system) would connect to "
         "'registration.invalid'" in run.stderr
+    )
     assert "pass --surge-allow-remote (and have the owner's permission) if you mean it" in run.stderr
     assert not (tmp_path / "o" / "report.json").exists()
     raw = json.loads((tmp_path / "o" / "surge-raw.json").read_text(encoding="utf-8"))

@@ -39,7 +39,7 @@ def json_server(routes):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             path, _, query = self.path.partition("?")
             seen.append((path, query, dict(self.headers)))
             body = json.dumps(routes[path](query)).encode() if path in routes else b"{}"

@@ -668,7 +668,12 @@ def test_lean_server_refuses_an_oversized_body_before_reading_it_and_counts_it(l
     with server.connect() as sock:  # announced small, sent large (chunked): refused as it arrives
         sock.sendall(
             b"POST /sms/v1/send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + b"4000\r\n" + b"x" * 0x4000 + b"\r\n" + b"10\r\n" + b"y" * 16 + b"\r\n"
+            + b"4000\r\n"
+            + b"x" * 0x4000
+            + b"\r\n"
+            + b"10\r\n"
+            + b"y" * 16
+            + b"\r\n"
         )
         [(status, _, _)] = _answers(sock, 1)
         assert status == 413 and _closed(sock)
@@ -758,8 +763,11 @@ def _mail(
 @pytest.mark.parametrize(
     "raw, subject, text",
     [
-        (_mail("Verifikasi email", "Kode OTP: 700001\nBerlaku", "<b>700001</b>"), "Verifikasi email",
-         "Kode OTP: 700001 Berlaku"),
+        (
+            _mail("Verifikasi email", "Kode OTP: 700001\nBerlaku", "<b>700001</b>"),
+            "Verifikasi email",
+            "Kode OTP: 700001 Berlaku",
+        ),
         (
             _mail("Kode verifikasi — Prakerja ✓ " * 4, "Kode é 123456"),
             ("Kode verifikasi — Prakerja ✓ " * 4).strip(),
@@ -767,8 +775,12 @@ def _mail(
         ),
         (_mail("html", None, "<p>Kode &amp; OTP: <b>4321</b></p>"), "html", "Kode & OTP: 4321"),
         (_mail("attached", "kode 9999", attachment="kode 5555"), "attached", "kode 9999"),
-        (b"Subject: =?utf-8?q?Kode_OTP?=\r\nContent-Type: text/plain; charset=latin-1\r\n\r\nKode \xe9 7777",
-         "Kode OTP", "Kode é 7777"),
+        (
+            b"Subject: =?utf-8?q?Kode_OTP?=\r\nContent-Type: text/plain; charset=latin-1\r\n\r\n"
+            b"Kode \xe9 7777",
+            "Kode OTP",
+            "Kode é 7777",
+        ),
         (b"Subject: odd\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\nkode 8888", "odd", "kode 8888"),
     ],
 )

@@ -158,5 +158,8 @@ def test_surge_refuses_non_loopback_stand_ins_before_anything_runs(tmp_path):
     options = SurgeOptions(
         scenario="smoke", out=tmp_path, host="http://127.0.0.1:9", upstreams="http://up.invalid:8100"
     )
-    with pytest.raises(UnsafeTarget, match="--upstreams .* would connect to 'up.invalid' \\(from --upstreams http://up.invalid:8100\\)"):
+    with pytest.raises(
+        UnsafeTarget,
+        match="--upstreams .* would connect to 'up.invalid' \\(from --upstreams http://up.invalid:8100\\)",
+    ):
         run_surge(options, say=lambda line: None)

@@ -46,19 +46,19 @@ class AccessLogBuffer:
 class AccessLogMiddleware:
     """One JSON line per request on stderr (buffered), and the outcome count per step."""
 
-    def __init__(self, app, counter: OutcomeCounter, log: AccessLogBuffer | None):  # noqa: ANN001
+    def __init__(self, app, counter: OutcomeCounter, log: AccessLogBuffer | None):
         self.app = app
         self.counter = counter
         self.log = log
 
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
+    async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         state = scope.setdefault("state", {})
         status_holder = [500]
 
-        async def send_wrapper(message):  # noqa: ANN001
+        async def send_wrapper(message):
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
                 # Counted before the answer leaves, so a client that reads /v1/admin/stats right
@@ -87,7 +87,7 @@ class AccessLogMiddleware:
                     ).decode()
                 )
 
-    def _count(self, scope, state: dict, status: int) -> None:  # noqa: ANN001
+    def _count(self, scope, state: dict, status: int) -> None:
         if scope["path"] in UNCOUNTED_PATHS:
             return
         step = getattr(scope.get("route"), "name", None) or "unrouted"

@@ -5,7 +5,6 @@ and its routes (`add_account_routes`): ``POST /v1/accounts`` (through `signup.Si
 ``.../email/resend`` and ``POST /v1/sessions``.
 """
 
-
 import datetime as dt
 import hmac
 from typing import Annotated
@@ -32,7 +31,7 @@ from simulator.rules.reasons import Reason
 AccountIdPath = Annotated[str, Path(min_length=1, max_length=36, pattern=r"^[\x21-\x7e]+$")]
 
 
-def account_row(conn: Connection, account_id: str):  # noqa: ANN201 - a Row
+def account_row(conn: Connection, account_id: str):  # a Row
     """The ``accounts`` row of ``account_id``, or NOT_FOUND."""
     row = conn.execute(select(t.accounts).where(t.accounts.c.id == account_id)).one_or_none()
     if row is None:
@@ -98,7 +97,7 @@ class AccountStore:
 
         return self.store.write(work)
 
-    def login_row(self, email: str):  # noqa: ANN201 - a Row or None
+    def login_row(self, email: str):  # a Row or None
         with self.engine.connect() as conn:
             return conn.execute(
                 select(t.accounts.c.id, t.accounts.c.password_hash, t.accounts.c.email_verified_at).where(
@@ -147,7 +146,8 @@ def add_account_routes(router: APIRouter, accounts: AccountStore, signups: Signu
     dummy_hash = hash_password("not-a-password", settings.password_cost)
 
     @router.post(
-        "/v1/accounts", tags=["accounts"],
+        "/v1/accounts",
+        tags=["accounts"],
         name="create_account",
         status_code=201,
         responses={201: {"model": m.AccountOut}},
@@ -161,7 +161,8 @@ def add_account_routes(router: APIRouter, accounts: AccountStore, signups: Signu
         )
 
     @router.post(
-        "/v1/accounts/{account_id}/email/verify", tags=["accounts"],
+        "/v1/accounts/{account_id}/email/verify",
+        tags=["accounts"],
         name="verify_email",
         responses={200: {"model": m.EmailVerified}},
         dependencies=[auth.anonymous],
@@ -170,7 +171,8 @@ def add_account_routes(router: APIRouter, accounts: AccountStore, signups: Signu
         return reply_response(await run_in_threadpool(accounts.verify_email, account_id, body.code))
 
     @router.post(
-        "/v1/accounts/{account_id}/email/resend", tags=["accounts"],
+        "/v1/accounts/{account_id}/email/resend",
+        tags=["accounts"],
         name="resend_email",
         status_code=202,
         responses={202: {"model": m.Resent}, 200: {"model": m.Resent}},
@@ -217,4 +219,3 @@ def add_account_routes(router: APIRouter, accounts: AccountStore, signups: Signu
             },
             status_code=201,
         )
-

@@ -20,7 +20,7 @@ from simulator.rules.reasons import Reason
 
 
 def add_admin_routes(
-    router: APIRouter, waves: WaveStore, token: AdminToken, stats: StatsSnapshot, idempotent  # noqa: ANN001
+    router: APIRouter, waves: WaveStore, token: AdminToken, stats: StatsSnapshot, idempotent
 ) -> None:
     """The ``/v1/admin`` routes; each needs ``X-Admin-Token`` (401 ADMIN_UNAUTHORIZED without it)."""
     header = APIKeyHeader(
@@ -40,7 +40,6 @@ def add_admin_routes(
         return "admin"
 
     admin = {"tags": ["admin"], "dependencies": [Depends(require_admin)]}
-
 
     @router.post(
         "/v1/admin/waves", name="open_wave", status_code=201, responses={201: {"model": m.WaveOut}}, **admin
@@ -75,4 +74,3 @@ def add_admin_routes(
         ] = STATS_MAX_AGE_S,
     ):
         return JsonResponse(await run_in_threadpool(stats.get, max_age_s))
-

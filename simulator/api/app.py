@@ -98,10 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth = Auth(TokenSigner(store.token_secret(), settings.token_ttl_s), idempotent)
     admin_token = AdminToken(settings.admin_token or new_admin_token())  # none given: nobody is admin
 
-    async def background(kind: str, work, *args) -> None:  # noqa: ANN001
+    async def background(kind: str, work, *args) -> None:
         try:
             await run_in_threadpool(work, *args)
-        except Exception as err:  # noqa: BLE001 - nobody waits for it: recorded, logged, shown in /healthz
+        except Exception as err:  # nobody waits for it: recorded, logged, shown in /healthz
             faults.failed(kind, err)
         else:
             faults.succeeded(kind)

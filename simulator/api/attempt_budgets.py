@@ -62,7 +62,7 @@ def forget_before(conn: Connection, before: dt.datetime) -> int:
     return conn.execute(delete(t.attempt_budgets).where(t.attempt_budgets.c.window_start < before)).rowcount
 
 
-def _savepoint(conn: Connection):  # noqa: ANN202 - a context manager
+def _savepoint(conn: Connection):  # a context manager
     # PostgreSQL aborts the whole transaction on a failed INSERT unless it runs in a savepoint.
     import contextlib
 

@@ -5,7 +5,6 @@ dependencies authenticate a request and then claim its ``Idempotency-Key`` for t
 (simulator/api/idempotency.py), so a replay never answers before a 401.
 """
 
-
 import base64
 import hashlib
 import hmac
@@ -47,7 +46,7 @@ class TokenSigner:
 class Auth:
     """The route dependencies: ``Annotated[str, auth.account]`` (an applicant) and ``auth.anonymous``."""
 
-    def __init__(self, signer: TokenSigner, idempotent):  # noqa: ANN001 - idempotency_dependency(...)
+    def __init__(self, signer: TokenSigner, idempotent):  # idempotency_dependency(...)
         self.signer = signer
         bearer = HTTPBearer(auto_error=False, description="token from POST /v1/sessions")
 

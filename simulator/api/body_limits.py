@@ -45,7 +45,7 @@ class BodyLimitMiddleware:
     def __init__(self, app: Any):
         self.app = app
 
-    async def __call__(self, scope, receive, send):  # noqa: ANN001 - ASGI
+    async def __call__(self, scope, receive, send):  # ASGI
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             return await self.app(scope, receive, send)  # no route reads a GET's body
         limit = limit_of(scope["path"])
@@ -73,7 +73,7 @@ class BodyLimitMiddleware:
         await self.app(scope, replaying([body], receive), send)
 
 
-async def read_body(scope, receive) -> bytes | None:  # noqa: ANN001 - ASGI
+async def read_body(scope, receive) -> bytes | None:  # ASGI
     """The whole body of this request, read once by `BodyLimitMiddleware` (None: the client left).
 
     Middleware behind it (idempotency, the lean sign-up path) take it from the scope, then hand
@@ -93,7 +93,7 @@ async def read_body(scope, receive) -> bytes | None:  # noqa: ANN001 - ASGI
     return body
 
 
-def replaying(chunks: list[bytes], receive, more: bool = False):  # noqa: ANN001, ANN202
+def replaying(chunks: list[bytes], receive, more: bool = False):
     """An ASGI receive that hands back the body chunks already read, then reads on."""
     pending = list(chunks)
 
@@ -106,7 +106,7 @@ def replaying(chunks: list[bytes], receive, more: bool = False):  # noqa: ANN001
     return replay
 
 
-async def _refuse(send, scope, limit: int) -> None:  # noqa: ANN001
+async def _refuse(send, scope, limit: int) -> None:
     if limit == MAX_UPLOAD_BODY:
         reason = Reason.FILE_TOO_LARGE
         message = f"the file is larger than {MAX_UPLOAD_BYTES // 1048576} MB"

@@ -18,7 +18,7 @@ from simulator.net import check_database, is_loopback
 
 
 def _delay(option: str):
-    def convert(_ctx, _param, value):  # noqa: ANN001, ANN202
+    def convert(_ctx, _param, value):
         return Delay.parse(value, option) if value is not None else Delay()
 
     return convert
@@ -125,14 +125,14 @@ def prefork(host: str, port: int, workers: int, settings: Settings) -> None:
                     app_module.create_app_from_env(), host=host, port=port, **uvicorn_options(settings)
                 )
                 uvicorn.Server(config).run(sockets=[sock])
-            except BaseException:  # noqa: BLE001 - the worker must never return into the supervisor's code
+            except BaseException:  # the worker must never return into the supervisor's code
                 traceback.print_exc()
                 code = 1
             finally:
                 os._exit(code)
         children[pid] = time.monotonic()
 
-    def stop(_signum, _frame) -> None:  # noqa: ANN001
+    def stop(_signum, _frame) -> None:
         nonlocal stopping
         stopping = True
         for pid in list(children):
@@ -243,8 +243,12 @@ def prefork(host: str, port: int, workers: int, settings: Settings) -> None:
     help="Seconds before a new OTP may be requested.",
 )
 @click.option("--fault-seed", type=int, default=None, help="Seed of the fault draws (latency, errors, loss).")
-@click.option("--registry-url", metavar="URL", help="Check identities against this registry service "
-              "(e.g. prakerja-sim upstreams: http://127.0.0.1:8100/registry/v1/check) instead of --registry.")
+@click.option(
+    "--registry-url",
+    metavar="URL",
+    help="Check identities against this registry service "
+    "(e.g. prakerja-sim upstreams: http://127.0.0.1:8100/registry/v1/check) instead of --registry.",
+)
 @click.option("--sms-url", metavar="URL", help="Send SMS OTPs to this gateway (.../sms/v1/send).")
 @click.option("--smtp", metavar="HOST:PORT", help="Send email OTPs through this SMTP server.")
 @click.option("--allow-remote-upstreams", is_flag=True, help="Allow non-loopback upstream URLs.")
@@ -326,7 +330,7 @@ def serve(
     sms_url=None,
     smtp=None,
     allow_remote_upstreams=False,
-) -> None:  # noqa: ANN001
+) -> None:
     """Run the reference registration API (the embedded default target)."""
     from simulator.upstreams.client import check_smtp, check_upstream_url
 

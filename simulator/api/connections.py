@@ -49,7 +49,7 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
         _deadline_at: float | None = None
         _waiting_for = ("", 0.0)  # what is awaited, and for how long (worded only if it never comes)
 
-        def connection_made(self, transport) -> None:  # noqa: ANN001
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
             if len(self.connections) > max_connections:
                 transport.write(busy)
@@ -91,7 +91,7 @@ def guarded_protocol(header_timeout_s: float, body_timeout_s: float, max_connect
                 cycle.message_event.set()
             self.transport.close()
 
-    def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:  # noqa: ANN001
+    def _sweep(loop: asyncio.AbstractEventLoop, connections: set) -> None:
         now = loop.time()
         for connection in [c for c in connections if (getattr(c, "_deadline_at", None) or now + 1) <= now]:
             connection.too_slow()

@@ -90,4 +90,3 @@ def add_service_routes(router: APIRouter, faults: BackgroundFaults, database: st
     async def hello():
         # The bare-stack baseline of benchmarks/bench_api.py: routing + JSON, no database.
         return JsonResponse(b'{"hello":"world"}')
-

@@ -106,7 +106,7 @@ class IdempotencyRecords:
         return status, payload
 
 
-def _replay_of(stored, scope: IdempotencyScope) -> tuple[int, bytes]:  # noqa: ANN001 - a row
+def _replay_of(stored, scope: IdempotencyScope) -> tuple[int, bytes]:  # a row
     if stored.fingerprint != scope.fingerprint():
         return 409, orjson.dumps(
             error_body(
@@ -125,11 +125,11 @@ class IdempotencyMiddleware:
     claimed (401, 404, 405, 413, ...) stores nothing.
     """
 
-    def __init__(self, app, records: IdempotencyRecords):  # noqa: ANN001
+    def __init__(self, app, records: IdempotencyRecords):
         self.app = app
         self.records = records
 
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
+    async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
             return await self.app(scope, receive, send)
         raw_key = None
@@ -162,7 +162,7 @@ class IdempotencyMiddleware:
         start: dict[str, Any] = {}
         body_parts: list[bytes] = []
 
-        async def capture(message):  # noqa: ANN001
+        async def capture(message):
             if message["type"] == "http.response.start":
                 start.update(message)
             elif message["type"] == "http.response.body":
@@ -185,7 +185,7 @@ class IdempotencyMiddleware:
         await send({"type": "http.response.body", "body": answer})
 
 
-def idempotency_dependency(records: IdempotencyRecords):  # noqa: ANN201 - an async callable
+def idempotency_dependency(records: IdempotencyRecords):  # an async callable
     """``await idempotent(request, caller)``: claim the request's key for this caller and route.
 
     Called by the authentication dependencies once they know the caller (an account id,

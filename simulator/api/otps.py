@@ -5,7 +5,6 @@ Owns `OtpStore` (table ``otps`` and the OTP budgets in ``attempt_budgets``) and 
 conditional UPDATEs in a transaction of its own, the right code is consumed only while attempts are left.
 """
 
-
 import datetime as dt
 import hmac
 import random
@@ -223,4 +222,3 @@ def add_sandbox_routes(router: APIRouter, otps: OtpStore, sandbox: bool) -> None
         address = to.strip()
         address = normalize_email(address) if "@" in address else (normalize_phone(address) or address)
         return JsonResponse({"messages": await run_in_threadpool(otps.outbox, address)})
-

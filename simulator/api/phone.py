@@ -5,7 +5,6 @@ phone routes (``POST /v1/me/phone``, ``POST /v1/me/phone/verify``). The number's
 simulator/rules/phone.py. An unverified claim holds a number only while its latest code is valid.
 """
 
-
 import datetime as dt
 from typing import Annotated
 
@@ -99,7 +98,8 @@ def add_phone_routes(router: APIRouter, phones: PhoneStore, progress: ProgressSt
     Account = Annotated[str, auth.account]
 
     @router.post(
-        "/v1/me/phone", tags=["applicant"],
+        "/v1/me/phone",
+        tags=["applicant"],
         name="phone",
         status_code=202,
         responses={202: {"model": m.PhoneOut}, 200: {"model": m.PhoneOut}},
@@ -116,4 +116,3 @@ def add_phone_routes(router: APIRouter, phones: PhoneStore, progress: ProgressSt
     )
     async def verify_phone(body: m.OtpCode, account_id: Account):
         return reply_response(await run_in_threadpool(phones.verify_phone, account_id, body.code))
-

@@ -6,7 +6,6 @@ and the applicant routes (`add_applicant_routes`): ``GET /v1/me``, ``PUT /v1/me/
 registry match, eligibility, the test's scoring); the phone and KTP steps are `phone` and `uploads`.
 """
 
-
 import datetime as dt
 from typing import Annotated, Any
 
@@ -125,7 +124,7 @@ class ProgressStore:
 
     # --- identity against the registry ----------------------------------------------------------
 
-    def resident(self, nik: str):  # noqa: ANN201 - a Row or None
+    def resident(self, nik: str):  # a Row or None
         with self.engine.connect() as conn:
             return conn.execute(select(t.residents).where(t.residents.c.nik == nik)).one_or_none()
 
@@ -223,7 +222,7 @@ class ProgressStore:
 
 
 def add_applicant_routes(
-    router: APIRouter, progress: ProgressStore, auth: Auth, registry: RegistryLink, upstream_registry  # noqa: ANN001
+    router: APIRouter, progress: ProgressStore, auth: Auth, registry: RegistryLink, upstream_registry
 ) -> None:
     """``/v1/me`` and the identity, profile and test steps (each needs a bearer token)."""
     settings = progress.store.settings
@@ -255,7 +254,9 @@ def add_applicant_routes(
         if refusal is not None:
             raise ApiError(*refusal)
         kk_recipients = await run_in_threadpool(progress.kk_recipients, resident.kk, resident.nik) + getattr(
-            resident, "kk_recipients", 0  # the upstream registry's count of the family card's recipients
+            resident,
+            "kk_recipients",
+            0,  # the upstream registry's count of the family card's recipients
         )
         ineligible = resident_eligibility(
             resident._mapping, kk_recipients=kk_recipients, on=settings.reference_date
@@ -282,4 +283,3 @@ def add_applicant_routes(
         return reply_response(
             await run_in_threadpool(progress.save_test, account_id, answers, scoring.score(answers))
         )
-

@@ -92,7 +92,7 @@ def _rows(batch: pa.Table, path: Path) -> list[dict[str, Any]]:
     return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-def load_residents(engine: Engine, population_dir: str | Path, progress=None) -> int:  # noqa: ANN001
+def load_residents(engine: Engine, population_dir: str | Path, progress=None) -> int:
     """Replace the registry with the ``residents`` table of a population directory; returns rows loaded."""
     from simulator.io.reader import read_table  # the population generator's reader
 

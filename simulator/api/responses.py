@@ -60,7 +60,7 @@ def reply_response(reply: Reply) -> Response:
     return JsonResponse(reply.body, status_code=reply.status, headers=reply.headers or None)
 
 
-async def send_json(send, status: int, body: bytes, headers: dict[str, str] | None) -> None:  # noqa: ANN001
+async def send_json(send, status: int, body: bytes, headers: dict[str, str] | None) -> None:
     raw = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
     if headers:
         raw += [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in headers.items()]

@@ -60,7 +60,7 @@ def check_signup(email: str, password: str, confirmation: str | None) -> str:
 # --- storage: one interface, the engine's fast path chosen once ----------------------------------
 
 
-def _account_reply(account_id: str, name: str, email: str, now) -> Reply:  # noqa: ANN001 - a datetime
+def _account_reply(account_id: str, name: str, email: str, now) -> Reply:  # a datetime
     return Reply(
         201,
         {
@@ -231,7 +231,7 @@ class SignupBatcher:
     latency. Each request is answered only after its batch has committed.
     """
 
-    def __init__(self, create_batch):  # noqa: ANN001 - Signups.create_batch
+    def __init__(self, create_batch):  # Signups.create_batch
         self.create_batch = create_batch
         self.pending: list[tuple[Signup, asyncio.Future]] = []
         self.running = False
@@ -343,12 +343,12 @@ class LeanSignupMiddleware:
     the outcome counts name it as usual.
     """
 
-    def __init__(self, app, signups: Signups, route: Any):  # noqa: ANN001
+    def __init__(self, app, signups: Signups, route: Any):
         self.app = app
         self.signups = signups
         self.route = route
 
-    async def __call__(self, scope, receive, send):  # noqa: ANN001
+    async def __call__(self, scope, receive, send):
         if (
             scope["type"] != "http"
             or scope["path"] != "/v1/accounts"

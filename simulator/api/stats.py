@@ -128,7 +128,7 @@ class StatsStore:
 class OutcomeCounter:
     """Answers per (step, outcome) in this process, added to the database about once a second."""
 
-    def __init__(self, stats):  # noqa: ANN001 - anything with flush_outcomes(worker, counts)
+    def __init__(self, stats):  # anything with flush_outcomes(worker, counts)
         self.store = stats
         self.worker = worker_name()
         self.counts: Counter[tuple[str, str]] = Counter()
@@ -184,7 +184,7 @@ class StatsSnapshot:
                 try:
                     self.flush()  # this process's outcome counts, so the answer includes them
                     self.faults.succeeded("outcome flush")
-                except Exception as err:  # noqa: BLE001 - counted next time; the stats still answer
+                except Exception as err:  # counted next time; the stats still answer
                     self.faults.failed("outcome flush", err)
                 self._body, self._taken_at = self.store.stats(), started
             body, taken_at = self._body, self._taken_at

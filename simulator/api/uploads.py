@@ -5,7 +5,6 @@ body streamed through python-multipart's parser, stopped at the size limit) and 
 upload rules themselves are simulator/rules/upload.py; this module only feeds them, a few at a time.
 """
 
-
 import asyncio
 import hashlib
 from collections.abc import Callable
@@ -157,7 +156,8 @@ def add_upload_routes(
     Account = Annotated[str, auth.account]
 
     @router.post(
-        "/v1/me/ktp", tags=["applicant"],
+        "/v1/me/ktp",
+        tags=["applicant"],
         name="ktp",
         status_code=201,
         responses={201: {"model": m.KtpOut}},
@@ -199,4 +199,3 @@ def add_upload_routes(
         if reply.status >= 400:
             reply.body.pop("upload_id", None)
         return reply_response(reply)
-

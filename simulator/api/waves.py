@@ -248,4 +248,3 @@ def add_wave_routes(router: APIRouter, waves: WaveStore, progress: ProgressStore
     @router.get("/v1/waves/{wave}", tags=["waves"], name="wave_status", response_model=m.WaveOut)
     async def wave_status(wave: WaveNumber):
         return await run_in_threadpool(waves.wave_status, wave)
-

@@ -105,7 +105,7 @@ def checkpoint(engine: Engine) -> None:
 
 def _tune_sqlite(engine: Engine, autocheckpoint: bool = True) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # noqa: ANN001 - DBAPI hook
+    def _on_connect(dbapi_connection, _record):  # DBAPI hook
         # Let SQLAlchemy's "begin" event below decide BEGIN vs BEGIN IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -190,7 +190,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
-def run_write(engine: Engine, work, attempts: int = 4):  # noqa: ANN001, ANN201 - generic callable
+def run_write(engine: Engine, work, attempts: int = 4):  # generic callable
     """Run ``work(conn)`` in a write transaction, retrying deadlocks a few times."""
     for attempt in range(attempts):
         try:
@@ -211,7 +211,7 @@ class PreparedStatement:
     through the column types' bind processors, so stored values are what SQLAlchemy would store.
     """
 
-    def __init__(self, engine: Engine, statement):  # noqa: ANN001 - any Core executable
+    def __init__(self, engine: Engine, statement):  # any Core executable
         compiled = statement.compile(dialect=engine.dialect)
         self.sql = str(compiled)
         self.names = list(compiled.binds)
@@ -233,7 +233,7 @@ class PreparedStatement:
             return tuple(processed[name] for name in self.positions)
         return processed
 
-    def execute(self, conn: Connection, values: dict):  # noqa: ANN201 - a CursorResult
+    def execute(self, conn: Connection, values: dict):  # a CursorResult
         return conn.exec_driver_sql(self.sql, self.params(values))
 
 

@@ -431,5 +431,3 @@ def _error_figure(rows: list[dict[str, Any]]) -> str:
     handles.append(Patch(color="#e8f2e8", label="within +/-10%"))
     ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=True, framealpha=0.9)
     return report.figure_svg(fig)
-
-

@@ -52,9 +52,7 @@ _NAMED = {
 @click.option(
     "--runs", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Monte Carlo runs."
 )
-@click.option(
-    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
-)
+@click.option("--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed.")
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -183,9 +181,7 @@ def _toml(value: object) -> str:
 @click.option(
     "--runs", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Monte Carlo runs."
 )
-@click.option(
-    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
-)
+@click.option("--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed.")
 @click.option(
     "--season",
     "season_file",
@@ -226,9 +222,7 @@ def backtest(runs: int, seed: int, season_file: Path | None, out_dir: Path | Non
 @click.option(
     "--runs", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Monte Carlo runs."
 )
-@click.option(
-    "--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed."
-)
+@click.option("--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True, help="Random seed.")
 @click.option(
     "--out",
     "out_dir",

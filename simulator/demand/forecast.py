@@ -335,5 +335,3 @@ def terminal_table(summary: dict[str, Any]) -> str:
         f"{report.rupiah(budget['expected_spend_idr']['p50'])} (P50)"
     )
     return "\n".join(lines)
-
-

@@ -67,7 +67,7 @@ def _shares(z: np.ndarray) -> tuple[float, float, float]:
     return float(crowd), float(baseline), float(decay)
 
 
-def _nelder_mead(f, x0: np.ndarray, steps: np.ndarray, iterations: int = 2000) -> np.ndarray:  # noqa: ANN001
+def _nelder_mead(f, x0: np.ndarray, steps: np.ndarray, iterations: int = 2000) -> np.ndarray:
     simplex = [x0] + [x0 + np.eye(len(x0))[i] * steps[i] for i in range(len(x0))]
     values = [f(x) for x in simplex]
     for _ in range(iterations):

@@ -39,8 +39,25 @@ def _contact_keys(seed: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return contact.feistel_keys(rng), contact.feistel_keys(rng)
 
 
-def applicant_table(rng, plan, gidx, residents, person_names, defect, is_defect, dup_targets, nik_int, kk_int,
-                hh_kk_int, household, birth_day, female, province, village, is_recipient) -> pa.Table:
+def applicant_table(
+    rng,
+    plan,
+    gidx,
+    residents,
+    person_names,
+    defect,
+    is_defect,
+    dup_targets,
+    nik_int,
+    kk_int,
+    hh_kk_int,
+    household,
+    birth_day,
+    female,
+    province,
+    village,
+    is_recipient,
+) -> pa.Table:
     """What each person types into the form, with the label the system should give it."""
     opts = plan.options
     regions = region_tables()
@@ -63,17 +80,24 @@ def applicant_table(rng, plan, gidx, residents, person_names, defect, is_defect,
         kind = rng.integers(0, 4, len(malformed))
         parts = nik_rules.decode_nik_columns(typed_nik[malformed])
         bad_day = np.where(rng.random(len(malformed)) < 0.5, 0, 35 + 40 * female[malformed])
-        with_bad_day = (parts["district_prefix"] * 10**10 + bad_day * 10**8 + parts["month"] * 10**6
-                        + parts["yy"] * 10**4 + parts["serial"])
-        with_bad_month = (typed_nik[malformed] // 10**8 * 10**8 + 13 * 10**6 + parts["yy"] * 10**4
-                          + parts["serial"])
+        with_bad_day = (
+            parts["district_prefix"] * 10**10
+            + bad_day * 10**8
+            + parts["month"] * 10**6
+            + parts["yy"] * 10**4
+            + parts["serial"]
+        )
+        with_bad_month = (
+            typed_nik[malformed] // 10**8 * 10**8 + 13 * 10**6 + parts["yy"] * 10**4 + parts["serial"]
+        )
         unknown_region = parts["district_prefix"] // 10_000 * 10_000 + parts["district_prefix"] % 100
         with_unknown = unknown_region * 10**10 + typed_nik[malformed] % 10**10
         as_int = np.select([kind == 1, kind == 2], [with_bad_day, with_bad_month], default=with_unknown)
         text = digits(as_int, 16)
         short = kind == 0
-        text = pc.if_else(pa.array(short & (rng.random(len(malformed)) < 0.5)),
-                          pc.utf8_slice_codeunits(text, 0, 15), text)
+        text = pc.if_else(
+            pa.array(short & (rng.random(len(malformed)) < 0.5)), pc.utf8_slice_codeunits(text, 0, 15), text
+        )
         lengthen = short & (pc.utf8_length(text).to_numpy(zero_copy_only=False) == 16)
         extra_digit = digits(rng.integers(0, 10, len(malformed)), 1)
         text = pc.if_else(pa.array(lengthen), join([text, extra_digit]), text)
@@ -98,9 +122,16 @@ def applicant_table(rng, plan, gidx, residents, person_names, defect, is_defect,
     # Made from the name of whoever registers (a re-registration is the original person again);
     # the digit tail comes from the row's own index, so the new account's email is still unique.
     given_word = person_names.given_word[identity_src]
-    emails = contact.draw_emails(rng, gidx, plan.size, email_keys, given_word,
-                                 person_names.family_word[identity_src], person_names.email_forms,
-                                 typo=is_defect["email_typo_domain"])
+    emails = contact.draw_emails(
+        rng,
+        gidx,
+        plan.size,
+        email_keys,
+        given_word,
+        person_names.family_word[identity_src],
+        person_names.email_forms,
+        typo=is_defect["email_typo_domain"],
+    )
     rows, src = dup_targets["duplicate_email"]
     if len(rows):
         emails = _scatter(emails, rows, pc.take(emails, pa.array(src)))
@@ -126,23 +157,32 @@ def applicant_table(rng, plan, gidx, residents, person_names, defect, is_defect,
     # Labels: identity defects by their reason; eligibility from the rules, on the registry's facts.
     kk_recipients = eligibility.kk_recipient_counts(kk_int, is_recipient)
     elig = eligibility.eligibility_reasons(
-        birth_day.astype("datetime64[D]"), residents["occupation"],
-        is_recipient, residents["receives_other_aid"].to_numpy(zero_copy_only=False), kk_recipients,
-        opts.reference_date)
+        birth_day.astype("datetime64[D]"),
+        residents["occupation"],
+        is_recipient,
+        residents["receives_other_aid"].to_numpy(zero_copy_only=False),
+        kk_recipients,
+        opts.reference_date,
+    )
     reasons = np.array([DEFECT_REASONS[name].value for name in DEFECT_NAMES] + [ACCEPT], dtype=object)
     label_index = np.where(defect >= 0, defect, len(DEFECT_NAMES))
     expected = reasons[label_index]
-    eligibility_defect = np.isin(label_index, np.flatnonzero(np.isin(reasons, [
-        r.value for r in eligibility.ELIGIBILITY_ORDER])))  # on the small label table, not per row
+    eligibility_defect = np.isin(
+        label_index, np.flatnonzero(np.isin(reasons, [r.value for r in eligibility.ELIGIBILITY_ORDER]))
+    )  # on the small label table, not per row
     elig_typed = elig[identity_src]
-    if not np.array_equal(expected[eligibility_defect], elig_typed[eligibility_defect]) or (
-            elig_typed[defect < 0] != "").any():
+    if (
+        not np.array_equal(expected[eligibility_defect], elig_typed[eligibility_defect])
+        or (elig_typed[defect < 0] != "").any()
+    ):
         raise AssertionError("generated facts disagree with the eligibility rules")
 
     f = opts.funnel
     # Step j is taken if every step up to j is: a running AND, one step (a contiguous row) at a time.
-    steps = (rng.random((n, 5)) < np.array(
-        [f.email_verified, f.identity_submitted, f.phone_verified, f.test_finished, f.joins_wave])).T.copy()
+    steps = (
+        rng.random((n, 5))
+        < np.array([f.email_verified, f.identity_submitted, f.phone_verified, f.test_finished, f.joins_wave])
+    ).T.copy()
     for j in range(1, 5):
         steps[j] &= steps[j - 1]
     steps = steps.T
@@ -154,34 +194,57 @@ def applicant_table(rng, plan, gidx, residents, person_names, defect, is_defect,
         values = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         return pc.take(values, pa.array(identity_src)) if copies else values
 
-    return pa.table({
-        "applicant_id": pa.array(gidx + 1),
-        "nik": nik_col, "kk": kk_col, "full_name": names.title_case(typed_or("full_name")),
-        "gender": typed_or("gender"), "birth_place": typed_or("birth_place"),
-        "birth_date": pa.array(typed_birth.astype("datetime64[D]"), type=pa.date32()),
-        "email": emails, "phone": phones, "password": passwords,
-        **{c: typed_or(c) for c in ("address", "rt_rw", "village", "district", "regency", "province",
-                                    "postal_code", "province_code", "regency_code", "district_code",
-                                    "village_code")},
-        "domicile_differs": pa.array(away),
-        "domicile_province_code": region_lookup("province_codes", dom_province),
-        "domicile_regency_code": region_lookup("regency_codes", dom_regency),
-        "domicile_district_code": region_lookup("district_codes", dom_district),
-        "domicile_village_code": take(arrow["village_codes"], dom_village),
-        "domicile_province": region_lookup("province_names", dom_province),
-        "domicile_regency": region_lookup("regency_names", dom_regency),
-        "domicile_district": region_lookup("district_names", dom_district),
-        "domicile_village": take(arrow["village_names"], dom_village),
-        "education": lookup(tuple(EDUCATION), choice(rng, n, EDUCATION)),
-        "employment_status": lookup(tuple(EMPLOYMENT), choice(rng, n, EMPLOYMENT)),
-        "expected_outcome": lookup(tuple(reasons), label_index),
-        "defect": lookup((*DEFECT_NAMES, ""), label_index),
-        "fate_email_verified": pa.array(steps[:, 0]), "fate_identity_submitted": pa.array(steps[:, 1]),
-        "fate_phone_verified": pa.array(steps[:, 2]), "fate_test_finished": pa.array(steps[:, 3]),
-        "fate_joins_wave": pa.array(steps[:, 4]),
-        "fate_drop_step": lookup((*DROP_STEPS, ""), drop),
-        "fate_retries": pa.array(retries, type=pa.int8()),
-    }, schema=ENCODED_SCHEMAS["applicants"])
+    return pa.table(
+        {
+            "applicant_id": pa.array(gidx + 1),
+            "nik": nik_col,
+            "kk": kk_col,
+            "full_name": names.title_case(typed_or("full_name")),
+            "gender": typed_or("gender"),
+            "birth_place": typed_or("birth_place"),
+            "birth_date": pa.array(typed_birth.astype("datetime64[D]"), type=pa.date32()),
+            "email": emails,
+            "phone": phones,
+            "password": passwords,
+            **{
+                c: typed_or(c)
+                for c in (
+                    "address",
+                    "rt_rw",
+                    "village",
+                    "district",
+                    "regency",
+                    "province",
+                    "postal_code",
+                    "province_code",
+                    "regency_code",
+                    "district_code",
+                    "village_code",
+                )
+            },
+            "domicile_differs": pa.array(away),
+            "domicile_province_code": region_lookup("province_codes", dom_province),
+            "domicile_regency_code": region_lookup("regency_codes", dom_regency),
+            "domicile_district_code": region_lookup("district_codes", dom_district),
+            "domicile_village_code": take(arrow["village_codes"], dom_village),
+            "domicile_province": region_lookup("province_names", dom_province),
+            "domicile_regency": region_lookup("regency_names", dom_regency),
+            "domicile_district": region_lookup("district_names", dom_district),
+            "domicile_village": take(arrow["village_names"], dom_village),
+            "education": lookup(tuple(EDUCATION), choice(rng, n, EDUCATION)),
+            "employment_status": lookup(tuple(EMPLOYMENT), choice(rng, n, EMPLOYMENT)),
+            "expected_outcome": lookup(tuple(reasons), label_index),
+            "defect": lookup((*DEFECT_NAMES, ""), label_index),
+            "fate_email_verified": pa.array(steps[:, 0]),
+            "fate_identity_submitted": pa.array(steps[:, 1]),
+            "fate_phone_verified": pa.array(steps[:, 2]),
+            "fate_test_finished": pa.array(steps[:, 3]),
+            "fate_joins_wave": pa.array(steps[:, 4]),
+            "fate_drop_step": lookup((*DROP_STEPS, ""), drop),
+            "fate_retries": pa.array(retries, type=pa.int8()),
+        },
+        schema=ENCODED_SCHEMAS["applicants"],
+    )
 
 
 def _scatter(column: pa.Array, rows: np.ndarray, values: pa.Array) -> pa.Array:

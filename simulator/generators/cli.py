@@ -22,31 +22,88 @@ from simulator.rules.nik import NikError, parse_nik
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--size", type=click.IntRange(1), default=10_000, show_default=True,
-              help="Number of people (residents; one applicant each).")
-@click.option("--seed", type=click.IntRange(0), default=DEFAULT_SEED, show_default=True,
-              help="Same seed and size: the same files, byte for byte.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="population", show_default=True,
-              help="Directory for residents.*, applicants.* and manifest.json.")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default="csv",
-              show_default=True)
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Processes generating chunks in parallel (output does not depend on it).")
-@click.option("--shard", default="0/1", show_default=True, metavar="I/N",
-              help="Write only shard I of N; shards 0..N-1 together are the whole population.")
-@click.option("--defects", default="realistic", show_default=True, metavar="PROFILE|RATE-LIST",
-              help=f"Profile ({', '.join(PROFILES)}) or NAME=RATE,... optionally after PROFILE+. "
-                   f"Names: {', '.join(DEFECT_NAMES)}.")
-@click.option("--province", default=None, metavar="CODE|NAME",
-              help="Only people whose KTP is in this province (e.g. 32 or 'Jawa Barat').")
-@click.option("--chunk-rows", type=click.IntRange(1000), default=DEFAULT_CHUNK_ROWS, show_default=True,
-              help="Rows per chunk (memory per worker); part of what the seed reproduces.")
-@click.option("--domicile-elsewhere", "domicile_elsewhere_share", type=click.FloatRange(0, 1), default=0.15,
-              show_default=True, help="Share of applicants living away from their KTP address.")
+@click.option(
+    "--size",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Number of people (residents; one applicant each).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=DEFAULT_SEED,
+    show_default=True,
+    help="Same seed and size: the same files, byte for byte.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="population",
+    show_default=True,
+    help="Directory for residents.*, applicants.* and manifest.json.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default="csv", show_default=True
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Processes generating chunks in parallel (output does not depend on it).",
+)
+@click.option(
+    "--shard",
+    default="0/1",
+    show_default=True,
+    metavar="I/N",
+    help="Write only shard I of N; shards 0..N-1 together are the whole population.",
+)
+@click.option(
+    "--defects",
+    default="realistic",
+    show_default=True,
+    metavar="PROFILE|RATE-LIST",
+    help=f"Profile ({', '.join(PROFILES)}) or NAME=RATE,... optionally after PROFILE+. "
+    f"Names: {', '.join(DEFECT_NAMES)}.",
+)
+@click.option(
+    "--province",
+    default=None,
+    metavar="CODE|NAME",
+    help="Only people whose KTP is in this province (e.g. 32 or 'Jawa Barat').",
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(1000),
+    default=DEFAULT_CHUNK_ROWS,
+    show_default=True,
+    help="Rows per chunk (memory per worker); part of what the seed reproduces.",
+)
+@click.option(
+    "--domicile-elsewhere",
+    "domicile_elsewhere_share",
+    type=click.FloatRange(0, 1),
+    default=0.15,
+    show_default=True,
+    help="Share of applicants living away from their KTP address.",
+)
 @click.option("--female-share", type=click.FloatRange(0, 1), default=0.47, show_default=True)
-def population(size: int, seed: int, out_dir: str, fmt: str, workers: int, shard: str, defects: str,
-               province: str | None, chunk_rows: int, domicile_elsewhere_share: float,
-               female_share: float) -> None:
+def population(
+    size: int,
+    seed: int,
+    out_dir: str,
+    fmt: str,
+    workers: int,
+    shard: str,
+    defects: str,
+    province: str | None,
+    chunk_rows: int,
+    domicile_elsewhere_share: float,
+    female_share: float,
+) -> None:
     """Generate residents (the registry) and applicants (the form, with labels) for SIZE people.
 
     \b
@@ -61,13 +118,24 @@ def population(size: int, seed: int, out_dir: str, fmt: str, workers: int, shard
     total = sum(plan.chunk_bounds(k)[1] - plan.chunk_bounds(k)[0] for k in chunks) or None
     with progress_bar(total, "population") as advance:
         manifest = write_population(
-            out_dir, size, seed, fmt=fmt, workers=workers, shard=(index, count), defects=defects,
-            province=province, chunk_rows=chunk_rows, progress=advance,
-            domicile_elsewhere_share=domicile_elsewhere_share, female_share=female_share)
+            out_dir,
+            size,
+            seed,
+            fmt=fmt,
+            workers=workers,
+            shard=(index, count),
+            defects=defects,
+            province=province,
+            chunk_rows=chunk_rows,
+            progress=advance,
+            domicile_elsewhere_share=domicile_elsewhere_share,
+            female_share=female_share,
+        )
     files = manifest["files"]
     click.echo(
         f"wrote {files['residents']['rows']:,} residents and {files['applicants']['rows']:,} applicants "
-        f"({fmt}, shard {index}/{count}) to {os.path.normpath(out_dir)}")
+        f"({fmt}, shard {index}/{count}) to {os.path.normpath(out_dir)}"
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -93,8 +161,11 @@ def parse(numbers: tuple[str, ...], as_json: bool) -> int:
         except NikError as err:
             failures += 1
             if as_json:
-                click.echo(json.dumps({"nik": number, "valid": False, "reason": err.reason.value,
-                                       "message": err.message}))
+                click.echo(
+                    json.dumps(
+                        {"nik": number, "valid": False, "reason": err.reason.value, "message": err.message}
+                    )
+                )
             else:
                 click.echo(f"{number}: invalid ({err.reason.value}): {err.message}", err=False)
             continue
@@ -105,6 +176,7 @@ def parse(numbers: tuple[str, ...], as_json: bool) -> int:
             click.echo(
                 f"{info.nik}: {info.district}, {info.regency}, {info.province} "
                 f"({info.district_code}); born {info.birth_date.isoformat()}; {gender}; "
-                f"serial {info.serial:04d}")
+                f"serial {info.serial:04d}"
+            )
     sys.stdout.flush()
     return 1 if failures else 0

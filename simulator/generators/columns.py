@@ -42,7 +42,7 @@ def digits(values: np.ndarray, width: int) -> pa.Array:
         rest = rest // 10_000
     data = words.view(np.uint8).reshape(n, groups * 4)
     if groups * 4 != width:
-        data = np.ascontiguousarray(data[:, groups * 4 - width:])
+        data = np.ascontiguousarray(data[:, groups * 4 - width :])
     offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 

@@ -21,7 +21,11 @@ from simulator.rules.phone import NOT_MOBILE_SHAPES
 # Telkomsel ~170M, Indosat ~60M, XL Axiata ~58M, Hutchison Tri ~40M, Smartfren ~30M; rounded),
 # and their 08xx prefixes (libphonenumber's carrier table, see docs/domain.md).
 OPERATOR_SHARES: dict[str, float] = {
-    "Telkomsel": 0.47, "Indosat": 0.17, "XL": 0.16, "Tri": 0.11, "Smartfren": 0.09,
+    "Telkomsel": 0.47,
+    "Indosat": 0.17,
+    "XL": 0.16,
+    "Tri": 0.11,
+    "Smartfren": 0.09,
 }
 OPERATOR_PREFIXES: dict[str, tuple[int, ...]] = {
     "Telkomsel": (811, 812, 813, 821, 822, 823, 851, 852, 853),
@@ -35,13 +39,24 @@ PHONE_LENGTH_SHARES: dict[int, float] = {11: 0.12, 12: 0.68, 13: 0.20}
 
 # Email providers people in Indonesia sign up with (an assumption: Gmail dominates, Yahoo second).
 EMAIL_PROVIDERS: dict[str, float] = {
-    "gmail.com": 0.82, "yahoo.com": 0.07, "yahoo.co.id": 0.035, "ymail.com": 0.01, "hotmail.com": 0.02,
-    "outlook.com": 0.02, "icloud.com": 0.01, "rocketmail.com": 0.005, "live.com": 0.01,
+    "gmail.com": 0.82,
+    "yahoo.com": 0.07,
+    "yahoo.co.id": 0.035,
+    "ymail.com": 0.01,
+    "hotmail.com": 0.02,
+    "outlook.com": 0.02,
+    "icloud.com": 0.01,
+    "rocketmail.com": 0.005,
+    "live.com": 0.01,
 }
 # How a local part is made from the name: first.last, firstlast, first_last, first, initial+last,
 # last.first. Shares are an assumption.
 EMAIL_PATTERNS: dict[str, float] = {
-    "first.last": 0.30, "firstlast": 0.24, "first_last": 0.06, "first": 0.22, "flast": 0.10,
+    "first.last": 0.30,
+    "firstlast": 0.24,
+    "first_last": 0.06,
+    "first": 0.22,
+    "flast": 0.10,
     "last.first": 0.08,
 }
 _TAIL_SEPARATORS = ("", "", "", ".", "_")  # between the name part and the digits
@@ -88,9 +103,16 @@ def _word_tables(email_forms: tuple[str, ...]) -> tuple[pa.Array, pa.Array]:
     return forms, passwords
 
 
-def draw_emails(rng: np.random.Generator, global_index: np.ndarray, size: int, keys: tuple[int, ...],
-                given_word: np.ndarray, family_word: np.ndarray, email_forms: np.ndarray,
-                typo: np.ndarray | None = None) -> pa.Array:
+def draw_emails(
+    rng: np.random.Generator,
+    global_index: np.ndarray,
+    size: int,
+    keys: tuple[int, ...],
+    given_word: np.ndarray,
+    family_word: np.ndarray,
+    email_forms: np.ndarray,
+    typo: np.ndarray | None = None,
+) -> pa.Array:
     """Emails made from the name plus a digit tail unique to the person (bijective in the index)."""
     n = len(global_index)
     words, _ = _word_tables(tuple(email_forms))
@@ -153,14 +175,15 @@ def draw_phones(rng: np.random.Generator, global_index: np.ndarray, keys: tuple[
     lengths = np.where((lengths == 11) & (subscriber >= 10**7), 12, lengths)
     extra = rng.integers(1, 10, n)  # 13 digits: one more digit before the 8-digit subscriber number
     national = np.where(
-        lengths == 13, (prefix * 10 + extra) * 10**8 + subscriber,
+        lengths == 13,
+        (prefix * 10 + extra) * 10**8 + subscriber,
         np.where(lengths == 12, prefix * 10**8 + subscriber, prefix * 10**7 + subscriber),
     )
     # "0" + the national number (which starts with 8): spelled as the number with a 9 in front
     # (lengths - 1 is the national number's digit count), then each row's first byte set to "0".
     text = pa.array(national + 9 * 10 ** (lengths - 1)).cast(pa.string())
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=n + 1, offset=text.offset * 4)
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[:offsets[-1]].copy()
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[: offsets[-1]].copy()
     data[offsets[:-1]] = ord("0")
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.copy()), pa.py_buffer(data))
 
@@ -184,8 +207,9 @@ def invalid_phones(rng: np.random.Generator, n: int) -> pa.Array:
     return digits_varwidth(lead[kind] * 10**tail_digits + tail, width[kind])
 
 
-def draw_passwords(rng: np.random.Generator, given_word: np.ndarray, email_forms: np.ndarray,
-                   birth_year: np.ndarray) -> pa.Array:
+def draw_passwords(
+    rng: np.random.Generator, given_word: np.ndarray, email_forms: np.ndarray, birth_year: np.ndarray
+) -> pa.Array:
     """Deterministic plain passwords the way people pick them: Name + year or digits + a symbol, 8+."""
     n = len(given_word)
     name = take(_word_tables(tuple(email_forms))[1], given_word)

@@ -21,8 +21,9 @@ def _years_before(d: dt.date, years: int) -> dt.date:
         return d.replace(year=d.year - years, day=28)
 
 
-def lattice_days(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, residue: int,
-                  modulus: int) -> np.ndarray:
+def lattice_days(
+    rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, residue: int, modulus: int
+) -> np.ndarray:
     """A day in [lo, hi] (day numbers) that is ``residue`` mod ``modulus``, uniform among those."""
     first = lo + (residue - lo) % modulus
     count = (hi - first) // modulus + 1

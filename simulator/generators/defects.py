@@ -36,11 +36,21 @@ DEFECT_NAMES: tuple[str, ...] = tuple(DEFECT_REASONS)
 PROFILES: dict[str, dict[str, float]] = {
     "none": {},
     "realistic": {
-        "nik_not_found": 0.040, "nik_malformed": 0.010, "nik_birthdate_mismatch": 0.015,
-        "nik_kk_mismatch": 0.020, "duplicate_nik": 0.005, "duplicate_email": 0.003,
-        "duplicate_phone": 0.003, "email_typo_domain": 0.010, "invalid_phone": 0.005,
-        "underage": 0.002, "still_student": 0.010, "excluded_occupation": 0.005,
-        "already_recipient": 0.005, "receives_other_aid": 0.010, "kk_recipient_limit": 0.002,
+        "nik_not_found": 0.040,
+        "nik_malformed": 0.010,
+        "nik_birthdate_mismatch": 0.015,
+        "nik_kk_mismatch": 0.020,
+        "duplicate_nik": 0.005,
+        "duplicate_email": 0.003,
+        "duplicate_phone": 0.003,
+        "email_typo_domain": 0.010,
+        "invalid_phone": 0.005,
+        "underage": 0.002,
+        "still_student": 0.010,
+        "excluded_occupation": 0.005,
+        "already_recipient": 0.005,
+        "receives_other_aid": 0.010,
+        "kk_recipient_limit": 0.002,
     },
     "heavy": {name: 0.03 for name in DEFECT_REASONS},
 }
@@ -83,7 +93,8 @@ def parse_defects(spec: str | dict[str, float] | DefectRates | None) -> DefectRa
             name = name.strip()
             if not sep:
                 raise InvalidOption(
-                    f"--defects: {item!r} is neither a profile ({', '.join(PROFILES)}) nor NAME=RATE")
+                    f"--defects: {item!r} is neither a profile ({', '.join(PROFILES)}) nor NAME=RATE"
+                )
             try:
                 rates[name] = float(value)
             except ValueError:
@@ -96,5 +107,6 @@ def parse_defects(spec: str | dict[str, float] | DefectRates | None) -> DefectRa
     result = DefectRates(tuple((n, float(rates[n])) for n in DEFECT_NAMES if rates.get(n, 0.0) > 0))
     if result.total > 1.0 + 1e-9:
         raise InvalidOption(
-            f"--defects: rates add up to {result.total:.3f}; at most 1 (one defect per applicant)")
+            f"--defects: rates add up to {result.total:.3f}; at most 1 (one defect per applicant)"
+        )
     return result

@@ -45,8 +45,9 @@ class PrakerjaProvider(BaseProvider):
         age_days = rnd.randrange(low * 365 + 1, (high + 1) * 365 - 1)
         return REFERENCE_DATE - dt.timedelta(days=age_days)
 
-    def nik(self, gender: str | None = None, birth_date: dt.date | None = None,
-            district_code: str | None = None) -> str:
+    def nik(
+        self, gender: str | None = None, birth_date: dt.date | None = None, district_code: str | None = None
+    ) -> str:
         """A well-formed NIK: district code + DDMMYY (day + 40 for women, ``gender="P"``) + serial."""
         rnd = self.generator.random
         regions = region_tables()

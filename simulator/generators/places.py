@@ -20,16 +20,55 @@ from simulator.generators.columns import (
 from simulator.regions import RegionTables, region_tables
 
 STREETS = (
-    "MERDEKA", "SUDIRMAN", "DIPONEGORO", "GATOT SUBROTO", "AHMAD YANI", "PAHLAWAN", "RAYA", "MAWAR",
-    "MELATI", "KENANGA", "ANGGREK", "FLAMBOYAN", "CEMPAKA", "KARTINI", "IMAM BONJOL", "PEMUDA",
-    "PELITA", "KAMBOJA", "NANGKA", "MANGGA", "RAMBUTAN", "SILIWANGI", "HASANUDDIN", "TERATAI",
-    "PERINTIS KEMERDEKAAN", "SISINGAMANGARAJA", "VETERAN", "GAJAH MADA", "HAYAM WURUK", "SETIABUDI",
-    "BHAYANGKARA", "KH. AGUS SALIM", "CUT NYAK DIEN", "DR. SUTOMO", "PATIMURA", "SUKARNO HATTA",
+    "MERDEKA",
+    "SUDIRMAN",
+    "DIPONEGORO",
+    "GATOT SUBROTO",
+    "AHMAD YANI",
+    "PAHLAWAN",
+    "RAYA",
+    "MAWAR",
+    "MELATI",
+    "KENANGA",
+    "ANGGREK",
+    "FLAMBOYAN",
+    "CEMPAKA",
+    "KARTINI",
+    "IMAM BONJOL",
+    "PEMUDA",
+    "PELITA",
+    "KAMBOJA",
+    "NANGKA",
+    "MANGGA",
+    "RAMBUTAN",
+    "SILIWANGI",
+    "HASANUDDIN",
+    "TERATAI",
+    "PERINTIS KEMERDEKAAN",
+    "SISINGAMANGARAJA",
+    "VETERAN",
+    "GAJAH MADA",
+    "HAYAM WURUK",
+    "SETIABUDI",
+    "BHAYANGKARA",
+    "KH. AGUS SALIM",
+    "CUT NYAK DIEN",
+    "DR. SUTOMO",
+    "PATIMURA",
+    "SUKARNO HATTA",
 )
 
 
-ESTATES = ("GRIYA ASRI", "BUMI INDAH", "PURI HARAPAN", "TAMAN SARI", "GRAHA PERMAI", "BUKIT HIJAU",
-           "CITRA LESTARI", "VILLA MAS")
+ESTATES = (
+    "GRIYA ASRI",
+    "BUMI INDAH",
+    "PURI HARAPAN",
+    "TAMAN SARI",
+    "GRAHA PERMAI",
+    "BUKIT HIJAU",
+    "CITRA LESTARI",
+    "VILLA MAS",
+)
 
 
 BLOCK_LETTERS = tuple("ABCDEFGHJK")
@@ -47,8 +86,9 @@ def draw_provinces(rng: np.random.Generator, regions: RegionTables, n: int, only
     return choice(rng, n, tuple(regions.province_weights))
 
 
-def elsewhere_villages(rng: np.random.Generator, regions: RegionTables, province: np.ndarray,
-                        same_province_share: float) -> np.ndarray:
+def elsewhere_villages(
+    rng: np.random.Generator, regions: RegionTables, province: np.ndarray, same_province_share: float
+) -> np.ndarray:
     """Villages for people living away: mostly in the same province, else anywhere by population."""
     n = len(province)
     other = choice(rng, n, tuple(regions.province_weights))
@@ -86,8 +126,9 @@ def _house_numbers() -> pa.Array:
     return pa.array([f"NO. {k}" for k in range(120)], type=pa.string())
 
 
-def addresses(rng: np.random.Generator, regions: RegionTables,
-               village: np.ndarray) -> tuple[pa.Array, pa.Array]:
+def addresses(
+    rng: np.random.Generator, regions: RegionTables, village: np.ndarray
+) -> tuple[pa.Array, pa.Array]:
     """Street address and RT/RW of each family card, shaped by city or rural regency.
 
     Forms: ``JL. <street> NO. <n>``, ``GG. <street> NO. <n>``, ``PERUM <estate> BLOK <A12> NO. <n>``
@@ -100,14 +141,22 @@ def addresses(rng: np.random.Generator, regions: RegionTables,
     city_shares = (0.55, 0.25, 0.20, 0.0)
     rural_shares = (0.35, 0.10, 0.05, 0.50)
     form = np.where(is_city, choice(rng, n, city_shares), choice(rng, n, rural_shares))
-    hamlet_word = np.array([_ADDRESS_WORDS.index(HAMLET_WORD_BY_PROVINCE.get(str(code), "DUSUN"))
-                            for code in regions.province_codes])[regions.district_province[district]]
+    hamlet_word = np.array(
+        [
+            _ADDRESS_WORDS.index(HAMLET_WORD_BY_PROVINCE.get(str(code), "DUSUN"))
+            for code in regions.province_codes
+        ]
+    )[regions.district_province[district]]
     prefix = take(pa.array(_ADDRESS_WORDS), np.where(form == 3, hamlet_word, form))
     names_table = pa.array(STREETS + ESTATES)
-    name_index = np.where(form == 2, len(STREETS) + rng.integers(0, len(ESTATES), n),
-                          rng.integers(0, len(STREETS), n))
-    name = pc.if_else(pa.array(form == 3), pc.take(regions.arrow["village_names"], pa.array(village)),
-                      take(names_table, name_index))
+    name_index = np.where(
+        form == 2, len(STREETS) + rng.integers(0, len(ESTATES), n), rng.integers(0, len(STREETS), n)
+    )
+    name = pc.if_else(
+        pa.array(form == 3),
+        pc.take(regions.arrow["village_names"], pa.array(village)),
+        take(names_table, name_index),
+    )
     estate = form == 2
     # "BLOK A12" on estates, "NO. 7" on streets and estates; left out (null) elsewhere. Both come
     # from small per-process tables (one entry per letter and number), not joins and casts per row.

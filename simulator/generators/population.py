@@ -108,10 +108,14 @@ class PopulationOptions:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "defects": self.defects.as_dict, "province": self.province, "chunk_rows": self.chunk_rows,
-            "reference_date": self.reference_date.isoformat(), "female_share": self.female_share,
+            "defects": self.defects.as_dict,
+            "province": self.province,
+            "chunk_rows": self.chunk_rows,
+            "reference_date": self.reference_date.isoformat(),
+            "female_share": self.female_share,
             "nik_elsewhere_share": self.nik_elsewhere_share,
-            "domicile_elsewhere_share": self.domicile_elsewhere_share, "priority_share": self.priority_share,
+            "domicile_elsewhere_share": self.domicile_elsewhere_share,
+            "priority_share": self.priority_share,
             "funnel": {k: list(v) if isinstance(v, tuple) else v for k, v in self.funnel.__dict__.items()},
         }
 
@@ -149,10 +153,17 @@ class PopulationPlan:
         return k * rows, min(self.size, (k + 1) * rows)
 
 
-def make_plan(size: int, seed: int, *, defects: str | dict | DefectRates | None = None,
-              province: str | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-              reference_date: dt.date | None = None, funnel: FunnelRates | None = None,
-              **shares: float) -> PopulationPlan:
+def make_plan(
+    size: int,
+    seed: int,
+    *,
+    defects: str | dict | DefectRates | None = None,
+    province: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    reference_date: dt.date | None = None,
+    funnel: FunnelRates | None = None,
+    **shares: float,
+) -> PopulationPlan:
     """Check the options and freeze them into a :class:`PopulationPlan`."""
     if not isinstance(size, int) or size < 1 or size > MAX_SIZE:
         raise InvalidOption(f"size must be an integer from 1 to {MAX_SIZE:,}, got {size!r}")
@@ -166,8 +177,9 @@ def make_plan(size: int, seed: int, *, defects: str | dict | DefectRates | None 
         try:
             province_code = str(regions.province_codes[regions.province_index(str(province))])
         except KeyError:
-            known = ", ".join(f"{c} {n}" for c, n in zip(regions.province_codes, regions.province_names,
-                                                         strict=True))
+            known = ", ".join(
+                f"{c} {n}" for c, n in zip(regions.province_codes, regions.province_names, strict=True)
+            )
             raise InvalidOption(f"unknown province {province!r}; use a code or name: {known}") from None
     options = PopulationOptions(defects=parse_defects(defects), province=province_code, chunk_rows=chunk_rows)
     if reference_date is not None:
@@ -183,9 +195,17 @@ def make_plan(size: int, seed: int, *, defects: str | dict | DefectRates | None 
     return PopulationPlan(size=size, seed=seed, options=options)
 
 
-def generate(size: int, seed: int, *, shard_index: int = 0, shard_count: int = 1,
-             defects: str | dict | DefectRates | None = None, province: str | None = None,
-             chunk_rows: int = DEFAULT_CHUNK_ROWS, **options) -> Iterator[PopulationChunk]:
+def generate(
+    size: int,
+    seed: int,
+    *,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    defects: str | dict | DefectRates | None = None,
+    province: str | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    **options,
+) -> Iterator[PopulationChunk]:
     """Yield the chunks of shard ``shard_index``/``shard_count`` of the population, in order.
 
     Options are checked here, before the first chunk is asked for (``InvalidOption``).
@@ -199,8 +219,7 @@ def generate(size: int, seed: int, *, shard_index: int = 0, shard_count: int = 1
 def generate_tables(size: int, seed: int, **options) -> tuple[pa.Table, pa.Table]:
     """The whole population in memory as ``(residents, applicants)``: for tests and small sizes."""
     chunks = list(generate(size, seed, **options))
-    return (pa.concat_tables([c.residents for c in chunks]),
-            pa.concat_tables([c.applicants for c in chunks]))
+    return (pa.concat_tables([c.residents for c in chunks]), pa.concat_tables([c.applicants for c in chunks]))
 
 
 # --- one chunk ------------------------------------------------------------------------------------
@@ -233,8 +252,15 @@ class _Serials:
         return serial
 
 
-def _assign_defects(rng: np.random.Generator, n: int, rates: DefectRates, household: np.ndarray,
-                    hh_start: np.ndarray, hh_size: np.ndarray, member: np.ndarray) -> np.ndarray:
+def _assign_defects(
+    rng: np.random.Generator,
+    n: int,
+    rates: DefectRates,
+    household: np.ndarray,
+    hh_start: np.ndarray,
+    hh_size: np.ndarray,
+    member: np.ndarray,
+) -> np.ndarray:
     """Index into DEFECT_NAMES per person, -1 for none; KK-limit targets come with two recipient peers."""
     defect = np.full(n, -1, dtype=np.int64)
     table = rates.as_dict
@@ -323,8 +349,9 @@ def generate_chunk(plan: PopulationPlan, k: int, *, dictionary: bool = False) ->
     district = regions.village_district[village]
     province = hh_province[household]
     moved = rng.random(n) < opts.nik_elsewhere_share
-    nik_district = np.where(moved, regions.village_district[elsewhere_villages(rng, regions, province, 0.6)],
-                            district)
+    nik_district = np.where(
+        moved, regions.village_district[elsewhere_villages(rng, regions, province, 0.6)], district
+    )
 
     # Gender, age and birth date (on the chunk's day lattice, see _Serials).
     female = rng.random(n) < opts.female_share
@@ -397,45 +424,74 @@ def generate_chunk(plan: PopulationPlan, k: int, *, dictionary: bool = False) ->
     anywhere_village = draw_villages(rng, regions, choice(rng, n, tuple(regions.province_weights)))
     anywhere_regency = regions.district_regency[regions.village_district[anywhere_village]]
     place_draw = rng.random(n)
-    birth_regency = np.where(place_draw < 0.80, nik_regency,
-                             np.where(place_draw < 0.92, same_province_regency, anywhere_regency))
+    birth_regency = np.where(
+        place_draw < 0.80, nik_regency, np.where(place_draw < 0.92, same_province_regency, anywhere_regency)
+    )
 
     # KTP issued from the 17th birthday (and not before e-KTP, 2011) up to the reference date.
     issue_lo = np.maximum(birth_day + 17 * 365 + 4, day_number(dt.date(2011, 1, 1)))
     issue_hi = np.full(n, day_number(on))
-    ktp_issued = np.minimum(issue_lo + np.floor(rng.random(n) * np.maximum(issue_hi - issue_lo, 1)).astype(
-        np.int64), issue_hi)
+    ktp_issued = np.minimum(
+        issue_lo + np.floor(rng.random(n) * np.maximum(issue_hi - issue_lo, 1)).astype(np.int64), issue_hi
+    )
 
     hh_address, hh_rt_rw = addresses(rng, regions, hh_village)
     vill = pa.array(village)
     nik_str = digits(nik_int, 16)
     kk_str = digits(kk_int, 16)
     regency = regions.district_regency[district]
-    residents = pa.table({
-        "nik": nik_str, "kk": kk_str, "full_name": person_names.full_name,
-        "gender": lookup(("L", "P"), female),
-        "birth_place": region_lookup("regency_place_names", birth_regency), "birth_date": iso_dates(birth),
-        "religion": lookup(RELIGIONS, religion), "marital_status": lookup(MARITAL, marital),
-        "occupation": lookup(OCCUPATIONS, occupation), "blood_type": lookup(BLOOD_TYPES, blood),
-        "nationality": lookup(("WNI",), np.zeros(n, dtype=np.int32)),
-        "address": take(hh_address, household), "rt_rw": take(hh_rt_rw, household),
-        "village": pc.take(arrow["village_names"], vill),
-        "district": region_lookup("district_names", district),
-        "regency": region_lookup("regency_names", regency),
-        "province": region_lookup("province_names", province),
-        "postal_code": pc.take(arrow["village_postal"], vill),
-        "province_code": region_lookup("province_codes", province),
-        "regency_code": region_lookup("regency_codes", regency),
-        "district_code": region_lookup("district_codes", district),
-        "village_code": pc.take(arrow["village_codes"], vill),
-        "ktp_issued_on": iso_dates(ktp_issued.astype("datetime64[D]")),
-        "is_student": pa.array(occupation == student_index), "is_recipient": pa.array(is_recipient),
-        "receives_other_aid": pa.array(other_aid), "is_priority": pa.array(priority),
-    }, schema=ENCODED_SCHEMAS["residents"])
+    residents = pa.table(
+        {
+            "nik": nik_str,
+            "kk": kk_str,
+            "full_name": person_names.full_name,
+            "gender": lookup(("L", "P"), female),
+            "birth_place": region_lookup("regency_place_names", birth_regency),
+            "birth_date": iso_dates(birth),
+            "religion": lookup(RELIGIONS, religion),
+            "marital_status": lookup(MARITAL, marital),
+            "occupation": lookup(OCCUPATIONS, occupation),
+            "blood_type": lookup(BLOOD_TYPES, blood),
+            "nationality": lookup(("WNI",), np.zeros(n, dtype=np.int32)),
+            "address": take(hh_address, household),
+            "rt_rw": take(hh_rt_rw, household),
+            "village": pc.take(arrow["village_names"], vill),
+            "district": region_lookup("district_names", district),
+            "regency": region_lookup("regency_names", regency),
+            "province": region_lookup("province_names", province),
+            "postal_code": pc.take(arrow["village_postal"], vill),
+            "province_code": region_lookup("province_codes", province),
+            "regency_code": region_lookup("regency_codes", regency),
+            "district_code": region_lookup("district_codes", district),
+            "village_code": pc.take(arrow["village_codes"], vill),
+            "ktp_issued_on": iso_dates(ktp_issued.astype("datetime64[D]")),
+            "is_student": pa.array(occupation == student_index),
+            "is_recipient": pa.array(is_recipient),
+            "receives_other_aid": pa.array(other_aid),
+            "is_priority": pa.array(priority),
+        },
+        schema=ENCODED_SCHEMAS["residents"],
+    )
 
-    applicants = applicant_table(rng, plan, gidx, residents, person_names, defect, is_defect, dup_targets,
-                             nik_int, kk_int, hh_kk_int, household, birth_day, female, province, village,
-                             is_recipient)
+    applicants = applicant_table(
+        rng,
+        plan,
+        gidx,
+        residents,
+        person_names,
+        defect,
+        is_defect,
+        dup_targets,
+        nik_int,
+        kk_int,
+        hh_kk_int,
+        household,
+        birth_day,
+        female,
+        province,
+        village,
+        is_recipient,
+    )
     if not dictionary:
         residents, applicants = residents.cast(RESIDENT_SCHEMA), applicants.cast(APPLICANT_SCHEMA)
     return PopulationChunk(index=k, start=start, stop=stop, residents=residents, applicants=applicants)
@@ -444,5 +500,3 @@ def generate_chunk(plan: PopulationPlan, k: int, *, dictionary: bool = False) ->
 @functools.cache
 def _occupation_index(labels: tuple[str, ...]) -> np.ndarray:
     return np.array([OCCUPATIONS.index(label) for label in labels], dtype=np.int64)
-
-

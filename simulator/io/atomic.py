@@ -31,8 +31,15 @@ class AtomicFile:
     syncs, for sets of many small files that something written last (and synced) marks complete.
     """
 
-    def __init__(self, path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None, *,
-                 private: bool = False, fsync: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        mode: str = "wb",
+        encoding: str | None = None,
+        *,
+        private: bool = False,
+        fsync: bool = True,
+    ):
         self.target = Path(path)
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
@@ -41,8 +48,11 @@ class AtomicFile:
             tmp = self.target.parent / f"{prefix}{secrets.token_hex(4)}.tmp"
             try:
                 # The kernel applies the umask to USUAL_MODE, as for any file the user creates.
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                             PRIVATE_MODE if private else USUAL_MODE)
+                fd = os.open(
+                    tmp,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                    PRIVATE_MODE if private else USUAL_MODE,
+                )
                 break
             except FileExistsError:
                 continue
@@ -84,8 +94,14 @@ class AtomicFile:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None, *,
-                 private: bool = False, fsync: bool = True) -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    encoding: str | None = None,
+    *,
+    private: bool = False,
+    fsync: bool = True,
+) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on a clean exit it replaces ``path`` atomically.
 
     On an exception the temporary file is removed and ``path`` is left as it was.

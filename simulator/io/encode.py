@@ -15,7 +15,7 @@ def _needs_escape(text: pa.Array) -> bool:
     if len(text) == 0:
         return False
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int32, count=len(text) + 1, offset=text.offset * 4)
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
     return bool(((data < 0x20) | (data == 0x22) | (data == 0x5C)).any())
 
 

@@ -31,8 +31,17 @@ class StreamFile(AtomicFile):
 
 # Columns with many distinct values gain nothing from Parquet's dictionary pages, and statistics
 # cost a third of the encoding time: keep them for the columns people filter on.
-_HIGH_CARDINALITY = {"nik", "kk", "email", "phone", "password", "full_name", "applicant_id", "address",
-                     "birth_date"}
+_HIGH_CARDINALITY = {
+    "nik",
+    "kk",
+    "email",
+    "phone",
+    "password",
+    "full_name",
+    "applicant_id",
+    "address",
+    "birth_date",
+}
 _STATISTICS = ["applicant_id", "province_code", "regency_code", "birth_date", "expected_outcome", "defect"]
 
 
@@ -72,9 +81,13 @@ class ParquetFile(StreamFile):
         # levels (~15% of its CPU); readers see the same values.
         schema = self.schema = pa.schema([f.with_nullable(False) for f in schema])
         self.writer = pq.ParquetWriter(
-            _HashingSink(self), schema, compression="snappy", store_schema=False,
+            _HashingSink(self),
+            schema,
+            compression="snappy",
+            store_schema=False,
             use_dictionary=[f.name for f in schema if f.name not in _HIGH_CARDINALITY],
-            write_statistics=[name for name in _STATISTICS if name in schema.names])
+            write_statistics=[name for name in _STATISTICS if name in schema.names],
+        )
 
     def write_table(self, table: pa.Table) -> None:
         for name, column in zip(table.column_names, table.columns, strict=True):

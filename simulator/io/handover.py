@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from multiprocessing import shared_memory
 
 import pyarrow as pa
-import pyarrow.ipc  # noqa: F401 - pa.ipc
+import pyarrow.ipc  # pa.ipc
 
 from simulator.io.leftovers import SEGMENT_PREFIX
 from simulator.io.segments import create_for_owner

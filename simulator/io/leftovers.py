@@ -61,7 +61,7 @@ def dead_owner(name: str) -> bool:
     match = _TEMP_FILE.match(name)
     if match:
         return match["host"] == HOST and is_dead(int(match["pid"]))
-    pid = name[len(SEGMENT_PREFIX):].partition("-")[0]
+    pid = name[len(SEGMENT_PREFIX) :].partition("-")[0]
     if name.startswith(SEGMENT_PREFIX) and pid.isdigit():
         return is_dead(int(pid))
     return False
@@ -90,8 +90,11 @@ def remove_leaked_semaphores(now: float | None = None) -> int:
     a live one is always mapped by the processes using it (``/proc/<pid>/maps``).
     """
     try:
-        candidates = [e for e in os.scandir(SHARED_MEMORY)
-                      if e.name.startswith("sem.mp-") and e.stat(follow_symlinks=False).st_uid == os.getuid()]
+        candidates = [
+            e
+            for e in os.scandir(SHARED_MEMORY)
+            if e.name.startswith("sem.mp-") and e.stat(follow_symlinks=False).st_uid == os.getuid()
+        ]
     except OSError:
         return 0
     if not candidates:
@@ -127,7 +130,7 @@ def mapped_shared_memory() -> set[str] | None:
                 for line in maps:
                     at = line.find(marker)
                     if at >= 0:
-                        mapped.add(line[at + 1:].rstrip("\n").removesuffix(" (deleted)"))
+                        mapped.add(line[at + 1 :].rstrip("\n").removesuffix(" (deleted)"))
         except OSError:
             continue  # gone meanwhile, or another user's (whose semaphores are not ours)
     return mapped

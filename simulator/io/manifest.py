@@ -21,12 +21,22 @@ def file_names(fmt: str, shard: tuple[int, int]) -> dict[str, str]:
     """File names of one shard: ``{"residents": ..., "applicants": ..., "manifest": ...}``."""
     index, count = shard
     tag = "" if count == 1 else f".shard-{index}-of-{count}"
-    return {"residents": f"residents{tag}.{fmt}", "applicants": f"applicants{tag}.{fmt}",
-            "manifest": f"manifest{tag}.json"}
+    return {
+        "residents": f"residents{tag}.{fmt}",
+        "applicants": f"applicants{tag}.{fmt}",
+        "manifest": f"manifest{tag}.json",
+    }
 
 
-_MANIFEST_FIELDS = {"manifest_version": int, "seed": int, "size": int, "format": str, "shard": dict,
-                    "chunks": dict, "files": dict}
+_MANIFEST_FIELDS = {
+    "manifest_version": int,
+    "seed": int,
+    "size": int,
+    "format": str,
+    "shard": dict,
+    "chunks": dict,
+    "files": dict,
+}
 _SHARD_FIELDS = {"index": int, "count": int}
 _CHUNK_FIELDS = {"start": int, "stop": int, "rows": int}
 _FILE_FIELDS = {"path": str, "rows": int, "bytes": int, "sha256": str}
@@ -55,17 +65,21 @@ def check_manifest(raw: object, path: Path) -> dict:
     """
     manifest = _fields(raw, _MANIFEST_FIELDS, "", path)
     if manifest["manifest_version"] != MANIFEST_VERSION:
-        raise InvalidInputFile(f"{path}: manifest_version {manifest['manifest_version']} is not "
-                               f"{MANIFEST_VERSION} (written by another version of the generator)")
+        raise InvalidInputFile(
+            f"{path}: manifest_version {manifest['manifest_version']} is not "
+            f"{MANIFEST_VERSION} (written by another version of the generator)"
+        )
     if manifest["format"] not in FORMATS:
-        raise InvalidInputFile(f"{path}: manifest 'format' must be one of {', '.join(FORMATS)}, "
-                               f"got {manifest['format']!r}")
+        raise InvalidInputFile(
+            f"{path}: manifest 'format' must be one of {', '.join(FORMATS)}, got {manifest['format']!r}"
+        )
     if manifest["size"] < 0:
         raise InvalidInputFile(f"{path}: manifest 'size' must be at least 0, got {manifest['size']}")
     shard = _fields(manifest["shard"], _SHARD_FIELDS, "shard.", path)
     if not 0 <= shard["index"] < shard["count"]:
-        raise InvalidInputFile(f"{path}: manifest shard {shard['index']}/{shard['count']} needs "
-                               "0 <= index < count")
+        raise InvalidInputFile(
+            f"{path}: manifest shard {shard['index']}/{shard['count']} needs 0 <= index < count"
+        )
     _fields(manifest["chunks"], _CHUNK_FIELDS, "chunks.", path)
     root = path.parent.resolve()
     for name in TABLES:
@@ -77,10 +91,17 @@ def check_manifest(raw: object, path: Path) -> dict:
         if not _SHA256.fullmatch(entry["sha256"]):
             raise InvalidInputFile(f"{path}: manifest files.{name}.sha256 is not 64 hex digits")
         file_name = entry["path"]
-        if (file_name in ("", ".", "..") or "/" in file_name or "\\" in file_name or "\0" in file_name
-                or (root / file_name).resolve().parent != root):
-            raise InvalidInputFile(f"{path}: manifest files.{name}.path {file_name!r} is not a file of "
-                                   f"{path.parent} (paths outside the population are refused)")
+        if (
+            file_name in ("", ".", "..")
+            or "/" in file_name
+            or "\\" in file_name
+            or "\0" in file_name
+            or (root / file_name).resolve().parent != root
+        ):
+            raise InvalidInputFile(
+                f"{path}: manifest files.{name}.path {file_name!r} is not a file of "
+                f"{path.parent} (paths outside the population are refused)"
+            )
     return manifest
 
 
@@ -91,8 +112,10 @@ def load_manifests(pop_dir: str | os.PathLike[str]) -> list[dict]:
         raise InvalidInputFile(f"{root}: not a directory (expected a population written by `population`)")
     paths = sorted(root.glob("manifest*.json"))
     if not paths:
-        raise InvalidInputFile(f"{root}: no manifest.json (expected a population written by `population`; "
-                               "a rewrite that was stopped half-way leaves none)")
+        raise InvalidInputFile(
+            f"{root}: no manifest.json (expected a population written by `population`; "
+            "a rewrite that was stopped half-way leaves none)"
+        )
     manifests = []
     for path in paths:
         try:
@@ -110,9 +133,13 @@ def load_manifests(pop_dir: str | os.PathLike[str]) -> list[dict]:
 
     for previous, m in zip(manifests, manifests[1:], strict=False):
         if population(m) != population(first):
-            raise InvalidInputFile(f"{m['_path']}: belongs to another population than {first['_path']} "
-                                   "(seed, size, shard count, format or chunk size differ)")
+            raise InvalidInputFile(
+                f"{m['_path']}: belongs to another population than {first['_path']} "
+                "(seed, size, shard count, format or chunk size differ)"
+            )
         if m["shard"]["index"] == previous["shard"]["index"]:
-            raise InvalidInputFile(f"{m['_path']} and {previous['_path']} both claim shard "
-                                   f"{m['shard']['index']}/{m['shard']['count']}")
+            raise InvalidInputFile(
+                f"{m['_path']} and {previous['_path']} both claim shard "
+                f"{m['shard']['index']}/{m['shard']['count']}"
+            )
     return manifests

@@ -80,8 +80,9 @@ def _worker_encode(args: tuple[int, str, bool, str, str]) -> tuple[int, dict[str
     return persons, handover.put(run, slot, k, encoded)
 
 
-def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
-                    workers: int) -> Iterator[tuple[int, dict]]:
+def _encoded_chunks(
+    plan: PopulationPlan, chunks: range, fmt: str, workers: int
+) -> Iterator[tuple[int, dict]]:
     """Encoded chunks in order; with workers > 1 at most workers + 1 are in flight (bounded memory)."""
     first = chunks.start
     if workers <= 1 or len(chunks) <= 1:
@@ -131,8 +132,9 @@ def _encoded_chunks(plan: PopulationPlan, chunks: range, fmt: str,
 # --- writing ----------------------------------------------------------------------------------------
 
 
-def _write_chunk(files: dict[str, StreamFile], encoded: dict[str, object], persons: int,
-                 rows: dict[str, int]) -> None:
+def _write_chunk(
+    files: dict[str, StreamFile], encoded: dict[str, object], persons: int, rows: dict[str, int]
+) -> None:
     for name in TABLES:
         payload = encoded[name]
         if isinstance(payload, pa.Table):
@@ -152,21 +154,29 @@ def _write_chunk(files: dict[str, StreamFile], encoded: dict[str, object], perso
             rows[name] += persons
 
 
-def _refuse_other_populations(out: Path, own_manifest: str, seed: int, size: int, shard_count: int,
-                              fmt: str, chunk_rows: int) -> None:
+def _refuse_other_populations(
+    out: Path, own_manifest: str, seed: int, size: int, shard_count: int, fmt: str, chunk_rows: int
+) -> None:
     """Shards of one population may share a directory; another population may not (unreadable mix)."""
     for path in sorted(out.glob("manifest*.json")):
         if path.name == own_manifest:
             continue  # this very shard, written again: replaced atomically
         try:
             other = json.loads(path.read_text(encoding="utf-8"))
-            same = (other["seed"], other["size"], other["shard"]["count"], other["format"],
-                    other["chunks"]["rows"]) == (seed, size, shard_count, fmt, chunk_rows)
+            same = (
+                other["seed"],
+                other["size"],
+                other["shard"]["count"],
+                other["format"],
+                other["chunks"]["rows"],
+            ) == (seed, size, shard_count, fmt, chunk_rows)
         except (OSError, ValueError, KeyError, TypeError):
             same = False
         if not same:
-            raise InvalidOption(f"--out {out} already holds another population ({path.name}); "
-                                "use another directory or remove its files first")
+            raise InvalidOption(
+                f"--out {out} already holds another population ({path.name}); "
+                "use another directory or remove its files first"
+            )
 
 
 def _withdraw(manifest: Path) -> None:
@@ -217,7 +227,8 @@ def write_population(
         raise InvalidOption(
             f"--shard {shard[0]}/{shard[1]}: the population has only {plan.chunk_count} chunk(s) of "
             f"{plan.options.chunk_rows} rows; use at most {plan.chunk_count} shards "
-            "or a smaller --chunk-rows")
+            "or a smaller --chunk-rows"
+        )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidOption(f"--out {out} exists and is not a directory")
@@ -234,8 +245,9 @@ def write_population(
     try:
         for name in TABLES:
             target = out / names[name]
-            files[name] = (ParquetFile(target, ENCODED_SCHEMAS[name]) if fmt == "parquet"
-                           else StreamFile(target))
+            files[name] = (
+                ParquetFile(target, ENCODED_SCHEMAS[name]) if fmt == "parquet" else StreamFile(target)
+            )
         # Closed on the way out, error or not: the generator frees its slots, pool and blocks then.
         with contextlib.closing(_encoded_chunks(plan, chunks, fmt, workers)) as encoded_chunks:
             for persons, encoded in encoded_chunks:
@@ -278,5 +290,3 @@ def write_population(
     }
     atomic_write_text(out / names["manifest"], json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-

@@ -41,8 +41,9 @@ def _verify_file(path: Path, entry: dict, manifest_path: str) -> None:
     if not path.is_file():
         raise InvalidInputFile(f"{path}: not a file (listed in {manifest_path})")
     if size != entry["bytes"]:
-        raise InvalidInputFile(f"{path}: {size} bytes, the manifest says {entry['bytes']}: "
-                               "truncated or changed")
+        raise InvalidInputFile(
+            f"{path}: {size} bytes, the manifest says {entry['bytes']}: truncated or changed"
+        )
     if _hash_file(path).hexdigest() != entry["sha256"]:
         raise InvalidInputFile(f"{path}: sha256 differs from {manifest_path}: the file was changed")
 
@@ -55,7 +56,8 @@ def _files(pop_dir: str | os.PathLike[str], name: str, verify: bool) -> list[tup
         fmt = path.suffix.lstrip(".")
         if fmt not in FORMATS:
             raise InvalidInputFile(
-                f"{path}: unknown file type {path.suffix!r} (expected .csv, .jsonl or .parquet)")
+                f"{path}: unknown file type {path.suffix!r} (expected .csv, .jsonl or .parquet)"
+            )
         return [(path, fmt)]
     out = []
     for manifest in load_manifests(path):
@@ -97,8 +99,10 @@ def _jsonl_keys(path: Path) -> list[str]:
 def _check_columns(path: Path, present: list[str], schema: pa.Schema) -> None:
     missing = [f.name for f in schema if f.name not in present]
     if missing:
-        raise InvalidInputFile(f"{path}: missing column(s) {', '.join(missing)} "
-                               f"(expected the {len(schema)} columns of the population contract)")
+        raise InvalidInputFile(
+            f"{path}: missing column(s) {', '.join(missing)} "
+            f"(expected the {len(schema)} columns of the population contract)"
+        )
 
 
 def _arrow_error(path: Path, err: Exception) -> InvalidInputFile:
@@ -113,15 +117,23 @@ def _reader(path: Path, fmt: str, schema: pa.Schema, block_size: int) -> Iterato
             header = _csv_header(path)
             _check_columns(path, header, schema)
             convert = pacsv.ConvertOptions(
-                column_types={f.name: f.type for f in read_schema}, include_columns=schema.names,
-                strings_can_be_null=False, quoted_strings_can_be_null=False)
-            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block_size),
-                                    convert_options=convert)
+                column_types={f.name: f.type for f in read_schema},
+                include_columns=schema.names,
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            )
+            reader = pacsv.open_csv(
+                path, read_options=pacsv.ReadOptions(block_size=block_size), convert_options=convert
+            )
         elif fmt == "jsonl":
             _check_columns(path, _jsonl_keys(path), schema)
-            reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=block_size),
-                                      parse_options=pajson.ParseOptions(explicit_schema=read_schema,
-                                                                        unexpected_field_behavior="ignore"))
+            reader = pajson.open_json(
+                path,
+                read_options=pajson.ReadOptions(block_size=block_size),
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=read_schema, unexpected_field_behavior="ignore"
+                ),
+            )
         else:
             parquet = pq.ParquetFile(path)
             _check_columns(path, parquet.schema_arrow.names, schema)
@@ -132,8 +144,9 @@ def _reader(path: Path, fmt: str, schema: pa.Schema, block_size: int) -> Iterato
         raise _arrow_error(path, err) from None
 
 
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, path: Path, name: str,
-             first_row: int) -> pa.RecordBatch:
+def _conform(
+    batch: pa.RecordBatch, schema: pa.Schema, path: Path, name: str, first_row: int
+) -> pa.RecordBatch:
     """Cast to the contract's types and check the identity columns' shape; errors name file/row/column."""
     columns = []
     for field in schema:
@@ -146,8 +159,10 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, path: Path, name: str,
                 column = column.cast(field.type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 bad = _first_bad_cast(column, field.type)
-                raise InvalidInputFile(f"{path}: row {first_row + bad}, column {field.name}: "
-                                       f"{column[bad].as_py()!r} is not a {field.type}") from None
+                raise InvalidInputFile(
+                    f"{path}: row {first_row + bad}, column {field.name}: "
+                    f"{column[bad].as_py()!r} is not a {field.type}"
+                ) from None
         columns.append(column)
     out = pa.RecordBatch.from_arrays(columns, schema=schema)
     checked = ["nik", "kk"] if name == "residents" else ["kk"]
@@ -160,8 +175,10 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, path: Path, name: str,
             ok = pc.or_(ok, allowed)
         if not pc.all(ok).as_py():
             bad = int(np.flatnonzero(~ok.to_numpy(zero_copy_only=False))[0])
-            raise InvalidInputFile(f"{path}: row {first_row + bad}, column {column_name}: "
-                                   f"{values[bad].as_py()!r} is not 16 digits")
+            raise InvalidInputFile(
+                f"{path}: row {first_row + bad}, column {column_name}: "
+                f"{values[bad].as_py()!r} is not 16 digits"
+            )
     return out
 
 
@@ -174,8 +191,9 @@ def _first_bad_cast(column: pa.Array, type_: pa.DataType) -> int:
     return 0
 
 
-def iter_batches(pop_dir: str | os.PathLike[str], name: str, *, batch_rows: int = 65_536,
-                 verify: bool = True) -> Iterator[pa.RecordBatch]:
+def iter_batches(
+    pop_dir: str | os.PathLike[str], name: str, *, batch_rows: int = 65_536, verify: bool = True
+) -> Iterator[pa.RecordBatch]:
     """Stream ``residents`` or ``applicants`` of a population (all its shards, in order) as batches.
 
     The one reader every command goes through: each file's size and sha256 are checked against

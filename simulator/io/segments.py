@@ -20,5 +20,5 @@ def create_for_owner(name: str, size: int) -> shared_memory.SharedMemory:
         return shared_memory.SharedMemory(name=name, create=True, size=size, track=False)
     block = shared_memory.SharedMemory(name=name, create=True, size=size)
     # The tracker knows it by the name shm_open was given (with its leading slash).
-    resource_tracker.unregister(block._name, "shared_memory")  # noqa: SLF001
+    resource_tracker.unregister(block._name, "shared_memory")
     return block

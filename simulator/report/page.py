@@ -86,7 +86,7 @@ def _meta_html(meta: Mapping[str, Any]) -> str:
         for head, items in groups.items():
             out.append('<table class="meta">')
             if head:
-                out.append(f'<caption>{escape(head)}</caption>')
+                out.append(f"<caption>{escape(head)}</caption>")
             out.append("<tbody>")
             for name, leaf in items:
                 out.append(f"<tr><th>{escape(name)}</th><td>{escape(_meta_value(leaf, name))}</td></tr>")

@@ -24,27 +24,29 @@ MAX_KK_RECIPIENTS = 2
 STUDENT_OCCUPATIONS: frozenset[str] = frozenset({"PELAJAR/MAHASISWA"})
 
 # KTP occupation values (Permendagri list of pekerjaan) that Perpres 76/2020 excludes.
-EXCLUDED_OCCUPATIONS: frozenset[str] = frozenset({
-    "PEGAWAI NEGERI SIPIL (PNS)",
-    "TENTARA NASIONAL INDONESIA (TNI)",
-    "KEPOLISIAN RI (POLRI)",
-    "KEPALA DESA",
-    "PERANGKAT DESA",
-    "ANGGOTA DPRD PROVINSI",
-    "ANGGOTA DPRD KABUPATEN/KOTA",
-    "ANGGOTA DPR-RI",
-    "ANGGOTA DPD",
-    "ANGGOTA BPK",
-    "MENTERI",
-    "GUBERNUR",
-    "WAKIL GUBERNUR",
-    "BUPATI",
-    "WAKIL BUPATI",
-    "WALIKOTA",
-    "WAKIL WALIKOTA",
-    "DIREKSI/KOMISARIS BUMN",  # not on the KTP list; how the generator marks a BUMN executive
-    "DIREKSI/KOMISARIS BUMD",
-})
+EXCLUDED_OCCUPATIONS: frozenset[str] = frozenset(
+    {
+        "PEGAWAI NEGERI SIPIL (PNS)",
+        "TENTARA NASIONAL INDONESIA (TNI)",
+        "KEPOLISIAN RI (POLRI)",
+        "KEPALA DESA",
+        "PERANGKAT DESA",
+        "ANGGOTA DPRD PROVINSI",
+        "ANGGOTA DPRD KABUPATEN/KOTA",
+        "ANGGOTA DPR-RI",
+        "ANGGOTA DPD",
+        "ANGGOTA BPK",
+        "MENTERI",
+        "GUBERNUR",
+        "WAKIL GUBERNUR",
+        "BUPATI",
+        "WAKIL BUPATI",
+        "WALIKOTA",
+        "WAKIL WALIKOTA",
+        "DIREKSI/KOMISARIS BUMN",  # not on the KTP list; how the generator marks a BUMN executive
+        "DIREKSI/KOMISARIS BUMD",
+    }
+)
 
 ELIGIBILITY_ORDER: tuple[Reason, ...] = (
     Reason.UNDERAGE,
@@ -99,8 +101,9 @@ def eligibility_reason(
     return None
 
 
-def resident_eligibility(resident: Mapping[str, object], *, kk_recipients: int = 0,
-                         on: dt.date = REFERENCE_DATE) -> Reason | None:
+def resident_eligibility(
+    resident: Mapping[str, object], *, kk_recipients: int = 0, on: dt.date = REFERENCE_DATE
+) -> Reason | None:
     """:func:`eligibility_reason` for a ``residents`` row (a dict with the population's columns)."""
     return eligibility_reason(
         birth_date=resident["birth_date"],  # type: ignore[arg-type]
@@ -146,8 +149,11 @@ def ages_on(birth_dates: np.ndarray, on: dt.date = REFERENCE_DATE) -> np.ndarray
         # in the 150 years before ``on``.
         return _age_by_day(on)[numbers - (int(last[0]) + 1)]
     years = days.astype("datetime64[Y]")
-    month_day = (days.astype("datetime64[M]") - years).astype(np.int64) * 100 + (
-        days - days.astype("datetime64[M]")).astype(np.int64) + 101
+    month_day = (
+        (days.astype("datetime64[M]") - years).astype(np.int64) * 100
+        + (days - days.astype("datetime64[M]")).astype(np.int64)
+        + 101
+    )
     before_birthday = (on.month * 100 + on.day) < month_day
     return on.year - (years.astype(np.int64) + 1970) - before_birthday
 
@@ -191,8 +197,11 @@ def _occupation_in(occupations, values: frozenset[str]) -> np.ndarray:
         # Look up the few labels of the dictionary, then index: no per-row hashing.
         in_labels = pc.is_in(occupations.dictionary, value_set=value_set).to_numpy(zero_copy_only=False)
         return np.asarray(in_labels, dtype=bool)[occupations.indices.to_numpy(zero_copy_only=False)]
-    column = occupations if isinstance(occupations, pa.Array | pa.ChunkedArray) else pa.array(
-        np.asarray(occupations, dtype=object), type=pa.string())
+    column = (
+        occupations
+        if isinstance(occupations, pa.Array | pa.ChunkedArray)
+        else pa.array(np.asarray(occupations, dtype=object), type=pa.string())
+    )
     found = pc.is_in(column, value_set=value_set)
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 

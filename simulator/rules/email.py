@@ -16,8 +16,18 @@ EMAIL_RE = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za
 
 # Domains one slip of the finger away from a real provider: the OTP email never arrives.
 TYPO_DOMAINS: tuple[str, ...] = (
-    "gmial.com", "gmail.co", "gmai.com", "gmail.con", "gamil.com", "gnail.com", "yaho.com",
-    "yahoo.co", "hotmial.com", "gmail.cm", "gmal.com", "yahoo.co.od",
+    "gmial.com",
+    "gmail.co",
+    "gmai.com",
+    "gmail.con",
+    "gamil.com",
+    "gnail.com",
+    "yaho.com",
+    "yahoo.co",
+    "hotmial.com",
+    "gmail.cm",
+    "gmal.com",
+    "yahoo.co.od",
 )
 
 TYPO_DOMAIN_SET: frozenset[str] = frozenset(TYPO_DOMAINS)

@@ -13,9 +13,7 @@ from typing import Any
 from simulator.rules.reasons import Reason
 
 
-def identity_refusal(
-    resident: Any | None, kk: str, birth_date: dt.date
-) -> tuple[Reason, str] | None:
+def identity_refusal(resident: Any | None, kk: str, birth_date: dt.date) -> tuple[Reason, str] | None:
     """Why the registry's ``resident`` (with ``.kk`` and ``.birth_date``; None: no such NIK) does not
     match the claimed ``kk`` and ``birth_date``: a (reason, message) pair, or None when it matches."""
     if resident is None:

@@ -214,19 +214,26 @@ def _ddmmyy(dates: np.ndarray) -> np.ndarray:
     return day * 10_000 + month * 100 + year % 100
 
 
-def encode_nik(district_prefix: np.ndarray, birth_dates: np.ndarray, female: np.ndarray,
-               serial: np.ndarray) -> np.ndarray:
+def encode_nik(
+    district_prefix: np.ndarray, birth_dates: np.ndarray, female: np.ndarray, serial: np.ndarray
+) -> np.ndarray:
     """NIKs as int64 (format with 16 digits, leading zeros kept): prefix + DDMMYY(+40) + serial."""
     if (np.asarray(serial) < 1).any() or (np.asarray(serial) > 9999).any():
         raise ValueError("NIK serials run from 0001 to 9999")
-    return (np.asarray(district_prefix, dtype=np.int64) * 10_000_000_000
-            + date_digits(birth_dates, female) * 10_000 + np.asarray(serial, dtype=np.int64))
+    return (
+        np.asarray(district_prefix, dtype=np.int64) * 10_000_000_000
+        + date_digits(birth_dates, female) * 10_000
+        + np.asarray(serial, dtype=np.int64)
+    )
 
 
 def encode_kk(district_prefix: np.ndarray, recorded_on: np.ndarray, serial: np.ndarray) -> np.ndarray:
     """KK numbers as int64: prefix + recording date DDMMYY (no +40) + serial."""
-    return (np.asarray(district_prefix, dtype=np.int64) * 10_000_000_000
-            + date_digits(recorded_on) * 10_000 + np.asarray(serial, dtype=np.int64))
+    return (
+        np.asarray(district_prefix, dtype=np.int64) * 10_000_000_000
+        + date_digits(recorded_on) * 10_000
+        + np.asarray(serial, dtype=np.int64)
+    )
 
 
 def decode_nik_columns(nik: np.ndarray) -> dict[str, np.ndarray]:
@@ -244,7 +251,9 @@ def decode_nik_columns(nik: np.ndarray) -> dict[str, np.ndarray]:
 def nik_of(district_prefix: int, birth_date: dt.date, female: bool, serial: int) -> str:
     """One NIK as its 16-digit string: `encode_nik` for a single person."""
     number = encode_nik(
-        np.array([district_prefix]), np.array([birth_date], dtype="datetime64[D]"), np.array([female]),
+        np.array([district_prefix]),
+        np.array([birth_date], dtype="datetime64[D]"),
+        np.array([female]),
         np.array([serial]),
     )[0]
     return f"{int(number):0{NIK_LENGTH}d}"

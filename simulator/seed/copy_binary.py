@@ -145,8 +145,6 @@ def encode_binary_rows(table: sa.Table, rows: pa.Table) -> memoryview:
     return memoryview(lines.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
 
 
-
-
 def writes_binary(table: sa.Table, names: list[str]) -> bool:
     """Whether every column ``names`` of ``table`` has a binary COPY encoding here."""
     kinds = (*(base for base, _ in _BINARY_TYPES), sa.String)

@@ -35,7 +35,6 @@ DEFAULT_DISTINCT_PASSWORDS = 10_000
 pool of this many (hashed in about a second at the seed cost, instead of one hash per account)."""
 
 
-
 def parse_cost(text: str | int | None) -> PasswordCost:
     """``--password-cost``: ``min`` (the default, :data:`SEED_COST`) or one of the API's levels 0-4."""
     if text is None or str(text).strip().lower() in ("min", "seed", ""):

@@ -78,7 +78,6 @@ Not published; the sum of joiners per wave (e.g. 5.8M in wave 9, 6.7M in wave 10
 times the number of distinct people, so rolling over was common."""
 
 
-
 @dataclass
 class KkLedger:
     """Recipients per family card so far, to keep ``MAX_KK_RECIPIENTS`` across chunks and runs."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.ipc  # noqa: F401 - pa.ipc
+import pyarrow.ipc  # pa.ipc
 import sqlalchemy as sa
 
 from simulator.errors import InvalidInputFile, InvalidOption, SimulatorError
@@ -42,6 +42,7 @@ cut at fixed positions of the input, so the database does not depend on ``--chun
 GENERATE_AHEAD = 1
 """Population chunks (100,000 people each) a worker process generates ahead of the rows being loaded."""
 DEFAULT_WAVE = 11  # the morning of wave 11 (2 Nov 2020), right after the 30 Oct 2020 funnel
+
 
 @dataclass
 class SeedResult:
@@ -134,7 +135,7 @@ class ChunkPrefetch:
     The worker is forked when this is made: do that early, while this process is small (a
     forked process keeps its own copy of every page the parent frees afterwards)."""
 
-    def __init__(self, source: PopulationSource, plan=None):  # noqa: ANN001 - a PopulationPlan
+    def __init__(self, source: PopulationSource, plan=None):  # a PopulationPlan
         from simulator.generators.population import make_plan
         from simulator.regions import region_tables
 
@@ -217,7 +218,7 @@ def _handover_room() -> bool:
     return stat.f_bavail * stat.f_frsize >= _HANDOVER_ROOM and os.access("/dev/shm", os.W_OK)
 
 
-def _generate_and_hand_over(plan, k: int, run: str, slot: str) -> tuple[int, int, int, dict]:  # noqa: ANN001
+def _generate_and_hand_over(plan, k: int, run: str, slot: str) -> tuple[int, int, int, dict]:
     """On the worker: chunk ``k`` of ``plan``, its tables left in ``slot`` for the parent."""
     from simulator.generators.population import generate_chunk
 
@@ -226,7 +227,7 @@ def _generate_and_hand_over(plan, k: int, run: str, slot: str) -> tuple[int, int
     return chunk.index, chunk.start, chunk.stop, handles
 
 
-def _as_table(batch) -> pa.Table:  # noqa: ANN001 - a RecordBatch or a Table
+def _as_table(batch) -> pa.Table:  # a RecordBatch or a Table
     return batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
 
 
@@ -313,8 +314,9 @@ def passwords_file(target: Target, passwords_out: str | os.PathLike[str] | None)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as err:
-        raise InvalidOption(f"cannot create {directory} for the passwords file ({err.strerror}); "
-                            "give --passwords-out FILE") from None
+        raise InvalidOption(
+            f"cannot create {directory} for the passwords file ({err.strerror}); give --passwords-out FILE"
+        ) from None
     return directory / f"seed-{target.url.database}.passwords.csv"
 
 
@@ -417,7 +419,7 @@ class SideFile:
             )
         self._writer.write_table(credentials)
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None
         try:
             if self._writer is not None:

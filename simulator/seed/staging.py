@@ -100,7 +100,7 @@ class PostgresStage:
             raise
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._cleanup()
 
     def _drop_leftovers(self, admin: sa.Connection) -> None:
@@ -308,4 +308,3 @@ def _target_constraints(conn: sa.Connection, target: str, stage: str, names: lis
             definition = f"{head} ON {staged} {tail}"
         deferred.append(_Deferred(staged, name.rpartition(".")[2].strip('"'), kind, definition))
     return deferred
-

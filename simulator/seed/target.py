@@ -20,6 +20,7 @@ from simulator.net import DRIVERS, MARIADB, POSTGRESQL, SQLITE, check_database
 
 __all__ = ["MARIADB", "POSTGRESQL", "SQLITE", "Target", "connect", "create_engine", "parse_target"]
 
+
 @dataclass(frozen=True)
 class Target:
     """A database to seed: its engine kind, the SQLAlchemy URL we connect with, and its label."""

@@ -93,7 +93,7 @@ class SurgeController:
             self.skip = options.surge_skip
             if not options.surge_managed:
                 self._prepare_target()
-        except Exception as err:  # noqa: BLE001 - shown to the user, the run stops
+        except Exception as err:  # shown to the user, the run stops
             self._fail(str(err))
             return
         runner = environment.runner
@@ -170,7 +170,7 @@ class SurgeController:
                 profile=self.profile,
                 truth=self.truth,
             )
-        except Exception as err:  # noqa: BLE001 - the raw results are written: say why there is no report
+        except Exception as err:  # the raw results are written: say why there is no report
             say(f"surge: error: no report ({type(err).__name__}: {err}); raw results in {self.results_path}")
             self.environment.process_exit_code = 2
             return

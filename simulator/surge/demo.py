@@ -48,7 +48,7 @@ def run_demo(
         try:
             person = read_table(population, "residents").slice(0, 1).to_pylist()[0]
             samples = render_ktp_samples(person, out / "ktp-samples", chosen.seed)
-        except Exception as err:  # noqa: BLE001 - samples are a bonus: the demo goes on without them
+        except Exception as err:  # samples are a bonus: the demo goes on without them
             say(f"demo: no KTP samples ({type(err).__name__}: {err})")
             samples = []
         if samples:
@@ -91,7 +91,7 @@ def run_demo(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def stand_ins(population: Path, chosen, work: Path, say: Callable[[str], None]):  # noqa: ANN001, ANN201
+def stand_ins(population: Path, chosen, work: Path, say: Callable[[str], None]):
     """``prakerja-sim upstreams`` for the demo's population, with the scenario's upstream faults."""
     from simulator.upstreams.testing import running_upstreams
 

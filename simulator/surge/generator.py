@@ -116,7 +116,7 @@ class ArrivalGenerator:
             # Loading applicants and rendering uploads is CPU work: a real thread keeps this
             # process's gevent loop (and its heartbeats to the master) running meanwhile.
             gevent.get_hub().threadpool.apply(self._load, (data,))
-        except Exception as err:  # noqa: BLE001 - any failure is reported to the master, which stops the run
+        except Exception as err:  # any failure is reported to the master, which stops the run
             log.exception("surge worker %s could not prepare", self.index)
             self.send(
                 MSG_READY,

@@ -155,7 +155,7 @@ class JourneyUser(FastHttpUser):
             if self.pending is not None:  # stopped mid-request: the server may have committed it
                 metrics.unknown[self.pending] += 1
             raise
-        except Exception as err:  # noqa: BLE001 - a bug in a step: counted and shown, never "completed"
+        except Exception as err:  # a bug in a step: counted and shown, never "completed"
             outcome = "failed"
             self.crash = err
             problem = f"{self.current_step}: the journey raised {type(err).__name__}"
@@ -282,9 +282,7 @@ class JourneyUser(FastHttpUser):
         if not follow:
             redirects, agent.redirect_response_codes = agent.redirect_response_codes, frozenset()
         try:
-            response = session._send_request_safe_mode(
-                method, url, payload=payload, headers=headers, **extra
-            )
+            response = session._send_request_safe_mode(method, url, payload=payload, headers=headers, **extra)
             status = response.status_code or 0
             error = getattr(response, "error", None)
             content = None

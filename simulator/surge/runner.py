@@ -184,7 +184,8 @@ def prepare_population(
     (on a target with the reference admin API: other targets take ``--skip-applicants``).
     """
     if profile is not None and not profile.reference_admin:
-        def fresh_skip(_host, _scenario, _population, skip, _say):  # noqa: ANN001, ANN202
+
+        def fresh_skip(_host, _scenario, _population, skip, _say):
             return skip
     else:
         from simulator.surge.target import fresh_skip
@@ -390,14 +391,12 @@ def assemble(
     from simulator.surge import report
 
     metrics = SurgeMetrics.from_wire(raw["metrics"])
-    judged = dict(
-        wave=scenario.wave.number, quota=scenario.scaled_quota, selection=scenario.wave.selection
-    )
+    judged = dict(wave=scenario.wave.number, quota=scenario.scaled_quota, selection=scenario.wave.selection)
     if truth is None:  # the reference API's /v1/admin/stats
         reconciliation = reconcile(dict(metrics.acknowledged), dict(metrics.unknown), before, after, **judged)
     elif getattr(truth, "kind", None) == "off":
         reconciliation = Reconciliation(
-            False, f"not reconciled: {profile.where('reconcile')} source is \"off\" (nothing compared)"
+            False, f'not reconciled: {profile.where("reconcile")} source is "off" (nothing compared)'
         )
     else:
         from simulator.surge.sources.truth import reconcile_truth
@@ -451,8 +450,17 @@ def run_profile_check(options: SurgeOptions, *, say: Callable[[str], None] = pri
     scenario_arg = (
         str(Path(options.scenario).resolve()) if Path(options.scenario).is_file() else str(options.scenario)
     )
-    cmd = [sys.executable, "-m", "simulator.surge.profile.check", "--host", host, "--scenario", scenario_arg,
-           "--skip", str(options.skip_applicants)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "simulator.surge.profile.check",
+        "--host",
+        host,
+        "--scenario",
+        scenario_arg,
+        "--skip",
+        str(options.skip_applicants),
+    ]
     if profile_arg:
         cmd += ["--profile", profile_arg]
     if options.population:

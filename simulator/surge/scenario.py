@@ -126,11 +126,16 @@ class Arrivals:
     trace_opening: dt.datetime | None = None
 
     @property
-    def trace_spec(self):  # noqa: ANN201 - simulator.surge.trace.TraceSpec
+    def trace_spec(self):  # simulator.surge.trace.TraceSpec
         from simulator.surge.trace import TraceSpec
 
-        return TraceSpec(self.trace, self.trace_format or "auto", self.trace_time_column or "timestamp",
-                         self.trace_path, self.trace_opening)
+        return TraceSpec(
+            self.trace,
+            self.trace_format or "auto",
+            self.trace_time_column or "timestamp",
+            self.trace_path,
+            self.trace_opening,
+        )
 
     def tail_total(self, duration_s: float) -> float:
         """People in the decaying tail: everybody who is neither the opening crowd nor the baseline."""
@@ -397,6 +402,7 @@ def _read_arrivals(t: TomlTable, wave: Wave) -> Arrivals:
         from simulator.surge.trace import read_trace_arrivals
 
         return read_trace_arrivals(t)
+
     def rhythm(value: Any) -> tuple[float, ...]:
         if not isinstance(value, list) or len(value) != 24:
             raise TypeError
@@ -529,8 +535,10 @@ def _read_slo(root: TomlTable) -> tuple[Threshold, ...]:
         if threshold.max is None and threshold.min is None:
             raise InvalidInputFile(f"{root.source}: table 'slo[{index}]': expected a 'max' or a 'min' bound")
         if threshold.max is not None and threshold.min is not None and threshold.min > threshold.max:
-            raise InvalidInputFile(f"{root.source}: table 'slo[{index}]': 'min' {threshold.min:g} is above "
-                                   f"'max' {threshold.max:g}: no run could pass")
+            raise InvalidInputFile(
+                f"{root.source}: table 'slo[{index}]': 'min' {threshold.min:g} is above "
+                f"'max' {threshold.max:g}: no run could pass"
+            )
         t.finish()
         thresholds.append(threshold)
     return tuple(thresholds)

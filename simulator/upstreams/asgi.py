@@ -47,7 +47,7 @@ def create_app(
     """The ASGI app serving the registry, the SMS gateway and the read API of ``upstreams``."""
     routes = Routes(upstreams)
 
-    async def app(scope: dict, receive, send) -> None:  # noqa: ANN001
+    async def app(scope: dict, receive, send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
             await _lifespan(receive, send, on_startup, on_shutdown)
@@ -80,14 +80,14 @@ def create_app(
     return app
 
 
-async def _lifespan(receive, send, on_startup, on_shutdown) -> None:  # noqa: ANN001
+async def _lifespan(receive, send, on_startup, on_shutdown) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             try:
                 if on_startup:
                     await on_startup()
-            except Exception as err:  # noqa: BLE001 - reported to the server, which stops
+            except Exception as err:  # reported to the server, which stops
                 await send({"type": "lifespan.startup.failed", "message": str(err)})
                 return
             await send({"type": "lifespan.startup.complete"})

@@ -10,13 +10,13 @@ from pathlib import Path
 import click
 
 
-def _delay_option(name: str, help_text: str):  # noqa: ANN202 - a click decorator
+def _delay_option(name: str, help_text: str):  # a click decorator
     from simulator.api.cli import _delay  # serve's own parser of latency forms: one spelling
 
     return click.option(name, callback=_delay(name), default="fixed:0", show_default=True, help=help_text)
 
 
-def _rate_option(name: str, help_text: str):  # noqa: ANN202 - a click decorator
+def _rate_option(name: str, help_text: str):  # a click decorator
     return click.option(name, type=click.FloatRange(0, 1), default=0.0, show_default=True, help=help_text)
 
 
@@ -117,7 +117,7 @@ def upstreams(
     ring_size,
     max_recipients,
     seed,
-) -> None:  # noqa: ANN001
+) -> None:
     """Stand-ins for a staging system's upstreams: population registry, SMS gateway, SMTP server."""
     from simulator.progress import progress_bar
     from simulator.upstreams.faults import RegistryFaults, SinkFaults, parse_slowdown

@@ -197,7 +197,7 @@ class HttpProtocol(asyncio.Protocol):
         self._reset_request()
         try:
             answer = self.routes.handle(method, path, query, content_type, body, started)
-        except Exception:  # noqa: BLE001 - a bug: said on stderr, answered 500, the server goes on
+        except Exception:  # a bug: said on stderr, answered 500, the server goes on
             traceback.print_exc(file=sys.stderr)
             answer = _error_answer(500, str(Reason.INTERNAL_ERROR), "the stand-in failed (see its log)")
         head_only = method == "HEAD"
@@ -225,7 +225,7 @@ class HttpProtocol(asyncio.Protocol):
                         answer = await answer
                     except asyncio.CancelledError:
                         raise
-                    except Exception:  # noqa: BLE001 - as in on_message_complete
+                    except Exception:  # as in on_message_complete
                         traceback.print_exc(file=sys.stderr)
                         answer = _error_answer(
                             500, str(Reason.INTERNAL_ERROR), "the stand-in failed (see its log)"

@@ -85,17 +85,20 @@ def summary_lines(section: dict[str, Any] | None) -> list[tuple[str, str]]:
     for name, s in section["services"].items():
         latency = s["latency_ms"]
         forecast = s.get("forecast", {}).get("calls_per_s")
-        lines.append((
-            "upstream",
-            f"{name:<8} {s['calls']:,} calls, {s['calls_per_s']:.1f}/s "
-            f"(peak {s['peak_calls_per_s']}/s"
-            + (f", forecast {forecast:.1f}/s" if forecast is not None else "")
-            + f"), p99 {latency['p99'] if latency['p99'] is not None else '-'} ms, failed {s['failed']:,}",
-        ))
+        p99 = latency["p99"] if latency["p99"] is not None else "-"
+        lines.append(
+            (
+                "upstream",
+                f"{name:<8} {s['calls']:,} calls, {s['calls_per_s']:.1f}/s "
+                f"(peak {s['peak_calls_per_s']}/s"
+                + (f", forecast {forecast:.1f}/s" if forecast is not None else "")
+                + f"), p99 {p99} ms, failed {s['failed']:,}",
+            )
+        )
     return lines
 
 
-def html_section(section: dict[str, Any] | None):  # noqa: ANN201 - a simulator.report.Section or None
+def html_section(section: dict[str, Any] | None):  # a simulator.report.Section or None
     """The report's "Upstreams" section (None when the run had no stand-ins to read)."""
     if not section:
         return None

@@ -75,7 +75,7 @@ class SmtpSink:
     def __init__(self, upstreams: Upstreams):
         self.upstreams = upstreams
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if email_key(address) is None:
             self.upstreams.counters["smtp"].record("bad_request")
             return f"553 5.1.3 {address[:60]!r} is not an email address"
@@ -84,7 +84,7 @@ class SmtpSink:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+    async def handle_DATA(self, server, session, envelope):
         started = time.perf_counter()
         content = envelope.original_content or envelope.content
         if isinstance(content, str):

@@ -26,7 +26,7 @@ SERIES_SECONDS = 3_600
 class ServiceCounters:
     """Counters of one service (``registry``, ``sms`` or ``smtp``)."""
 
-    def __init__(self, name: str, clock=time.time):  # noqa: ANN001 - a callable returning epoch seconds
+    def __init__(self, name: str, clock=time.time):  # a callable returning epoch seconds
         self.name = name
         self.clock = clock
         self.started = clock()

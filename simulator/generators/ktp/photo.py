@@ -216,5 +216,3 @@ def turn_shot(shot: Shot, orientation: int | None) -> Shot:
     if orientation == 6:
         return replace(shot, size=(h, w), quad=np.stack([y, w - x], axis=1))
     return replace(shot, size=(h, w), quad=np.stack([h - y, x], axis=1))
-
-

@@ -52,7 +52,7 @@ class Scheme:
         return self.name if self.name == "plain" else f"argon2id cost {self.cost}"
 
 
-def scheme_of(name: str, *, rounds: int | None = None, iterations: int | None = None, cost=None) -> Scheme:  # noqa: ANN001
+def scheme_of(name: str, *, rounds: int | None = None, iterations: int | None = None, cost=None) -> Scheme:
     if name == "bcrypt":
         return Scheme(name, rounds or BCRYPT_ROUNDS)
     if name == "pbkdf2_sha256":

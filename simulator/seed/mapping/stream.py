@@ -221,9 +221,7 @@ def _load_built(
         result.rows[table.name] += loader.load(table.table, made.rows)
 
 
-def _finish_block(
-    block: _Block, run: Run, streams: Streams, loader: BackgroundLoader | TableRouter
-) -> None:
+def _finish_block(block: _Block, run: Run, streams: Streams, loader: BackgroundLoader | TableRouter) -> None:
     tick = time.perf_counter()
     for (table_name, column), pending in block.hashing.items():
         hashes = streams.columns[(table_name, column)].collect(pending)

@@ -107,7 +107,7 @@ def _plain(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _guess(name: str, table: list) -> dict | None:  # noqa: ANN001
+def _guess(name: str, table: list) -> dict | None:
     plain = _plain(name)
     for names, guess in table:
         if plain in names:

@@ -31,7 +31,7 @@ from simulator.surge.applicants import (  # noqa: E402
     MAX_RETRIES,
     JourneyPlans,
     load_applicants,
-)  # noqa: E402
+)
 from simulator.surge.metrics import OTP_POLL, SurgeMetrics  # noqa: E402
 from simulator.surge.profile.format import Profile, Step, load_profile  # noqa: E402
 from simulator.surge.profile.journey import ProfileJourney  # noqa: E402
@@ -120,7 +120,7 @@ class CheckJourney(ProfileJourney):
         self.last: tuple[Step | None, str, str, Any] | None = None
         self.failure: str | None = None
 
-    def _exchange(self, name, method, path, headers, expect, kwargs):  # noqa: ANN001, ANN202
+    def _exchange(self, name, method, path, headers, expect, kwargs):
         result = super()._exchange(name, method, path, headers, expect, kwargs)
         answer = result[0]
         self.exchanges += 1
@@ -133,7 +133,7 @@ class CheckJourney(ProfileJourney):
         self.last = (spec, method, path, answer)
         return result
 
-    def request(self, spec, intended, **kwargs):  # noqa: ANN001, ANN003, ANN201
+    def request(self, spec, intended, **kwargs):
         before = dict(self.kept)
         answer = super().request(spec, intended, **kwargs)
         for name, value in self.kept.items():

@@ -273,7 +273,7 @@ def multipart_body(fields: dict[str, Any], upload: UploadBody | None, field: str
         photo = f"--{boundary}--\r\n".encode()
     head = b"".join(
         f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'
-        f'{"" if v is None else v}\r\n'.encode()
+        f"{'' if v is None else v}\r\n".encode()
         for k, v in fields.items()
     )
     return head + photo, f"multipart/form-data; boundary={boundary}"

@@ -236,7 +236,7 @@ class ReadOnlyDatabase:
             )
 
             @sa.event.listens_for(self.engine, "connect")
-            def _read_only_pg(dbapi_conn, _record):  # noqa: ANN001
+            def _read_only_pg(dbapi_conn, _record):
                 dbapi_conn.autocommit = True
                 with dbapi_conn.cursor() as cur:
                     cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
@@ -253,7 +253,7 @@ class ReadOnlyDatabase:
             )
 
             @sa.event.listens_for(self.engine, "connect")
-            def _read_only_my(dbapi_conn, _record):  # noqa: ANN001
+            def _read_only_my(dbapi_conn, _record):
                 with dbapi_conn.cursor() as cur:
                     cur.execute("SET SESSION TRANSACTION READ ONLY")
         else:  # pragma: no cover - resolve_database knows only these
