@@ -166,13 +166,13 @@ def test_prefetched_chunks_are_the_generators_own_and_leave_no_shared_memory():
     assert _own_segments() == []
 
 
-def test_a_chunk_bigger_than_its_slot_travels_in_a_block_of_its_own_and_is_freed(monkeypatch):
+def test_a_chunk_bigger_than_its_slot_travels_in_a_block_of_its_own_and_is_freed():
     from simulator.generators.population import generate, make_plan
     from simulator.seed import runner
 
-    monkeypatch.setattr(runner, "_HANDOVER_BYTES_PER_PERSON", 1)  # no room in the slots
     plan = make_plan(2500, 5, chunk_rows=1000)
-    with runner.ChunkPrefetch(runner.PopulationSource(size=2500, seed=5), plan) as chunks:
+    source = runner.PopulationSource(size=2500, seed=5)
+    with runner.ChunkPrefetch(source, plan, slot_bytes_per_person=1) as chunks:  # no room in the slots
         got = [c.applicants for c in chunks]
     assert [t.num_rows for t in got] == [c.applicants.num_rows for c in generate(2500, 5, chunk_rows=1000)]
     assert _own_segments() == []
@@ -205,7 +205,7 @@ def test_shared_memory_left_by_a_killed_run_is_removed_and_a_live_runs_kept():
                 os.unlink(path)
 
 
-def _no_room(plan, k, run, slot):  # on the worker, in place of _generate_and_hand_over
+def _no_room(plan, k, run, slot):  # on the worker, in place of generate_and_hand_over
     raise OSError(28, "No space left on device", "/dev/shm")
 
 
@@ -214,7 +214,7 @@ def test_a_chunk_that_cannot_be_handed_over_fails_with_a_clear_error(monkeypatch
     from simulator.generators.population import make_plan
     from simulator.seed import runner
 
-    monkeypatch.setattr(runner, "_generate_and_hand_over", _no_room)
+    monkeypatch.setattr(runner, "generate_and_hand_over", _no_room)
     source = runner.PopulationSource(size=2500, seed=5)
     with (
         runner.ChunkPrefetch(source, make_plan(2500, 5, chunk_rows=1000)) as chunks,

@@ -231,7 +231,7 @@ def test_mariadb_without_local_infile_falls_back_to_insert_batches_and_says_so(m
     from simulator.seed import loaders
 
     # The shared server allows LOAD DATA LOCAL; pretend it does not rather than change it for everyone.
-    monkeypatch.setattr(loaders, "_mariadb_allows_local_infile", lambda conn: False)
+    monkeypatch.setattr(loaders, "mariadb_allows_local_infile", lambda conn: False)
     with scratch_database(os.environ["PRAKERJA_TEST_MARIADB_URL"], prefix="test_seed") as db_url:
         result = seed_database(
             db_url, size=1500, seed=8, mode="truncate", as_of=AS_OF, chunk_rows=CHUNK, block_rows=CHUNK,

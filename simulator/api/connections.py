@@ -1,6 +1,12 @@
 """Slow and surplus clients: read deadlines for a request's headers and body, a cap on connections per worker.
 
 uvicorn waits for a half-sent request forever; this protocol (its httptools one, plus deadlines) does not.
+
+It subclasses ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol``, which uvicorn does not
+promise as API: the range it is known to match is pinned in pyproject.toml, and
+tests/test_api_security.py::test_slow_clients_are_cut_off_and_connections_are_capped fails loudly
+when a uvicorn release changes what it relies on (``connection_made`` and the httptools parser callbacks
+``on_message_begin``, ``on_headers_complete``, ``on_message_complete``, and ``transport``).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def make_loader(conn: sa.Connection, kind: str, *, batch_rows: int = 5000) -> Lo
     if kind == POSTGRESQL:
         return PostgresCopyLoader(conn)
     if kind == MARIADB:
-        if _mariadb_allows_local_infile(conn):
+        if mariadb_allows_local_infile(conn):
             return MariaDbLoadDataLoader(conn)
         warnings.warn(
             "the MariaDB server has local_infile=OFF: loading with multi-row INSERT batches instead of "
@@ -171,7 +171,9 @@ class PostgresCopyLoader:
 # --- MariaDB / MySQL --------------------------------------------------------------------------------
 
 
-def _mariadb_allows_local_infile(conn: sa.Connection) -> bool:
+def mariadb_allows_local_infile(conn: sa.Connection) -> bool:
+    """Whether the server takes ``LOAD DATA LOCAL INFILE`` (its global ``local_infile``); if not,
+    :func:`make_loader` falls back to multi-row INSERT batches and warns."""
     return bool(int(conn.exec_driver_sql("SELECT @@GLOBAL.local_infile").scalar() or 0))
 
 

@@ -135,7 +135,10 @@ class ChunkPrefetch:
     The worker is forked when this is made: do that early, while this process is small (a
     forked process keeps its own copy of every page the parent frees afterwards)."""
 
-    def __init__(self, source: PopulationSource, plan=None):  # a PopulationPlan
+    def __init__(self, source: PopulationSource, plan=None, slot_bytes_per_person: int | None = None):
+        """``plan``: a PopulationPlan (default: generate()'s); ``slot_bytes_per_person``: a slot's room
+        per person of a chunk (default :data:`HANDOVER_BYTES_PER_PERSON`; a chunk that does not fit
+        travels in a block of its own)."""
         from simulator.generators.population import make_plan
         from simulator.regions import region_tables
 
@@ -151,7 +154,9 @@ class ChunkPrefetch:
             region_tables()  # loaded once, before the fork: the worker shares them
             self._run = handover.run_name()
             self._slots = handover.Slots(
-                self._run, 1 + GENERATE_AHEAD, self.plan.options.chunk_rows * _HANDOVER_BYTES_PER_PERSON
+                self._run,
+                1 + GENERATE_AHEAD,
+                self.plan.options.chunk_rows * (slot_bytes_per_person or HANDOVER_BYTES_PER_PERSON),
             )
             self._executor = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork")
@@ -161,7 +166,7 @@ class ChunkPrefetch:
 
     def _submit(self, k: int) -> tuple[int, str, object]:
         slot = self._slots.acquire()
-        return k, slot, self._executor.submit(_generate_and_hand_over, self.plan, k, self._run, slot)
+        return k, slot, self._executor.submit(generate_and_hand_over, self.plan, k, self._run, slot)
 
     def __iter__(self) -> Iterator:
         from simulator.generators.population import PopulationChunk, generate_chunk
@@ -202,7 +207,7 @@ class ChunkPrefetch:
         self.close()
 
 
-_HANDOVER_BYTES_PER_PERSON = 1_536
+HANDOVER_BYTES_PER_PERSON = 1_536
 """A slot's room per person of a chunk (residents and applicants as Arrow IPC, about 750 bytes):
 generous, a page costs nothing until it is written; a bigger chunk travels in blocks of its own."""
 _HANDOVER_ROOM = 1 << 30
@@ -218,7 +223,7 @@ def _handover_room() -> bool:
     return stat.f_bavail * stat.f_frsize >= _HANDOVER_ROOM and os.access("/dev/shm", os.W_OK)
 
 
-def _generate_and_hand_over(plan, k: int, run: str, slot: str) -> tuple[int, int, int, dict]:
+def generate_and_hand_over(plan, k: int, run: str, slot: str) -> tuple[int, int, int, dict]:
     """On the worker: chunk ``k`` of ``plan``, its tables left in ``slot`` for the parent."""
     from simulator.generators.population import generate_chunk
 
