@@ -652,3 +652,53 @@ def test_a_surge_from_one_address_never_trips_the_login_throttles(tmp_path):
     assert logins.get("accept", 0) >= 30, logins
     assert "LOGIN_THROTTLED" not in logins and "RATE_LIMITED" not in logins, logins
     assert result.data["reconciliation"]["ok"], result.data["reconciliation"]
+
+
+def test_an_unknown_email_costs_a_password_hash_like_a_known_one(tmp_path, monkeypatch):
+    """Login time must not tell which emails exist: an unknown email is checked against a dummy hash,
+    through the same verify call as a known one (counted here, in this process, instead of timed)."""
+    import asyncio
+
+    import orjson
+
+    from simulator.api import accounts
+    from simulator.api.app import create_app
+    from simulator.api.settings import Settings
+
+    verified: list[str] = []
+    real_verify = accounts.verify_password
+
+    def counting_verify(stored_hash: str, password: str) -> bool:
+        verified.append(stored_hash)
+        return real_verify(stored_hash, password)
+
+    monkeypatch.setattr(accounts, "verify_password", counting_verify)
+    app = create_app(Settings(db_url=str(tmp_path / "api.db"), password_cost=0))
+
+    async def login(email: str) -> int:
+        sent: list[dict] = []
+        body = orjson.dumps({"email": email, "password": "not-their-password"})
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/v1/sessions", "raw_path": b"/v1/sessions", "query_string": b"",
+            "root_path": "", "headers": [(b"content-type", b"application/json"), (b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        }  # fmt: skip
+        await app(scope, receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    async def run() -> list[int]:
+        async with app.router.lifespan_context(app):
+            return [await login("nobody-here@example.invalid"), await login("nor-here@example.invalid")]
+
+    assert asyncio.run(run()) == [401, 401]
+    assert len(verified) == 2  # each unknown email still cost one argon2 verification
+    assert all(h.startswith("$argon2id$") for h in verified)

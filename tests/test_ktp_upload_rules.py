@@ -193,3 +193,19 @@ def test_every_verdict_carries_a_message_and_an_http_status() -> None:
         verdict = validate_upload(data, name)
         assert verdict.message
         assert verdict.reason is not None and 400 <= verdict.reason.http_status < 500
+
+
+def test_a_second_file_behind_the_photo_is_refused_and_a_small_trailer_is_not(good_jpeg: bytes) -> None:
+    from simulator.rules.upload import MAX_TRAILING_BYTES
+
+    behind = MAX_UPLOAD_BYTES - len(good_jpeg) - 1024  # a polyglot that still fits the size limit
+    assert behind > MAX_TRAILING_BYTES
+    verdict = validate_upload(good_jpeg + b"PK\x03\x04" + b"\x00" * behind, "ktp.jpg")
+    assert verdict.reason == Reason.CORRUPT_IMAGE
+    assert "follow the end of the JPEG" in verdict.message
+    # A camera's few bytes after the end marker are not a second file.
+    assert validate_upload(good_jpeg + b"\x00" * 512, "ktp.jpg").accepted
+    png = _encode(Image.open(io.BytesIO(good_jpeg)).convert("RGB"), "PNG")
+    if len(png) + MAX_TRAILING_BYTES + 2 < MAX_UPLOAD_BYTES:
+        refused = validate_upload(png + b"\x01" * (MAX_TRAILING_BYTES + 1), "ktp.png")
+        assert refused.reason == Reason.CORRUPT_IMAGE and "PNG" in refused.message
