@@ -108,16 +108,12 @@ class PopulationOptions:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "defects": self.defects.as_dict,
-            "province": self.province,
-            "chunk_rows": self.chunk_rows,
-            "reference_date": self.reference_date.isoformat(),
-            "female_share": self.female_share,
+            "defects": self.defects.as_dict, "province": self.province, "chunk_rows": self.chunk_rows,
+            "reference_date": self.reference_date.isoformat(), "female_share": self.female_share,
             "nik_elsewhere_share": self.nik_elsewhere_share,
-            "domicile_elsewhere_share": self.domicile_elsewhere_share,
-            "priority_share": self.priority_share,
+            "domicile_elsewhere_share": self.domicile_elsewhere_share, "priority_share": self.priority_share,
             "funnel": {k: list(v) if isinstance(v, tuple) else v for k, v in self.funnel.__dict__.items()},
-        }
+        }  # fmt: skip
 
 
 @dataclass
