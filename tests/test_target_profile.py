@@ -688,3 +688,84 @@ def test_the_reference_profile_drives_a_surge_with_reconciliation_ok_and_off_is_
     assert "not reconciled" in second.summary
     verdicts = {t["metric"]: t["status"] for t in off_data["thresholds"]}
     assert verdicts["reconciliation"] == "skipped"  # never "pass" without the server's counts
+
+
+PLAN_CHECK = r'''
+from gevent import monkey
+
+monkey.patch_all()
+from simulator.surge.profile.format import parse_profile
+
+from types import SimpleNamespace
+
+from simulator.surge.profile.journey import ProfileJourney
+
+profile = parse_profile(
+    """
+[profile]
+name = "plan"
+version = 1
+
+[session]
+kind = "bearer"
+token = "{kept.token}"
+
+[[step]]
+name = "create_account"
+method = "POST"
+path = "/daftar"
+headers = { X-Client = "sim", X-Who = "{applicant.email}" }
+json = { email = "{applicant.email}", kind = "new" }
+keep = { token = "json:/token" }
+
+[[step]]
+name = "login"
+method = "GET"
+path = "/akun/{kept.token}"
+""",
+    "plan.toml",
+)
+sent = []
+answer = SimpleNamespace(ok=True, content=b'{"token": "t-1"}', headers={})
+
+class Recording(ProfileJourney):
+    def call(self, name, method, path, intended, *, key=None, expect=None, **kwargs):
+        sent.append((name, method, path, key, kwargs))
+        return answer
+
+generator = SimpleNamespace(profile=profile, run_id="run", metrics=None)
+Recording.prepare_run(generator)
+users = []
+for arrival, email in ((4, "a@example.invalid"), (5, "b@example.invalid")):
+    user = Recording.__new__(Recording)  # no Locust environment: only the request building
+    user.generator, user.applicant, user.arrival = generator, {"email": email}, arrival
+    user.kept, user.otp_codes, user.step_spec, user.python_spec = {}, {}, None, None
+    user._parsed = (None, None)
+    users.append(user)
+create, login = profile.steps
+for user in users:
+    user.request(create, 0.0)
+    user.request(login, 0.0)
+(a_create, a_login, b_create, b_login) = sent
+assert a_create[:4] == ("create_account", "POST", "/daftar", "run-4-create_account")
+assert a_create[4]["headers"] == {"X-Client": "sim", "X-Who": "a@example.invalid"}
+assert a_create[4]["json"] == {"email": "a@example.invalid", "kind": "new"}
+assert b_create[3] == "run-5-create_account"
+assert b_create[4]["headers"] == {"X-Client": "sim", "X-Who": "b@example.invalid"}
+assert b_create[4]["json"] == {"email": "b@example.invalid", "kind": "new"}
+assert a_create[4]["json"] is not b_create[4]["json"]  # a fresh body per request
+# The GET carries no idempotency key; the token kept from the sign-up is in its path and header.
+assert a_login[:4] == ("login", "GET", "/akun/t-1", None)
+assert a_login[4]["headers"] == {"Authorization": "Bearer t-1"}
+assert b_login[:4] == ("login", "GET", "/akun/t-1", None)
+assert users[0].kept == {"token": "t-1"}
+print("plan ok")
+'''
+
+
+def test_a_steps_request_is_built_from_its_plan_per_applicant_with_keys_only_on_writes():
+    """What ProfileJourney.request hands to JourneyUser.call: literal headers and paths worked out
+    once, templated ones per applicant, an idempotency key on writes only, a fresh body each time
+    (in its own process: importing Locust monkey-patches the interpreter)."""
+    run = subprocess.run([sys.executable, "-c", PLAN_CHECK], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "plan ok", run.stdout + run.stderr

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import secrets
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from simulator.surge.applicants import applicant_password
 from simulator.surge.harness import JourneyOver, JourneyUser, _parse_json
 from simulator.surge.metrics import OTP_POLL
 from simulator.surge.profile.format import OTP_ADDRESS, Profile, Step
-from simulator.surge.profile.template import render_value
+from simulator.surge.profile.template import Template, render_value
 from simulator.surge.scenario import STEPS
 from simulator.surge.uploads import UploadBody
 
@@ -36,6 +37,8 @@ class ProfileJourney(JourneyUser):
     target_profile: Profile | None = None  # not "profile": that is a step name
     _order: tuple[int, ...] = ()
     _python_steps: frozenset[str] = frozenset()
+    _plans: dict[int, _StepPlan] = {}  # id(step) -> its plan (ProfileJourney._plan)
+    _kept_specs: list[Step] = []
 
     def __init__(self, environment: Any, generator: Any = None, row: int = 0):
         super().__init__(environment, generator, row)
@@ -62,6 +65,9 @@ class ProfileJourney(JourneyUser):
                 if callable(v) and (n in STEPS or any(s.name == n for s in profile.steps))
             )
         cls._python_steps = frozenset(own)
+        cls._plans, cls._kept_specs = {}, []
+        for spec in profile.steps:
+            cls._plan(spec)
 
     # -- the journey -----------------------------------------------------------------------------
     def journey_steps(self, last: int) -> tuple[int, ...]:
@@ -122,8 +128,11 @@ class ProfileJourney(JourneyUser):
         upload: UploadBody | None = None,
     ) -> Any:
         """Send one request of a step (through JourneyUser.call) and keep what the step keeps."""
+        plan = self._plans.get(id(spec)) or self._plan(spec)
         value = self.value
-        headers = {name: t.render(value) for name, t in spec.headers.items()} if spec.headers else {}
+        headers = dict(plan.headers)  # the step's literal headers, worked out once
+        for name, template in plan.header_templates:
+            headers[name] = template.render(value)
         session = self.target_profile.session
         if session.token is not None:
             token = session.token.render(value)
@@ -138,9 +147,9 @@ class ProfileJourney(JourneyUser):
         kwargs: dict[str, Any] = {}
         kind = spec.body_kind
         if kind == "json":
-            kwargs["json"] = render_value(spec.body, value)
+            kwargs["json"] = plan.body(value)
         elif kind == "form":
-            fields = render_value(spec.body, value)
+            fields = plan.body(value)
             if csrf_token is not None and session.csrf.field:
                 fields[session.csrf.field] = csrf_token
             kwargs["data"] = urllib.parse.urlencode(
@@ -148,7 +157,7 @@ class ProfileJourney(JourneyUser):
             )
             headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         elif kind == "multipart":
-            fields = render_value(spec.body, value)
+            fields = plan.body(value)
             if csrf_token is not None and session.csrf.field:
                 fields[session.csrf.field] = csrf_token
             body, content_type = multipart_body(fields, upload, spec.upload)
@@ -156,14 +165,16 @@ class ProfileJourney(JourneyUser):
             headers["Content-Type"] = content_type
         if not spec.follow_redirects:
             kwargs["allow_redirects"] = False
+        if key is None and plan.keyed and self.idempotency_header:  # none for GETs: not worked out
+            key = self.idempotency_key(spec.name)
         self.step_spec = spec
         try:
             answer = self.call(
                 spec.planned,
                 spec.method,
-                spec.path.render(value),
+                plan.path if plan.path is not None else spec.path.render(value),
                 intended,
-                key=key or self.idempotency_key(spec.name),
+                key=key,
                 expect=expect,
                 headers=headers,
                 **kwargs,
@@ -182,6 +193,16 @@ class ProfileJourney(JourneyUser):
                 self.kept[name] = kept
         return answer
 
+    @classmethod
+    def _plan(cls, spec: Step) -> _StepPlan:
+        """What a step's requests share whoever sends them (worked out once per step and process)."""
+        plan = _StepPlan(spec)
+        plans = dict(cls._plans)  # a new dict: a subclass never writes into its parent's
+        plans[id(spec)] = plan
+        cls._plans = plans
+        cls._kept_specs = [*cls._kept_specs, spec]  # alive, so its id is not reused
+        return plan
+
     def missing_keep(self, spec: Step, name: str, where: str) -> None:
         """A kept value was not in a successful answer (the check-profile walk says so)."""
 
@@ -192,7 +213,9 @@ class ProfileJourney(JourneyUser):
             return super().answer_code(name, status, headers, content)
         success = spec.success
         ok = status in success.status if success.status else 200 <= status < 300
-        if ok and success.field is not None:
+        if ok and success.field is None:
+            return None  # the common case: a status says it all, the body is not read
+        if ok:
             found = success.field.read(content, lambda: self._json(content), headers, self.cookie)
             if success.equals is None:
                 ok = found is not None and found != ""
@@ -221,10 +244,11 @@ class ProfileJourney(JourneyUser):
 
     # -- template values -------------------------------------------------------------------------
     def value(self, name: str) -> Any:
-        if name.startswith("applicant."):
-            return self.applicant.get(name[10:])
-        if name.startswith("kept."):
-            return self.kept.get(name[5:])
+        head, tail = _SPLIT.get(name) or _split(name)  # "applicant.email" -> ("applicant", "email")
+        if head == "applicant":
+            return self.applicant.get(tail)
+        if head == "kept":
+            return self.kept.get(tail)
         if name == "password":
             return applicant_password(self.applicant)
         if name.startswith("otp."):
@@ -249,6 +273,50 @@ class ProfileJourney(JourneyUser):
             return super().poll_otp(address, channel, intended)
         # Another source (fixed code, SQL, Redis): not a request to the target, not measured as one.
         return self.generator.otp_sources[channel].code(channel, str(address))
+
+
+_SPLIT: dict[str, tuple[str, str]] = {}
+
+
+def _split(name: str) -> tuple[str, str]:
+    """A template name split at its first dot, once per name (names come from the profile)."""
+    head, _, tail = name.partition(".")
+    _SPLIT[name] = parts = (head, tail)
+    return parts
+
+
+class _StepPlan:
+    """The parts of a step's request that do not depend on the applicant, worked out once: literal
+    headers and path, whether an idempotency key is sent, and a body builder for its shape."""
+
+    __slots__ = ("body", "header_templates", "headers", "keyed", "path")
+
+    def __init__(self, spec: Step):
+        headers: dict[str, str] = {}
+        templates: list[tuple[str, Template]] = []
+        for name, template in spec.headers.items():
+            if template.names():
+                templates.append((name, template))
+            else:
+                headers[name] = template.render(_no_values)
+        self.headers = headers
+        self.header_templates = tuple(templates)
+        self.path = None if spec.path.names() else spec.path.render(_no_values)
+        self.keyed = spec.method != "GET"  # JourneyUser.call sends a key with every write
+        self.body = _body_builder(spec.body)
+
+
+def _no_values(name: str) -> Any:
+    return None
+
+
+def _body_builder(body: Any) -> Callable[[Callable[[str], Any]], Any]:
+    """A function of the template values giving a fresh body (a table of templates is the usual
+    shape: rendered field by field, without walking the value's type at every request)."""
+    if isinstance(body, dict) and all(isinstance(v, Template) for v in body.values()):
+        items = tuple(body.items())
+        return lambda value: {k: t.render(value) for k, t in items}
+    return lambda value: render_value(body, value)
 
 
 def _form_text(value: Any) -> Any:
