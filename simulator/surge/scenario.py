@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib.resources
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,7 +23,7 @@ import tomli_w
 from simulator.errors import InvalidInputFile
 from simulator.rules.arrivals import UnreachableShare, decay_for_first_day_share
 from simulator.rules.reasons import UPLOAD_REASONS
-from simulator.surge.toml_table import TomlTable
+from simulator.surge.toml_table import TomlTable, parse_toml, read_toml_source
 
 STEPS: tuple[str, ...] = (
     "create_account",
@@ -261,34 +260,19 @@ def load_scenario(path_or_name: str | Path) -> Scenario:
 
     Raises :class:`InvalidInputFile` naming the file, the key and what was expected.
     """
-    path = Path(path_or_name)
-    if path.is_file():
-        source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise InvalidInputFile(f"{source}: cannot read the scenario file ({err})") from err
-    else:
-        name = str(path_or_name)
-        resource = importlib.resources.files("scenarios") / f"{name}.toml"
-        if path.suffix or "/" in name or not resource.is_file():
-            known = ", ".join(builtin_scenarios())
-            raise InvalidInputFile(
-                f"{path_or_name}: no such scenario file, and no built-in scenario of that name "
-                f"(built-ins: {known})"
-            )
-        source = f"builtin:{name}"
-        text = resource.read_text(encoding="utf-8")
+    text, source = read_toml_source(
+        path_or_name,
+        "scenarios",
+        file_noun="scenario file",
+        builtin_noun="built-in scenario",
+        builtins=builtin_scenarios(),
+    )
     return parse_scenario(text, source)
 
 
 def parse_scenario(text: str, source: str = "<string>") -> Scenario:
     """Validate the TOML text of a scenario; ``source`` names it in error messages."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise InvalidInputFile(f"{source}: not valid TOML ({err})") from err
-    root = TomlTable(source, "", document)
+    root = parse_toml(text, source)
     scenario = _read_scenario(root)
     root.finish()
     return scenario

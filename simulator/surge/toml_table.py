@@ -7,8 +7,11 @@ through it, so both refuse an unknown key, a wrong type or a value out of range 
 
 from __future__ import annotations
 
+import importlib.resources
 import math
+import tomllib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from simulator.errors import InvalidInputFile
@@ -125,4 +128,38 @@ def range_text(low: float | None, high: float | None, low_open: bool, high_open:
     return (" " + " and ".join(parts)) if parts else ""
 
 
-__all__ = ["TomlTable", "range_text"]
+def read_toml_source(
+    path_or_name: str | Path, package: str, *, file_noun: str, builtin_noun: str, builtins: list[str]
+) -> tuple[str, str]:
+    """(text, source) of a TOML file, or of the built-in ``NAME.toml`` shipped in ``package``.
+
+    ``file_noun`` ("scenario file") and ``builtin_noun`` ("built-in scenario") word the one-line
+    errors; ``builtins`` lists the names a user could have meant.
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        source = str(path)
+        try:
+            return path.read_text(encoding="utf-8"), source
+        except (OSError, UnicodeDecodeError) as err:
+            raise InvalidInputFile(f"{source}: cannot read the {file_noun} ({err})") from err
+    name = str(path_or_name)
+    resource = importlib.resources.files(package) / f"{name}.toml"
+    if path.suffix or "/" in name or not resource.is_file():
+        raise InvalidInputFile(
+            f"{path_or_name}: no such {file_noun}, and no {builtin_noun} of that name "
+            f"(built-ins: {', '.join(builtins)})"
+        )
+    return resource.read_text(encoding="utf-8"), f"builtin:{name}"
+
+
+def parse_toml(text: str, source: str) -> TomlTable:
+    """The document's root table, ready to be read; ``source`` names it in error messages."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InvalidInputFile(f"{source}: not valid TOML ({err})") from err
+    return TomlTable(source, "", document)
+
+
+__all__ = ["TomlTable", "parse_toml", "range_text", "read_toml_source"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from simulator.surge.profile.template import (
     value_names,
 )
 from simulator.surge.scenario import STEPS
-from simulator.surge.toml_table import TomlTable
+from simulator.surge.toml_table import TomlTable, parse_toml, read_toml_source
 
 PROFILE_VERSION = 1
 SESSION_KINDS = ("bearer", "cookie")
@@ -195,32 +194,17 @@ def load_profile(path_or_name: str | Path | None = None) -> Profile:
 def profile_text(path_or_name: str | Path | None = None) -> tuple[str, str]:
     """(TOML text, source) of a profile file or built-in: what the master sends its workers."""
     path_or_name = path_or_name or DEFAULT_PROFILE
-    path = Path(path_or_name)
-    if path.is_file():
-        source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise InvalidInputFile(f"{source}: cannot read the target profile ({err})") from err
-    else:
-        name = str(path_or_name)
-        resource = importlib.resources.files("simulator.surge.profiles") / f"{name}.toml"
-        if path.suffix or "/" in name or not resource.is_file():
-            raise InvalidInputFile(
-                f"{path_or_name}: no such target profile file, and no built-in profile of that name "
-                f"(built-ins: {', '.join(builtin_profiles())})"
-            )
-        source = f"builtin:{name}"
-        text = resource.read_text(encoding="utf-8")
-    return text, source
+    return read_toml_source(
+        path_or_name,
+        "simulator.surge.profiles",
+        file_noun="target profile file",
+        builtin_noun="built-in profile",
+        builtins=builtin_profiles(),
+    )
 
 
 def parse_profile(text: str, source: str = "<string>") -> Profile:
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise InvalidInputFile(f"{source}: not valid TOML ({err})") from err
-    root = TomlTable(source, "", document)
+    root = parse_toml(text, source)
     profile = _read_profile(root)
     root.finish()
     return profile
