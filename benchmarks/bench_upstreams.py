@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from simulator.api.testing import free_port
+from simulator.api.testing import free_ports
 from simulator.io.population import write_population
 from simulator.io.reader import read_table
 from simulator.upstreams.testing import _wait_healthy, upstreams_command
@@ -251,10 +251,10 @@ def main() -> None:
     write_population(population, args.size, 17, fmt="parquet", workers=2)
     print(f"load average before: {load_average()}")
 
-    hello_port, smtp_bare_port = free_port(), free_port()
+    hello_port, smtp_bare_port = free_ports(2)
     hello = pinned(SERVER_CPU, [sys.executable, "-c", HELLO_SERVER, str(hello_port)])
     bare_smtp = pinned(SERVER_CPU, [sys.executable, "-c", BARE_SMTP, str(smtp_bare_port)])
-    port, smtp_port = free_port(), free_port()
+    port, smtp_port = free_ports(2)
     stand_ins = pinned(
         SERVER_CPU,
         upstreams_command(population, port, smtp_port, "--max-recipients", str(args.max_recipients)),

@@ -46,9 +46,17 @@ _OPTION_OF = {
 
 def free_port() -> int:
     """A port the OS says is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports free on 127.0.0.1 right now (held together while chosen, so two
+    calls in a row cannot hand out the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 def wait_healthy(base_url: str, timeout_s: float = 30.0, process: subprocess.Popen | None = None) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from simulator.api.testing import free_port
+from simulator.api.testing import free_ports
 from simulator.errors import TargetUnavailable
 
 
@@ -67,7 +67,7 @@ def running_upstreams(
     Their output goes to ``log_path`` (a temporary file without one: a pipe nobody reads would
     stall a server that logs a lot); it is quoted when they fail to start.
     """
-    port, smtp_port = free_port(), free_port()
+    port, smtp_port = free_ports(2)
     with contextlib.ExitStack() as stack:
         if log_path is None:
             log_path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="upstreams-"))) / "log"
