@@ -23,6 +23,7 @@ from simulator.surge.applicants import DUPLICATE_REASONS, KTP_CHOICES, MAX_RETRI
 from simulator.surge.metrics import OTP_POLL
 from simulator.surge.scenario import STEPS
 from simulator.surge.uploads import UploadBody
+from simulator.surge.wire import LeanCookieJar, Wire
 
 if TYPE_CHECKING:
     from simulator.surge.generator import ArrivalGenerator
@@ -115,6 +116,9 @@ class JourneyUser(FastHttpUser):
         self.generator, self.row = generator, row
         if generator is None:
             return  # Locust itself spawned a looping user: see _not_a_loop
+        session = self.client
+        session.cookiejar = session.client.cookiejar = LeanCookieJar()  # one per applicant
+        self.wire = Wire(session, self.default_headers)
         plans = generator.plans
         self.applicant = plans.applicants[row]
         self.arrival = int(plans.arrivals[row])
@@ -254,9 +258,10 @@ class JourneyUser(FastHttpUser):
         """One attempt: send, read the whole answer, judge it, report it to Locust's statistics.
 
         The same request on the wire as ``FastHttpSession.request`` sends (its headers, JSON
-        encoding, basic auth from the host URL, redirects, cookies through the session's user
-        agent), without its per-request context manager and copies: a journey request costs
-        the load generator little more than a bare Locust request (benchmarks/bench_surge.py).
+        encoding, basic auth from the host URL, redirects, cookies), without its per-request
+        context manager and copies, and through :class:`simulator.surge.wire.Wire` without the
+        user agent's per-request layers: a journey request costs the load generator no more than
+        a bare Locust request (benchmarks/bench_surge.py).
         """
         session = self.client
         if not _LEAN_KWARGS.issuperset(kwargs):
@@ -273,27 +278,20 @@ class JourneyUser(FastHttpUser):
         if "Accept-Encoding" not in headers and "accept-encoding" not in headers:
             headers["Accept-Encoding"] = ACCEPT_ENCODING
         url = session.base_url + path if path[:1] == "/" else session._build_url(path)
-        extra = {"params": kwargs["params"]} if kwargs.get("params") else {}
-        agent = session.client
-        follow = kwargs.get("allow_redirects", True)
         start_time = time.time()
         sent = self.now()
         self.pending = name
-        if not follow:
-            redirects, agent.redirect_response_codes = agent.redirect_response_codes, frozenset()
-        try:
-            response = session._send_request_safe_mode(method, url, payload=payload, headers=headers, **extra)
-            status = response.status_code or 0
-            error = getattr(response, "error", None)
-            content = None
-            if status:
-                try:
-                    content = response.content  # the whole body: what a person waits for
-                except FAILURE_EXCEPTIONS as err:  # the body never came in full: no answer
-                    status, error = 0, err
-        finally:
-            if not follow:
-                agent.redirect_response_codes = redirects
+        response = self.wire.send(
+            method, url, path, payload, headers, kwargs.get("params"), kwargs.get("allow_redirects", True)
+        )
+        status = response.status_code or 0
+        error = getattr(response, "error", None)
+        content = None
+        if status:
+            try:
+                content = response.content  # the whole body: what a person waits for
+            except FAILURE_EXCEPTIONS as err:  # the body never came in full: no answer
+                status, error = 0, err
         self.pending = None
         end = self.now()
         answer_headers = response.headers if status else None

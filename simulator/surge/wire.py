@@ -1,0 +1,191 @@
+"""How a journey's request goes on the wire: straight to geventhttpclient's connection pool.
+
+Owns the lean send of :meth:`simulator.surge.harness.JourneyUser._exchange`, and the cookie jar of
+every journey. Locust's ``FastHttpSession`` sends through geventhttpclient's ``UserAgent``, which
+for every request builds a ``urllib``-style request object, parses the URL again, copies and merges
+header mappings, asks the cookie jar to add and extract cookies (even when it is empty and the answer
+sets none) and, for every answer of 400 or more, writes a debugging transcript of the exchange. Those
+layers are most of what a journey request costs the load generator beyond a socket write and read
+(benchmarks/bench_surge.py). :class:`Wire` sends the same request (method, request URI, headers,
+body) to the same ``HTTPClient`` of the same pool, and hands over to the full ``UserAgent`` path for
+everything it does not do itself: a cookie to send, a redirect to follow, query parameters, a
+body that is not text or bytes, an absolute URL, retries.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from http.cookiejar import CookieJar
+from typing import Any
+from urllib.parse import urlsplit
+
+from geventhttpclient.header import Headers
+from geventhttpclient.url import URL, requote_uri
+from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, ErrorResponse, FastHttpSession, FastResponse
+
+_PLAIN_URI = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,/:;=?@]*")
+"""A request URI that geventhttpclient's ``requote_uri`` gives back unchanged (no ``%``, no ``#``)."""
+_CONTENT_TYPE = ("Content-Type", "content-type")
+_SET_COOKIE = ("set-cookie", "set-cookie2")
+_BASE_URLS: dict[str, URL] = {}
+"""Parsed target base URLs, one per base URL this process drives (the pool is keyed by host)."""
+
+
+class LeanCookieJar(CookieJar):
+    """The standard cookie jar, minus its work when there is none: it adds nothing to a request
+    when it holds no cookie, and keeps nothing from an answer that sets none. What it sends and
+    keeps is the standard jar's in every case."""
+
+    def add_cookie_header(self, request: Any) -> None:
+        if self._cookies:
+            super().add_cookie_header(request)
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        headers = response.info()
+        if _SET_COOKIE[0] in headers or _SET_COOKIE[1] in headers:
+            super().extract_cookies(response, request)
+
+
+def _base_url(base: str) -> URL:
+    parsed = _BASE_URLS.get(base)
+    if parsed is None:
+        if len(_BASE_URLS) > 64:
+            _BASE_URLS.clear()
+        parsed = _BASE_URLS[base] = URL(base)
+    return parsed
+
+
+class Wire:
+    """One journey's sender: the target's ``HTTPClient`` (from the journey's pool, shared or its
+    own), the request URI prefix of the target URL, and the user's default headers."""
+
+    __slots__ = ("agent", "defaults", "http", "jar", "prefix", "session")
+
+    def __init__(self, session: FastHttpSession, default_headers: dict[str, str] | None):
+        self.session = session
+        self.agent = agent = session.client
+        self.jar = agent.cookiejar
+        self.defaults = dict(default_headers) if default_headers else None
+        self.http: Any = None  # the target's HTTPClient, taken from the pool on first use
+        self.prefix: str | None = None  # None: this journey always takes the UserAgent path
+        base = session.base_url
+        if base and agent.max_retries == 0:
+            split = urlsplit(base)
+            if split.scheme in ("http", "https") and not split.query and not split.fragment:
+                self.prefix = split.path
+
+    def fits(self, path: str, params: Any) -> bool:
+        """Whether this request can go the lean way (else ``FastHttpSession`` sends it)."""
+        jar = self.jar
+        return (
+            self.prefix is not None
+            and path[:1] == "/"
+            and not params
+            and (jar is None or not getattr(jar, "_cookies", True))
+        )
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        payload: Any,
+        headers: dict[str, str],
+        params: Any = None,
+        follow: bool = True,
+    ) -> FastResponse | ErrorResponse:
+        """Send one request to ``url`` (``path`` on the target, or absolute); the answer with its
+        headers read and its body not yet read (``FastResponse``), or an ``ErrorResponse`` when no
+        answer came, as ``FastHttpSession._send_request_safe_mode`` returns them."""
+        if not self.fits(path, params):
+            return self._full(method, url, payload, headers, params, follow)
+        if self.defaults:
+            headers = {**self.defaults, **headers}
+        if payload:
+            # The UserAgent's defaults for a body sent without a type (geventhttpclient's _make_request).
+            if isinstance(payload, str):
+                payload = payload.encode()
+                if not _has_content_type(headers):
+                    headers["content-type"] = "text/plain; charset=utf-8"
+                    headers["content-length"] = str(len(payload))
+            elif isinstance(payload, bytes | bytearray | memoryview):
+                if not _has_content_type(headers):
+                    headers["content-type"] = "application/octet-stream"
+            else:  # a mapping or a stream: the UserAgent encodes it
+                return self._full(method, url, payload, headers, None, follow)
+        uri = self.prefix + path
+        if not _PLAIN_URI.fullmatch(uri):
+            uri = requote_uri(uri)
+        http = self.http
+        if http is None:
+            http = self.http = self.agent.clientpool.get_client(_base_url(self.session.base_url))
+        try:
+            started = time.monotonic()
+            raw = http.request(method, uri, body=payload, headers=headers)
+        except FAILURE_EXCEPTIONS as err:
+            return ErrorResponse(None, err)
+        response = FastResponse(raw, request=None, sent_request=raw._sent_request)
+        response._elapsed = time.monotonic() - started
+        answer_headers = response.headers
+        jar = self.jar
+        if jar is not None and (_SET_COOKIE[0] in answer_headers or _SET_COOKIE[1] in answer_headers):
+            jar.extract_cookies(response, self._request(method, url, payload, headers))
+        if follow and response.status_code in self.agent.redirect_response_codes:
+            location = answer_headers.get("location")
+            if isinstance(location, str) and location and self.agent.max_redirects > 0:
+                return self._redirect(response, method, url, payload, headers, location)
+        return response
+
+    def _request(self, method: str, url: str, payload: Any, headers: dict[str, str]) -> Any:
+        """The ``urllib``-style request the cookie jar and redirects work on (only when needed)."""
+        return self.agent._make_request(url, method, headers=Headers(headers), payload=payload)
+
+    def _redirect(
+        self,
+        response: FastResponse,
+        method: str,
+        url: str,
+        payload: Any,
+        headers: dict[str, str],
+        location: str,
+    ) -> FastResponse | ErrorResponse:
+        """Follow a redirect as the UserAgent does (method and body by the status, cookies and
+        credentials by the origin), the rest of the chain through it."""
+        request = self._request(method, url, payload, headers)
+        try:
+            request.redirect(response.status_code, location)
+        except FAILURE_EXCEPTIONS as err:
+            response.release()
+            return ErrorResponse(request, err)
+        response.release()
+        return self.session._send_request_safe_mode(
+            request.method,
+            request.url,
+            payload=request.payload,
+            headers=request.headers,
+            max_redirects=self.agent.max_redirects - 1,
+        )
+
+    def _full(
+        self, method: str, url: str, payload: Any, headers: dict[str, str], params: Any, follow: bool
+    ) -> FastResponse | ErrorResponse:
+        """The UserAgent's path (``follow`` False: a redirect answer is the answer)."""
+        agent, send = self.agent, self.session._send_request_safe_mode
+        extra = {"params": params} if params else {}
+        if follow:
+            return send(method, url, payload=payload, headers=headers, **extra)
+        redirects, agent.redirect_response_codes = agent.redirect_response_codes, frozenset()
+        try:
+            return send(method, url, payload=payload, headers=headers, **extra)
+        finally:
+            agent.redirect_response_codes = redirects
+
+
+def _has_content_type(headers: dict[str, str]) -> bool:
+    if _CONTENT_TYPE[0] in headers or _CONTENT_TYPE[1] in headers:
+        return True
+    return any(name.lower() == "content-type" for name in headers)
+
+
+__all__ = ["LeanCookieJar", "Wire"]
