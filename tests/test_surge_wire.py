@@ -35,6 +35,7 @@ CASES = {
     "gzip answer": {"method": "GET", "path": "/gzip", "headers": {}},
     "unsafe path": {"method": "GET", "path": "/v1/accounts/a b/ü%41", "headers": {}},
     "query params": {"method": "GET", "path": "/ok", "params": {"to": "siti@contoh.invalid"}, "headers": {}},
+    "list params": {"method": "GET", "path": "/ok", "params": {"to": ["a b", "c"]}, "headers": {}},
     "cookie kept and sent": {"method": "GET", "path": "/cookie", "then": "/echo-cookie", "headers": {}},
     "303 followed": {"method": "POST", "path": "/see-other", "data": "x=1", "headers": {}},
     "303 not followed": {
@@ -102,9 +103,10 @@ def test_the_cases_say_what_they_claim(results):
     assert lean["connection closed"]["answer"]["failure"] == "CONNECTION_ERROR"
     assert lean["refused"]["answer"]["failure"] == "CONNECTION_ERROR"
     assert lean["base path"]["requests"][0]["uri"] == "/api/ok"
-    # What goes the lean way and what is handed to the UserAgent (query parameters, here).
+    assert lean["list params"]["requests"][0]["uri"] == "/ok?to=a+b&to=c"
+    # What goes the lean way and what is handed to the UserAgent (list parameters, here).
     handed_over = {case for case in CASES if not results[case]["lean path"]}
-    assert handed_over == {"query params"}
+    assert handed_over == {"list params"}
 
 
 # -- run as a script: the server and both senders, in one gevent process ---------------------------

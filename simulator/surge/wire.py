@@ -8,8 +8,8 @@ sets none) and, for every answer of 400 or more, writes a debugging transcript o
 layers are most of what a journey request costs the load generator beyond a socket write and read
 (benchmarks/bench_surge.py). :class:`Wire` sends the same request (method, request URI, headers,
 body) to the same ``HTTPClient`` of the same pool, and hands over to the full ``UserAgent`` path for
-everything it does not do itself: a cookie to send, a redirect to follow, query parameters, a
-body that is not text or bytes, an absolute URL, retries.
+everything it does not do itself: a cookie to send, the rest of a redirect chain, query parameters
+other than text, a body that is neither text nor bytes, an absolute URL, retries.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import re
 import time
 from http.cookiejar import CookieJar
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from geventhttpclient.header import Headers
 from geventhttpclient.url import URL, requote_uri
@@ -81,7 +81,7 @@ class Wire:
         return (
             self.prefix is not None
             and path[:1] == "/"
-            and not params
+            and (not params or _plain_params(path, params))
             and (jar is None or not getattr(jar, "_cookies", True))
         )
 
@@ -98,8 +98,17 @@ class Wire:
         """Send one request to ``url`` (``path`` on the target, or absolute); the answer with its
         headers read and its body not yet read (``FastResponse``), or an ``ErrorResponse`` when no
         answer came, as ``FastHttpSession._send_request_safe_mode`` returns them."""
-        if not self.fits(path, params):
+        jar = self.jar
+        if (
+            self.prefix is None
+            or path[:1] != "/"
+            or (params and not _plain_params(path, params))
+            or (jar is not None and getattr(jar, "_cookies", True))
+        ):  # not self.fits(path, params), without the call
             return self._full(method, url, payload, headers, params, follow)
+        if params:  # as geventhttpclient's URL(url, params) encodes them
+            query = urlencode(params)
+            path, url = f"{path}?{query}", f"{url}?{query}"
         if self.defaults:
             headers = {**self.defaults, **headers}
         if payload:
@@ -128,7 +137,6 @@ class Wire:
         response = FastResponse(raw, request=None, sent_request=raw._sent_request)
         response._elapsed = time.monotonic() - started
         answer_headers = response.headers
-        jar = self.jar
         if jar is not None and (_SET_COOKIE[0] in answer_headers or _SET_COOKIE[1] in answer_headers):
             jar.extract_cookies(response, self._request(method, url, payload, headers))
         if follow and response.status_code in self.agent.redirect_response_codes:
@@ -180,6 +188,17 @@ class Wire:
             return send(method, url, payload=payload, headers=headers, **extra)
         finally:
             agent.redirect_response_codes = redirects
+
+
+def _plain_params(path: str, params: Any) -> bool:
+    """Query parameters the lean send encodes itself: text names and values, on a path without a
+    query of its own (lists, numbers and ``None`` values go to the UserAgent)."""
+    return (
+        type(params) is dict
+        and "?" not in path
+        and "#" not in path
+        and all(type(k) is str and type(v) is str for k, v in params.items())
+    )
 
 
 def _has_content_type(headers: dict[str, str]) -> bool:
