@@ -50,6 +50,12 @@ CASES = {
     "connection closed": {"method": "GET", "path": "/close", "headers": {}},
     "refused": {"method": "GET", "path": "/ok", "headers": {}, "port": "closed"},
     "base path": {"method": "GET", "path": "/ok", "headers": {}, "base": "/api"},
+    "user's default headers": {
+        "method": "GET",
+        "path": "/ok",
+        "headers": {"X-Step": "login"},
+        "defaults": {"User-Agent": "prakerja-sim", "X-Env": "staging"},
+    },
 }
 
 
@@ -103,6 +109,8 @@ def test_the_cases_say_what_they_claim(results):
     assert lean["connection closed"]["answer"]["failure"] == "CONNECTION_ERROR"
     assert lean["refused"]["answer"]["failure"] == "CONNECTION_ERROR"
     assert lean["base path"]["requests"][0]["uri"] == "/api/ok"
+    sent_headers = dict(lean["user's default headers"]["requests"][0]["headers"])
+    assert sent_headers["user-agent"] == "prakerja-sim" and sent_headers["x-env"] == "staging"
     assert lean["list params"]["requests"][0]["uri"] == "/ok?to=a+b&to=c"
     # What goes the lean way and what is handed to the UserAgent (list parameters, here).
     handed_over = {case for case in CASES if not results[case]["lean path"]}
@@ -168,7 +176,7 @@ def _serve() -> tuple[int, list[dict]]:
     return server.server_port, seen
 
 
-def _session(base: str):
+def _session(base: str, defaults: dict[str, str] | None = None):
     from locust.contrib.fasthttp import FastHttpSession
     from locust.event import EventHook
 
@@ -182,6 +190,7 @@ def _session(base: str):
         connection_timeout=0.5,
         max_retries=0,
         max_redirects=30,
+        headers=defaults,  # a FastHttpUser's default_headers
     )
     session.cookiejar = session.client.cookiejar = LeanCookieJar()
     return session
@@ -210,8 +219,8 @@ def _run(port: int, closed: int, seen: list[dict]) -> dict:
         out[case] = {}
         for side in ("lean", "locust"):
             seen.clear()
-            session = _session(base)
-            wire = Wire(session, None)  # one per journey, as JourneyUser makes it
+            session = _session(base, spec.get("defaults"))
+            wire = Wire(session, spec.get("defaults"))  # one per journey, as JourneyUser makes it
             paths = [spec["path"], *([spec["then"]] if "then" in spec else [])]
             for path in paths:
                 headers = {"Accept-Encoding": ACCEPT_ENCODING, **spec["headers"]}
