@@ -260,8 +260,8 @@ class JourneyUser(FastHttpUser):
         The same request on the wire as ``FastHttpSession.request`` sends (its headers, JSON
         encoding, basic auth from the host URL, redirects, cookies), without its per-request
         context manager and copies, and through :class:`simulator.surge.wire.Wire` without the
-        user agent's per-request layers: a journey request costs the load generator no more than
-        a bare Locust request (benchmarks/bench_surge.py).
+        user agent's per-request layers: a journey request costs the load generator about what a
+        bare Locust request does (benchmarks/bench_surge.py).
         """
         session = self.client
         if not _LEAN_KWARGS.issuperset(kwargs):

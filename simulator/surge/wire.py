@@ -14,6 +14,7 @@ other than text, a body that is neither text nor bytes, an absolute URL, retries
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from http.cookiejar import CookieJar
@@ -26,10 +27,7 @@ from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, ErrorResponse, FastHttpS
 
 _PLAIN_URI = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,/:;=?@]*")
 """A request URI that geventhttpclient's ``requote_uri`` gives back unchanged (no ``%``, no ``#``)."""
-_CONTENT_TYPE = ("Content-Type", "content-type")
 _SET_COOKIE = ("set-cookie", "set-cookie2")
-_BASE_URLS: dict[str, URL] = {}
-"""Parsed target base URLs, one per base URL this process drives (the pool is keyed by host)."""
 
 
 class LeanCookieJar(CookieJar):
@@ -47,13 +45,10 @@ class LeanCookieJar(CookieJar):
             super().extract_cookies(response, request)
 
 
+@functools.lru_cache(maxsize=64)
 def _base_url(base: str) -> URL:
-    parsed = _BASE_URLS.get(base)
-    if parsed is None:
-        if len(_BASE_URLS) > 64:
-            _BASE_URLS.clear()
-        parsed = _BASE_URLS[base] = URL(base)
-    return parsed
+    """A target base URL parsed once per process (the pool finds a host's client by it)."""
+    return URL(base)
 
 
 class Wire:
@@ -66,7 +61,7 @@ class Wire:
         self.session = session
         self.agent = agent = session.client
         self.jar = agent.cookiejar
-        self.defaults = dict(default_headers) if default_headers else None
+        self.defaults = default_headers or None  # read, never written
         self.http: Any = None  # the target's HTTPClient, taken from the pool on first use
         self.prefix: str | None = None  # None: this journey always takes the UserAgent path
         base = session.base_url
@@ -74,16 +69,6 @@ class Wire:
             split = urlsplit(base)
             if split.scheme in ("http", "https") and not split.query and not split.fragment:
                 self.prefix = split.path
-
-    def fits(self, path: str, params: Any) -> bool:
-        """Whether this request can go the lean way (else ``FastHttpSession`` sends it)."""
-        jar = self.jar
-        return (
-            self.prefix is not None
-            and path[:1] == "/"
-            and (not params or _plain_params(path, params))
-            and (jar is None or not getattr(jar, "_cookies", True))
-        )
 
     def send(
         self,
@@ -99,12 +84,12 @@ class Wire:
         headers read and its body not yet read (``FastResponse``), or an ``ErrorResponse`` when no
         answer came, as ``FastHttpSession._send_request_safe_mode`` returns them."""
         jar = self.jar
-        if (
+        if (  # what the lean way does not do: an absolute URL, other parameters, a cookie to send
             self.prefix is None
             or path[:1] != "/"
             or (params and not _plain_params(path, params))
             or (jar is not None and getattr(jar, "_cookies", True))
-        ):  # not self.fits(path, params), without the call
+        ):
             return self._full(method, url, payload, headers, params, follow)
         if params:  # as geventhttpclient's URL(url, params) encodes them
             query = urlencode(params)
@@ -137,30 +122,25 @@ class Wire:
         response = FastResponse(raw, request=None, sent_request=raw._sent_request)
         response._elapsed = time.monotonic() - started
         answer_headers = response.headers
+        request = None  # the urllib-style request, built only for the cookie jar or a redirect
         if jar is not None and (_SET_COOKIE[0] in answer_headers or _SET_COOKIE[1] in answer_headers):
-            jar.extract_cookies(response, self._request(method, url, payload, headers))
+            request = self._request(method, url, payload, headers)
+            jar.extract_cookies(response, request)
         if follow and response.status_code in self.agent.redirect_response_codes:
             location = answer_headers.get("location")
             if isinstance(location, str) and location and self.agent.max_redirects > 0:
-                return self._redirect(response, method, url, payload, headers, location)
+                if request is None:
+                    request = self._request(method, url, payload, headers)
+                return self._redirect(response, request, location)
         return response
 
     def _request(self, method: str, url: str, payload: Any, headers: dict[str, str]) -> Any:
         """The ``urllib``-style request the cookie jar and redirects work on (only when needed)."""
         return self.agent._make_request(url, method, headers=Headers(headers), payload=payload)
 
-    def _redirect(
-        self,
-        response: FastResponse,
-        method: str,
-        url: str,
-        payload: Any,
-        headers: dict[str, str],
-        location: str,
-    ) -> FastResponse | ErrorResponse:
+    def _redirect(self, response: FastResponse, request: Any, location: str) -> FastResponse | ErrorResponse:
         """Follow a redirect as the UserAgent does (method and body by the status, cookies and
         credentials by the origin), the rest of the chain through it."""
-        request = self._request(method, url, payload, headers)
         try:
             request.redirect(response.status_code, location)
         except FAILURE_EXCEPTIONS as err:
@@ -202,8 +182,6 @@ def _plain_params(path: str, params: Any) -> bool:
 
 
 def _has_content_type(headers: dict[str, str]) -> bool:
-    if _CONTENT_TYPE[0] in headers or _CONTENT_TYPE[1] in headers:
-        return True
     return any(name.lower() == "content-type" for name in headers)
 
 
